@@ -1,0 +1,133 @@
+/**
+ * The typed surface of the native addon. Nothing else in lib/ touches untyped native
+ * exports: every native class and function is declared here once.
+ * @internal
+ */
+import path from 'node:path';
+import { makeTvmError } from './errors';
+
+/** Native tensor: one reference to a TVM tensor (DLPack-compatible). */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: string;
+  readonly deviceType: number;
+  readonly deviceId: number;
+  readonly byteLength: number;
+  readonly isContiguous: boolean;
+  readonly disposed: boolean;
+  copyFromBytes(src: ArrayBufferView | ArrayBuffer): void;
+  copyToBytes(dst: ArrayBufferView | ArrayBuffer): void;
+  copyFromBytesAsync(src: ArrayBufferView | ArrayBuffer): Promise<null>;
+  copyToBytesAsync(dst: ArrayBufferView | ArrayBuffer): Promise<null>;
+  copyFrom(src: NativeTensor): void;
+  copyFromAsync(src: NativeTensor): Promise<null>;
+  hostView(): ArrayBuffer;
+  toDLPack(): DLPackCapsule;
+  dispose(): void;
+}
+
+/** An opaque DLPack capsule (a `DLManagedTensorVersioned*`), consumed once. */
+export type DLPackCapsule = object & { readonly __dlpack: unique symbol };
+
+export interface NativeTensorClass {
+  empty(shape: number[], dtype: string, deviceType: number, deviceId: number): NativeTensor;
+  /** Zero-copy CPU tensor over host memory, or null when it is not 64-byte aligned. */
+  fromHost(view: ArrayBufferView | ArrayBuffer, shape: unknown, dtype: string): NativeTensor | null;
+  fromDLPack(capsule: DLPackCapsule): NativeTensor;
+}
+
+export interface NativeFunction {
+  readonly disposed: boolean;
+  call(...args: unknown[]): unknown;
+  callAsync(args: unknown[]): Promise<unknown>;
+  dispose(): void;
+}
+
+export interface NativeModule {
+  readonly kind: string;
+  /** Imported modules, already wrapped as lib/ Modules. */
+  readonly imports: unknown[];
+  readonly disposed: boolean;
+  getFunction(name: string, queryImports?: boolean): NativeFunction | null;
+  implementsFunction(name: string, queryImports?: boolean): boolean;
+  dispose(): void;
+}
+
+export interface NativeModuleClass {
+  load(path: string): NativeModule;
+  /** Resolves with the lib/ Module wrapper (results pass through the `wrap` factory). */
+  loadAsync(path: string): Promise<unknown>;
+}
+
+export interface NativeObject {
+  readonly typeKey: string;
+  readonly disposed: boolean;
+  dispose(): void;
+}
+
+export interface RuntimeLibrary {
+  name: string;
+  loaded: boolean;
+  error?: string;
+}
+
+export interface Factories {
+  error(kind: string, message: string, backtrace: string): Error;
+  device(deviceType: number, deviceId: number): unknown;
+  shape(dims: number[]): unknown;
+  /** Wraps a native handle returned by TVM in its public lib/ class. */
+  wrap(handle: NativeTensor | NativeFunction | NativeModule | NativeObject): unknown;
+}
+
+export interface Addon {
+  versions(): { ffiRuntime: string; ffiHeaders: string; tvm: string; tvmSource: string; napi: number };
+  runtimeLibraries(): RuntimeLibrary[];
+  setFactories(f: Factories): void;
+  deviceEnabled(deviceType: number): boolean;
+  deviceAttr(deviceType: number, deviceId: number, kind: number): number | string | boolean | undefined;
+  deviceSync(deviceType: number, deviceId: number): void;
+  NativeTensor: NativeTensorClass & (new () => NativeTensor);
+  NativeFunction: new () => NativeFunction;
+  NativeModule: NativeModuleClass & (new () => NativeModule);
+  NativeObject: new () => NativeObject;
+  getGlobalFunc(name: string): NativeFunction | null;
+  listGlobalFuncs(): string[];
+  registerFunc(name: string, fn: (...args: unknown[]) => unknown, override: boolean): number;
+  unregisterFunc(name: string, id: number): void;
+}
+
+/** Package root: lib/ in a source checkout, dist/lib/ when built. */
+export const packageRoot = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
+
+function loadAddon(): Addon {
+  // node-gyp-build: a local build (build/Release) first, then prebuilds/<platform>-<arch>/.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const load = require('node-gyp-build') as (dir: string) => Addon;
+  try {
+    return load(packageRoot);
+  } catch (err) {
+    const msg = (err as Error).message;
+    throw new Error(
+      `tvm-node: could not load the native addon (${msg}). ` +
+        'In a source checkout run `npm run setup`; for installs, check that a prebuilt binary exists for ' +
+        `${process.platform}-${process.arch} or that the TVM runtime libraries sit beside it.`,
+    );
+  }
+}
+
+/** The loaded addon, with lib/'s factories installed. */
+export const addon: Addon = loadAddon();
+
+/** Late-bound factories: device.ts and shape.ts register theirs on import. */
+export const factories: Factories = {
+  error: makeTvmError,
+  device: (deviceType, deviceId) => ({ deviceType, deviceId }),
+  shape: (dims) => dims,
+  wrap: (h) => h,
+};
+addon.setFactories({
+  error: (k, m, b) => factories.error(k, m, b),
+  device: (t, i) => factories.device(t, i),
+  shape: (d) => factories.shape(d),
+  wrap: (h) => factories.wrap(h),
+});

@@ -1,0 +1,166 @@
+/**
+ * Devices: where tensors live and models run. Mirrors TVM's `tvm.cpu()`, `tvm.cuda(i)`, ...
+ */
+import { addon, factories } from './binding';
+import { DeviceError, TvmValueError } from './errors';
+
+/** DLPack device type codes (dlpack.h), as TVM uses them. */
+export const DeviceType = {
+  cpu: 1,
+  cuda: 2,
+  cuda_host: 3,
+  opencl: 4,
+  vulkan: 7,
+  metal: 8,
+  rocm: 10,
+  ext_dev: 12,
+  webgpu: 15,
+} as const;
+
+/** A device kind name: `'cpu'`, `'cuda'`, `'vulkan'`, `'opencl'`, `'metal'`, ... */
+export type DeviceKind = keyof typeof DeviceType;
+
+const KIND_OF: Record<number, DeviceKind> = Object.fromEntries(
+  Object.entries(DeviceType).map(([k, v]) => [v, k as DeviceKind]),
+) as Record<number, DeviceKind>;
+
+/** TVM's DeviceAttrKind codes (tvm/runtime/device_api.h). */
+const Attr = {
+  exist: 0,
+  maxThreadsPerBlock: 1,
+  warpSize: 2,
+  computeVersion: 4,
+  deviceName: 5,
+  maxClockRate: 6,
+  multiProcessorCount: 7,
+  apiVersion: 11,
+  driverVersion: 12,
+  totalGlobalMemory: 14,
+  availableGlobalMemory: 15,
+} as const;
+
+/** The library that provides each device type's runtime, to explain why it is missing. */
+const PROVIDER: Partial<Record<DeviceKind, string>> = {
+  cuda: 'libtvm_runtime_cuda.so',
+  cuda_host: 'libtvm_runtime_cuda.so',
+};
+
+/** A TVM device: a device type and an index, e.g. `cuda(0)`. */
+export class Device {
+  /** Lets the native layer recognize a device argument. @internal */
+  readonly _tvmKind = 'device';
+
+  constructor(
+    /** DLPack device type code. */
+    readonly deviceType: number,
+    /** Device index. */
+    readonly deviceId = 0,
+  ) {}
+
+  /** The kind name, e.g. `'cuda'`. */
+  get kind(): DeviceKind | `type${number}` {
+    return KIND_OF[this.deviceType] ?? `type${this.deviceType}`;
+  }
+
+  /** Whether the linked runtime has this device type at all (built with its device API). */
+  get enabled(): boolean {
+    return addon.deviceEnabled(this.deviceType);
+  }
+
+  /** Whether this device exists (its runtime is present and the index is valid). */
+  get exists(): boolean {
+    return this.enabled && addon.deviceAttr(this.deviceType, this.deviceId, Attr.exist) === true;
+  }
+
+  private attr(kind: number): number | string | undefined {
+    if (!this.exists) return undefined;
+    const v = addon.deviceAttr(this.deviceType, this.deviceId, kind);
+    return typeof v === 'boolean' ? Number(v) : v;
+  }
+
+  /** Device name as the driver reports it (GPUs). */
+  get name(): string | undefined {
+    return this.attr(Attr.deviceName) as string | undefined;
+  }
+  /** Maximum threads per block (GPUs). */
+  get maxThreadsPerBlock(): number | undefined {
+    return this.attr(Attr.maxThreadsPerBlock) as number | undefined;
+  }
+  /** Warp / wavefront size (GPUs). */
+  get warpSize(): number | undefined {
+    return this.attr(Attr.warpSize) as number | undefined;
+  }
+  /** Compute capability, e.g. `'9.0'` (CUDA). */
+  get computeVersion(): string | undefined {
+    return this.attr(Attr.computeVersion) as string | undefined;
+  }
+  /** Number of multiprocessors (GPUs). */
+  get multiProcessorCount(): number | undefined {
+    return this.attr(Attr.multiProcessorCount) as number | undefined;
+  }
+  /** Total device memory in bytes, where the device API reports it. */
+  get totalMemory(): number | undefined {
+    return this.attr(Attr.totalGlobalMemory) as number | undefined;
+  }
+  /** Free device memory in bytes, where the device API reports it. */
+  get availableMemory(): number | undefined {
+    return this.attr(Attr.availableGlobalMemory) as number | undefined;
+  }
+
+  /** Waits for all work queued on the device's default stream. */
+  sync(): void {
+    this.assertAvailable();
+    addon.deviceSync(this.deviceType, this.deviceId);
+  }
+
+  /** Throws a {@link DeviceError} naming the cause when the device cannot be used. */
+  assertAvailable(): void {
+    if (!this.enabled) {
+      const lib = PROVIDER[this.kind as DeviceKind];
+      const status = lib && addon.runtimeLibraries().find((l) => l.name === lib);
+      const why = status && !status.loaded ? ` (${lib}: ${status.error})` : '';
+      throw new DeviceError(
+        'DeviceError',
+        `${this}: the linked TVM runtime has no ${this.kind} device API${why}; ` +
+          (this.kind === 'opencl' || this.kind === 'vulkan'
+            ? 'build TVM with USE_OPENCL/USE_VULKAN and point TVM_HOME at it'
+            : 'use a TVM runtime built with it'),
+      );
+    }
+    if (!this.exists) throw new DeviceError('DeviceError', `${this} does not exist on this machine`);
+  }
+
+  /** Same device type and index. */
+  equals(other: Device): boolean {
+    return this.deviceType === other.deviceType && this.deviceId === other.deviceId;
+  }
+
+  toString(): string {
+    return `${this.kind}(${this.deviceId})`;
+  }
+}
+
+/** A device by kind name and index; an unknown name is a {@link TvmValueError}. */
+export function device(kind: DeviceKind | string, index = 0): Device {
+  const [name, id] = kind.includes(':') ? kind.split(':') : [kind, String(index)];
+  const type = DeviceType[name as DeviceKind];
+  if (type === undefined) {
+    throw new TvmValueError('ValueError', `unknown device '${kind}' (known: ${Object.keys(DeviceType).join(', ')})`);
+  }
+  const idx = Number(id);
+  if (!Number.isInteger(idx) || idx < 0) throw new TvmValueError('ValueError', `bad device index in '${kind}'`);
+  return new Device(type, idx);
+}
+
+/** The host CPU. */
+export const cpu = (index = 0): Device => new Device(DeviceType.cpu, index);
+/** An NVIDIA GPU (needs the CUDA runtime sidecar and libcudart). */
+export const cuda = (index = 0): Device => new Device(DeviceType.cuda, index);
+/** A Vulkan device (needs a TVM runtime built with USE_VULKAN). */
+export const vulkan = (index = 0): Device => new Device(DeviceType.vulkan, index);
+/** An OpenCL device, e.g. RK3588's Mali GPU (needs a TVM runtime built with USE_OPENCL). */
+export const opencl = (index = 0): Device => new Device(DeviceType.opencl, index);
+/** An Apple GPU (needs a TVM runtime built with Metal). */
+export const metal = (index = 0): Device => new Device(DeviceType.metal, index);
+
+factories.device = (type, id) => new Device(type, id);

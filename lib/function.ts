@@ -1,0 +1,89 @@
+/**
+ * Packed functions: TVM's universal calling convention, and the global function registry.
+ */
+import { addon, type NativeFunction } from './binding';
+import { callerStack, TvmAttributeError, TvmTypeError } from './errors';
+
+/**
+ * A TVM packed function. Arguments map as: Tensor, PackedFunc, Module, Device, Shape ->
+ * themselves; number -> int if integral else float (override with `float()`/`int()`);
+ * bigint -> int64; string -> str; boolean -> bool; Buffer/TypedArray -> bytes; arrays ->
+ * ffi.Array; null -> None. Results map back the same way (ints beyond 2^53 as bigint).
+ */
+export class PackedFunc implements Disposable {
+  /** @internal */
+  readonly _tvmKind = 'handle';
+
+  /** @internal */
+  constructor(
+    readonly handle: NativeFunction,
+    /** The name it was looked up by, for messages. */
+    readonly name = '<anonymous>',
+  ) {}
+
+  /** Calls on the JS thread. Only for work well under a millisecond; see {@link callAsync}. */
+  call(...args: unknown[]): unknown {
+    return this.handle.call(...args);
+  }
+
+  /** Calls on a worker thread of the libuv pool; the event loop keeps running. */
+  callAsync(...args: unknown[]): Promise<unknown> {
+    return this.handle.callAsync(args).catch(callerStack());
+  }
+
+  /** Whether {@link PackedFunc.dispose} was called. */
+  get disposed(): boolean {
+    return this.handle.disposed;
+  }
+
+  /** Releases the reference (idempotent). */
+  dispose(): void {
+    this.handle.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** A global function by name, or null. */
+export function getGlobalFunc(name: string): PackedFunc | null {
+  const h = addon.getGlobalFunc(name);
+  return h ? new PackedFunc(h, name) : null;
+}
+
+/** A global function by name; throws {@link TvmAttributeError} when it is missing. */
+export function requireGlobalFunc(name: string): PackedFunc {
+  const f = getGlobalFunc(name);
+  if (!f) throw new TvmAttributeError('AttributeError', `no global function '${name}' is registered`);
+  return f;
+}
+
+/** Names of all registered global functions. */
+export function listGlobalFuncs(): string[] {
+  return addon.listGlobalFuncs();
+}
+
+/** Undoes a {@link registerFunc}. */
+export interface Registration extends Disposable {
+  readonly name: string;
+  unregister(): void;
+}
+
+/**
+ * Makes a JS function callable from TVM (and from TVM RPC peers) under `name`. TVM may
+ * call it from any thread: calls from other threads run on this JS thread while the
+ * caller waits, so the JS thread must be free (use the async forms of runs that call it).
+ * A thrown error reaches TVM with its kind (a {@link TvmError}'s kind, else RuntimeError).
+ */
+export function registerFunc(name: string, fn: (...args: any[]) => unknown, opts: { override?: boolean } = {}): Registration {
+  if (typeof fn !== 'function') throw new TvmTypeError('TypeError', 'registerFunc needs a function');
+  const id = addon.registerFunc(name, fn, opts.override ?? false);
+  let done = false;
+  const unregister = () => {
+    if (done) return;
+    done = true;
+    addon.unregisterFunc(name, id);
+  };
+  return { name, unregister, [Symbol.dispose]: unregister };
+}

@@ -1,0 +1,235 @@
+/**
+ * Tensors: n-dimensional arrays on a device, moved to and from JS TypedArrays in bulk.
+ */
+import { addon, type DLPackCapsule, type NativeTensor } from './binding';
+import { cpu, Device } from './device';
+import { callerStack, TvmValueError } from './errors';
+import { bytesPerElement, checkDType, type DType, dtypeOfArray, fromFloat32, HOST_ARRAY, toFloat32, type TypedArray } from './dtype';
+import { Shape } from './values';
+
+/** Where and how to create a tensor. */
+export interface TensorOptions {
+  /** Shape; defaults to 1-D of the data's length. */
+  shape?: readonly number[];
+  /** dtype; defaults to the TypedArray's own (Float32Array -> float32, ...), float32 for arrays. */
+  dtype?: DType | string;
+  /** Device; defaults to `cpu()`. */
+  device?: Device;
+}
+
+/** What tensors can be created from. */
+export type TensorData = TypedArray | Buffer | readonly number[] | readonly bigint[] | readonly boolean[];
+
+function checkShape(shape: readonly number[]): number[] {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new TvmValueError('ValueError', `bad shape [${shape.join(', ')}]`);
+  }
+  return [...shape];
+}
+
+const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** Turns JS data into the host array of `dtype` (a view when it already is one). */
+function toHostArray(data: TensorData, dtype: DType): ArrayBufferView {
+  const Ctor = HOST_ARRAY[dtype];
+  if (ArrayBuffer.isView(data)) return data;
+  if (dtype === 'float16' || dtype === 'bfloat16') return fromFloat32(data as number[], dtype);
+  if (dtype === 'bool') return Uint8Array.from(data as boolean[], (v) => (v ? 1 : 0));
+  if (Ctor === BigInt64Array || Ctor === BigUint64Array) {
+    return (Ctor as unknown as { from(a: ArrayLike<unknown>, f: (v: unknown) => bigint): ArrayBufferView }).from(
+      data,
+      (v) => BigInt(v as number),
+    );
+  }
+  return (Ctor as unknown as { from(a: ArrayLike<unknown>): ArrayBufferView }).from(data as number[]);
+}
+
+function resolve(data: TensorData, opts: TensorOptions): { dtype: DType; shape: number[]; host: ArrayBufferView } {
+  const dtype = checkDType(opts.dtype ?? (ArrayBuffer.isView(data) && !Buffer.isBuffer(data) ? dtypeOfArray(data as TypedArray) : Buffer.isBuffer(data) ? 'uint8' : 'float32'));
+  const host = toHostArray(data, dtype);
+  const shape = checkShape(opts.shape ?? [host.byteLength / bytesPerElement(dtype)]);
+  const want = numel(shape) * bytesPerElement(dtype);
+  if (host.byteLength !== want) {
+    throw new TvmValueError(
+      'ValueError',
+      `data has ${host.byteLength} bytes but shape [${shape.join(', ')}] of ${dtype} needs ${want}`,
+    );
+  }
+  return { dtype, shape, host };
+}
+
+/**
+ * An n-dimensional array on a device (TVM's `runtime.Tensor`, DLPack-compatible).
+ *
+ * Memory is released by {@link Tensor.dispose} (or `using`), with the garbage collector as
+ * a safety net; its size is reported to V8 so GC pressure reflects device memory too.
+ */
+export class Tensor implements Disposable {
+  /** Lets the native layer pass the handle to TVM. @internal */
+  readonly _tvmKind = 'handle';
+  private cachedShape?: number[];
+
+  /** @internal Wraps a native tensor; use the static constructors. */
+  constructor(readonly handle: NativeTensor) {}
+
+  /** An uninitialized tensor. */
+  static empty(shape: readonly number[], dtype: DType | string = 'float32', device: Device = cpu()): Tensor {
+    device.assertAvailable();
+    return new Tensor(addon.NativeTensor.empty(checkShape(shape), checkDType(dtype), device.deviceType, device.deviceId));
+  }
+
+  /** A new tensor holding a copy of `data`. */
+  static from(data: TensorData, opts: TensorOptions = {}): Tensor {
+    const { dtype, shape, host } = resolve(data, opts);
+    const t = Tensor.empty(shape, dtype, opts.device ?? cpu());
+    t.handle.copyFromBytes(host);
+    return t;
+  }
+
+  /** Like {@link Tensor.from}, with the copy on a worker thread (for large data or devices). */
+  static async fromAsync(data: TensorData, opts: TensorOptions = {}): Promise<Tensor> {
+    const { dtype, shape, host } = resolve(data, opts);
+    const t = Tensor.empty(shape, dtype, opts.device ?? cpu());
+    await t.handle.copyFromBytesAsync(host).catch(callerStack());
+    return t;
+  }
+
+  /**
+   * A CPU tensor over `data`'s memory, without a copy, when the memory is 64-byte aligned
+   * (TVM kernels may assume that alignment); otherwise a copy. {@link Tensor.sharesMemory}
+   * tells which happened. While a shared tensor lives, `data` must not be transferred.
+   * {@link Tensor.hostView} gives the other direction: JS views of tensor memory.
+   */
+  static wrap(data: TypedArray | Buffer, opts: Omit<TensorOptions, 'device'> = {}): Tensor {
+    const { dtype, shape, host } = resolve(data, opts);
+    const shared = addon.NativeTensor.fromHost(host, new Shape(shape), dtype);
+    if (shared) {
+      const t = new Tensor(shared);
+      t.shared = true;
+      return t;
+    }
+    return Tensor.from(data, opts);
+  }
+
+  /** Imports a DLPack capsule made by {@link Tensor.toDLPack} (consumes it). */
+  static fromDLPack(capsule: DLPackCapsule): Tensor {
+    return new Tensor(addon.NativeTensor.fromDLPack(capsule));
+  }
+
+  private shared = false;
+
+  /** Whether this tensor uses JS memory directly (made by {@link Tensor.wrap} without a copy). */
+  get sharesMemory(): boolean {
+    return this.shared;
+  }
+
+  /** Dimensions. */
+  get shape(): number[] {
+    this.cachedShape ??= this.handle.shape;
+    return [...this.cachedShape];
+  }
+  /** Number of dimensions. */
+  get ndim(): number {
+    return this.shape.length;
+  }
+  /** Number of elements. */
+  get size(): number {
+    return numel(this.shape);
+  }
+  /** Element type. */
+  get dtype(): DType {
+    return this.handle.dtype as DType;
+  }
+  /** Where the data lives. */
+  get device(): Device {
+    return new Device(this.handle.deviceType, this.handle.deviceId);
+  }
+  /** Size of the data in bytes. */
+  get byteLength(): number {
+    return this.handle.byteLength;
+  }
+  /** Whether {@link Tensor.dispose} was called. */
+  get disposed(): boolean {
+    return this.handle.disposed;
+  }
+
+  /** Overwrites the contents from a host array or another tensor (any device). */
+  copyFrom(src: TensorData | Tensor): this {
+    if (src instanceof Tensor) this.handle.copyFrom(src.handle);
+    else this.handle.copyFromBytes(toHostArray(src, this.dtype));
+    return this;
+  }
+
+  /** {@link Tensor.copyFrom} on a worker thread. */
+  async copyFromAsync(src: TensorData | Tensor): Promise<this> {
+    const done = src instanceof Tensor ? this.handle.copyFromAsync(src.handle) : this.handle.copyFromBytesAsync(toHostArray(src, this.dtype));
+    await done.catch(callerStack());
+    return this;
+  }
+
+  private hostArray(): TypedArray {
+    return new HOST_ARRAY[this.dtype](this.size);
+  }
+
+  /**
+   * A copy of the data as the dtype's TypedArray (float16/bfloat16: raw bits in a
+   * Uint16Array, see {@link Tensor.toFloat32Array}; bool: Uint8Array of 0/1).
+   */
+  toArray(): TypedArray {
+    const out = this.hostArray();
+    this.handle.copyToBytes(out);
+    return out;
+  }
+
+  /** {@link Tensor.toArray} on a worker thread. */
+  async toArrayAsync(): Promise<TypedArray> {
+    const out = this.hostArray();
+    await this.handle.copyToBytesAsync(out).catch(callerStack());
+    return out;
+  }
+
+  /** The data as float32 numbers, whatever the float dtype (decodes float16/bfloat16). */
+  toFloat32Array(): Float32Array {
+    const a = this.toArray();
+    if (this.dtype === 'float16' || this.dtype === 'bfloat16') return toFloat32(a as Uint16Array, this.dtype);
+    return Float32Array.from(a as ArrayLike<number>);
+  }
+
+  /** A copy of this tensor on `device`. */
+  copyTo(device: Device): Tensor {
+    return Tensor.empty(this.shape, this.dtype, device).copyFrom(this);
+  }
+
+  /** {@link Tensor.copyTo} on a worker thread. */
+  async copyToAsync(device: Device): Promise<Tensor> {
+    return Tensor.empty(this.shape, this.dtype, device).copyFromAsync(this);
+  }
+
+  /**
+   * A TypedArray over this CPU tensor's own memory (no copy): writes are seen by TVM and
+   * reads see TVM's results. The view keeps the memory alive on its own.
+   */
+  hostView(): TypedArray {
+    const Ctor = HOST_ARRAY[this.dtype];
+    const buf = this.handle.hostView();
+    return new Ctor(buf, 0, this.size);
+  }
+
+  /** Exports a DLPack capsule; the tensor stays valid. */
+  toDLPack(): DLPackCapsule {
+    return this.handle.toDLPack();
+  }
+
+  /** Releases this reference to the memory (idempotent). */
+  dispose(): void {
+    this.handle.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device})`;
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * The model executor: TVM's Relax virtual machine, driven from Node.
+ *
+ * Concurrency model: a Relax VM instance holds registers and allocator state, so it is not
+ * safe to run one instance from two threads. A {@link VirtualMachine} therefore keeps a
+ * small pool of instances over the same executable (compiled kernels and constants are
+ * shared and thread-safe): each {@link VirtualMachine.run} takes an idle instance (creating
+ * one up to `concurrency`), runs on a libuv worker thread, and gives it back; runs beyond
+ * `concurrency` wait in FIFO order. {@link VirtualMachine.invoke} runs on the JS thread on
+ * an instance of its own.
+ */
+import { cpu, Device, DeviceType } from './device';
+import { DisposedError, TvmAttributeError, TvmIndexError } from './errors';
+import { PackedFunc } from './function';
+import { loadModuleAsync, Module } from './module';
+
+/** How a VM allocates memory: `pooled` reuses freed blocks (TVM's default), `naive` does not. */
+export type MemoryConfig = 'pooled' | 'naive';
+
+/** Options of {@link VirtualMachine}. */
+export interface VMOptions {
+  /**
+   * Devices the model runs on, e.g. `[cuda(0)]`; a CPU host device is appended when the last
+   * one is not the CPU (shape functions run there), as TVM's Python VM does. Default `[cpu()]`.
+   */
+  devices?: Device[];
+  /** Allocator kind, default `pooled`. */
+  memory?: MemoryConfig;
+  /** Most runs in flight at once (VM instances in the pool). Default 4, the libuv pool size. */
+  concurrency?: number;
+}
+
+/** A function of the executable, as {@link VirtualMachine.functions} lists it. */
+export interface VMFunctionInfo {
+  name: string;
+  arity: number;
+  params: string[];
+}
+
+const ALLOCATOR = { naive: 1, pooled: 2 } as const;
+
+/** One VM instance over the executable, with its entry functions cached. */
+class Instance {
+  private readonly funcs = new Map<string, PackedFunc>();
+
+  constructor(readonly vm: Module) {}
+
+  func(name: string): PackedFunc {
+    let f = this.funcs.get(name);
+    if (!f) {
+      f = this.vm.getFunction(name, { queryImports: false }) ?? undefined;
+      if (!f) throw new TvmAttributeError('AttributeError', `the model has no function '${name}'`);
+      this.funcs.set(name, f);
+    }
+    return f;
+  }
+
+  dispose(): void {
+    for (const f of this.funcs.values()) f.dispose();
+    this.vm.dispose();
+  }
+}
+
+/** Runs a compiled Relax model (a `.so` from `tvm.compile(...).export_library(...)`). */
+export class VirtualMachine implements AsyncDisposable {
+  private readonly idle: Instance[] = [];
+  private readonly waiting: Array<(i: Instance) => void> = [];
+  private created = 0;
+  private active = 0;
+  private drained?: () => void;
+  private syncInstance?: Instance;
+  private closed = false;
+  private readonly initArgs: number[];
+  private readonly loadExecutable: PackedFunc;
+  readonly devices: readonly Device[];
+  readonly concurrency: number;
+
+  /** Creates a VM over a loaded module. */
+  constructor(
+    readonly module: Module,
+    opts: VMOptions = {},
+  ) {
+    const devices = [...(opts.devices ?? [cpu()])];
+    if (devices.length === 0 || devices[devices.length - 1].deviceType !== DeviceType.cpu) devices.push(cpu());
+    for (const d of devices) d.assertAvailable();
+    this.devices = devices;
+    this.concurrency = Math.max(1, opts.concurrency ?? 4);
+    const alloc = ALLOCATOR[opts.memory ?? 'pooled'];
+    this.initArgs = devices.flatMap((d) => [d.deviceType, d.deviceId, alloc]);
+    const load = module.getFunction('vm_load_executable');
+    if (!load) {
+      throw new TvmAttributeError(
+        'AttributeError',
+        `module (${module.typeKey}) is not a Relax VM executable: it has no vm_load_executable ` +
+          '(a kernel library? call its functions with module.getFunction)',
+      );
+    }
+    this.loadExecutable = load;
+    this.syncInstance = this.newInstance();
+  }
+
+  /** Loads `path` off the JS thread and creates a VM over it. */
+  static async load(path: string, opts: VMOptions = {}): Promise<VirtualMachine> {
+    return new VirtualMachine(await loadModuleAsync(path), opts);
+  }
+
+  private newInstance(): Instance {
+    const vm = this.loadExecutable.call() as Module;
+    vm.requireFunction('vm_initialization').call(...this.initArgs);
+    this.created++;
+    return new Instance(vm);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new DisposedError('DisposedError', 'VirtualMachine has been disposed');
+  }
+
+  /** The executable's functions with their arity and parameter names. */
+  functions(): VMFunctionInfo[] {
+    this.checkOpen();
+    const vm = this.syncInstance!.vm;
+    const arity = vm.requireFunction('get_function_arity');
+    const paramName = vm.requireFunction('get_function_param_name');
+    // The runtime offers no list of functions; its disassembly (`as_text`) opens each
+    // bytecode function with `@name:` and marks the packed functions it calls `packed_func`.
+    const text = String(this.module.requireFunction('as_text').call());
+    return [...text.matchAll(/^@(\S+):$/gm)]
+      .map((m) => m[1])
+      .map((name) => {
+        const n = Number(arity.call(name));
+        const params = Array.from({ length: n }, (_, i) => String(paramName.call(name, i)));
+        return { name, arity: n, params };
+      });
+  }
+
+  /**
+   * Runs `fn` synchronously on the JS thread. Blocks the event loop for the whole run:
+   * use {@link VirtualMachine.run} in servers.
+   */
+  invoke(fn: string, ...inputs: unknown[]): unknown {
+    this.checkOpen();
+    return this.syncInstance!.func(fn).call(...inputs);
+  }
+
+  /**
+   * Runs `fn` on a worker thread and resolves with its result: a Tensor, or an array for a
+   * tuple output. Many runs may be in flight; see the concurrency model above.
+   */
+  async run(fn: string, ...inputs: unknown[]): Promise<unknown> {
+    this.checkOpen();
+    this.active++;
+    let inst: Instance | undefined;
+    try {
+      inst = await this.acquire();
+      return await inst.func(fn).callAsync(...inputs);
+    } finally {
+      if (inst) this.release(inst);
+      if (--this.active === 0) this.drained?.();
+    }
+  }
+
+  private acquire(): Promise<Instance> {
+    const inst = this.idle.pop();
+    if (inst) return Promise.resolve(inst);
+    if (this.created - 1 < this.concurrency) return Promise.resolve(this.newInstance());
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(inst: Instance): void {
+    const next = this.waiting.shift();
+    if (next) next(inst);
+    else this.idle.push(inst);
+  }
+
+  /** Number of runs executing or waiting for an instance right now. */
+  get pending(): number {
+    return this.active;
+  }
+
+  /** Whether {@link VirtualMachine.dispose} was called. */
+  get disposed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Stops accepting runs, waits for those in flight, then releases every VM instance.
+   * The module stays usable (dispose it separately).
+   */
+  async dispose(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.pending > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    for (const inst of this.idle.splice(0)) inst.dispose();
+    this.syncInstance?.dispose();
+    this.syncInstance = undefined;
+    this.loadExecutable.dispose();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}
+
+/** Unpacks a VM result into a list of outputs (a single tensor becomes a list of one). */
+export function outputsOf<T = unknown>(result: unknown): T[] {
+  if (Array.isArray(result)) return result as T[];
+  if (result === null || result === undefined) throw new TvmIndexError('IndexError', 'the model returned no outputs');
+  return [result as T];
+}

@@ -1,0 +1,171 @@
+// Entry point of the addon: per-environment state, version checks, optional runtime
+// libraries, and the JS factories that let native code build typed JS objects.
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <tvm/runtime/device_api.h>
+
+#include "common.h"
+
+namespace tvmnode {
+
+const napi_type_tag kTensorTag = {0x7f3c1a0e5b2d4c11ULL, 0x9a8b7c6d5e4f3a21ULL};
+const napi_type_tag kFunctionTag = {0x7f3c1a0e5b2d4c12ULL, 0x9a8b7c6d5e4f3a22ULL};
+const napi_type_tag kModuleTag = {0x7f3c1a0e5b2d4c13ULL, 0x9a8b7c6d5e4f3a23ULL};
+const napi_type_tag kObjectTag = {0x7f3c1a0e5b2d4c14ULL, 0x9a8b7c6d5e4f3a24ULL};
+
+bool EnvState::Post(std::function<void(Napi::Env)> job) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (!alive) return false;
+  auto* heap_job = new std::function<void(Napi::Env)>(std::move(job));
+  napi_status st = dispatcher.NonBlockingCall(heap_job, [](Napi::Env env, Napi::Function, std::function<void(Napi::Env)>* j) {
+    // env is null when the environment is tearing down: the job is dropped, not run.
+    if (env != nullptr) (*j)(env);
+    delete j;
+  });
+  if (st != napi_ok) {
+    delete heap_job;
+    return false;
+  }
+  return true;
+}
+
+namespace {
+
+// Optional runtime libraries of the TVM build, loaded for their registrations. What failed to
+// load (e.g. the CUDA sidecar without libcudart) is reported by `runtimeLibraries()` so a
+// missing device can name its cause.
+struct SidecarStatus {
+  std::string name, error;
+  bool loaded = false;
+};
+std::vector<SidecarStatus> g_sidecars;  // written once under g_sidecar_once
+std::once_flag g_sidecar_once;
+
+// Sidecars sit next to libtvm_runtime, wherever the addon's rpath found it (staged folder,
+// prebuilt package, TVM_HOME build).
+std::string RuntimeDir() {
+  Dl_info info;
+  // A function the addon links from libtvm_runtime: its address names that library's file.
+  void* sym = reinterpret_cast<void*>(&tvm::runtime::DeviceAPI::Get);
+  if (dladdr(sym, &info) != 0 && info.dli_fname != nullptr) {
+    std::string p = info.dli_fname;
+    auto slash = p.rfind('/');
+    if (slash != std::string::npos) return p.substr(0, slash);
+  }
+  return ".";
+}
+
+// Compiled artifacts leave some tvm-ffi symbols (e.g. the error-raising entry points) to be
+// bound lazily from the global scope, and Node loads an addon's dependencies locally: a
+// kernel raising an error would then abort the process on an unresolved symbol. Promote
+// the already loaded libtvm_ffi and libtvm_runtime to global scope, as TVM's Python does.
+void PromoteToGlobal(void* symbol) {
+  Dl_info info;
+  if (dladdr(symbol, &info) != 0 && info.dli_fname != nullptr) {
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+  }
+}
+
+void LoadSidecars() {
+  PromoteToGlobal(reinterpret_cast<void*>(&TVMFFIGetVersion));
+  PromoteToGlobal(reinterpret_cast<void*>(&tvm::runtime::DeviceAPI::Get));
+  const std::string dir = RuntimeDir();
+  for (const char* name : {"libtvm_runtime_extra.so", "libtvm_runtime_cuda.so"}) {
+    SidecarStatus s{name, "", false};
+    std::string path = dir + "/" + name;
+    if (access(path.c_str(), R_OK) != 0) {
+      s.error = "not present in " + dir;
+    } else if (dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL) == nullptr) {
+      const char* err = dlerror();
+      s.error = err ? err : "dlopen failed";
+    } else {
+      s.loaded = true;
+    }
+    g_sidecars.push_back(s);
+  }
+}
+
+Napi::Value RuntimeLibraries(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env, g_sidecars.size());
+  for (size_t i = 0; i < g_sidecars.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", g_sidecars[i].name);
+    o.Set("loaded", g_sidecars[i].loaded);
+    if (!g_sidecars[i].loaded) o.Set("error", g_sidecars[i].error);
+    out.Set(i, o);
+  }
+  return out;
+}
+
+std::string VersionString(int major, int minor, int patch) {
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+}
+
+// tvm-ffi's C++ ABI is only stable within a version (a silent mismatch between 0.1.13 and
+// 0.1.13.post2 corrupted objects), so the addon reports both versions and lib/ refuses to
+// run when the major.minor of the headers it was built with and the loaded library differ.
+Napi::Value Versions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TVMFFIVersion v;
+  TVMFFIGetVersion(&v);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("ffiRuntime", VersionString(v.major, v.minor, v.patch));
+  out.Set("ffiHeaders", VersionString(TVM_FFI_VERSION_MAJOR, TVM_FFI_VERSION_MINOR, TVM_FFI_VERSION_PATCH));
+  out.Set("tvm", TVMNODE_TVM_VERSION);
+  out.Set("tvmSource", TVMNODE_TVM_SOURCE);
+  out.Set("napi", Napi::Number::New(env, NAPI_VERSION));
+  return out;
+}
+
+Napi::Value SetFactories(const Napi::CallbackInfo& info) {
+  Napi::Object f = info[0].As<Napi::Object>();
+  AddonData* d = Data(info.Env());
+  d->make_error = Napi::Persistent(f.Get("error").As<Napi::Function>());
+  d->make_device = Napi::Persistent(f.Get("device").As<Napi::Function>());
+  d->make_shape = Napi::Persistent(f.Get("shape").As<Napi::Function>());
+  d->make_wrapper = Napi::Persistent(f.Get("wrap").As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+void StartDispatcher(Napi::Env env, AddonData* d) {
+  d->state = std::make_shared<EnvState>();
+  d->state->js_thread = std::this_thread::get_id();
+  d->state->dispatcher = Napi::ThreadSafeFunction::New(env, Napi::Function(), "tvm-node-dispatch", 0, 1);
+  // An idle dispatcher must not keep the process alive.
+  d->state->dispatcher.Unref(env);
+  std::shared_ptr<EnvState> state = d->state;
+  env.AddCleanupHook([state]() {
+    std::lock_guard<std::mutex> lock(state->mu);
+    state->alive = false;
+    state->dispatcher.Abort();
+  });
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  std::call_once(g_sidecar_once, [] {
+    LoadSidecars();
+    InitVmBuiltins();
+  });
+  auto* d = new AddonData();
+  env.SetInstanceData<AddonData>(d);
+  StartDispatcher(env, d);
+  exports.Set("versions", Napi::Function::New(env, Versions, "versions"));
+  exports.Set("runtimeLibraries", Napi::Function::New(env, RuntimeLibraries, "runtimeLibraries"));
+  exports.Set("setFactories", Napi::Function::New(env, SetFactories, "setFactories"));
+  InitDevice(env, exports);
+  InitTensor(env, exports);
+  InitFunction(env, exports);
+  InitModule(env, exports);
+  InitObject(env, exports);
+  return exports;
+}
+
+}  // namespace tvmnode
+
+static Napi::Object InitTvmNode(Napi::Env env, Napi::Object exports) { return tvmnode::Init(env, exports); }
+
+NODE_API_MODULE(tvm_node, InitTvmNode)

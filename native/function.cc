@@ -1,0 +1,163 @@
+// Packed functions: calling TVM functions from JS (on the JS thread or the thread pool),
+// the global registry, and JS functions registered into TVM. A JS function called by TVM
+// from another thread runs on the JS thread (through the environment's dispatcher) while
+// the calling thread waits; it never runs JS off its thread.
+#include <future>
+
+#include "async_work.h"
+#include "handle.h"
+
+namespace tvmnode {
+
+namespace {
+
+class FunctionWrap : public Handle<FunctionWrap, ffi::Function> {
+ public:
+  static constexpr const char* kWhat = "PackedFunc";
+
+  explicit FunctionWrap(const Napi::CallbackInfo& info) : Handle(info, &kFunctionTag) {}
+
+  static Napi::Function Define(Napi::Env env) {
+    auto members = HandleMembers<FunctionWrap>();
+    members.push_back(InstanceMethod("call", &FunctionWrap::Call));
+    members.push_back(InstanceMethod("callAsync", &FunctionWrap::CallAsync));
+    return DefineClass(env, "NativeFunction", members);
+  }
+
+ private:
+  // call(...args): runs on the JS thread; for work under a millisecond.
+  Napi::Value Call(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<ffi::Any> args = ToAnyArgs(info);
+    const ffi::Function& f = Get();
+    EnvState* state = Data(env)->state.get();
+    state->sync_depth++;
+    ffi::Any result;
+    try {
+      result = CallPacked(f, args);
+    } catch (const ffi::Error& e) {
+      state->sync_depth--;
+      ThrowTvm(env, e);
+      return env.Undefined();
+    }
+    state->sync_depth--;
+    return FromAny(env, result);
+  }
+
+  // callAsync(argsArray): runs on the thread pool; resolves with the result.
+  Napi::Value CallAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<ffi::Any> args = ToAnyArgs(env, info[0].As<Napi::Array>());
+    ffi::Function f = Get();
+    return PromiseWorker::Start(env, "tvm-node:call", [f, args = std::move(args)]() { return CallPacked(f, args); },
+                                {info[0], info.This()});
+  }
+};
+
+// Runs registered JS function `id` on the JS thread with TVM arguments.
+ffi::Any InvokeJs(Napi::Env env, int64_t id, const std::vector<ffi::Any>& args) {
+  Napi::HandleScope scope(env);
+  AddonData* d = Data(env);
+  auto it = d->js_funcs.find(id);
+  if (it == d->js_funcs.end()) throw ffi::Error("RuntimeError", "the JavaScript function was unregistered", "");
+  std::vector<napi_value> js_args;
+  js_args.reserve(args.size());
+  for (const ffi::Any& a : args) js_args.push_back(FromAny(env, a));
+  try {
+    return ToAny(env, it->second.Call(js_args));
+  } catch (const Napi::Error& e) {
+    throw JsExceptionToTvm(e);
+  }
+}
+
+// The TVM side of a registered JS function. It holds the environment state (not the JS
+// function itself, which lives in instance data and dies with its environment).
+ffi::Function MakeJsBacked(Napi::Env env, int64_t id, std::string name) {
+  std::shared_ptr<EnvState> state = Data(env)->state;
+  napi_env raw_env = env;
+  return ffi::Function::FromPacked([state, raw_env, id, name](ffi::PackedArgs args, ffi::Any* rv) {
+    std::vector<ffi::Any> owned(args.data(), args.data() + args.size());
+    if (state->OnJsThread()) {
+      *rv = InvokeJs(Napi::Env(raw_env), id, owned);
+      return;
+    }
+    if (state->sync_depth.load() > 0) {
+      throw ffi::Error("RuntimeError",
+                       "JS function '" + name + "' was called from a TVM thread while the JS thread is blocked in a "
+                       "synchronous call; use the async form (run/callAsync) so the JS thread can serve it", "");
+    }
+    auto done = std::make_shared<std::promise<ffi::Any>>();
+    std::future<ffi::Any> result = done->get_future();
+    bool posted = state->Post([done, id, owned](Napi::Env e) {
+      try {
+        done->set_value(InvokeJs(e, id, owned));
+      } catch (...) {
+        done->set_exception(std::current_exception());
+      }
+    });
+    if (!posted) {
+      throw ffi::Error("RuntimeError", "the JavaScript environment that registered '" + name + "' has exited", "");
+    }
+    *rv = result.get();
+  });
+}
+
+Napi::Value GetGlobalFunc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::optional<ffi::Function> f = ffi::Function::GetGlobal(info[0].As<Napi::String>().Utf8Value());
+  if (!f.has_value()) return env.Null();
+  return WrapFunction(env, *f);
+}
+
+Napi::Value ListGlobalFuncs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<ffi::String> names = ffi::Function::ListGlobalNames();
+  Napi::Array out = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); ++i) out.Set(static_cast<uint32_t>(i), std::string(names[i]));
+  return out;
+}
+
+// registerFunc(name, fn, override): makes `fn` callable from TVM under `name`.
+Napi::Value RegisterFunc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  AddonData* d = Data(env);
+  int64_t id = d->next_js_func++;
+  d->js_funcs.emplace(id, Napi::Persistent(info[1].As<Napi::Function>()));
+  TVMNODE_TRY(env, {
+    ffi::Function::SetGlobal(name, MakeJsBacked(env, id, name), info[2].ToBoolean().Value());
+    return Napi::Number::New(env, static_cast<double>(id));
+  });
+  d->js_funcs.erase(id);
+  return env.Undefined();
+}
+
+// unregisterFunc(name, id): removes the global and forgets the JS function.
+Napi::Value UnregisterFunc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TVMNODE_TRY(env, {
+    ffi::Function::GetGlobalRequired("ffi.FunctionRemoveGlobal")(ffi::String(info[0].As<Napi::String>().Utf8Value()));
+    Data(env)->js_funcs.erase(static_cast<int64_t>(info[1].As<Napi::Number>().Int64Value()));
+  });
+  return env.Undefined();
+}
+
+}  // namespace
+
+Napi::Object WrapFunction(Napi::Env env, ffi::Function f) {
+  return FunctionWrap::New(env, Data(env)->function_ctor, std::move(f));
+}
+
+ffi::ObjectRef UnwrapFunction(const Napi::Object& obj) { return FunctionWrap::Unwrap(obj)->Get(); }
+
+void InitFunction(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = FunctionWrap::Define(env);
+  Data(env)->function_ctor = Napi::Persistent(ctor);
+  exports.Set("NativeFunction", ctor);
+  exports.Set("getGlobalFunc", Napi::Function::New(env, GetGlobalFunc, "getGlobalFunc"));
+  exports.Set("listGlobalFuncs", Napi::Function::New(env, ListGlobalFuncs, "listGlobalFuncs"));
+  exports.Set("registerFunc", Napi::Function::New(env, RegisterFunc, "registerFunc"));
+  exports.Set("unregisterFunc", Napi::Function::New(env, UnregisterFunc, "unregisterFunc"));
+}
+
+}  // namespace tvmnode

@@ -1,0 +1,74 @@
+/**
+ * Test fixtures compiled by the pinned TVM (scripts/compile_fixtures.py), cached by content
+ * hash under .cache/fixtures, with numpy reference outputs beside them.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { readNpy, type NpyArray, Tensor } from '../lib';
+
+export const repoRoot = path.resolve(__dirname, '..');
+export const python = path.join(repoRoot, 'tvm', '.venv', 'bin', 'python');
+
+export interface ArraySpec { name?: string; shape: (number | string | null)[]; dtype: string; file: string; role?: string }
+export interface Case { name: string; inputs: ArraySpec[]; outputs: ArraySpec[]; stdout?: string; args?: ArraySpec[] }
+export interface Fixture {
+  kind: 'vm' | 'kernels';
+  file: string;
+  function?: string;
+  returns?: 'tensor' | 'tuple';
+  cases: Case[];
+  functions?: Record<string, { args: ArraySpec[]; cases: Case[] }>;
+  tolerance: { rtol: number; atol: number };
+  needs_host_functions?: string[];
+}
+
+let dir: string | undefined;
+let index: { fixtures: Record<string, Fixture> } | undefined;
+
+/** Compiles (or finds cached) fixtures; returns their folder. */
+export function fixtureDir(only?: string[]): string {
+  if (!only && dir) return dir;
+  const args = [path.join(repoRoot, 'scripts', 'compile_fixtures.py'), ...(only ? ['--only', only.join(',')] : [])];
+  const out = execFileSync(python, args, { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const d = out.trim().split('\n').pop()!;
+  if (!only) dir = d;
+  return d;
+}
+
+export function fixture(name: string): Fixture & { path: string } {
+  index ??= JSON.parse(fs.readFileSync(path.join(fixtureDir(), 'index.json'), 'utf8'));
+  const f = index!.fixtures[name];
+  assert.ok(f, `fixture ${name} missing`);
+  return { ...f, path: path.join(fixtureDir(), f.file) };
+}
+
+export function npy(spec: ArraySpec): NpyArray {
+  return readNpy(path.join(fixtureDir(), spec.file));
+}
+
+export function inputTensor(spec: ArraySpec): Tensor {
+  const a = npy(spec);
+  return Tensor.from(a.data, { shape: a.shape, dtype: a.dtype });
+}
+
+/** Asserts a tensor equals a reference array: exact for ints, atol + rtol*|ref| for floats. */
+export function assertMatches(actual: Tensor, spec: ArraySpec, tol = { rtol: 1e-5, atol: 1e-5 }): void {
+  const ref = npy(spec);
+  assert.deepEqual(actual.shape, ref.shape, `shape of ${spec.file}`);
+  assert.equal(actual.dtype, ref.dtype, `dtype of ${spec.file}`);
+  if (/^(u?int|bool)/.test(ref.dtype)) {
+    assert.deepEqual(Array.from(actual.toArray() as ArrayLike<unknown>), Array.from(ref.data as ArrayLike<unknown>));
+    return;
+  }
+  const got = actual.toFloat32Array();
+  const want = ref.dtype === 'float16' ? Tensor.from(ref.data, { shape: ref.shape, dtype: 'float16' }).toFloat32Array() : Float32Array.from(ref.data as Float32Array);
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const err = Math.abs(got[i] - want[i]) - (tol.atol + tol.rtol * Math.abs(want[i]));
+    worst = Math.max(worst, err);
+    assert.ok(err <= 0, `${spec.file}[${i}]: got ${got[i]}, want ${want[i]}`);
+  }
+  assert.ok(worst <= 0);
+}
