@@ -20,6 +20,8 @@ DLDevice ToDevice(const Napi::Value& type, const Napi::Value& id) {
                   id.As<Napi::Number>().Int32Value()};
 }
 
+ffi::Any ToAnyUnchecked(Napi::Env env, const Napi::Value& v);
+
 namespace {
 
 constexpr double kMaxSafeInt = 9007199254740991.0;
@@ -120,6 +122,15 @@ Napi::Value IntToJs(Napi::Env env, int64_t v) {
 }  // namespace
 
 ffi::Any ToAny(Napi::Env env, const Napi::Value& v) {
+  try {
+    return ToAnyUnchecked(env, v);
+  } catch (const ffi::Error& e) {
+    // e.g. a malformed dtype string: a JS TypeError, never an exception N-API can't carry.
+    throw Napi::TypeError::New(env, e.message());
+  }
+}
+
+ffi::Any ToAnyUnchecked(Napi::Env env, const Napi::Value& v) {
   switch (v.Type()) {
     case napi_undefined:
     case napi_null:

@@ -54,16 +54,17 @@ class FunctionWrap : public Handle<FunctionWrap, ffi::Function> {
   }
 };
 
-// Runs registered JS function `id` on the JS thread with TVM arguments.
+// Runs registered JS function `id` on the JS thread with TVM arguments. Every failure,
+// including a conversion failure, leaves as an ffi::Error: JS objects never reach TVM.
 ffi::Any InvokeJs(Napi::Env env, int64_t id, const std::vector<ffi::Any>& args) {
   Napi::HandleScope scope(env);
   AddonData* d = Data(env);
   auto it = d->js_funcs.find(id);
   if (it == d->js_funcs.end()) throw ffi::Error("RuntimeError", "the JavaScript function was unregistered", "");
-  std::vector<napi_value> js_args;
-  js_args.reserve(args.size());
-  for (const ffi::Any& a : args) js_args.push_back(FromAny(env, a));
   try {
+    std::vector<napi_value> js_args;
+    js_args.reserve(args.size());
+    for (const ffi::Any& a : args) js_args.push_back(FromAny(env, a));
     return ToAny(env, it->second.Call(js_args));
   } catch (const Napi::Error& e) {
     throw JsExceptionToTvm(e);
@@ -98,7 +99,14 @@ ffi::Function MakeJsBacked(Napi::Env env, int64_t id, std::string name) {
     if (!posted) {
       throw ffi::Error("RuntimeError", "the JavaScript environment that registered '" + name + "' has exited", "");
     }
-    *rv = result.get();
+    try {
+      *rv = result.get();
+    } catch (const ffi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      // The environment shut down before serving the call (the job was dropped).
+      throw ffi::Error("RuntimeError", "JS function '" + name + "' could not run: " + e.what(), "");
+    }
   });
 }
 
