@@ -64,6 +64,8 @@ export class Device {
 
   /** Whether the linked runtime has this device type at all (built with its device API). */
   get enabled(): boolean {
+    // TVM rejects device type codes it has never heard of (e.g. 99) instead of answering.
+    if (!(this.deviceType in KIND_OF)) return false;
     return addon.deviceEnabled(this.deviceType);
   }
 

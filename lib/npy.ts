@@ -27,13 +27,26 @@ const FROM_NPY = Object.fromEntries(Object.entries(TO_NPY).map(([k, v]) => [v, k
 /** Parses `.npy` bytes. */
 export function parseNpy(bytes: Uint8Array): NpyArray {
   const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  const arr = parse(buf, { convertFloat16: false });
+  let arr: ReturnType<typeof parse>;
+  try {
+    arr = parse(buf, { convertFloat16: false });
+  } catch (err) {
+    // npyjs throws plain Errors (bad magic, big-endian dtypes) or RangeErrors (truncated header).
+    throw new TvmValueError('ValueError', `not a readable .npy file: ${(err as Error).message}`);
+  }
   if (arr.fortranOrder) throw new TvmValueError('ValueError', 'Fortran-order .npy arrays are not supported');
   const dtype = FROM_NPY[arr.dtype];
   if (!dtype) throw new TvmValueError('ValueError', `unsupported .npy dtype '${arr.dtype}'`);
-  const d = arr.data;
+  const count = arr.shape.reduce((a, b) => a * b, 1);
   const Ctor = HOST_ARRAY[dtype];
-  return { data: new Ctor(d.buffer, d.byteOffset, d.byteLength / Ctor.BYTES_PER_ELEMENT), shape: arr.shape, dtype };
+  // npyjs gives bool as a JS boolean[]; every other dtype as a TypedArray over the file.
+  const data = Array.isArray(arr.data)
+    ? Uint8Array.from(arr.data as boolean[], (v) => (v ? 1 : 0))
+    : new Ctor(arr.data.buffer, arr.data.byteOffset, arr.data.byteLength / Ctor.BYTES_PER_ELEMENT);
+  if (data.length < count) {
+    throw new TvmValueError('ValueError', `truncated .npy file: shape [${arr.shape.join(', ')}] needs ${count} elements, found ${data.length}`);
+  }
+  return { data: data.length === count ? data : data.subarray(0, count), shape: arr.shape, dtype };
 }
 
 /** Reads a `.npy` file. */
@@ -45,6 +58,10 @@ export function readNpy(path: string): NpyArray {
 export function encodeNpy(a: NpyArray): Buffer {
   const code = TO_NPY[a.dtype];
   if (!code) throw new TvmValueError('ValueError', `${a.dtype} has no standard .npy dtype`);
+  const count = a.shape.reduce((x, y) => x * y, 1);
+  if (a.data.length !== count) {
+    throw new TvmValueError('ValueError', `shape [${a.shape.join(', ')}] needs ${count} elements but the data has ${a.data.length}`);
+  }
   return Buffer.from(dump(a.data, a.shape, { dtype: code }));
 }
 

@@ -3,7 +3,7 @@
  */
 import { addon, type DLPackCapsule, type NativeTensor } from './binding';
 import { cpu, Device } from './device';
-import { callerStack, TvmValueError } from './errors';
+import { callerStack, TvmTypeError, TvmValueError } from './errors';
 import { bytesPerElement, checkDType, type DType, dtypeOfArray, fromFloat32, HOST_ARRAY, toFloat32, type TypedArray } from './dtype';
 import { Shape } from './values';
 
@@ -32,7 +32,15 @@ const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 /** Turns JS data into the host array of `dtype` (a view when it already is one). */
 function toHostArray(data: TensorData, dtype: DType): ArrayBufferView {
   const Ctor = HOST_ARRAY[dtype];
-  if (ArrayBuffer.isView(data)) return data;
+  if (ArrayBuffer.isView(data)) {
+    // A Buffer is raw bytes for any dtype; any other TypedArray must be the dtype's own host
+    // array, or its bytes would be silently reinterpreted (Float32Array as float16, ...).
+    if (Buffer.isBuffer(data) || data instanceof Ctor) return data;
+    throw new TvmTypeError(
+      'TypeError',
+      `a ${data.constructor.name} cannot hold ${dtype} data (expected ${Ctor.name}, a Buffer of raw bytes, or a plain array)`,
+    );
+  }
   if (dtype === 'float16' || dtype === 'bfloat16') return fromFloat32(data as number[], dtype);
   if (dtype === 'bool') return Uint8Array.from(data as boolean[], (v) => (v ? 1 : 0));
   if (Ctor === BigInt64Array || Ctor === BigUint64Array) {
@@ -155,16 +163,36 @@ export class Tensor implements Disposable {
 
   /** Overwrites the contents from a host array or another tensor (any device). */
   copyFrom(src: TensorData | Tensor): this {
-    if (src instanceof Tensor) this.handle.copyFrom(src.handle);
-    else this.handle.copyFromBytes(toHostArray(src, this.dtype));
+    if (src instanceof Tensor) this.handle.copyFrom(this.checkedSource(src).handle);
+    else this.handle.copyFromBytes(this.checkedHost(src));
     return this;
   }
 
   /** {@link Tensor.copyFrom} on a worker thread. */
   async copyFromAsync(src: TensorData | Tensor): Promise<this> {
-    const done = src instanceof Tensor ? this.handle.copyFromAsync(src.handle) : this.handle.copyFromBytesAsync(toHostArray(src, this.dtype));
+    const done = src instanceof Tensor ? this.handle.copyFromAsync(this.checkedSource(src).handle) : this.handle.copyFromBytesAsync(this.checkedHost(src));
     await done.catch(callerStack());
     return this;
+  }
+
+  /** Host data for a copy into this tensor; a size mismatch is a {@link TvmValueError}. */
+  private checkedHost(src: TensorData): ArrayBufferView {
+    const host = toHostArray(src, this.dtype);
+    if (host.byteLength !== this.byteLength) {
+      throw new TvmValueError(
+        'ValueError',
+        `data has ${host.byteLength} bytes but tensor [${this.shape.join(', ')}] of ${this.dtype} needs ${this.byteLength}`,
+      );
+    }
+    return host;
+  }
+
+  /** A source tensor for a copy; TVM checks only the byte count, so dtypes are checked here. */
+  private checkedSource(src: Tensor): Tensor {
+    if (src.dtype !== this.dtype) {
+      throw new TvmValueError('ValueError', `cannot copy a ${src.dtype} tensor into a ${this.dtype} tensor`);
+    }
+    return src;
   }
 
   private hostArray(): TypedArray {

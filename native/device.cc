@@ -15,8 +15,11 @@ DeviceAPI* ApiFor(DLDevice dev) { return DeviceAPI::Get(dev, /*allow_missing=*/t
 
 // deviceEnabled(type): whether the linked runtime has a device API for this type at all.
 Napi::Value DeviceEnabled(const Napi::CallbackInfo& info) {
-  DLDevice dev = ToDevice(info[0], Napi::Number::New(info.Env(), 0));
-  return Napi::Boolean::New(info.Env(), ApiFor(dev) != nullptr);
+  Napi::Env env = info.Env();
+  DLDevice dev = ToDevice(info[0], Napi::Number::New(env, 0));
+  // TVM throws for a type code it has never heard of, even with allow_missing.
+  TVMNODE_TRY(env, return Napi::Boolean::New(env, ApiFor(dev) != nullptr));
+  return env.Undefined();
 }
 
 // deviceAttr(type, id, kind): the attribute as number/string, or undefined if not reported.

@@ -9,9 +9,13 @@
 
 namespace tvmnode {
 
-/*! Throws the typed DisposedError lib/ maps from kind "DisposedError". */
+/*! Throws the typed JS error lib/ maps from a TVM error kind. */
+[[noreturn]] inline void ThrowKind(Napi::Env env, const char* kind, const std::string& message) {
+  throw Napi::Error(env, MakeJsError(env, kind, message, ""));
+}
+
 [[noreturn]] inline void ThrowDisposed(Napi::Env env, const char* what) {
-  throw Napi::Error(env, MakeJsError(env, "DisposedError", std::string(what) + " has been disposed", ""));
+  ThrowKind(env, "DisposedError", std::string(what) + " has been disposed");
 }
 
 template <typename Derived, typename Ref>

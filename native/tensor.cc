@@ -170,45 +170,44 @@ class TensorWrap : public Handle<TensorWrap, ffi::Tensor> {
   Napi::Value ByteLength(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(ByteSize(Get()))); }
   Napi::Value IsContiguous(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), Get().IsContiguous()); }
 
-  Napi::Value CopyFromBytes(const Napi::CallbackInfo& info) {
+  // Host <-> tensor copies. The host view must have exactly the tensor's byte size.
+  enum class Direction { kToTensor, kToHost };
+
+  static void CopyBytes(const ffi::Tensor& t, const HostBytes& host, Direction dir) {
+    if (dir == Direction::kToTensor) {
+      tvmnode::CopyFromBytes(t, host.data, host.size);
+    } else {
+      tvmnode::CopyToBytes(t, host.data, host.size);
+    }
+  }
+
+  Napi::Value CopyBytesSync(const Napi::CallbackInfo& info, Direction dir) {
     Napi::Env env = info.Env();
-    HostBytes src = ViewBytes(env, info[0]);
-    CheckSameSize(env, src.size, Get());
-    TVMNODE_TRY(env, tvmnode::CopyFromBytes(Get(), src.data, src.size));
+    HostBytes host = ViewBytes(env, info[0]);
+    CheckSameSize(env, host.size, Get());
+    TVMNODE_TRY(env, CopyBytes(Get(), host, dir));
     return env.Undefined();
   }
 
-  Napi::Value CopyToBytes(const Napi::CallbackInfo& info) {
+  // The worker keeps the host buffer and this wrapper alive until the copy settles.
+  Napi::Value CopyBytesAsync(const Napi::CallbackInfo& info, Direction dir) {
     Napi::Env env = info.Env();
-    HostBytes dst = ViewBytes(env, info[0]);
-    CheckSameSize(env, dst.size, Get());
-    TVMNODE_TRY(env, tvmnode::CopyToBytes(Get(), dst.data, dst.size));
-    return env.Undefined();
-  }
-
-  Napi::Value CopyFromBytesAsync(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    HostBytes src = ViewBytes(env, info[0]);
+    HostBytes host = ViewBytes(env, info[0]);
     ffi::Tensor t = Get();
-    CheckSameSize(env, src.size, t);
-    return PromiseWorker::Start(env, "tvm-node:copyFromBytes", [t, src]() {
-      tvmnode::CopyFromBytes(t, src.data, src.size);
+    CheckSameSize(env, host.size, t);
+    return PromiseWorker::Start(env, "tvm-node:copyBytes", [t, host, dir]() {
+      CopyBytes(t, host, dir);
       return ffi::Any();
     }, {info[0], info.This()});
   }
 
-  Napi::Value CopyToBytesAsync(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    HostBytes dst = ViewBytes(env, info[0]);
-    ffi::Tensor t = Get();
-    CheckSameSize(env, dst.size, t);
-    return PromiseWorker::Start(env, "tvm-node:copyToBytes", [t, dst]() {
-      tvmnode::CopyToBytes(t, dst.data, dst.size);
-      return ffi::Any();
-    }, {info[0], info.This()});
-  }
+  Napi::Value CopyFromBytes(const Napi::CallbackInfo& info) { return CopyBytesSync(info, Direction::kToTensor); }
+  Napi::Value CopyToBytes(const Napi::CallbackInfo& info) { return CopyBytesSync(info, Direction::kToHost); }
+  Napi::Value CopyFromBytesAsync(const Napi::CallbackInfo& info) { return CopyBytesAsync(info, Direction::kToTensor); }
+  Napi::Value CopyToBytesAsync(const Napi::CallbackInfo& info) { return CopyBytesAsync(info, Direction::kToHost); }
 
-  // copyFrom(other): any device to any device, shapes and dtypes must match (TVM checks).
+  // copyFrom(other): any device to any device. TVM checks the byte sizes match; lib/
+  // checks shape and dtype.
   Napi::Value CopyFrom(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ffi::Tensor src = UnwrapTensor(env, info[0]);
@@ -232,9 +231,9 @@ class TensorWrap : public Handle<TensorWrap, ffi::Tensor> {
     Napi::Env env = info.Env();
     const ffi::Tensor& t = Get();
     if (t.device().device_type != kDLCPU && t.device().device_type != kDLCUDAHost) {
-      throw Napi::Error::New(env, "hostView() needs a CPU tensor; copy device tensors to the host instead");
+      ThrowKind(env, "DeviceError", "hostView() needs a CPU tensor; copy device tensors to the host instead");
     }
-    if (!t.IsContiguous()) throw Napi::Error::New(env, "hostView() needs a contiguous tensor");
+    if (!t.IsContiguous()) ThrowKind(env, "ValueError", "hostView() needs a contiguous tensor");
     auto* keep = new ffi::Tensor(t);
     char* data = static_cast<char*>(t.data_ptr()) + t.byte_offset();
     return Napi::ArrayBuffer::New(env, data, ByteSize(t), [](Napi::Env, void*, ffi::Tensor* k) { delete k; }, keep);
@@ -252,9 +251,9 @@ class TensorWrap : public Handle<TensorWrap, ffi::Tensor> {
 
   static Napi::Value FromDLPack(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "fromDLPack() expects a capsule made by toDLPack()");
+    if (!info[0].IsExternal()) ThrowKind(env, "TypeError", "fromDLPack() expects a capsule made by toDLPack()");
     DLPackCapsule* capsule = info[0].As<Napi::External<DLPackCapsule>>().Data();
-    if (capsule->managed == nullptr) throw Napi::Error::New(env, "this DLPack capsule was already consumed");
+    if (capsule->managed == nullptr) ThrowKind(env, "ValueError", "this DLPack capsule was already consumed");
     DLManagedTensorVersioned* managed = capsule->managed;
     capsule->managed = nullptr;
     TVMNODE_TRY(env, return WrapTensor(env, ffi::Tensor::FromDLPackVersioned(managed)));
@@ -283,7 +282,7 @@ void CopyToBytes(const ffi::Tensor& t, void* data, size_t nbytes) {
 
 void CopyTensor(const ffi::Tensor& from, const ffi::Tensor& to) {
   static const ffi::Function copy = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyFromTo");
-  copy(from, to, nullptr);
+  copy(from, to);
 }
 
 Napi::Object WrapTensor(Napi::Env env, ffi::Tensor t) {
