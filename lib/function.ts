@@ -2,7 +2,7 @@
  * Packed functions: TVM's universal calling convention, and the global function registry.
  */
 import { addon, type NativeFunction } from './binding';
-import { callerStack, TvmAttributeError, TvmTypeError } from './errors';
+import { callerStack, TvmAttributeError, TvmError, TvmTypeError } from './errors';
 
 /**
  * A TVM packed function. Arguments map as: Tensor, PackedFunc, Module, Device, Shape ->
@@ -28,7 +28,15 @@ export class PackedFunc implements Disposable {
 
   /** Calls on a worker thread of the libuv pool; the event loop keeps running. */
   callAsync(...args: unknown[]): Promise<unknown> {
-    return this.handle.callAsync(args).catch(callerStack());
+    let pending: Promise<unknown>;
+    try {
+      pending = this.handle.callAsync(args);
+    } catch (err) {
+      // A disposed function or an argument that cannot convert fails before the call is
+      // queued: report it through the promise, like every other failure.
+      return Promise.reject(err);
+    }
+    return pending.catch(callerStack());
   }
 
   /** Whether {@link PackedFunc.dispose} was called. */

@@ -57,6 +57,8 @@ struct AddonData {
   std::shared_ptr<EnvState> state;
   // JS functions registered into TVM, by id; touched on the JS thread only.
   std::unordered_map<int64_t, Napi::FunctionReference> js_funcs;
+  // The TVM functions registered globally for them, to unregister only what is ours.
+  std::unordered_map<int64_t, ffi::Function> js_globals;
   int64_t next_js_func = 1;
 };
 

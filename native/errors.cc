@@ -23,11 +23,21 @@ void ThrowTvm(Napi::Env env, const ffi::Error& err) {
 }
 
 ffi::Error JsExceptionToTvm(const Napi::Error& err) {
-  Napi::Object obj = err.Value();
-  std::string kind = "RuntimeError";
-  Napi::Value k = obj.Get("tvmKind");
-  if (k.IsString()) kind = k.As<Napi::String>().Utf8Value();
-  std::string message = err.Message();
+  // lib/'s TvmError carries TVM's kind as `kind`; anything else is a RuntimeError. Reading
+  // the error can itself fail in an environment that is shutting down.
+  std::string kind = "RuntimeError", message = "the JavaScript function failed and its error could not be read (is its environment shutting down?)";
+  try {
+    Napi::Value v = err.Value();
+    if (v.IsObject()) {
+      Napi::Value k = v.As<Napi::Object>().Get("kind");
+      if (k.IsString()) kind = k.As<Napi::String>().Utf8Value();
+      Napi::Value m = v.As<Napi::Object>().Get("message");
+      message = m.IsString() ? m.As<Napi::String>().Utf8Value() : v.ToString().Utf8Value();
+    } else if (!v.IsEmpty()) {
+      message = v.ToString().Utf8Value();
+    }
+  } catch (...) {
+  }
   return ffi::Error(kind, message, "<JavaScript>");
 }
 

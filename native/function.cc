@@ -90,10 +90,14 @@ ffi::Function MakeJsBacked(Napi::Env env, int64_t id, std::string name) {
     auto done = std::make_shared<std::promise<ffi::Any>>();
     std::future<ffi::Any> result = done->get_future();
     bool posted = state->Post([done, id, owned](Napi::Env e) {
+      // Only plain TVM errors may cross to the calling thread: a JS error object belongs to
+      // this environment's isolate.
       try {
         done->set_value(InvokeJs(e, id, owned));
+      } catch (const ffi::Error& err) {
+        done->set_exception(std::make_exception_ptr(ffi::Error(err.kind(), err.message(), "")));
       } catch (...) {
-        done->set_exception(std::current_exception());
+        done->set_exception(std::make_exception_ptr(ffi::Error("RuntimeError", "JavaScript call failed", "")));
       }
     });
     if (!posted) {
@@ -133,19 +137,30 @@ Napi::Value RegisterFunc(const Napi::CallbackInfo& info) {
   int64_t id = d->next_js_func++;
   d->js_funcs.emplace(id, Napi::Persistent(info[1].As<Napi::Function>()));
   TVMNODE_TRY(env, {
-    ffi::Function::SetGlobal(name, MakeJsBacked(env, id, name), info[2].ToBoolean().Value());
+    ffi::Function f = MakeJsBacked(env, id, name);
+    ffi::Function::SetGlobal(name, f, info[2].ToBoolean().Value());
+    d->js_globals.emplace(id, f);
     return Napi::Number::New(env, static_cast<double>(id));
   });
   d->js_funcs.erase(id);
   return env.Undefined();
 }
 
-// unregisterFunc(name, id): removes the global and forgets the JS function.
+// unregisterFunc(name, id): forgets the JS function, and removes the global if it is still
+// this registration (a later override under the same name stays).
 Napi::Value UnregisterFunc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  AddonData* d = Data(env);
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  int64_t id = info[1].As<Napi::Number>().Int64Value();
   TVMNODE_TRY(env, {
-    ffi::Function::GetGlobalRequired("ffi.FunctionRemoveGlobal")(ffi::String(info[0].As<Napi::String>().Utf8Value()));
-    Data(env)->js_funcs.erase(static_cast<int64_t>(info[1].As<Napi::Number>().Int64Value()));
+    auto it = d->js_globals.find(id);
+    std::optional<ffi::Function> current = ffi::Function::GetGlobal(name);
+    if (it != d->js_globals.end() && current.has_value() && current->same_as(it->second)) {
+      ffi::Function::GetGlobalRequired("ffi.FunctionRemoveGlobal")(ffi::String(name));
+    }
+    if (it != d->js_globals.end()) d->js_globals.erase(it);
+    d->js_funcs.erase(id);
   });
   return env.Undefined();
 }
