@@ -1,6 +1,7 @@
 /**
  * Packed functions: TVM's universal calling convention, and the global function registry.
  */
+import { HandleOwner } from './handle';
 import { addon, type NativeFunction } from './binding';
 import { callerStack, TvmAttributeError, TvmError, TvmTypeError } from './errors';
 
@@ -10,16 +11,15 @@ import { callerStack, TvmAttributeError, TvmError, TvmTypeError } from './errors
  * bigint -> int64; string -> str; boolean -> bool; Buffer/TypedArray -> bytes; arrays ->
  * ffi.Array; null -> None. Results map back the same way (ints beyond 2^53 as bigint).
  */
-export class PackedFunc implements Disposable {
-  /** @internal */
-  readonly _tvmKind = 'handle';
-
+export class PackedFunc extends HandleOwner<NativeFunction> {
   /** @internal */
   constructor(
-    readonly handle: NativeFunction,
+    handle: NativeFunction,
     /** The name it was looked up by, for messages. */
     readonly name = '<anonymous>',
-  ) {}
+  ) {
+    super(handle);
+  }
 
   /** Calls on the JS thread. Only for work well under a millisecond; see {@link callAsync}. */
   call(...args: unknown[]): unknown {
@@ -39,19 +39,8 @@ export class PackedFunc implements Disposable {
     return pending.catch(callerStack());
   }
 
-  /** Whether {@link PackedFunc.dispose} was called. */
-  get disposed(): boolean {
-    return this.handle.disposed;
-  }
 
-  /** Releases the reference (idempotent). */
-  dispose(): void {
-    this.handle.dispose();
-  }
 
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
 }
 
 /** A global function by name, or null. */

@@ -2,19 +2,14 @@
  * Modules: compiled artifacts (`.so` from TVM's `export_library`) and their functions.
  */
 import fs from 'node:fs';
+import { HandleOwner } from './handle';
 import { addon, type NativeModule } from './binding';
 import { callerStack, TvmAttributeError, TvmRuntimeError } from './errors';
 import { PackedFunc } from './function';
 import { checkRuntimeVersions } from './versions';
 
 /** A TVM runtime module: a loaded library of packed functions (`ffi.Module`). */
-export class Module implements Disposable {
-  /** @internal */
-  readonly _tvmKind = 'handle';
-
-  /** @internal */
-  constructor(readonly handle: NativeModule) {}
-
+export class Module extends HandleOwner<NativeModule> {
   /** The module kind, e.g. `'library'` for a `.so`, `'relax.VMExecutable'`, `'rpc'`. */
   get typeKey(): string {
     return this.handle.kind;
@@ -43,22 +38,8 @@ export class Module implements Disposable {
     return this.handle.implementsFunction(name, opts.queryImports ?? true);
   }
 
-  /** Whether {@link Module.dispose} was called. */
-  get disposed(): boolean {
-    return this.handle.disposed;
-  }
 
-  /**
-   * Releases this reference. The shared library stays mapped while functions, tensors or
-   * VMs taken from it are alive.
-   */
-  dispose(): void {
-    this.handle.dispose();
-  }
 
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
 }
 
 function checkFile(path: string): void {

@@ -1,6 +1,7 @@
 /**
  * Tensors: n-dimensional arrays on a device, moved to and from JS TypedArrays in bulk.
  */
+import { HandleOwner } from './handle';
 import { addon, type DLPackCapsule, type NativeTensor } from './binding';
 import { cpu, Device } from './device';
 import { callerStack, TvmTypeError, TvmValueError } from './errors';
@@ -72,13 +73,9 @@ function resolve(data: TensorData, opts: TensorOptions): { dtype: DType; shape: 
  * Memory is released by {@link Tensor.dispose} (or `using`), with the garbage collector as
  * a safety net; its size is reported to V8 so GC pressure reflects device memory too.
  */
-export class Tensor implements Disposable {
-  /** Lets the native layer pass the handle to TVM. @internal */
-  readonly _tvmKind = 'handle';
+export class Tensor extends HandleOwner<NativeTensor> {
   private cachedShape?: number[];
 
-  /** @internal Wraps a native tensor; use the static constructors. */
-  constructor(readonly handle: NativeTensor) {}
 
   /** An uninitialized tensor. */
   static empty(shape: readonly number[], dtype: DType | string = 'float32', device: Device = cpu()): Tensor {
@@ -155,10 +152,6 @@ export class Tensor implements Disposable {
   /** Size of the data in bytes. */
   get byteLength(): number {
     return this.handle.byteLength;
-  }
-  /** Whether {@link Tensor.dispose} was called. */
-  get disposed(): boolean {
-    return this.handle.disposed;
   }
 
   /** Overwrites the contents from a host array or another tensor (any device). */
@@ -248,14 +241,7 @@ export class Tensor implements Disposable {
     return this.handle.toDLPack();
   }
 
-  /** Releases this reference to the memory (idempotent). */
-  dispose(): void {
-    this.handle.dispose();
-  }
 
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
 
   toString(): string {
     return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device})`;
