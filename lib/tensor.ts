@@ -75,6 +75,7 @@ function resolve(data: TensorData, opts: TensorOptions): { dtype: DType; shape: 
  */
 export class Tensor extends HandleOwner<NativeTensor> {
   private cachedShape?: number[];
+  private cachedDType?: DType;
 
 
   /** An uninitialized tensor. */
@@ -143,7 +144,8 @@ export class Tensor extends HandleOwner<NativeTensor> {
   }
   /** Element type. */
   get dtype(): DType {
-    return this.handle.dtype as DType;
+    this.cachedDType ??= this.handle.dtype as DType;
+    return this.cachedDType;
   }
   /** Where the data lives. */
   get device(): Device {
