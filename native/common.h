@@ -100,8 +100,6 @@ struct CallError {
 ffi::Any ToAny(Napi::Env env, const Napi::Value& v);
 /*! Converts a TVM value into JS (tensors, functions, modules become wrapped objects). */
 Napi::Value FromAny(Napi::Env env, const ffi::Any& v);
-/*! Converts a list of JS arguments; `first` skips leading ones. */
-std::vector<ffi::Any> ToAnyArgs(const Napi::CallbackInfo& info, size_t first = 0);
 /*! Converts a JS array of arguments. */
 std::vector<ffi::Any> ToAnyArgs(Napi::Env env, const Napi::Array& args);
 /*! Calls a TVM function with owned arguments. */
@@ -116,6 +114,7 @@ Napi::Object WrapObject(Napi::Env env, ffi::ObjectRef o);
 std::optional<ffi::ObjectRef> UnwrapAny(Napi::Env env, const Napi::Object& obj);
 ffi::Tensor UnwrapTensor(Napi::Env env, const Napi::Value& v);
 // Callers have checked the type tag.
+ffi::ObjectRef UnwrapTaggedTensor(const Napi::Object& obj);
 ffi::ObjectRef UnwrapFunction(const Napi::Object& obj);
 ffi::ObjectRef UnwrapModule(const Napi::Object& obj);
 

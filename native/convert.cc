@@ -200,13 +200,6 @@ Napi::Value FromAny(Napi::Env env, const ffi::Any& v) {
   }
 }
 
-std::vector<ffi::Any> ToAnyArgs(const Napi::CallbackInfo& info, size_t first) {
-  std::vector<ffi::Any> out;
-  out.reserve(info.Length() > first ? info.Length() - first : 0);
-  for (size_t i = first; i < info.Length(); ++i) out.push_back(ToAny(info.Env(), info[i]));
-  return out;
-}
-
 std::vector<ffi::Any> ToAnyArgs(Napi::Env env, const Napi::Array& args) {
   std::vector<ffi::Any> out;
   out.reserve(args.Length());

@@ -29,7 +29,7 @@ Napi::Object WrapObject(Napi::Env env, ffi::ObjectRef o) {
 }
 
 std::optional<ffi::ObjectRef> UnwrapAny(Napi::Env env, const Napi::Object& obj) {
-  if (obj.CheckTypeTag(&kTensorTag)) return ffi::ObjectRef(UnwrapTensor(env, obj));
+  if (obj.CheckTypeTag(&kTensorTag)) return UnwrapTaggedTensor(obj);
   if (obj.CheckTypeTag(&kFunctionTag)) return UnwrapFunction(obj);
   if (obj.CheckTypeTag(&kModuleTag)) return UnwrapModule(obj);
   if (obj.CheckTypeTag(&kObjectTag)) return ObjectWrap::Unwrap(obj)->Get();

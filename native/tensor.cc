@@ -299,6 +299,8 @@ ffi::Tensor UnwrapTensor(Napi::Env env, const Napi::Value& v) {
   throw Napi::TypeError::New(env, "expected a Tensor");
 }
 
+ffi::ObjectRef UnwrapTaggedTensor(const Napi::Object& obj) { return TensorWrap::Unwrap(obj)->Get(); }
+
 void InitTensor(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = TensorWrap::Define(env);
   Data(env)->tensor_ctor = Napi::Persistent(ctor);
