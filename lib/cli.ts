@@ -1,77 +1,188 @@
 #!/usr/bin/env node
 /**
- * The `tvm-node` command line. Errors print one line with a hint and exit non-zero:
- * 1 for runtime failures, 2 for usage errors (commander's own).
+ * The `tvm-node` command line: commander wiring only; the commands live in lib/cli/.
+ *
+ * Exit status: 0 ok; 1 runtime failure (model, device or file error); 2 usage error (bad
+ * flag or option value, unknown device kind, inputs that do not fit the function's
+ * parameters). Failures print one line `tvm-node: <message> [<kind>]` and a `hint:` line
+ * on stderr.
  */
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { Command } from 'commander';
-import { packageRoot } from './binding';
-import { cpu, cuda, metal, opencl, outputsOf, readNpy, runtimeLibraries, Tensor, TvmError, versions, VirtualMachine, vulkan } from './index';
+import { Command, CommanderError, Option } from 'commander';
+import { benchModel, formatBenchResult } from './cli/bench';
+import { demo } from './cli/demo';
+import { describeFailure, EXIT, UsageError } from './cli/errors';
+import { info } from './cli/info';
+import { type DTypeSpec, type InputSpec, parseCount, parseDevice, parseDTypeSpec, parseInputSpec, parseShapeSpec, type ShapeSpec } from './cli/inputs';
+import { progressBar } from './cli/progress';
+import { formatRunResult, runModel } from './cli/run';
+// The package entry, so every factory the native layer calls back is registered.
+import { cpu, type Device, versions } from './index';
 
-/** Compiles (first use) and locates the bundled demo model with its reference data. */
-function demoModel(): { dir: string; so: string; input: string; reference: string } {
-  const python = path.join(packageRoot, 'tvm', '.venv', 'bin', 'python');
-  const script = path.join(packageRoot, 'scripts', 'compile_fixtures.py');
-  if (!fs.existsSync(python) || !fs.existsSync(script)) {
-    throw new Error('the demo model is compiled from a source checkout; run `npm start` there');
+/** The command being run, for hints. */
+let activeCommand = '';
+
+/** Reports a failure as two stderr lines and sets the exit status. */
+function fail(err: unknown): void {
+  if (err instanceof CommanderError) {
+    const command = (err as CommanderError & { command?: string }).command ?? activeCommand;
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
+      process.exitCode = EXIT.ok;
+      return;
+    }
+    // Help shown in place of an error (e.g. no command given): the help says it all.
+    if (err.code !== 'commander.help') {
+      const message = err.message.replace(/^error: /, '').split('\n').map((l) => l.trim()).filter(Boolean).join(' ');
+      process.stderr.write(`tvm-node: ${message} [usage]\nhint: run \`tvm-node ${command ? `${command} ` : ''}--help\` for usage\n`);
+    }
+    process.exitCode = EXIT.usage;
+    return;
   }
-  const out = execFileSync(python, [script, '--only', 'mlp'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const dir = out.trim().split('\n').pop()!;
-  return { dir, so: path.join(dir, 'mlp.so'), input: path.join(dir, 'mlp.in0.npy'), reference: path.join(dir, 'mlp.out0.npy') };
+  const { lines, exitCode } = describeFailure(err, activeCommand);
+  process.stderr.write(`${lines.join('\n')}\n`);
+  process.exitCode = exitCode;
 }
 
-async function demo(): Promise<void> {
-  const v = versions();
-  console.log(`tvm-node ${v.tvmNode} on TVM ${v.tvm} (tvm-ffi ${v.tvmFfi}), Node ${v.node}`);
-  const model = demoModel();
-  const vm = await VirtualMachine.load(model.so, { devices: [cpu()] });
-  console.log(`model ${model.so}`);
-  for (const f of vm.functions()) console.log(`  function ${f.name}(${f.params.join(', ')})`);
-  const x = readNpy(model.input);
-  const [y] = outputsOf<Tensor>(await vm.run('main', Tensor.from(x.data, { shape: x.shape, dtype: x.dtype })));
-  const ref = readNpy(model.reference).data as Float32Array;
-  const got = y.toArray() as Float32Array;
-  const maxErr = got.reduce((m, g, i) => Math.max(m, Math.abs(g - ref[i])), 0);
-  console.log(`input  x: shape [${x.shape}] ${x.dtype}`);
-  console.log(`output  : shape [${y.shape}] ${y.dtype}`);
-  for (let r = 0; r < y.shape[0]; r++) {
-    const row = Array.from(got.subarray(r * y.shape[1], (r + 1) * y.shape[1]), (n) => n.toFixed(4).padStart(8));
-    console.log(`  [${row.join(' ')}]`);
-  }
-  console.log(`max |output - numpy reference| = ${maxErr.toExponential(2)}`);
-  await vm.dispose();
-  if (!(maxErr < 1e-4)) throw new Error('demo output does not match the numpy reference');
+/** Turns commander's exits into thrown errors (handled by {@link fail}) and silences its own messages. */
+function handleExits(cmd: Command): Command {
+  return cmd
+    .exitOverride((err) => {
+      throw Object.assign(err, { command: cmd.parent ? cmd.name() : '' });
+    })
+    .configureOutput({ outputError: () => {} });
 }
 
-function info(): void {
-  const v = versions();
-  console.log(`tvm-node   ${v.tvmNode}`);
-  console.log(`node       ${v.node} (N-API ${v.napi})`);
-  console.log(`tvm        ${v.tvm} from ${v.tvmSource}`);
-  console.log(`tvm-ffi    ${v.tvmFfi} (built against ${v.tvmFfiHeaders})`);
-  for (const lib of runtimeLibraries()) console.log(`library    ${lib.name}: ${lib.loaded ? 'loaded' : `not loaded (${lib.error})`}`);
-  for (const d of [cpu(), cuda(), vulkan(), opencl(), metal()]) {
-    const state = d.exists ? `present${d.name ? ` (${d.name})` : ''}` : d.enabled ? 'runtime present, no device' : 'not in this runtime';
-    console.log(`device     ${String(d).padEnd(10)} ${state}`);
-  }
+/** An option value parser; a bad value is a usage error naming the option. */
+function parsed<T>(flag: string, parse: (text: string) => T): (text: string) => T {
+  return (text) => {
+    try {
+      return parse(text);
+    } catch (err) {
+      if (err instanceof UsageError) throw new UsageError(`${flag} '${text}': ${err.message}`, err.hint);
+      throw err;
+    }
+  };
 }
 
-function fail(err: unknown): never {
-  const e = err as Error;
-  const hint = e instanceof TvmError ? ` [${e.kind}]` : '';
-  console.error(`tvm-node: ${e.message.split('\n')[0]}${hint}`);
-  process.exit(1);
+/** A repeatable option: every occurrence parsed and collected. */
+function repeated<T>(flag: string, parse: (text: string) => T): (text: string, prev?: T[]) => T[] {
+  const one = parsed(flag, parse);
+  return (text, prev) => [...(prev ?? []), one(text)];
 }
 
-const program = new Command('tvm-node').description('The Apache TVM runtime in Node.js').version(versions().tvmNode);
-program.command('demo').description('compile (on first use) and run the bundled example model').action(() => demo().catch(fail));
-program.command('info').description('versions, where TVM was found, devices present').action(() => {
-  try {
-    info();
-  } catch (err) {
-    fail(err);
-  }
+const deviceOption = () =>
+  new Option('-d, --device <device>', 'device to run on: cpu, cuda:0, cuda:1, vulkan, opencl, ...').default(cpu(), 'cpu').argParser(parsed('--device', parseDevice));
+const functionOption = () => new Option('-f, --function <name>', 'function of the model to call').default('main');
+const inputOption = () =>
+  new Option(
+    '-i, --input <[name=]file.npy>',
+    'an input; NAME=FILE.npy binds parameter NAME, FILE.npy alone the next parameter in order (repeat for each input)',
+  ).argParser(repeated('--input', parseInputSpec));
+
+const EXIT_HELP = `
+Exit status: 0 ok, 1 runtime failure (model, device or file error), 2 usage error.`;
+
+const program = handleExits(new Command('tvm-node'))
+  .description('The Apache TVM runtime in Node.js')
+  .version(versions().tvmNode)
+  .addHelpText('after', EXIT_HELP);
+program.hook('preSubcommand', (_, sub) => {
+  activeCommand = sub.name();
 });
+
+handleExits(program.command('demo')).description('compile (on first use) and run the bundled example model').action(demo);
+
+handleExits(program.command('info'))
+  .description('versions, where TVM was found, devices present')
+  .action(() => info());
+
+handleExits(program.command('run'))
+  .description("call a model's function once on inputs from .npy files and summarize the outputs")
+  .argument('<model>', 'compiled model: a .so from tvm.compile(...).export_library(...)')
+  .addOption(inputOption())
+  .addOption(deviceOption())
+  .addOption(functionOption())
+  .option('-o, --out <dir>', 'write each output as DIR/output<i>.npy (DIR is created)')
+  .option('--json', 'print the result as JSON')
+  .addHelpText(
+    'after',
+    `
+Parameter names come from the model (vm.functions()); inputs go to --device.
+Examples:
+  tvm-node run mlp.so --input x=x.npy
+  tvm-node run model.so --input a.npy --input b.npy --device cuda:0 -o out/
+${EXIT_HELP}`,
+  )
+  .action(async (model: string, o: { input?: InputSpec[]; device: Device; function: string; out?: string; json?: boolean }) => {
+    const result = await runModel({ model, inputs: o.input ?? [], device: o.device, function: o.function, out: o.out });
+    console.log(o.json ? JSON.stringify(result, null, 2) : formatRunResult(result));
+  });
+
+handleExits(program.command('bench'))
+  .description('time many calls of a model function, several in flight, and report latency percentiles and throughput')
+  .argument('<model>', 'compiled model: a .so from tvm.compile(...).export_library(...)')
+  .addOption(new Option('-n, --runs <n>', 'timed calls').default(100).argParser(parsed('--runs', (t) => parseCount(t, 1))))
+  .addOption(new Option('-w, --warmup <n>', 'untimed calls first').default(10).argParser(parsed('--warmup', (t) => parseCount(t, 0))))
+  .addOption(new Option('-c, --concurrency <k>', 'calls in flight at once').default(1).argParser(parsed('--concurrency', (t) => parseCount(t, 1))))
+  .addOption(deviceOption())
+  .addOption(functionOption())
+  .addOption(inputOption())
+  .addOption(
+    new Option('-s, --shape <[name=]dims>', 'random input of this shape, e.g. x=1x3x224x224 (repeat for each input)').argParser(
+      repeated('--shape', parseShapeSpec),
+    ),
+  )
+  .addOption(
+    new Option('-t, --dtype <[name=]dtype>', 'dtype of the random inputs: DTYPE for all, NAME=DTYPE for one (default: float32)').argParser(
+      repeated('--dtype', parseDTypeSpec),
+    ),
+  )
+  .option('--json', 'print the result as JSON')
+  .option('--no-progress', 'no progress bar (it is drawn on stderr only when stderr is a terminal)')
+  .addHelpText(
+    'after',
+    `
+The VM does not expose input shapes: give every parameter an --input file or a --shape.
+Inputs are made once on --device and reused by every call. Random data: floats in [-1, 1),
+integers in [0, 8). Latency is per call, issue to result (device work included);
+throughput is timed calls per second of wall time. Calls run on Node's libuv thread pool,
+widened to --concurrency unless UV_THREADPOOL_SIZE is set.
+Examples:
+  tvm-node bench mlp.so --input x=x.npy --runs 1000 --concurrency 4
+  tvm-node bench resnet.so --shape data=1x3x224x224 --dtype float32 --device cuda:0 --json
+${EXIT_HELP}`,
+  )
+  .action(
+    async (
+      model: string,
+      o: {
+        runs: number;
+        warmup: number;
+        concurrency: number;
+        device: Device;
+        function: string;
+        input?: InputSpec[];
+        shape?: ShapeSpec[];
+        dtype?: DTypeSpec[];
+        json?: boolean;
+        progress: boolean;
+      },
+    ) => {
+      const result = await benchModel(
+        {
+          model,
+          device: o.device,
+          function: o.function,
+          runs: o.runs,
+          warmup: o.warmup,
+          concurrency: o.concurrency,
+          inputs: o.input ?? [],
+          shapes: o.shape ?? [],
+          dtypes: o.dtype ?? [],
+        },
+        progressBar(process.stderr, o.progress),
+      );
+      console.log(o.json ? JSON.stringify(result, null, 2) : formatBenchResult(result));
+    },
+  );
+
 program.parseAsync(process.argv).catch(fail);

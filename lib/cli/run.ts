@@ -1,0 +1,149 @@
+/**
+ * `tvm-node run`: one call of a model function on inputs from `.npy` files, with a summary
+ * of each output and, optionally, the outputs written as `.npy` files.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Device } from '../device';
+import { writeNpy } from '../npy';
+import { Tensor } from '../tensor';
+import { outputsOf } from '../vm';
+import { withHint } from './errors';
+import { bindInputs, describeArray, inputTensor, type InputSpec } from './inputs';
+import { openModel, signatureOf, syncDevice } from './model';
+import { formatNumber, valueStats, type ValueStats } from './stats';
+
+/** What `run` was asked to do. */
+export interface RunOptions {
+  model: string;
+  inputs: readonly InputSpec[];
+  device: Device;
+  function: string;
+  /** Folder to write `output<i>.npy` into (created if missing). */
+  out?: string;
+}
+
+/** One output of the call. */
+export interface OutputSummary {
+  /** `output<i>`; an output nested in a tuple output is `output<i>_<j>`. */
+  name: string;
+  /** Tensors have shape, dtype, device and stats; other values (shapes, scalars) a `value`. */
+  shape?: number[];
+  dtype?: string;
+  device?: string;
+  stats?: ValueStats | null;
+  value?: string;
+  /** Where it was written, with `--out`. */
+  file?: string;
+  /** Why it was written differently or not at all. */
+  note?: string;
+}
+
+/** The result of `run`. */
+export interface RunResult {
+  model: string;
+  function: string;
+  signature: string;
+  device: string;
+  inputs: Array<{ name: string; shape: number[]; dtype: string; file: string }>;
+  outputs: OutputSummary[];
+  /** Time of the call itself (device work included), inputs and outputs aside. */
+  timeMs: number;
+}
+
+/** Flattens a VM result (nested tuples included) into named outputs. */
+export function flattenOutputs(result: unknown): Array<{ name: string; value: unknown }> {
+  const out: Array<{ name: string; value: unknown }> = [];
+  const walk = (v: unknown, name: string) => {
+    if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${name}_${i}`));
+    else out.push({ name, value: v });
+  };
+  outputsOf(result).forEach((v, i) => walk(v, `output${i}`));
+  return out;
+}
+
+/** The values of a tensor as numbers / bigints, float16 and bfloat16 decoded. */
+function tensorValues(t: Tensor): ArrayLike<number | bigint> {
+  return t.dtype === 'float16' || t.dtype === 'bfloat16' ? t.toFloat32Array() : (t.toArray() as ArrayLike<number | bigint>);
+}
+
+function summarize(name: string, value: unknown, outDir?: string): OutputSummary {
+  if (!(value instanceof Tensor)) {
+    return { name, value: String(value), note: outDir ? 'not a tensor, not written' : undefined };
+  }
+  const s: OutputSummary = { name, shape: value.shape, dtype: value.dtype, device: String(value.device), stats: valueStats(tensorValues(value)) };
+  if (outDir) {
+    s.file = path.join(outDir, `${name}.npy`);
+    if (value.dtype === 'bfloat16') {
+      // .npy has no bfloat16: write the values as float32.
+      writeNpy(s.file, { data: value.toFloat32Array(), shape: value.shape, dtype: 'float32' });
+      s.note = 'bfloat16 written as float32';
+    } else {
+      writeNpy(s.file, value);
+    }
+  }
+  return s;
+}
+
+/** Loads the model, calls the function once and summarizes (and writes) its outputs. */
+export async function runModel(opts: RunOptions): Promise<RunResult> {
+  const { vm, fn } = await openModel(opts.model, opts.device, opts.function, 1);
+  const tensors: Tensor[] = [];
+  try {
+    const bound = bindInputs(fn, opts.inputs);
+    const inputs = bound.map((b) => {
+      const t = inputTensor(b, opts.device);
+      tensors.push(t);
+      return { name: b.name, shape: t.shape, dtype: t.dtype, file: b.source.kind === 'file' ? b.source.file : '' };
+    });
+    const started = process.hrtime.bigint();
+    let result: unknown;
+    try {
+      result = await vm.run(fn.name, ...tensors);
+      await syncDevice(opts.device);
+    } catch (err) {
+      const given = inputs.map((i) => `${i.name} ${describeArray(i.shape, i.dtype)}`).join(', ');
+      throw withHint(err, `${signatureOf(fn)} was called with ${given || 'no inputs'}; check them against the shapes and dtypes the model was compiled for`);
+    }
+    const timeMs = Number(process.hrtime.bigint() - started) / 1e6;
+    const outputs = flattenOutputs(result);
+    for (const o of outputs) if (o.value instanceof Tensor) tensors.push(o.value);
+    if (opts.out) fs.mkdirSync(opts.out, { recursive: true });
+    return {
+      model: path.resolve(opts.model),
+      function: fn.name,
+      signature: signatureOf(fn),
+      device: String(opts.device),
+      inputs,
+      outputs: outputs.map((o) => summarize(o.name, o.value, opts.out)),
+      timeMs,
+    };
+  } finally {
+    for (const t of tensors) t.dispose();
+    await vm.dispose();
+  }
+}
+
+/** The human-readable report of a run. */
+export function formatRunResult(r: RunResult): string {
+  const rows: string[] = [];
+  const width = Math.max(8, ...r.inputs.map((i) => i.name.length + 6), ...r.outputs.map((o) => o.name.length)) + 2;
+  const row = (label: string, text: string) => rows.push(`${label.padEnd(width)}${text}`);
+  row('model', r.model);
+  row('function', `${r.signature} on ${r.device}`);
+  for (const i of r.inputs) row(`input ${i.name}`, `${describeArray(i.shape, i.dtype)}  from ${i.file}`);
+  for (const o of r.outputs) {
+    if (o.value !== undefined) {
+      row(o.name, `${o.value}${o.note ? `  (${o.note})` : ''}`);
+      continue;
+    }
+    const st = o.stats;
+    const stats = !st
+      ? 'empty'
+      : `min ${formatNumber(st.min)}  max ${formatNumber(st.max)}  mean ${formatNumber(st.mean)}${st.nan ? `  (${st.nan} NaN)` : ''}`;
+    row(o.name, `${describeArray(o.shape!, o.dtype!)}  ${stats}`);
+    if (o.file) row('', `-> ${o.file}${o.note ? `  (${o.note})` : ''}`);
+  }
+  row('time', `${formatNumber(r.timeMs, 4)} ms`);
+  return rows.join('\n');
+}
