@@ -94,6 +94,9 @@ export interface Addon {
   listGlobalFuncs(): string[];
   registerFunc(name: string, fn: (...args: unknown[]) => unknown, override: boolean): number;
   unregisterFunc(name: string, id: number): void;
+  /** A blocking duplicate of a socket descriptor, for TVM's RPC loop to own. */
+  adoptSocket(fd: number): number;
+  closeFd(fd: number): void;
 }
 
 /** Package root: lib/ in a source checkout, dist/lib/ when built. */

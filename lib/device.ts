@@ -45,7 +45,13 @@ const PROVIDER: Partial<Record<DeviceKind, string>> = {
   cuda_host: 'libtvm_runtime_cuda.so',
 };
 
-/** A TVM device: a device type and an index, e.g. `cuda(0)`. */
+/**
+ * TVM encodes a device of an RPC session as `type + (sessionIndex + 1) * RPC_SESS_MASK`
+ * (python/tvm/runtime/device.py); such a device lives on the session's peer.
+ */
+export const RPC_SESS_MASK = 128;
+
+/** A TVM device: a device type and an index, e.g. `cuda(0)`, local or on an RPC peer. */
 export class Device {
   /** Lets the native layer recognize a device argument. @internal */
   readonly _tvmKind = 'device';
@@ -57,25 +63,45 @@ export class Device {
     readonly deviceId = 0,
   ) {}
 
-  /** The kind name, e.g. `'cuda'`. */
+  /** The kind name, e.g. `'cuda'` (also for a device on an RPC peer). */
   get kind(): DeviceKind | `type${number}` {
-    return KIND_OF[this.deviceType] ?? `type${this.deviceType}`;
+    return KIND_OF[this.localType] ?? `type${this.localType}`;
   }
 
-  /** Whether the linked runtime has this device type at all (built with its device API). */
+  /** The device type on the machine that owns the device (the RPC mask removed). */
+  get localType(): number {
+    return this.deviceType % RPC_SESS_MASK;
+  }
+
+  /** The RPC session table index of a remote device, or -1 for a local one. */
+  get sessionIndex(): number {
+    return Math.floor(this.deviceType / RPC_SESS_MASK) - 1;
+  }
+
+  /** Whether the device is on an RPC peer (its data moves over the session's socket). */
+  get isRemote(): boolean {
+    return this.deviceType >= RPC_SESS_MASK;
+  }
+
+  /**
+   * Whether the linked runtime has this device type at all (built with its device API).
+   * A remote device's availability is the peer's to say: true here.
+   */
   get enabled(): boolean {
+    if (this.isRemote) return true;
     // TVM rejects device type codes it has never heard of (e.g. 99) instead of answering.
     if (!(this.deviceType in KIND_OF)) return false;
     return addon.deviceEnabled(this.deviceType);
   }
 
-  /** Whether this device exists (its runtime is present and the index is valid). */
+  /** Whether this device exists (its runtime is present and the index is valid). Local devices only. */
   get exists(): boolean {
+    if (this.isRemote) return true;
     return this.enabled && addon.deviceAttr(this.deviceType, this.deviceId, Attr.exist) === true;
   }
 
   private attr(kind: number): number | string | undefined {
-    if (!this.exists) return undefined;
+    if (this.isRemote || !this.exists) return undefined;
     const v = addon.deviceAttr(this.deviceType, this.deviceId, kind);
     return typeof v === 'boolean' ? Number(v) : v;
   }
@@ -138,7 +164,8 @@ export class Device {
   }
 
   toString(): string {
-    return `${this.kind}(${this.deviceId})`;
+    const local = `${this.kind}(${this.deviceId})`;
+    return this.isRemote ? `remote[${this.sessionIndex}]:${local}` : local;
   }
 }
 

@@ -6,6 +6,7 @@ import { addon, type DLPackCapsule, type NativeTensor } from './binding';
 import { cpu, Device } from './device';
 import { callerStack, TvmTypeError, TvmValueError } from './errors';
 import { bytesPerElement, checkDType, type DType, dtypeOfArray, fromFloat32, HOST_ARRAY, toFloat32, type TypedArray } from './dtype';
+import { onDevice } from './rpc/lock';
 import { Shape } from './values';
 
 /** Where and how to create a tensor. */
@@ -95,9 +96,9 @@ export class Tensor extends HandleOwner<NativeTensor> {
   /** Like {@link Tensor.from}, with the copy on a worker thread (for large data or devices). */
   static async fromAsync(data: TensorData, opts: TensorOptions = {}): Promise<Tensor> {
     const { dtype, shape, host } = resolve(data, opts);
-    const t = Tensor.empty(shape, dtype, opts.device ?? cpu());
-    await t.handle.copyFromBytesAsync(host).catch(callerStack());
-    return t;
+    const device = opts.device ?? cpu();
+    const t = await onDevice(device, async () => Tensor.empty(shape, dtype, device));
+    return t.copyFromAsync(host as TypedArray);
   }
 
   /**
@@ -165,8 +166,13 @@ export class Tensor extends HandleOwner<NativeTensor> {
 
   /** {@link Tensor.copyFrom} on a worker thread. */
   async copyFromAsync(src: TensorData | Tensor): Promise<this> {
-    const done = src instanceof Tensor ? this.handle.copyFromAsync(this.checkedSource(src).handle) : this.handle.copyFromBytesAsync(this.checkedHost(src));
-    await done.catch(callerStack());
+    const rethrow = callerStack();
+    const copy = src instanceof Tensor
+      ? () => this.handle.copyFromAsync(this.checkedSource(src).handle)
+      : () => this.handle.copyFromBytesAsync(this.checkedHost(src));
+    // A copy touching an RPC peer takes its turn on that session (either side may be remote).
+    const remote = src instanceof Tensor && src.device.isRemote ? src.device : this.device;
+    await onDevice(remote, copy).catch(rethrow);
     return this;
   }
 
@@ -207,7 +213,7 @@ export class Tensor extends HandleOwner<NativeTensor> {
   /** {@link Tensor.toArray} on a worker thread. */
   async toArrayAsync(): Promise<TypedArray> {
     const out = this.hostArray();
-    await this.handle.copyToBytesAsync(out).catch(callerStack());
+    await onDevice(this.device, () => this.handle.copyToBytesAsync(out)).catch(callerStack());
     return out;
   }
 
@@ -225,7 +231,8 @@ export class Tensor extends HandleOwner<NativeTensor> {
 
   /** {@link Tensor.copyTo} on a worker thread. */
   async copyToAsync(device: Device): Promise<Tensor> {
-    return Tensor.empty(this.shape, this.dtype, device).copyFromAsync(this);
+    const t = await onDevice(device, async () => Tensor.empty(this.shape, this.dtype, device));
+    return t.copyFromAsync(this);
   }
 
   /**

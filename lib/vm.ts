@@ -13,6 +13,7 @@ import { cpu, Device, DeviceType } from './device';
 import { DisposedError, TvmAttributeError, TvmIndexError } from './errors';
 import { PackedFunc } from './function';
 import { loadModuleAsync, Module } from './module';
+import { onDevice } from './rpc/lock';
 
 /** How a VM allocates memory: `pooled` reuses freed blocks (TVM's default), `naive` does not. */
 export type MemoryConfig = 'pooled' | 'naive';
@@ -74,6 +75,7 @@ export class VirtualMachine implements AsyncDisposable {
   private readonly loadExecutable: PackedFunc;
   readonly devices: readonly Device[];
   readonly concurrency: number;
+  private readonly remote: boolean;
 
   /** Creates a VM over a loaded module. */
   constructor(
@@ -81,12 +83,16 @@ export class VirtualMachine implements AsyncDisposable {
     opts: VMOptions = {},
   ) {
     const devices = [...(opts.devices ?? [cpu()])];
-    if (devices.length === 0 || devices[devices.length - 1].deviceType !== DeviceType.cpu) devices.push(cpu());
+    const last = devices[devices.length - 1];
+    if (!last || last.localType !== DeviceType.cpu) devices.push(last?.isRemote ? new Device(last.deviceType - last.localType + DeviceType.cpu) : cpu());
     for (const d of devices) d.assertAvailable();
     this.devices = devices;
-    this.concurrency = Math.max(1, opts.concurrency ?? 4);
+    // An RPC session serves one request at a time: a VM on a peer runs one call at a time.
+    this.remote = devices.some((d) => d.isRemote);
+    this.concurrency = this.remote ? 1 : Math.max(1, opts.concurrency ?? 4);
     const alloc = ALLOCATOR[opts.memory ?? 'pooled'];
-    this.initArgs = devices.flatMap((d) => [d.deviceType, d.deviceId, alloc]);
+    // The VM runs where the module lives: on a peer, device types are the peer's own.
+    this.initArgs = devices.flatMap((d) => [d.localType, d.deviceId, alloc]);
     const load = module.getFunction('vm_load_executable');
     if (!load) {
       throw new TvmAttributeError(
@@ -152,7 +158,8 @@ export class VirtualMachine implements AsyncDisposable {
     let inst: Instance | undefined;
     try {
       inst = await this.acquire();
-      return await inst.func(fn).callAsync(...inputs);
+      const f = inst.func(fn);
+      return await (this.remote ? onDevice(this.devices[0], () => f.callAsync(...inputs)) : f.callAsync(...inputs));
     } finally {
       if (inst) this.release(inst);
       if (--this.active === 0) this.drained?.();

@@ -161,6 +161,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFunction(env, exports);
   InitModule(env, exports);
   InitObject(env, exports);
+  InitRpc(env, exports);
   return exports;
 }
 

@@ -136,6 +136,7 @@ void InitTensor(Napi::Env env, Napi::Object exports);
 void InitFunction(Napi::Env env, Napi::Object exports);
 void InitModule(Napi::Env env, Napi::Object exports);
 void InitObject(Napi::Env env, Napi::Object exports);
+void InitRpc(Napi::Env env, Napi::Object exports);
 void InitVmBuiltins();
 
 }  // namespace tvmnode

@@ -1,0 +1,194 @@
+/**
+ * A concurrent TVM RPC server. Stock TVM clients (`tvm.rpc.connect`) and tvm-node's own
+ * client speak to it unchanged.
+ *
+ * Isolation: each session runs in a process of its own (lib/rpc/session-worker.ts) with its
+ * own work directory, so a client whose uploaded code crashes ends only its session. Cost:
+ * a Node process start per session (about 0.1-0.3 s and ~50 MB while it lives).
+ * Unlike TVM's Python server, which serves one client at a time, sessions run side by side
+ * up to `maxSessions`.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { addon } from '../binding';
+import { TvmValueError } from '../errors';
+import { requireGlobalFunc } from '../function';
+import { handshakeReply, readHandshake, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, type ClientHello } from './protocol';
+import type { SessionStart } from './session-worker';
+
+/** Options of {@link RPCServer}. */
+export interface RPCServerOptions {
+  /** Address to bind; default 127.0.0.1. */
+  host?: string;
+  /** Port; 0 picks a free one. Default 9090. */
+  port?: number;
+  /** Key clients must present (TVM's `--key`); default '' (matches `client:`). */
+  key?: string;
+  /**
+   * A TVM RPC server runs whatever code its clients upload: binding anything but loopback
+   * needs this explicit trust flag.
+   */
+  trustRemoteClients?: boolean;
+  /** Most sessions at once; later clients get a "server busy" error. Default 16. */
+  maxSessions?: number;
+  /** Upper bound on a session's life in seconds (a client's own -timeout may be shorter). */
+  sessionTimeout?: number;
+  /** How long a client may take to send its handshake. Default 5000 ms. */
+  handshakeTimeoutMs?: number;
+  /** Where session work directories are made. Default: the OS temp dir. */
+  workRoot?: string;
+}
+
+/** Events: `session` (id, remote address), `sessionEnd` (id, exit code), `refused` (reason). */
+export class RPCServer extends EventEmitter {
+  private readonly server = net.createServer((s) => void this.onConnection(s));
+  private readonly sessions = new Map<number, { child: ChildProcess; socket: net.Socket; workDir: string; done: Promise<void> }>();
+  private nextId = 1;
+  private closing = false;
+  readonly options: Required<Omit<RPCServerOptions, 'sessionTimeout'>> & { sessionTimeout?: number };
+
+  constructor(opts: RPCServerOptions = {}) {
+    super();
+    this.options = {
+      host: opts.host ?? '127.0.0.1',
+      port: opts.port ?? 9090,
+      key: opts.key ?? '',
+      trustRemoteClients: opts.trustRemoteClients ?? false,
+      maxSessions: opts.maxSessions ?? 16,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5000,
+      workRoot: opts.workRoot ?? os.tmpdir(),
+      sessionTimeout: opts.sessionTimeout,
+    };
+    if (!isLoopback(this.options.host) && !this.options.trustRemoteClients) {
+      throw new TvmValueError(
+        'ValueError',
+        `refusing to bind ${this.options.host}: a TVM RPC server executes code its clients upload; ` +
+          'pass trustRemoteClients (CLI: --trust-remote-clients) to serve other machines',
+      );
+    }
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** Sessions being served now. */
+  get activeSessions(): number {
+    return this.sessions.size;
+  }
+
+  private async onConnection(socket: net.Socket): Promise<void> {
+    socket.on('error', () => undefined);
+    let hello: ClientHello;
+    try {
+      hello = await readHandshake(socket, this.options.handshakeTimeoutMs);
+    } catch (err) {
+      this.emit('refused', (err as Error).message);
+      socket.destroy();
+      return;
+    }
+    if (hello.key !== this.options.key) {
+      this.emit('refused', `key mismatch from ${socket.remoteAddress}`);
+      socket.end(handshakeReply(RPC_CODE_MISMATCH));
+      return;
+    }
+    if (this.closing || this.sessions.size >= this.options.maxSessions) {
+      const why = this.closing ? 'the server is shutting down' : `all ${this.options.maxSessions} sessions are in use`;
+      this.emit('refused', why);
+      socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
+      await this.endWithError(socket, `RPCServerBusy: ${why}; try again later`);
+      return;
+    }
+    this.startSession(socket, hello);
+  }
+
+  private startSession(socket: net.Socket, hello: ClientHello): void {
+    const id = this.nextId++;
+    const workDir = fs.mkdtempSync(path.join(this.options.workRoot, `tvm-node-rpc-${id}-`));
+    const child = fork(sessionWorkerPath(), [], { execArgv: workerExecArgv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const start: SessionStart = { workDir };
+    // keepOpen: the server keeps its copy of the socket (paused) to report a timeout.
+    child.send(start, socket, { keepOpen: true });
+    // The client sends its first RPC bytes as soon as it sees the reply; they must reach the
+    // runtime's descriptor in the session process, so reply only once that one is ready.
+    child.once('message', () => socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key)));
+    const limits = [hello.timeout, this.options.sessionTimeout].filter((t): t is number => t !== undefined && t > 0);
+    const timeout = limits.length ? Math.min(...limits) : undefined;
+    const timer = timeout
+      ? setTimeout(() => {
+          void this.endWithError(socket, `RPCSessionTimeoutError: Your ${timeout}s session has expired, try to increase the "session_timeout" value.`).then(() => child.kill('SIGKILL'));
+        }, timeout * 1000)
+      : undefined;
+    const done = new Promise<void>((resolve) => {
+      child.once('exit', (code, signal) => {
+        if (timer) clearTimeout(timer);
+        socket.destroy();
+        fs.rmSync(workDir, { recursive: true, force: true });
+        this.sessions.delete(id);
+        this.emit('sessionEnd', id, code ?? signal);
+        resolve();
+      });
+    });
+    this.sessions.set(id, { child, socket, workDir, done });
+    this.emit('session', id, socket.remoteAddress);
+  }
+
+  /** Sends TVM's exception frame (the client raises it) and closes the connection. */
+  private async endWithError(socket: net.Socket, message: string): Promise<void> {
+    const fd = (socket as unknown as { _handle?: { fd: number } })._handle?.fd;
+    if (fd !== undefined && fd >= 0) {
+      const own = addon.adoptSocket(fd);
+      try {
+        await requireGlobalFunc('rpc.ReturnException').callAsync(own, message);
+      } catch {
+        // the client may already be gone
+      } finally {
+        addon.closeFd(own);
+      }
+    }
+    socket.destroy();
+  }
+
+  /**
+   * Stops accepting, lets sessions finish for up to `deadlineMs`, then ends the rest and
+   * removes their work directories.
+   */
+  async close(deadlineMs = 5000): Promise<void> {
+    this.closing = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const all = Promise.all([...this.sessions.values()].map((s) => s.done));
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), deadlineMs)));
+    if ((await Promise.race([all, deadline])) === 'late') {
+      for (const s of this.sessions.values()) s.child.kill('SIGKILL');
+      await all;
+    }
+    clearTimeout(timer);
+    await closed;
+  }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** The session worker's entry: compiled JS next to this file, or the TS source under tsx. */
+function sessionWorkerPath(): string {
+  const js = path.join(__dirname, 'session-worker.js');
+  return fs.existsSync(js) ? js : path.join(__dirname, 'session-worker.ts');
+}
+
+function workerExecArgv(): string[] {
+  return sessionWorkerPath().endsWith('.ts') ? ['--require', 'tsx/cjs'] : [];
+}
