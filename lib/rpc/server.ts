@@ -19,6 +19,7 @@ import { TvmValueError } from '../errors';
 import { requireGlobalFunc } from '../function';
 import { handshakeReply, readHandshake, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, type ClientHello } from './protocol';
 import type { SessionStart } from './session-worker';
+import { randomMatchKey, TrackerCode, TrackerConnection } from './tracker';
 
 /** Options of {@link RPCServer}. */
 export interface RPCServerOptions {
@@ -41,6 +42,10 @@ export interface RPCServerOptions {
   handshakeTimeoutMs?: number;
   /** Where session work directories are made. Default: the OS temp dir. */
   workRoot?: string;
+  /** A TVM RPC tracker to register with, so clients find this server by key. */
+  tracker?: { host: string; port: number };
+  /** The address the tracker tells clients (default: what the tracker sees). */
+  customAddr?: string;
 }
 
 /** Events: `session` (id, remote address), `sessionEnd` (id, exit code), `refused` (reason). */
@@ -49,7 +54,9 @@ export class RPCServer extends EventEmitter {
   private readonly sessions = new Map<number, { child: ChildProcess; socket: net.Socket; workDir: string; done: Promise<void> }>();
   private nextId = 1;
   private closing = false;
-  readonly options: Required<Omit<RPCServerOptions, 'sessionTimeout'>> & { sessionTimeout?: number };
+  readonly options: Required<Omit<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr'>> &
+    Pick<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr'>;
+  private registration?: TrackerRegistration;
 
   constructor(opts: RPCServerOptions = {}) {
     super();
@@ -62,6 +69,8 @@ export class RPCServer extends EventEmitter {
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5000,
       workRoot: opts.workRoot ?? os.tmpdir(),
       sessionTimeout: opts.sessionTimeout,
+      tracker: opts.tracker,
+      customAddr: opts.customAddr,
     };
     if (!isLoopback(this.options.host) && !this.options.trustRemoteClients) {
       throw new TvmValueError(
@@ -72,15 +81,27 @@ export class RPCServer extends EventEmitter {
     }
   }
 
-  /** Starts listening; resolves with the bound address. */
-  listen(): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
+  /** Starts listening (and registers with the tracker, if any); resolves with the bound address. */
+  async listen(): Promise<AddressInfo> {
+    const address = await new Promise<AddressInfo>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.options.port, this.options.host, () => {
         this.server.off('error', reject);
         resolve(this.server.address() as AddressInfo);
       });
     });
+    if (this.options.tracker) {
+      const { host, port } = this.options.tracker;
+      this.registration = await TrackerRegistration.open(host, port, this.options.key, address.port, this.options.customAddr);
+      this.offerToTracker();
+    }
+    return address;
+  }
+
+  /** Keeps one match key on offer at the tracker while sessions are free. */
+  private offerToTracker(): void {
+    if (this.closing || this.sessions.size >= this.options.maxSessions) return;
+    this.registration?.offer().catch((err: Error) => this.emit('trackerError', err.message));
   }
 
   /** Sessions being served now. */
@@ -98,7 +119,8 @@ export class RPCServer extends EventEmitter {
       socket.destroy();
       return;
     }
-    if (hello.key !== this.options.key) {
+    const viaTracker = this.registration?.consume(hello.key) ?? false;
+    if (!viaTracker && hello.key !== this.options.key) {
       this.emit('refused', `key mismatch from ${socket.remoteAddress}`);
       socket.end(handshakeReply(RPC_CODE_MISMATCH));
       return;
@@ -111,6 +133,7 @@ export class RPCServer extends EventEmitter {
       return;
     }
     this.startSession(socket, hello);
+    if (viaTracker) this.offerToTracker();
   }
 
   private startSession(socket: net.Socket, hello: ClientHello): void {
@@ -137,6 +160,7 @@ export class RPCServer extends EventEmitter {
         fs.rmSync(workDir, { recursive: true, force: true });
         this.sessions.delete(id);
         this.emit('sessionEnd', id, code ?? signal);
+        this.offerToTracker();
         resolve();
       });
     });
@@ -166,6 +190,8 @@ export class RPCServer extends EventEmitter {
    */
   async close(deadlineMs = 5000): Promise<void> {
     this.closing = true;
+    // Closing the tracker connection withdraws this server's offers.
+    this.registration?.close();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const all = Promise.all([...this.sessions.values()].map((s) => s.done));
     let timer: NodeJS.Timeout | undefined;
@@ -191,4 +217,66 @@ function sessionWorkerPath(): string {
 
 function workerExecArgv(): string[] {
   return sessionWorkerPath().endsWith('.ts') ? ['--require', 'tsx/cjs'] : [];
+}
+
+/**
+ * This server's presence at a tracker: its info, and the match keys it offers. A key a
+ * client acquired (REQUEST) but never used is replaced after a grace period, as TVM's
+ * server does, so a vanished client cannot make the server unreachable.
+ */
+class TrackerRegistration {
+  private readonly offered = new Set<string>();
+  private unusedSince?: number;
+  private readonly timer: NodeJS.Timeout;
+
+  private constructor(
+    private readonly conn: TrackerConnection,
+    private readonly key: string,
+    private readonly port: number,
+    private readonly customAddr?: string,
+  ) {
+    this.timer = setInterval(() => void this.checkPending().catch(() => undefined), 2000);
+    this.timer.unref();
+  }
+
+  static async open(host: string, port: number, key: string, serverPort: number, customAddr?: string): Promise<TrackerRegistration> {
+    const conn = await TrackerConnection.open(host, port);
+    const ok = await conn.send([TrackerCode.UPDATE_INFO, { key: `server:${key}`, addr: [customAddr ?? null, serverPort] }]);
+    if (ok !== TrackerCode.SUCCESS) throw new TvmValueError('ValueError', `tracker refused the server's info: ${JSON.stringify(ok)}`);
+    return new TrackerRegistration(conn, key, serverPort, customAddr);
+  }
+
+  /** Offers a fresh match key unless one is already on offer. */
+  async offer(): Promise<void> {
+    if (this.offered.size > 0) return;
+    const matchKey = randomMatchKey(this.key);
+    this.offered.add(matchKey);
+    const ok = await this.conn.send([TrackerCode.PUT, this.key, [this.port, matchKey], this.customAddr ?? null]);
+    if (ok !== TrackerCode.SUCCESS) throw new TvmValueError('ValueError', `tracker refused PUT: ${JSON.stringify(ok)}`);
+  }
+
+  /** Whether `clientKey` is one of our match keys (it is used up). */
+  consume(clientKey: string): boolean {
+    return this.offered.delete(clientKey);
+  }
+
+  private async checkPending(): Promise<void> {
+    if (this.offered.size === 0) return;
+    const pending = new Set((await this.conn.send([TrackerCode.GET_PENDING_MATCHKEYS])) as string[]);
+    const acquired = [...this.offered].filter((k) => !pending.has(k));
+    if (acquired.length === 0) {
+      this.unusedSince = undefined;
+      return;
+    }
+    this.unusedSince ??= Date.now();
+    if (Date.now() - this.unusedSince < 6000) return;
+    for (const k of acquired) this.offered.delete(k);
+    this.unusedSince = undefined;
+    await this.offer();
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.conn.close();
+  }
 }
