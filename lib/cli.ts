@@ -15,6 +15,7 @@ import { info } from './cli/info';
 import { type DTypeSpec, type InputSpec, parseCount, parseDevice, parseDTypeSpec, parseInputSpec, parseShapeSpec, type ShapeSpec } from './cli/inputs';
 import { progressBar } from './cli/progress';
 import { formatRunResult, runModel } from './cli/run';
+import { parseHostPort, rpcServer } from './cli/rpc-server';
 // The package entry, so every factory the native layer calls back is registered.
 import { cpu, type Device, versions } from './index';
 
@@ -184,5 +185,28 @@ ${EXIT_HELP}`,
       console.log(o.json ? JSON.stringify(result, null, 2) : formatBenchResult(result));
     },
   );
+
+handleExits(program.command('rpc-server'))
+  .description('serve TVM RPC to many clients at once (stock TVM clients and trackers work unchanged)')
+  .option('--host <host>', 'address to bind (anything but loopback needs --trust-remote-clients)', '127.0.0.1')
+  .addOption(new Option('--port <port>', 'port to listen on (0: any free port)').default(9090).argParser(parsed('--port', (t) => parseCount(t, 0))))
+  .option('--key <key>', 'key clients must present (TVM: --key)', '')
+  .option('--tracker <host:port>', 'register with this TVM RPC tracker')
+  .option('--trust-remote-clients', 'allow a non-loopback bind: clients can run any code they upload')
+  .addOption(new Option('--max-sessions <n>', 'sessions at once').default(16).argParser(parsed('--max-sessions', (t) => parseCount(t, 1))))
+  .addOption(new Option('--session-timeout <s>', 'longest session, in seconds').argParser(parsed('--session-timeout', (t) => parseCount(t, 1))))
+  .addOption(new Option('--shutdown-deadline <s>', 'seconds sessions get to finish on SIGTERM/SIGINT').default(10).argParser(parsed('--shutdown-deadline', (t) => parseCount(t, 0))))
+  .addHelpText('after', EXIT_HELP)
+  .action(async (o: { host: string; port: number; key: string; tracker?: string; trustRemoteClients?: boolean; maxSessions: number; sessionTimeout?: number; shutdownDeadline: number }) => {
+    let tracker: { host: string; port: number } | undefined;
+    if (o.tracker) {
+      try {
+        tracker = parseHostPort(o.tracker);
+      } catch (err) {
+        throw new UsageError(`--tracker: ${(err as Error).message}`);
+      }
+    }
+    await rpcServer({ ...o, tracker, trustRemoteClients: o.trustRemoteClients ?? false });
+  });
 
 program.parseAsync(process.argv).catch(fail);

@@ -19,3 +19,6 @@ export { dataType, float, int, Shape } from './values';
 export { checkRuntimeVersions, versions, type Versions } from './versions';
 export { outputsOf, VirtualMachine, type MemoryConfig, type VMFunctionInfo, type VMOptions } from './vm';
 export { runtimeLibraries } from './runtime';
+export { connect, RemoteFunction, RPCSession, type ConnectOptions } from './rpc/client';
+export { RPCServer, type RPCServerOptions } from './rpc/server';
+export { connectTracker, TrackerClient } from './rpc/tracker';

@@ -1,0 +1,42 @@
+/**
+ * `tvm-node rpc-server`: the concurrent TVM RPC server in the foreground, with graceful
+ * shutdown on SIGINT/SIGTERM (stop accepting, let sessions finish up to a deadline, clean
+ * work directories, withdraw from the tracker).
+ */
+import { RPCServer, type RPCServerOptions } from '../rpc/server';
+
+/** Options of {@link rpcServer}. */
+export interface RpcServerCommand extends RPCServerOptions {
+  /** Seconds sessions get to finish on shutdown. */
+  shutdownDeadline: number;
+}
+
+/** Parses `host:port`. */
+export function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^(.+):(\d+)$/.exec(text);
+  if (!m) throw new Error(`expected HOST:PORT, got '${text}'`);
+  return { host: m[1], port: Number(m[2]) };
+}
+
+export async function rpcServer(o: RpcServerCommand): Promise<void> {
+  const server = new RPCServer(o);
+  server
+    .on('session', (id: number, addr: string) => console.log(`session ${id} from ${addr}`))
+    .on('sessionEnd', (id: number, code: unknown) => console.log(`session ${id} ended (${code})`))
+    .on('refused', (why: string) => console.log(`refused: ${why}`))
+    .on('trackerError', (why: string) => console.error(`tracker: ${why}`));
+  const addr = await server.listen();
+  const key = server.options.key;
+  console.log(`tvm-node rpc-server listening on ${addr.address}:${addr.port}${key ? ` (key '${key}')` : ''}`);
+  if (o.tracker) console.log(`registered with tracker ${o.tracker.host}:${o.tracker.port} under key '${key}'`);
+  console.log(`  TVM Python: tvm.rpc.connect('${addr.address}', ${addr.port}${key ? `, key='${key}'` : ''})`);
+  console.log(`  tvm-node:   await connect('${addr.address}', ${addr.port}${key ? `, { key: '${key}' }` : ''})`);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      console.log(`${signal}: stopping (sessions get ${o.shutdownDeadline}s to finish)`);
+      server.close(o.shutdownDeadline * 1000).then(resolve);
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}
