@@ -49,6 +49,8 @@ export interface NativeModule {
   readonly imports: unknown[];
   readonly disposed: boolean;
   getFunction(name: string, queryImports?: boolean): NativeFunction | null;
+  /** Resolves with a lib/ PackedFunc (results pass through the `wrap` factory), or null. */
+  getFunctionAsync(name: string): Promise<unknown>;
   implementsFunction(name: string, queryImports?: boolean): boolean;
   dispose(): void;
 }
@@ -97,6 +99,8 @@ export interface Addon {
   /** A blocking duplicate of a socket descriptor, for TVM's RPC loop to own. */
   adoptSocket(fd: number): number;
   closeFd(fd: number): void;
+  /** Sets FD_CLOEXEC on every open descriptor (TVM's sockets lack it), before forking. */
+  markCloexec(): void;
 }
 
 /** Package root: lib/ in a source checkout, dist/lib/ when built. */
@@ -121,12 +125,20 @@ function loadAddon(): Addon {
 /** The loaded addon, with lib/'s factories installed. */
 export const addon: Addon = loadAddon();
 
-/** Late-bound factories: device.ts and shape.ts register theirs on import. */
+/** lib/ classes over native handles, by native class; each registers itself on import. */
+const wrappers = new Map<unknown, (handle: never) => unknown>();
+
+/** Registers the lib/ class that wraps handles of a native class (called by tensor.ts, ...). */
+export function registerWrapper<H>(nativeClass: new () => H, wrap: (handle: H) => unknown): void {
+  wrappers.set(nativeClass, wrap as (handle: never) => unknown);
+}
+
+/** Late-bound factories: device.ts and values.ts register theirs on import. */
 export const factories: Factories = {
   error: makeTvmError,
   device: (deviceType, deviceId) => ({ deviceType, deviceId }),
   shape: (dims) => dims,
-  wrap: (h) => h,
+  wrap: (h) => (wrappers.get(Object.getPrototypeOf(h).constructor)?.(h as never) ?? h),
 };
 addon.setFactories({
   error: (k, m, b) => factories.error(k, m, b),

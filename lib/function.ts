@@ -2,7 +2,7 @@
  * Packed functions: TVM's universal calling convention, and the global function registry.
  */
 import { HandleOwner } from './handle';
-import { addon, type NativeFunction } from './binding';
+import { addon, registerWrapper, type NativeFunction } from './binding';
 import { callerStack, TvmAttributeError, TvmError, TvmTypeError } from './errors';
 
 /**
@@ -96,3 +96,5 @@ export function registerFunc(name: string, fn: (...args: any[]) => unknown, opts
   };
   return { name, unregister, [Symbol.dispose]: unregister };
 }
+
+registerWrapper(addon.NativeFunction, (h) => new PackedFunc(h));

@@ -3,7 +3,7 @@
  */
 import fs from 'node:fs';
 import { HandleOwner } from './handle';
-import { addon, type NativeModule } from './binding';
+import { addon, registerWrapper, type NativeModule } from './binding';
 import { callerStack, TvmAttributeError, TvmRuntimeError } from './errors';
 import { PackedFunc } from './function';
 import { checkRuntimeVersions } from './versions';
@@ -24,6 +24,12 @@ export class Module extends HandleOwner<NativeModule> {
   getFunction(name: string, opts: { queryImports?: boolean } = {}): PackedFunc | null {
     const h = this.handle.getFunction(name, opts.queryImports ?? true);
     return h ? new PackedFunc(h, name) : null;
+  }
+
+  /** {@link Module.getFunction} on the thread pool (for RPC modules the lookup crosses the network). */
+  async getFunctionAsync(name: string): Promise<PackedFunc | null> {
+    const f = (await this.handle.getFunctionAsync(name).catch(callerStack())) as PackedFunc | null;
+    return f ? new PackedFunc(f.handle, name) : null;
   }
 
   /** A function by name; throws {@link TvmAttributeError} when missing. */
@@ -91,3 +97,5 @@ export async function loadModuleAsync(path: string): Promise<Module> {
     throw err;
   }
 }
+
+registerWrapper(addon.NativeModule, (h) => new Module(h));

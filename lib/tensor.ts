@@ -2,7 +2,7 @@
  * Tensors: n-dimensional arrays on a device, moved to and from JS TypedArrays in bulk.
  */
 import { HandleOwner } from './handle';
-import { addon, type DLPackCapsule, type NativeTensor } from './binding';
+import { addon, registerWrapper, type DLPackCapsule, type NativeTensor } from './binding';
 import { cpu, Device } from './device';
 import { callerStack, TvmTypeError, TvmValueError } from './errors';
 import { bytesPerElement, checkDType, type DType, dtypeOfArray, fromFloat32, HOST_ARRAY, toFloat32, type TypedArray } from './dtype';
@@ -256,3 +256,5 @@ export class Tensor extends HandleOwner<NativeTensor> {
     return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device})`;
   }
 }
+
+registerWrapper(addon.NativeTensor, (h) => new Tensor(h));

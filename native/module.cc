@@ -19,6 +19,7 @@ class ModuleWrap : public Handle<ModuleWrap, ffi::Module> {
     members.push_back(StaticMethod("load", &ModuleWrap::Load));
     members.push_back(StaticMethod("loadAsync", &ModuleWrap::LoadAsync));
     members.push_back(InstanceMethod("getFunction", &ModuleWrap::GetFunction));
+    members.push_back(InstanceMethod("getFunctionAsync", &ModuleWrap::GetFunctionAsync));
     members.push_back(InstanceMethod("implementsFunction", &ModuleWrap::ImplementsFunction));
     members.push_back(InstanceAccessor("kind", &ModuleWrap::Kind, nullptr));
     members.push_back(InstanceAccessor("imports", &ModuleWrap::Imports, nullptr));
@@ -49,6 +50,16 @@ class ModuleWrap : public Handle<ModuleWrap, ffi::Module> {
       return WrapFunction(env, *f);
     });
     return env.Undefined();
+  }
+
+  // The same on the thread pool: for an RPC session module the lookup is a network round trip.
+  Napi::Value GetFunctionAsync(const Napi::CallbackInfo& info) {
+    ffi::Module m = Get();
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    return PromiseWorker::Start(info.Env(), "tvm-node:getFunction", [m, name]() {
+      ffi::Optional<ffi::Function> f = m->GetFunction(name, true);
+      return f.has_value() ? ffi::Any(*f) : ffi::Any(nullptr);
+    }, {info.This()});
   }
 
   Napi::Value ImplementsFunction(const Napi::CallbackInfo& info) {

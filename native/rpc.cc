@@ -3,10 +3,12 @@
 // non-blocking mode and owned by libuv. `adoptSocket` gives TVM its own blocking
 // duplicate of the descriptor. Everything else about RPC (handshake, sessions, tracker,
 // policy) lives in lib/rpc/.
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "common.h"
@@ -30,6 +32,23 @@ Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, dup_fd);
 }
 
+// markCloexec(): sets FD_CLOEXEC on every open descriptor. TVM opens its sockets (e.g. an
+// RPC client's connection) without it, so a forked session process would inherit them and
+// keep connections open after their owners close them. Called before forking.
+Napi::Value MarkCloexec(const Napi::CallbackInfo& info) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return info.Env().Undefined();
+  const int self = dirfd(dir);
+  while (dirent* e = readdir(dir)) {
+    int fd = std::atoi(e->d_name);
+    if (e->d_name[0] == '.' || fd <= 2 || fd == self) continue;
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+  closedir(dir);
+  return info.Env().Undefined();
+}
+
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   close(info[0].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
@@ -40,6 +59,7 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 void InitRpc(Napi::Env env, Napi::Object exports) {
   exports.Set("adoptSocket", Napi::Function::New(env, AdoptSocket, "adoptSocket"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("markCloexec", Napi::Function::New(env, MarkCloexec, "markCloexec"));
 }
 
 }  // namespace tvmnode

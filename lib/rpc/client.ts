@@ -11,7 +11,9 @@ import { PackedFunc, requireGlobalFunc } from '../function';
 import { Module } from '../module';
 import type { DType } from '../dtype';
 import { Tensor, type TensorData } from '../tensor';
+import { decodeTensors, encodeInputs, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
 import { registerSessionQueue, SerialQueue } from './lock';
+import type { ModelInfo } from './repository';
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -75,7 +77,7 @@ export class RPCSession implements AsyncDisposable {
 
   /** A global function of the peer by name; throws if the peer has none. */
   async getFunction(name: string): Promise<RemoteFunction> {
-    const fn = await this.queue.run(async () => this.module.getFunction(name));
+    const fn = await this.queue.run(() => this.module.getFunctionAsync(name));
     if (!fn) throw new TvmValueError('ValueError', `the peer has no function '${name}'`);
     return new RemoteFunction(fn, this.queue, name);
   }
@@ -113,6 +115,20 @@ export class RPCSession implements AsyncDisposable {
   async loadModule(name: string): Promise<Module> {
     const load = requireGlobalFunc('rpc.LoadRemoteModule');
     return (await this.queue.run(() => load.callAsync(this.module, name))) as Module;
+  }
+
+  /**
+   * Runs a model of the server's repository on `inputs` in one round trip (inputs and
+   * outputs travel inside the request and its answer) and returns the outputs as local tensors.
+   */
+  async infer(model: string, inputs: readonly InferInput[]): Promise<Tensor[]> {
+    const reply = (await this.call(INFER_FUNCTION, model, encodeInputs(inputs))) as Buffer;
+    return decodeTensors(reply).map((a) => Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }));
+  }
+
+  /** The models of the server's repository. */
+  async models(): Promise<ModelInfo[]> {
+    return JSON.parse(String(await this.call(MODELS_FUNCTION))) as ModelInfo[];
   }
 
   /** A tensor on a device of the peer holding a copy of `data` (one bulk transfer). */

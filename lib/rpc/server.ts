@@ -18,6 +18,7 @@ import { addon } from '../binding';
 import { TvmValueError } from '../errors';
 import { requireGlobalFunc } from '../function';
 import { handshakeReply, readHandshake, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, type ClientHello } from './protocol';
+import type { CacheLimits } from './repository';
 import type { SessionStart } from './session-worker';
 import { randomMatchKey, TrackerCode, TrackerConnection } from './tracker';
 
@@ -42,6 +43,10 @@ export interface RPCServerOptions {
   handshakeTimeoutMs?: number;
   /** Where session work directories are made. Default: the OS temp dir. */
   workRoot?: string;
+  /** A model repository folder served by name (see lib/rpc/repository.ts). */
+  modelsDir?: string;
+  /** Limits of each session's cache of loaded models. */
+  cache?: CacheLimits;
   /** A TVM RPC tracker to register with, so clients find this server by key. */
   tracker?: { host: string; port: number };
   /** The address the tracker tells clients (default: what the tracker sees). */
@@ -54,8 +59,8 @@ export class RPCServer extends EventEmitter {
   private readonly sessions = new Map<number, { child: ChildProcess; socket: net.Socket; workDir: string; done: Promise<void> }>();
   private nextId = 1;
   private closing = false;
-  readonly options: Required<Omit<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr'>> &
-    Pick<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr'>;
+  readonly options: Required<Omit<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache'>> &
+    Pick<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache'>;
   private registration?: TrackerRegistration;
 
   constructor(opts: RPCServerOptions = {}) {
@@ -71,6 +76,8 @@ export class RPCServer extends EventEmitter {
       sessionTimeout: opts.sessionTimeout,
       tracker: opts.tracker,
       customAddr: opts.customAddr,
+      modelsDir: opts.modelsDir && path.resolve(opts.modelsDir),
+      cache: opts.cache,
     };
     if (!isLoopback(this.options.host) && !this.options.trustRemoteClients) {
       throw new TvmValueError(
@@ -139,8 +146,9 @@ export class RPCServer extends EventEmitter {
   private startSession(socket: net.Socket, hello: ClientHello): void {
     const id = this.nextId++;
     const workDir = fs.mkdtempSync(path.join(this.options.workRoot, `tvm-node-rpc-${id}-`));
+    addon.markCloexec();
     const child = fork(sessionWorkerPath(), [], { execArgv: workerExecArgv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const start: SessionStart = { workDir };
+    const start: SessionStart = { workDir, modelsDir: this.options.modelsDir, cache: this.options.cache };
     // keepOpen: the server keeps its copy of the socket (paused) to report a timeout.
     child.send(start, socket, { keepOpen: true });
     // The client sends its first RPC bytes as soon as it sees the reply; they must reach the

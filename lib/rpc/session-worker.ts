@@ -11,10 +11,15 @@ import { addon } from '../binding';
 import { TvmNotImplementedError, TvmValueError } from '../errors';
 import { registerFunc, requireGlobalFunc } from '../function';
 import { loadModule } from '../module';
+import { INFER_FUNCTION, MODELS_FUNCTION, serveInference } from './infer';
+import { type CacheLimits, ModelRepository } from './repository';
 
 /** The message the server sends with the socket. */
 export interface SessionStart {
   workDir: string;
+  /** A model repository to serve by name (`tvm_node.infer`, `tvm_node.models`). */
+  modelsDir?: string;
+  cache?: CacheLimits;
 }
 
 /**
@@ -32,9 +37,14 @@ export function confine(workDir: string, name: string): string {
   return full;
 }
 
-/** The server-side functions TVM's RPC protocol expects of the host. */
-function registerServerFunctions(workDir: string): void {
+/** The server-side functions TVM's RPC protocol expects of the host, and tvm-node's own. */
+function registerServerFunctions({ workDir, modelsDir, cache }: SessionStart): void {
   const opts = { override: true };
+  if (modelsDir) {
+    const repo = new ModelRepository(modelsDir, cache);
+    registerFunc(INFER_FUNCTION, serveInference(repo), opts);
+    registerFunc(MODELS_FUNCTION, () => JSON.stringify(repo.list()), opts);
+  }
   // upload, download and remove are the runtime's own and resolve names through workpath.
   registerFunc('tvm.rpc.server.workpath', (name: string) => confine(workDir, name), opts);
   registerFunc('tvm.rpc.server.load_module', (name: string) => loadModule(confine(workDir, name)), opts);
@@ -49,7 +59,7 @@ async function serve(start: SessionStart, socket: Socket): Promise<number> {
   const tvmFd = addon.adoptSocket(fd);
   // The runtime owns its duplicate now; dropping Node's handle does not end the connection.
   socket.destroy();
-  registerServerFunctions(start.workDir);
+  registerServerFunctions(start);
   // Ready: the server now answers the handshake, and the client starts talking to tvmFd.
   process.send!('ready');
   try {
@@ -63,6 +73,8 @@ async function serve(start: SessionStart, socket: Socket): Promise<number> {
 
 // pauseOnCreate is not available for received sockets; nothing arrives before 'ready'
 // because the client waits for the handshake answer.
+// Without its server there is nobody to clean up after this session: end with it.
+process.once('disconnect', () => process.exit(0));
 process.once('message', (start: SessionStart, socket: Socket) => {
   serve(start, socket).then((code) => process.exit(code));
 });
