@@ -4,14 +4,17 @@
 It answers one JSON request per line on stdin with one JSON line on stdout, so that the
 Node side can interleave its own rounds with this peer's rounds in the same run:
 
-  {"op": "info"}                                             -> versions
+  {"op": "info"}                                             -> versions, TVM's thread count
   {"op": "kernel", "id": ..., "path": ".so", "func": "nop"}  -> f(tensor(zeros(1, float32)))
   {"op": "global", "id": ..., "name": ..., "args": [...]}    -> tvm.get_global_func(name)(*args)
   {"op": "vm", "id": ..., "path": ".so", "inputs": [npy]}    -> VirtualMachine(...)["main"](*x)
+      optional "expect": npy, "tolerance": {"rtol", "atol"}: the first output is checked
+      against it (an error if it differs); the reply then carries "maxAbsDiff"
   {"op": "time", "id": ..., "n": N}                          -> {"ns": total ns of N calls}
 
 Every case is set up once (module loaded, function looked up, inputs converted), so a
-timed call is the call alone, as on the Node side.
+timed call is the call alone, as on the Node side. TVM's thread pool is sized by
+TVM_NUM_THREADS, which bench/run.ts sets in this process's environment.
 """
 
 import json
@@ -47,6 +50,15 @@ def main() -> None:
         args = tuple(tvm.runtime.tensor(np.load(p)) for p in req["inputs"])
         return machine[req.get("func", "main")], args
 
+    def check(req, result) -> dict:
+        """Compare the first output with req["expect"] (npy), if given."""
+        if "expect" not in req:
+            return {}
+        first = result if isinstance(result, tvm.runtime.Tensor) else result[0]
+        actual, expected = first.numpy(), np.load(req["expect"])
+        np.testing.assert_allclose(actual, expected, **req.get("tolerance", {}))
+        return {"maxAbsDiff": float(np.max(np.abs(actual.astype(np.float64) - expected)))}
+
     def run_case(f, args, n):
         # One loop per arity keeps the loop itself as cheap as Python allows.
         if len(args) == 1:
@@ -73,12 +85,14 @@ def main() -> None:
                     "tvm": tvm.__version__,
                     "tvmFfi": tvm_ffi.__version__,
                     "numpy": np.__version__,
+                    "numThreads": int(tvm.get_global_func("runtime.NumThreads")()),
                 }
             elif op in setups:
                 f, args = setups[op](req)
-                f(*args)  # warm: first-call costs (lazy init, allocator) stay out of the rounds
+                # warm: first-call costs (lazy init, allocator) stay out of the rounds
+                extra = check(req, f(*args))
                 cases[req["id"]] = (f, args)
-                reply = {"ok": True}
+                reply = {"ok": True, **extra}
             elif op == "time":
                 f, args = cases[req["id"]]
                 reply = {"ns": run_case(f, args, int(req["n"]))}

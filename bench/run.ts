@@ -1,6 +1,6 @@
 /**
  * tvm-node benchmarks (`npm run bench`, or `npx tsx bench/run.ts [--quick] [--rounds N]
- * [--round-ms MS] [--only call,copy,wrap,model]`).
+ * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn]`).
  *
  * Every figure is tvm-node against a peer measured in the same run, round by round: each
  * round times every contender of a case once (in rotating order), so drift on the machine
@@ -14,21 +14,34 @@
  *   wrap   Tensor.wrap of aligned memory (zero-copy) vs making a TypedArray view, per size
  *   model  the `mlp` and `conv` fixtures: Node sync invoke and async run with 1/2/4 in
  *          flight vs Python's relax.VirtualMachine on the same .so
+ *   cnn    a MobileNetV2 (random weights, 1x3x224x224; quick mode: a 3-stage 0.35-width
+ *          variant at 64x64) built as ONNX and compiled by TVM
+ *          (scripts/compile_bench_models.py, cached in .cache/bench-models): Node sync invoke
+ *          and async run with 1/2/4 in flight vs Python's relax.VirtualMachine on the same
+ *          .so, and vs onnxruntime-node on the same .onnx. Thread counts are set explicitly
+ *          (TVM_NUM_THREADS, onnxruntime intraOpNumThreads; default: the available cores).
  *
- * Results go to bench/results/ (JSON + markdown, git-ignored). Benchmarks assert nothing
- * about time; test/bench.test.ts runs {@link runBenchmarks} in quick mode to keep it working.
+ * Results go to bench/results/ (git-ignored): REPORT.md with its chart ratios.svg (quick
+ * runs: REPORT.quick.md, ratios.quick.svg), latest.json/latest.md, and a timestamped copy of
+ * each. Benchmarks assert nothing about time; test/bench.test.ts runs {@link runBenchmarks} in
+ * quick mode to keep it working.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomFill } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { loadModule, outputsOf, Tensor, VirtualMachine, requireGlobalFunc, versions, type PackedFunc } from '../lib';
+import type * as Ort from 'onnxruntime-node';
+import { loadModule, outputsOf, readNpy, Tensor, VirtualMachine, requireGlobalFunc, versions, type PackedFunc } from '../lib';
 import { fixture, fixtureDir, inputTensor, python, repoRoot } from '../test/fixtures';
+import { ratioChart } from './chart';
 
-export type Group = 'call' | 'copy' | 'wrap' | 'model';
-export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model'];
+export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn';
+export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn'];
+
+/** The CNN of the `cnn` group, per mode (scripts/compile_bench_models.py builds both). */
+export const CNN_MODEL = { full: 'mobilenet_v2', quick: 'mobilenet_v2_tiny' } as const;
 
 /** Order statistics over the rounds. */
 export interface Stats {
@@ -77,17 +90,82 @@ export interface Machine {
   release: string;
   node: string;
   uvThreadpoolSize: string | null;
+  /** TVM_NUM_THREADS as found in the environment when the run started (see settings.threads). */
   tvmNumThreads: string | null;
+  /** os.loadavg() (1, 5, 15 min) at the start and at the end of the run: other load skews figures. */
+  loadAverage: { start: number[]; end: number[] };
+}
+
+/** Thread counts the compute runtimes were given (the same for both, to compare fairly). */
+export interface ThreadSettings {
+  /** TVM_NUM_THREADS set for this process (each calling thread's TVM pool) and the Python peer. */
+  tvmNumThreads: number;
+  /** What TVM reports (runtime.NumThreads) on Node's main thread and in the Python peer. */
+  tvmReported: { node: number; python: number };
+  /** onnxruntime-node session options of the cnn group. */
+  ortIntraOpNumThreads: number;
+  ortInterOpNumThreads: number;
+}
+
+/** A CNN of the cnn group, as built by scripts/compile_bench_models.py. */
+export interface CnnModelInfo {
+  name: string;
+  notes: string;
+  input: { name: string; shape: number[]; dtype: string };
+  output: { name: string; shape: number[]; dtype: string };
+  macs: number;
+  params: number;
+  opset: number;
+  /** from_onnx + tvm.compile + export, when the model was (last) built. */
+  compileS: number;
+  /** Wall time of the build script in this run (small on a cache hit). */
+  buildScriptS: number;
+  cached: boolean;
+  target: string;
+  schedule: string;
+  reference: string;
+  tolerance: { rtol: number; atol: number };
+  /** max |output - reference| of each runtime, checked before timing. */
+  maxAbsDiff: { tvmPython: number; tvmNode: number; onnxruntimeNode: number | null };
+  toolchain: { onnx: string; onnxruntime: string; tvm: string };
+  dir: string;
+}
+
+/** Something the run did not measure, and why. */
+export interface SkippedEntry {
+  group: Group;
+  name: string;
+  skipped: string;
 }
 
 export interface BenchReport {
   startedAt: string;
   durationS: number;
   quick: boolean;
-  settings: { rounds: number; roundMs: number; copySizes: number[]; groups: Group[] };
+  settings: {
+    rounds: number;
+    roundMs: number;
+    copySizes: number[];
+    groups: Group[];
+    threads: ThreadSettings;
+    /** Ops per round of a contender that keeps k runs in flight: at least this many times k. */
+    minRunsPerLane: number;
+    /** Idle gap before each contender's round in the cnn group, ms. */
+    cnnSettleMs: number;
+  };
   machine: Machine;
-  versions: { tvmNode: string; tvm: string; tvmFfi: string; python: Record<string, string> };
+  versions: {
+    tvmNode: string;
+    tvm: string;
+    tvmFfi: string;
+    python: Record<string, string>;
+    /** null when it could not be loaded (see skipped). */
+    onnxruntimeNode: string | null;
+  };
+  /** The CNN(s) of the cnn group. */
+  models: CnnModelInfo[];
   cases: BenchCase[];
+  skipped: SkippedEntry[];
 }
 
 export interface BenchOptions {
@@ -97,6 +175,11 @@ export interface BenchOptions {
   rounds?: number;
   /** Target duration of one contender's round in ms (default 100, quick 2). */
   roundMs?: number;
+  /**
+   * Threads for TVM (TVM_NUM_THREADS) and onnxruntime (intraOpNumThreads). Default:
+   * TVM_NUM_THREADS if set, else os.availableParallelism().
+   */
+  threads?: number;
   /** Groups to run (default all). */
   groups?: Group[];
   /** Progress lines (default: none). */
@@ -125,6 +208,17 @@ interface Contender {
   key: string;
   name: string;
   round: RoundFn;
+  /** Lower bound on the calibrated ops per round (e.g. to keep k runs in flight). */
+  minOps?: number;
+}
+
+/** Awaits `once()` n times in a row (one operation in flight). */
+function sequential(once: () => Promise<unknown>): RoundFn {
+  return async (n) => {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) await once();
+    return Number(process.hrtime.bigint() - t0);
+  };
 }
 
 function hrtimeLoop(fn: () => void): RoundFn {
@@ -152,21 +246,27 @@ interface Timed {
   perOp: number[];
 }
 
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
 /**
  * Calibrates and warms each contender, then runs `rounds` rounds; each round times every
- * contender once, in an order that rotates from round to round.
+ * contender once, in an order that rotates from round to round. `settleMs` is an idle gap
+ * before each contender's round, so that thread pools still spinning after the previous
+ * contender (TVM's, onnxruntime's) have gone to sleep before the next one is timed.
  */
-async function measure(contenders: Contender[], rounds: number, roundMs: number): Promise<Record<string, Timed>> {
+async function measure(contenders: Contender[], rounds: number, roundMs: number, settleMs = 0): Promise<Record<string, Timed>> {
   const roundNs = roundMs * 1e6;
   const ops: number[] = [];
   for (const c of contenders) {
-    ops.push(await calibrate(c.round, roundNs));
+    if (settleMs > 0) await sleep(settleMs);
+    ops.push(Math.max(c.minOps ?? 1, await calibrate(c.round, roundNs)));
     await c.round(ops[ops.length - 1]); // warm-up round, not counted
   }
   const perOp: number[][] = contenders.map(() => []);
   for (let r = 0; r < rounds; r++) {
     for (let j = 0; j < contenders.length; j++) {
       const k = (j + r) % contenders.length;
+      if (settleMs > 0) await sleep(settleMs);
       perOp[k].push((await contenders[k].round(ops[k])) / ops[k]);
     }
   }
@@ -264,14 +364,26 @@ class PythonPeer {
 // The groups
 
 interface Ctx {
+  quick: boolean;
   rounds: number;
   roundMs: number;
   copySizes: number[];
+  threads: number;
   peer: PythonPeer;
   pyName: string;
   log: (line: string) => void;
   cases: BenchCase[];
+  skipped: SkippedEntry[];
+  models: CnnModelInfo[];
+  /** Built before anything is timed (cnn group only). */
+  cnn?: BuiltModels;
+  ort?: { module: typeof Ort; version: string } | null;
 }
+
+/** Ops per round of a pump keeping k runs in flight: at least this many times k. */
+const MIN_RUNS_PER_LANE = 2;
+/** Idle gap before each contender's round in the cnn group (see {@link measure}). */
+const CNN_SETTLE_MS = 25;
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -315,13 +427,6 @@ async function benchCalls(ctx: Ctx): Promise<void> {
   // The async form: one call in flight, against a bare round trip through the libuv pool.
   ctx.log('call: nop kernel, callAsync');
   const small = Buffer.alloc(16);
-  const sequential =
-    (once: () => Promise<unknown>): RoundFn =>
-    async (n) => {
-      const t0 = process.hrtime.bigint();
-      for (let i = 0; i < n; i++) await once();
-      return Number(process.hrtime.bigint() - t0);
-    };
   const ta = await measure(
     [
       { key: 'node', name: 'await PackedFunc.callAsync', round: sequential(() => nop.callAsync(arg)) },
@@ -472,6 +577,30 @@ async function benchWrap(ctx: Ctx): Promise<void> {
   for (const b of backing) b.tensor.dispose();
 }
 
+const dropAll = (out: unknown) => outputsOf<Tensor>(out).forEach((t) => t.dispose());
+
+/** Keeps `inFlight` vm.run calls going until n have been started; resolves with the wall ns. */
+function pumpRuns(vm: VirtualMachine, fn: string, inputs: Tensor[], inFlight: number): RoundFn {
+  return async (n) => {
+    let started = 0;
+    const lane = async () => {
+      while (started < n) {
+        started++;
+        dropAll(await vm.run(fn, ...inputs));
+      }
+    };
+    const t0 = process.hrtime.bigint();
+    await Promise.all(Array.from({ length: Math.min(inFlight, n) }, lane));
+    return Number(process.hrtime.bigint() - t0);
+  };
+}
+
+const IN_FLIGHT = [1, 2, 4] as const;
+
+function pumpContenders(pump: (k: number) => RoundFn): Contender[] {
+  return IN_FLIGHT.map((k) => ({ key: `a${k}`, name: `vm.run, ${k} in flight`, round: pump(k), minOps: MIN_RUNS_PER_LANE * k }));
+}
+
 async function benchModels(ctx: Ctx): Promise<void> {
   for (const name of ['mlp', 'conv']) {
     const fx = fixture(name);
@@ -479,7 +608,6 @@ async function benchModels(ctx: Ctx): Promise<void> {
     const inputs = c.inputs.map(inputTensor);
     const vm = await VirtualMachine.load(fx.path, { concurrency: 4 });
     const fn = fx.function ?? 'main';
-    const dropAll = (out: unknown) => outputsOf<Tensor>(out).forEach((t) => t.dispose());
     dropAll(vm.invoke(fn, ...inputs));
     await ctx.peer.request({
       op: 'vm',
@@ -488,28 +616,13 @@ async function benchModels(ctx: Ctx): Promise<void> {
       func: fn,
       inputs: c.inputs.map((s) => path.join(fixtureDir(), s.file)),
     });
-    const pump =
-      (inFlight: number): RoundFn =>
-      async (n) => {
-        let started = 0;
-        const lane = async () => {
-          while (started < n) {
-            started++;
-            dropAll(await vm.run(fn, ...inputs));
-          }
-        };
-        const t0 = process.hrtime.bigint();
-        await Promise.all(Array.from({ length: Math.min(inFlight, n) }, lane));
-        return Number(process.hrtime.bigint() - t0);
-      };
+    const pump = (k: number) => pumpRuns(vm, fn, inputs, k);
     ctx.log(`model: ${name}`);
     const shape = c.inputs.map((s) => `[${s.shape.join(',')}]`).join(', ');
     const t = await measure(
       [
         { key: 'sync', name: 'vm.invoke (sync)', round: hrtimeLoop(() => dropAll(vm.invoke(fn, ...inputs))) },
-        { key: 'a1', name: 'vm.run, 1 in flight', round: pump(1) },
-        { key: 'a2', name: 'vm.run, 2 in flight', round: pump(2) },
-        { key: 'a4', name: 'vm.run, 4 in flight', round: pump(4) },
+        ...pumpContenders(pump),
         ctx.peer.contender('py', `${ctx.pyName}: relax.VirtualMachine["${fn}"](x)`, name),
       ],
       ctx.rounds,
@@ -517,7 +630,7 @@ async function benchModels(ctx: Ctx): Promise<void> {
     );
     const what = `${name} ${shape}`;
     ctx.cases.push(makeCase('model', `${what}: sync invoke vs Python`, 'us/run', t.sync, t.py, { goal: '>= 1' }));
-    for (const k of [1, 2, 4]) {
+    for (const k of IN_FLIGHT) {
       ctx.cases.push(
         makeCase('model', `${what}: async run, ${k} in flight vs Python (sync)`, 'us/run', t[`a${k}`], t.py, {
           note: 'tvm-node figure is wall time / runs (inverse throughput)',
@@ -530,9 +643,192 @@ async function benchModels(ctx: Ctx): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------
+// The cnn group: a MobileNetV2 as ONNX, compiled by TVM; peers Python TVM and onnxruntime-node
+
+interface ModelArray {
+  name: string;
+  shape: number[];
+  dtype: string;
+  file: string;
+}
+
+/** One entry of .cache/bench-models/<key>/index.json (see scripts/compile_bench_models.py). */
+interface BenchModelEntry {
+  onnx: string;
+  library: string;
+  function: string;
+  opset: number;
+  input: ModelArray;
+  output: ModelArray;
+  reference: string;
+  tolerance: { rtol: number; atol: number };
+  max_abs_diff: number;
+  macs: number;
+  params: number;
+  compile_s: number;
+  notes: string;
+}
+
+interface BuiltModels {
+  dir: string;
+  index: {
+    tvm_version: string;
+    onnx_version: string;
+    onnxruntime_version: string;
+    target: string;
+    schedule: string;
+    models: Record<string, BenchModelEntry>;
+  };
+  scriptS: number;
+}
+
+/** Builds (or finds cached) benchmark models; progress goes to stderr. */
+export function buildBenchModels(names: string[]): BuiltModels {
+  const t0 = process.hrtime.bigint();
+  const script = path.join(repoRoot, 'scripts', 'compile_bench_models.py');
+  const out = execFileSync(python, [script, '--only', names.join(',')], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const dir = out.trim().split('\n').pop()!;
+  const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8'));
+  return { dir, index, scriptS: Number(process.hrtime.bigint() - t0) / 1e9 };
+}
+
+/** onnxruntime-node, or the reason it cannot be used here. */
+function loadOrt(): { module: typeof Ort; version: string } | { error: string } {
+  try {
+    const module = require('onnxruntime-node') as typeof Ort;
+    const version = (require('onnxruntime-node/package.json') as { version: string }).version;
+    return { module, version };
+  } catch (err) {
+    return { error: `onnxruntime-node cannot be loaded: ${(err as Error).message.split('\n')[0]}` };
+  }
+}
+
+/** max |a - b|, and whether every element is within atol + rtol * |b|. */
+function compare(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: { rtol: number; atol: number }): { maxAbsDiff: number; ok: boolean } {
+  let maxAbsDiff = 0;
+  let ok = actual.length === expected.length;
+  for (let i = 0; i < expected.length && ok; i++) {
+    const d = Math.abs(actual[i] - expected[i]);
+    maxAbsDiff = Math.max(maxAbsDiff, d);
+    if (!(d <= tol.atol + tol.rtol * Math.abs(expected[i]))) ok = false;
+  }
+  return { maxAbsDiff, ok };
+}
+
+async function benchCnn(ctx: Ctx): Promise<void> {
+  const built = ctx.cnn!;
+  const name = ctx.quick ? CNN_MODEL.quick : CNN_MODEL.full;
+  const m = built.index.models[name];
+  const file = (f: string) => path.join(built.dir, f);
+  const shape = `[${m.input.shape.join(',')}]`;
+  const what = `${name} ${shape}`;
+
+  // The same input for everyone, and the onnxruntime (Python) reference output.
+  const x = readNpy(file(m.input.file));
+  const reference = readNpy(file(m.output.file)).data as Float32Array;
+  const input = Tensor.from(x.data, { shape: x.shape, dtype: x.dtype });
+  const vm = await VirtualMachine.load(file(m.library), { concurrency: 4 });
+  const fn = m.function;
+
+  const check = (who: string, out: ArrayLike<number>): number => {
+    const c = compare(out, reference, m.tolerance);
+    if (!c.ok) throw new Error(`${name}: ${who} output differs from the reference (max |diff| ${c.maxAbsDiff})`);
+    return c.maxAbsDiff;
+  };
+  const [y] = outputsOf<Tensor>(vm.invoke(fn, input));
+  const tvmNode = check('tvm-node', y.toFloat32Array());
+  y.dispose();
+  const py = await ctx.peer.request({
+    op: 'vm',
+    id: name,
+    path: file(m.library),
+    func: fn,
+    inputs: [file(m.input.file)],
+    expect: file(m.output.file),
+    tolerance: m.tolerance,
+  });
+
+  // onnxruntime-node on the same .onnx, with the same number of threads as TVM.
+  let session: Ort.InferenceSession | undefined;
+  let feeds: Record<string, Ort.Tensor> = {};
+  let ortDiff: number | null = null;
+  if (ctx.ort) {
+    const ort = ctx.ort.module;
+    session = await ort.InferenceSession.create(file(m.onnx), {
+      executionProviders: ['cpu'],
+      intraOpNumThreads: ctx.threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+    });
+    feeds = { [m.input.name]: new ort.Tensor('float32', x.data as Float32Array, x.shape) };
+    const out = await session.run(feeds);
+    ortDiff = check('onnxruntime-node', out[m.output.name].data as Float32Array);
+  }
+
+  ctx.models.push({
+    name,
+    notes: m.notes,
+    input: { name: m.input.name, shape: m.input.shape, dtype: m.input.dtype },
+    output: { name: m.output.name, shape: m.output.shape, dtype: m.output.dtype },
+    macs: m.macs,
+    params: m.params,
+    opset: m.opset,
+    compileS: m.compile_s,
+    buildScriptS: Math.round(built.scriptS * 100) / 100,
+    cached: built.scriptS < m.compile_s,
+    target: built.index.target,
+    schedule: built.index.schedule,
+    reference: m.reference,
+    tolerance: m.tolerance,
+    maxAbsDiff: { tvmPython: py.maxAbsDiff, tvmNode, onnxruntimeNode: ortDiff },
+    toolchain: { onnx: built.index.onnx_version, onnxruntime: built.index.onnxruntime_version, tvm: built.index.tvm_version },
+    dir: path.relative(repoRoot, built.dir),
+  });
+
+  ctx.log(`cnn: ${what}`);
+  const contenders: Contender[] = [
+    { key: 'sync', name: 'vm.invoke (sync)', round: hrtimeLoop(() => dropAll(vm.invoke(fn, input))) },
+    ...pumpContenders((k) => pumpRuns(vm, fn, [input], k)),
+    ctx.peer.contender('py', `${ctx.pyName}: relax.VirtualMachine["${fn}"](x)`, name),
+  ];
+  const ortName = ctx.ort ? `onnxruntime-node ${ctx.ort.version}: await session.run(feeds)` : '';
+  if (session) contenders.push({ key: 'ort', name: ortName, round: sequential(() => session!.run(feeds)) });
+  const t = await measure(contenders, ctx.rounds, ctx.roundMs, CNN_SETTLE_MS);
+
+  ctx.cases.push(makeCase('cnn', `${what}: sync invoke vs Python`, 'us/run', t.sync, t.py, { goal: '~1 (same kernels)' }));
+  for (const k of IN_FLIGHT) {
+    ctx.cases.push(
+      makeCase('cnn', `${what}: async run, ${k} in flight vs Python (sync)`, 'us/run', t[`a${k}`], t.py, {
+        note: 'tvm-node figure is wall time / runs (inverse throughput)',
+      }),
+    );
+  }
+  if (t.ort) {
+    ctx.cases.push(
+      makeCase('cnn', `${what}: sync invoke vs onnxruntime-node`, 'us/run', t.sync, t.ort, {
+        note: "kernel quality: untuned portable TVM build vs onnxruntime's own kernels",
+      }),
+    );
+    for (const k of IN_FLIGHT) {
+      ctx.cases.push(
+        makeCase('cnn', `${what}: async run, ${k} in flight vs onnxruntime-node`, 'us/run', t[`a${k}`], t.ort, {
+          note: 'onnxruntime-node runs on the JS thread (one at a time); tvm-node figure is wall time / runs',
+        }),
+      );
+    }
+  } else {
+    ctx.skipped.push({ group: 'cnn', name: `${what}: vs onnxruntime-node`, skipped: 'onnxruntime-node is not available (see the other skipped entry)' });
+  }
+  await session?.release();
+  await vm.dispose();
+  input.dispose();
+}
+
+// ---------------------------------------------------------------------------------------
 // Entry points
 
-function machine(): Machine {
+function machine(loadStart: number[]): Machine {
   const cpus = os.cpus();
   return {
     cpuModel: cpus[0]?.model.trim() ?? 'unknown',
@@ -544,8 +840,15 @@ function machine(): Machine {
     release: os.release(),
     node: process.version,
     uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? null,
-    tvmNumThreads: process.env.TVM_NUM_THREADS ?? null,
+    tvmNumThreads: null,
+    loadAverage: { start: loadStart, end: os.loadavg().map((x) => Math.round(x * 100) / 100) },
   };
+}
+
+function threadCount(opts: BenchOptions): number {
+  const n = opts.threads ?? (process.env.TVM_NUM_THREADS ? Number(process.env.TVM_NUM_THREADS) : os.availableParallelism());
+  if (!Number.isInteger(n) || n < 1) throw new Error(`thread count must be a positive integer, got ${opts.threads ?? process.env.TVM_NUM_THREADS}`);
+  return n;
 }
 
 /** Runs the suite and returns its figures (writes nothing; see {@link writeReport}). */
@@ -557,26 +860,89 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
   const groups = opts.groups ?? [...GROUPS];
   const log = opts.log ?? (() => {});
   const started = Date.now();
-  fixtureDir(); // compile (or find) the fixtures before anything is timed
-
+  const loadStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  const envThreads = process.env.TVM_NUM_THREADS;
+  const threads = threadCount(opts);
+  // TVM sizes each calling thread's pool from TVM_NUM_THREADS when that thread first runs a
+  // parallel kernel (Node's main thread for invoke, each libuv worker for run), and the
+  // Python peer inherits it: set it before anything runs.
+  process.env.TVM_NUM_THREADS = String(threads);
+  const skipped: SkippedEntry[] = [];
+  const models: CnnModelInfo[] = [];
   const peer = new PythonPeer();
   try {
+    // Compile (or find) everything before anything is timed.
+    fixtureDir();
+    let cnn: BuiltModels | undefined;
+    let ort: Ctx['ort'];
+    if (groups.includes('cnn')) {
+      cnn = buildBenchModels([quick ? CNN_MODEL.quick : CNN_MODEL.full]);
+      if (quick) {
+        skipped.push({
+          group: 'cnn',
+          name: `${CNN_MODEL.full} [1,3,224,224]`,
+          skipped:
+            `quick mode runs ${CNN_MODEL.quick} (same ops, a fraction of the cost) instead; ` +
+            `the full MobileNetV2 (compile ~10 s, ~0.1 s a run) is measured by \`npm run bench\``,
+        });
+      }
+      const loaded = loadOrt();
+      if ('error' in loaded) {
+        ort = null;
+        skipped.push({ group: 'cnn', name: 'onnxruntime-node peer', skipped: loaded.error });
+      } else {
+        ort = loaded;
+      }
+    }
     const py = await peer.request({ op: 'info' });
-    const ctx: Ctx = { rounds, roundMs, copySizes, peer, pyName: `Python tvm ${py.tvm}`, log, cases: [] };
-    const run: Record<Group, (c: Ctx) => Promise<void>> = { call: benchCalls, copy: benchCopies, wrap: benchWrap, model: benchModels };
+    const nodeThreads = Number(requireGlobalFunc('runtime.NumThreads').call());
+    const ctx: Ctx = {
+      quick,
+      rounds,
+      roundMs,
+      copySizes,
+      threads,
+      peer,
+      pyName: `Python tvm ${py.tvm}`,
+      log,
+      cases: [],
+      skipped,
+      models,
+      cnn,
+      ort,
+    };
+    const run: Record<Group, (c: Ctx) => Promise<void>> = { call: benchCalls, copy: benchCopies, wrap: benchWrap, model: benchModels, cnn: benchCnn };
     for (const g of groups) await run[g](ctx);
     const v = versions();
+    const { numThreads: pyThreads, ...pyVersions } = py;
     return {
       startedAt: new Date(started).toISOString(),
       durationS: (Date.now() - started) / 1000,
       quick,
-      settings: { rounds, roundMs, copySizes, groups },
-      machine: machine(),
-      versions: { tvmNode: v.tvmNode, tvm: v.tvm, tvmFfi: v.tvmFfi, python: py },
+      settings: {
+        rounds,
+        roundMs,
+        copySizes,
+        groups,
+        threads: {
+          tvmNumThreads: threads,
+          tvmReported: { node: nodeThreads, python: Number(pyThreads) },
+          ortIntraOpNumThreads: threads,
+          ortInterOpNumThreads: 1,
+        },
+        minRunsPerLane: MIN_RUNS_PER_LANE,
+        cnnSettleMs: CNN_SETTLE_MS,
+      },
+      machine: { ...machine(loadStart), tvmNumThreads: envThreads ?? null },
+      versions: { tvmNode: v.tvmNode, tvm: v.tvm, tvmFfi: v.tvmFfi, python: pyVersions, onnxruntimeNode: ort ? ort.version : null },
+      models,
       cases: ctx.cases,
+      skipped,
     };
   } finally {
     await peer.close();
+    if (envThreads === undefined) delete process.env.TVM_NUM_THREADS;
+    else process.env.TVM_NUM_THREADS = envThreads;
   }
 }
 
@@ -591,25 +957,105 @@ function fmt(x: number): string {
 
 const cell = (s: Stats) => `${fmt(s.median)} [${fmt(s.p25)}–${fmt(s.p75)}]`;
 
-/** The report as markdown: one table per group, medians with [p25–p75]. */
-export function toMarkdown(r: BenchReport): string {
+/** File name of a report's chart, next to its markdown. */
+export function chartFileName(r: BenchReport): string {
+  return r.quick ? 'ratios.quick.svg' : 'ratios.svg';
+}
+
+const UNIT_NOTE: Record<BenchCase['unit'], string> = {
+  'ns/call': 'ns per call',
+  'GB/s': 'GB/s (higher is better)',
+  'ns/wrap': 'ns per wrap',
+  'us/run': 'µs per run',
+};
+
+/**
+ * The report as markdown: machine, versions, settings, how to read it, the chart (linked as
+ * `chart`, default {@link chartFileName}), one table per group, and what was skipped.
+ */
+export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
   const m = r.machine;
+  const t = r.settings.threads;
+  const v = r.versions;
+  const load = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' / ');
   const lines = [
-    `# tvm-node benchmarks${r.quick ? ' (quick)' : ''}`,
+    `# tvm-node benchmarks${r.quick ? ' (quick: checks the suite runs; the figures mean nothing)' : ''}`,
     '',
-    `${r.startedAt}, ${r.durationS.toFixed(0)} s. Machine: ${m.cpuModel}, ${m.cores} cores ` +
-      `(${m.availableParallelism} available), ${m.memoryGiB} GiB, ${m.platform}-${m.arch} ${m.release}; ` +
-      `Node ${m.node}, UV_THREADPOOL_SIZE=${m.uvThreadpoolSize ?? 'default'}, TVM_NUM_THREADS=${m.tvmNumThreads ?? 'default'}.`,
-    `tvm-node ${r.versions.tvmNode}, TVM runtime ${r.versions.tvm}, tvm-ffi ${r.versions.tvmFfi}; ` +
-      `Python peer ${r.versions.python.python} with tvm ${r.versions.python.tvm}, tvm-ffi ${r.versions.python.tvmFfi}.`,
+    `Run ${r.startedAt} (${r.durationS.toFixed(0)} s) by \`${r.quick ? 'npx tsx bench/run.ts --quick' : 'npm run bench'}\`. ` +
+      'Every figure is tvm-node against a peer measured in the same run, round by round.',
     '',
-    `${r.settings.rounds} rounds per case of ~${r.settings.roundMs} ms per contender, interleaved. ` +
-      'Cells: median [p25–p75] over rounds. Ratio: peer time / tvm-node time per round (> 1: tvm-node faster).',
+    '## Machine',
+    '',
+    '| | |',
+    '|---|---|',
+    `| CPU | ${m.cpuModel}, ${m.cores} cores (${m.availableParallelism} available to Node) |`,
+    `| Memory | ${m.memoryGiB} GiB |`,
+    `| OS | ${m.platform}-${m.arch} ${m.release} |`,
+    `| Node | ${m.node}, UV_THREADPOOL_SIZE=${m.uvThreadpoolSize ?? 'unset (4)'} |`,
+    `| Load average (1 / 5 / 15 min) | start ${load(m.loadAverage.start)}, end ${load(m.loadAverage.end)} |`,
+    '',
+    '## Versions',
+    '',
+    '| | |',
+    '|---|---|',
+    `| tvm-node | ${v.tvmNode} |`,
+    `| TVM runtime linked by tvm-node | ${v.tvm}, tvm-ffi ${v.tvmFfi} |`,
+    `| Python peer (bench/peer.py) | Python ${v.python.python}, tvm ${v.python.tvm}, tvm-ffi ${v.python.tvmFfi}, numpy ${v.python.numpy} |`,
+    `| onnxruntime-node | ${v.onnxruntimeNode ?? 'not loaded'} |`,
+    ...r.models.map(
+      (x) => `| ${x.name} built with | onnx ${x.toolchain.onnx} (graph), tvm ${x.toolchain.tvm} (compiler), onnxruntime ${x.toolchain.onnxruntime} (reference output) |`,
+    ),
+    '',
+    '## Settings',
+    '',
+    `- ${r.settings.rounds} rounds per case; in each round every contender runs for ~${r.settings.roundMs} ms ` +
+      '(ops per round calibrated once, then fixed), in an order that rotates from round to round.',
+    `- Threads: TVM_NUM_THREADS=${t.tvmNumThreads} for tvm-node and the Python peer (TVM reports ${t.tvmReported.node} ` +
+      `on Node's main thread, ${t.tvmReported.python} in Python); onnxruntime-node intraOpNumThreads=${t.ortIntraOpNumThreads}, ` +
+      `interOpNumThreads=${t.ortInterOpNumThreads}, executionMode sequential, graphOptimizationLevel all, CPU execution provider. ` +
+      'Each thread that runs TVM kernels has its own pool of that size: `vm.run` with k in flight uses k libuv threads, ' +
+      `so up to k x ${t.tvmNumThreads} TVM threads share the ${m.cores} cores.`,
+    `- Runs with k in flight: at least ${r.settings.minRunsPerLane} x k runs per round.`,
+    `- cnn: ${r.settings.cnnSettleMs} ms idle before each contender's round. TVM's and onnxruntime's worker threads spin for a ` +
+      "while after each parallel job, and TVM pins each pool's workers to cores; without the gap a contender is timed against " +
+      "the previous one's spinning threads (on 2 cores that made the tiny CNN's sync invoke ~10x slower).",
+    `- Copy/wrap sizes: ${r.settings.copySizes.map(formatBytes).join(', ')}.`,
   ];
+  for (const x of r.models) {
+    lines.push(
+      `- cnn model \`${x.name}\`: ${x.notes} ${(x.macs / 1e6).toFixed(1)} M multiply-adds and ${(x.params / 1e6).toFixed(2)} M weights per run; ` +
+        `ONNX opset ${x.opset}, compiled by TVM for target \`${x.target}\` (portable: no \`-mcpu\`, baseline ISA only) in ${x.compileS.toFixed(1)} s ` +
+        `(${x.cached ? `cached in ${x.dir}` : `built in this run into ${x.dir}`}); schedule: ${x.schedule}. ` +
+        `Outputs checked before timing against ${x.reference} (rtol ${x.tolerance.rtol}, atol ${x.tolerance.atol}): max |diff| ` +
+        `tvm-node ${x.maxAbsDiff.tvmNode.toExponential(1)}, Python tvm ${x.maxAbsDiff.tvmPython.toExponential(1)}` +
+        `${x.maxAbsDiff.onnxruntimeNode === null ? '' : `, onnxruntime-node ${x.maxAbsDiff.onnxruntimeNode.toExponential(1)}`}.`,
+    );
+  }
+  lines.push(
+    '',
+    '## How to read this',
+    '',
+    '- **Ratio** = peer time / tvm-node time, computed per round (both measured in that round) and summarized over the rounds: ' +
+      '**> 1 means tvm-node is faster**, < 1 the peer is faster. For GB/s cases it is tvm-node GB/s / peer GB/s (same meaning).',
+    '- Cells show the median with [p25–p75] over rounds; "min–max ratio" is the full spread. A wide spread, or a high load ' +
+      'average above, means the machine was busy: trust medians, compare runs only on the same machine.',
+    '- `call`, `copy`, `wrap` and `model` measure what tvm-node adds (bindings, copies, the thread hop) against Python on the ' +
+      'same TVM runtime or against plain JS; `diagnostic` rows split that cost further.',
+    '- `cnn` vs Python runs the *same* compiled kernels, so a ratio near 1 says the binding adds nothing measurable to a ' +
+      'real model; "k in flight" shows the throughput of `vm.run` (wall time / runs) when k runs overlap.',
+    '- `cnn` vs onnxruntime-node compares *compilers*, not bindings: an untuned, portable TVM build (generic schedule, ' +
+      'baseline ISA) against onnxruntime\'s hand-written kernels (AVX2/AVX-512 picked at run time). It says how far an untuned ' +
+      'TVM artifact is from a tuned library; tuning (MetaSchedule) and `-mcpu=native` are what close it.',
+    '',
+    `![ratios: median, p25–p75 and min–max per case](${chart})`,
+    '',
+    `Chart: [${chart}](${chart}) — one row per case; dot: median ratio, box: p25–p75, whisker: min–max, log scale, dashed line: parity.`,
+  );
   for (const g of r.settings.groups) {
     const cases = r.cases.filter((c) => c.group === g);
     if (cases.length === 0) continue;
-    lines.push('', `## ${g}`, '', '| case | unit | tvm-node | peer | ratio | min–max ratio | goal / note |', '|---|---|---|---|---|---|---|');
+    const units = [...new Set(cases.map((c) => UNIT_NOTE[c.unit]))].join(', ');
+    lines.push('', `## ${g}`, '', `Unit: ${units}.`, '', '| case | unit | tvm-node | peer | ratio | min–max ratio | goal / note |', '|---|---|---|---|---|---|---|');
     for (const c of cases) {
       lines.push(
         `| ${c.name} | ${c.unit} | ${cell(c.subject.stats)} ${c.subject.name} | ${cell(c.peer.stats)} ${c.peer.name} | ` +
@@ -617,18 +1063,30 @@ export function toMarkdown(r: BenchReport): string {
       );
     }
   }
+  if (r.skipped.length > 0) {
+    lines.push('', '## Skipped', '', '| group | what | why |', '|---|---|---|');
+    for (const s of r.skipped) lines.push(`| ${s.group} | ${s.name} | ${s.skipped} |`);
+  }
   return lines.join('\n') + '\n';
 }
 
-/** Writes bench/results/bench-<time>.{json,md} and latest.{json,md}; returns the JSON path. */
+/**
+ * Writes into `dir` (default bench/results): REPORT.md + ratios.svg (quick runs:
+ * REPORT.quick.md + ratios.quick.svg), latest.json + latest.md (the same markdown), and a
+ * timestamped copy bench-<time>[-quick].{json,md,svg}. Returns the timestamped JSON path.
+ */
 export function writeReport(r: BenchReport, dir = path.join(__dirname, 'results')): string {
   fs.mkdirSync(dir, { recursive: true });
   const stamp = r.startedAt.replace(/[:.]/g, '-');
   const json = JSON.stringify(r, null, 2) + '\n';
-  const md = toMarkdown(r);
+  const svg = ratioChart(r);
   const base = path.join(dir, `bench-${stamp}${r.quick ? '-quick' : ''}`);
   fs.writeFileSync(`${base}.json`, json);
-  fs.writeFileSync(`${base}.md`, md);
+  fs.writeFileSync(`${base}.svg`, svg);
+  fs.writeFileSync(`${base}.md`, toMarkdown(r, path.basename(`${base}.svg`)));
+  const md = toMarkdown(r);
+  fs.writeFileSync(path.join(dir, chartFileName(r)), svg);
+  fs.writeFileSync(path.join(dir, r.quick ? 'REPORT.quick.md' : 'REPORT.md'), md);
   fs.writeFileSync(path.join(dir, 'latest.json'), json);
   fs.writeFileSync(path.join(dir, 'latest.md'), md);
   return `${base}.json`;
@@ -646,10 +1104,11 @@ function parseArgs(argv: string[]): BenchOptions {
     if (a === '--quick') opts.quick = true;
     else if (a === '--rounds') opts.rounds = Number(value());
     else if (a === '--round-ms') opts.roundMs = Number(value());
+    else if (a === '--threads') opts.threads = Number(value());
     else if (a === '--only') {
       opts.groups = value().split(',') as Group[];
       for (const g of opts.groups) if (!GROUPS.includes(g)) throw new Error(`unknown group ${g} (${GROUPS.join(', ')})`);
-    } else throw new Error(`unknown argument ${a} (--quick, --rounds N, --round-ms MS, --only ${GROUPS.join(',')})`);
+    } else throw new Error(`unknown argument ${a} (--quick, --rounds N, --round-ms MS, --threads N, --only ${GROUPS.join(',')})`);
   }
   return opts;
 }
@@ -658,8 +1117,12 @@ async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const report = await runBenchmarks({ ...opts, log: (l) => process.stderr.write(`[bench] ${l}\n`) });
   const file = writeReport(report);
+  const dir = path.relative(repoRoot, path.dirname(file));
   process.stdout.write(toMarkdown(report));
-  process.stdout.write(`\nwritten: ${path.relative(repoRoot, file)} (+ .md, latest.json, latest.md)\n`);
+  process.stdout.write(
+    `\nwritten: ${path.join(dir, report.quick ? 'REPORT.quick.md' : 'REPORT.md')} + ${path.join(dir, chartFileName(report))}, ` +
+      `${path.join(dir, 'latest.json')} (+ latest.md), ${path.relative(repoRoot, file)} (+ .md, .svg)\n`,
+  );
 }
 
 if (require.main === module) {

@@ -149,10 +149,14 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def content_hash() -> str:
-    """sha256 over the generator sources and the pinned TVM requirements."""
+def content_hash(files: tuple[Path, ...] = HASHED_FILES) -> str:
+    """sha256 over the generator sources and the pinned TVM requirements.
+
+    ``files`` lets other generators (scripts/compile_bench_models.py) key their
+    own caches the same way.
+    """
     digest = hashlib.sha256()
-    for path in HASHED_FILES:
+    for path in files:
         data = path.read_bytes()
         # Length-prefix each part so that moving bytes between files changes
         # the hash.
@@ -167,13 +171,13 @@ def fixture_folder(out_dir: Path, key: str, only: list[str] | None) -> Path:
     return out_dir / name
 
 
-def read_index(folder: Path) -> dict | None:
-    """The folder's index if it is complete, else None."""
+def read_index(folder: Path, entries: str = "fixtures") -> dict | None:
+    """The folder's index if it is complete (has an ``entries`` map), else None."""
     try:
         index = json.loads((folder / INDEX_NAME).read_text())
     except (OSError, ValueError):
         return None
-    return index if isinstance(index, dict) and "fixtures" in index else None
+    return index if isinstance(index, dict) and entries in index else None
 
 
 # A list json.dumps(indent=...) spread over several lines, holding no nested
@@ -201,14 +205,14 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def publish(tmp: Path, final: Path) -> None:
+def publish(tmp: Path, final: Path, entries: str = "fixtures") -> None:
     """Move a finished temp folder into place, tolerating a concurrent build."""
     try:
         os.rename(tmp, final)
         return
     except OSError:
         pass
-    if read_index(final) is not None:
+    if read_index(final, entries) is not None:
         # Another run finished the same content first; keep its folder.
         shutil.rmtree(tmp)
         return

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { GROUPS, runBenchmarks, toMarkdown, writeReport, type BenchReport, type Stats } from '../bench/run';
+import { chartFileName, CNN_MODEL, GROUPS, runBenchmarks, toMarkdown, writeReport, type BenchReport, type Stats } from '../bench/run';
 
 function assertStats(s: Stats, what: string, rounds: number): void {
   for (const k of ['median', 'p25', 'p75', 'min', 'max'] as const) {
@@ -20,6 +20,7 @@ function assertStats(s: Stats, what: string, rounds: number): void {
 describe('benchmarks (quick run of bench/run.ts)', function () {
   this.timeout(300000);
   let report: BenchReport;
+  const envThreads = process.env.TVM_NUM_THREADS;
 
   before(async () => {
     report = await runBenchmarks({ quick: true });
@@ -59,20 +60,70 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
       has(new RegExp(`^${model} .*sync invoke vs Python`));
       for (const k of [1, 2, 4]) has(new RegExp(`^${model} .*async run, ${k} in flight`));
     }
+    // The CNN: quick mode runs the tiny variant against both peers.
+    const cnn = CNN_MODEL.quick;
+    has(new RegExp(`^${cnn} \\[1,3,64,64\\]: sync invoke vs Python`));
+    has(new RegExp(`^${cnn} .*sync invoke vs onnxruntime-node`));
+    for (const k of [1, 2, 4]) {
+      has(new RegExp(`^${cnn} .*async run, ${k} in flight vs Python`));
+      has(new RegExp(`^${cnn} .*async run, ${k} in flight vs onnxruntime-node`));
+    }
   });
 
-  it('records the machine and versions, and writes JSON and markdown', () => {
+  it('runs the quick CNN variant, checked against the reference, and says why the full one is skipped', () => {
+    assert.equal(report.models.length, 1);
+    const [m] = report.models;
+    assert.equal(m.name, CNN_MODEL.quick);
+    assert.deepEqual(m.input.shape, [1, 3, 64, 64]);
+    assert.ok(m.macs > 0 && m.params > 0 && m.compileS > 0);
+    for (const d of [m.maxAbsDiff.tvmNode, m.maxAbsDiff.tvmPython, m.maxAbsDiff.onnxruntimeNode]) {
+      assert.ok(d !== null && d <= m.tolerance.atol, `max |diff| ${d}`);
+    }
+    const skip = report.skipped.find((s) => s.group === 'cnn' && s.name.startsWith(`${CNN_MODEL.full} `));
+    assert.ok(skip, 'no skipped entry for the full CNN');
+    assert.match(skip.skipped, /quick mode/);
+    // Nothing else was skipped: onnxruntime-node loads here.
+    assert.deepEqual(report.skipped, [skip]);
+    assert.match(report.versions.onnxruntimeNode ?? '', /^\d+\.\d+\.\d+/);
+  });
+
+  it('sets and reports the thread counts of both runtimes', () => {
+    const t = report.settings.threads;
+    assert.ok(Number.isInteger(t.tvmNumThreads) && t.tvmNumThreads >= 1);
+    assert.equal(t.ortIntraOpNumThreads, t.tvmNumThreads);
+    assert.equal(t.ortInterOpNumThreads, 1);
+    assert.equal(t.tvmReported.python, t.tvmNumThreads);
+    assert.ok(t.tvmReported.node >= 1);
+    assert.equal(process.env.TVM_NUM_THREADS, envThreads, 'TVM_NUM_THREADS is restored after the run');
+  });
+
+  it('records the machine and versions, and writes JSON, markdown and the chart', () => {
     const m = report.machine;
     assert.ok(m.cpuModel.length > 0);
     assert.ok(m.cores >= 1);
+    assert.equal(m.loadAverage.start.length, 3);
+    assert.equal(m.loadAverage.end.length, 3);
     assert.ok(report.versions.tvm.length > 0 && report.versions.python.tvm.length > 0);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-bench-'));
     try {
       const file = writeReport(report, dir);
       assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), JSON.parse(JSON.stringify(report)));
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'latest.json'), 'utf8')), JSON.parse(JSON.stringify(report)));
       const md = fs.readFileSync(path.join(dir, 'latest.md'), 'utf8');
       assert.equal(md, toMarkdown(report));
+      assert.equal(fs.readFileSync(path.join(dir, 'REPORT.quick.md'), 'utf8'), md, 'quick runs leave REPORT.md alone');
+      assert.ok(!fs.existsSync(path.join(dir, 'REPORT.md')));
       for (const c of report.cases) assert.ok(md.includes(`| ${c.name} |`), `markdown lacks ${c.name}`);
+      for (const s of report.skipped) assert.ok(md.includes(`| ${s.name} | ${s.skipped} |`), `markdown lacks skipped ${s.name}`);
+      for (const text of ['## Machine', '## Versions', '## Settings', '## How to read this', `onnxruntime-node | ${report.versions.onnxruntimeNode}`]) {
+        assert.ok(md.includes(text), `markdown lacks ${text}`);
+      }
+      assert.ok(md.includes(`](${chartFileName(report)})`), 'markdown does not embed the chart');
+      const svg = fs.readFileSync(path.join(dir, chartFileName(report)), 'utf8');
+      assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+      assert.match(svg, /<\/svg>\n$/);
+      assert.equal(svg.match(/<circle /g)?.length, report.cases.length, 'one median dot per case');
+      assert.ok(!/NaN|undefined|Infinity/.test(svg), 'chart has non-finite coordinates');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
