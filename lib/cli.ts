@@ -9,7 +9,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { benchModel, formatBenchResult } from './cli/bench';
-import { demo } from './cli/demo';
+import { demo, demoRepository } from './cli/demo';
 import { describeFailure, EXIT, UsageError } from './cli/errors';
 import { info } from './cli/info';
 import { type DTypeSpec, type InputSpec, parseCount, parseDevice, parseDTypeSpec, parseInputSpec, parseShapeSpec, type ShapeSpec } from './cli/inputs';
@@ -192,12 +192,15 @@ handleExits(program.command('rpc-server'))
   .addOption(new Option('--port <port>', 'port to listen on (0: any free port)').default(9090).argParser(parsed('--port', (t) => parseCount(t, 0))))
   .option('--key <key>', 'key clients must present (TVM: --key)', '')
   .option('--tracker <host:port>', 'register with this TVM RPC tracker')
+  .option('--models <dir>', 'serve the .so models in DIR by name (tvm_node.infer / session.infer)')
+  .option('--demo-models', 'serve the bundled demo models (compiled on first use in a source checkout)')
+  .addOption(new Option('--cache-models <n>', 'most models each session keeps loaded').default(8).argParser(parsed('--cache-models', (t) => parseCount(t, 1))))
   .option('--trust-remote-clients', 'allow a non-loopback bind: clients can run any code they upload')
   .addOption(new Option('--max-sessions <n>', 'sessions at once').default(16).argParser(parsed('--max-sessions', (t) => parseCount(t, 1))))
   .addOption(new Option('--session-timeout <s>', 'longest session, in seconds').argParser(parsed('--session-timeout', (t) => parseCount(t, 1))))
   .addOption(new Option('--shutdown-deadline <s>', 'seconds sessions get to finish on SIGTERM/SIGINT').default(10).argParser(parsed('--shutdown-deadline', (t) => parseCount(t, 0))))
   .addHelpText('after', EXIT_HELP)
-  .action(async (o: { host: string; port: number; key: string; tracker?: string; trustRemoteClients?: boolean; maxSessions: number; sessionTimeout?: number; shutdownDeadline: number }) => {
+  .action(async (o: { host: string; port: number; key: string; tracker?: string; models?: string; demoModels?: boolean; cacheModels: number; trustRemoteClients?: boolean; maxSessions: number; sessionTimeout?: number; shutdownDeadline: number }) => {
     let tracker: { host: string; port: number } | undefined;
     if (o.tracker) {
       try {
@@ -206,7 +209,8 @@ handleExits(program.command('rpc-server'))
         throw new UsageError(`--tracker: ${(err as Error).message}`);
       }
     }
-    await rpcServer({ ...o, tracker, trustRemoteClients: o.trustRemoteClients ?? false });
+    const modelsDir = o.demoModels ? demoRepository() : o.models;
+    await rpcServer({ ...o, tracker, modelsDir, cache: { maxModels: o.cacheModels }, trustRemoteClients: o.trustRemoteClients ?? false });
   });
 
 program.parseAsync(process.argv).catch(fail);

@@ -12,16 +12,44 @@ import { Tensor } from '../tensor';
 import { versions } from '../versions';
 import { outputsOf, VirtualMachine } from '../vm';
 
-/** Compiles (first use) and locates the bundled demo model with its reference data. */
-function demoModel(): { dir: string; so: string; input: string; reference: string } {
+/** The bundled demo models, compiled on first use by the pinned TVM (source checkout only). */
+const DEMO_MODELS = ['mlp', 'conv'];
+
+/** Compiles (first use) the demo models; returns their folder (with index.json). */
+function compileDemoModels(): string {
   const python = path.join(packageRoot, 'tvm', '.venv', 'bin', 'python');
   const script = path.join(packageRoot, 'scripts', 'compile_fixtures.py');
   if (!fs.existsSync(python) || !fs.existsSync(script)) {
-    throw new Error('the demo model is compiled from a source checkout; run `npm start` there');
+    throw new Error('the demo models are compiled from a source checkout; run `npm start` there');
   }
-  const out = execFileSync(python, [script, '--only', 'mlp'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const dir = out.trim().split('\n').pop()!;
+  const out = execFileSync(python, [script, '--only', DEMO_MODELS.join(',')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return out.trim().split('\n').pop()!;
+}
+
+/** Compiles (first use) and locates the demo MLP with its reference data. */
+function demoModel(): { dir: string; so: string; input: string; reference: string } {
+  const dir = compileDemoModels();
   return { dir, so: path.join(dir, 'mlp.so'), input: path.join(dir, 'mlp.in0.npy'), reference: path.join(dir, 'mlp.out0.npy') };
+}
+
+/**
+ * A model repository of the demo models (`.cache/demo-models`): each `.so` with a manifest
+ * written from the compile script's index, as a server operator would write one.
+ */
+export function demoRepository(): string {
+  const compiled = compileDemoModels();
+  const index = JSON.parse(fs.readFileSync(path.join(compiled, 'index.json'), 'utf8')) as {
+    fixtures: Record<string, { file: string; function: string; signature: { inputs: unknown[]; outputs: unknown[] } }>;
+  };
+  const repo = path.join(packageRoot, '.cache', 'demo-models');
+  fs.mkdirSync(repo, { recursive: true });
+  for (const name of DEMO_MODELS) {
+    const fx = index.fixtures[name];
+    fs.copyFileSync(path.join(compiled, fx.file), path.join(repo, `${name}.so`));
+    const manifest = { inputs: fx.signature.inputs, outputs: fx.signature.outputs, device: 'cpu', function: fx.function };
+    fs.writeFileSync(path.join(repo, `${name}.json`), `${JSON.stringify(manifest, null, 2)}\n`);
+  }
+  return repo;
 }
 
 /** `tvm-node demo`: runs the example model and checks it against numpy's output. */

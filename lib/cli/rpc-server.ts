@@ -3,6 +3,7 @@
  * shutdown on SIGINT/SIGTERM (stop accepting, let sessions finish up to a deadline, clean
  * work directories, withdraw from the tracker).
  */
+import { ModelRepository } from '../rpc/repository';
 import { RPCServer, type RPCServerOptions } from '../rpc/server';
 
 /** Options of {@link rpcServer}. */
@@ -27,10 +28,22 @@ export async function rpcServer(o: RpcServerCommand): Promise<void> {
     .on('trackerError', (why: string) => console.error(`tracker: ${why}`));
   const addr = await server.listen();
   const key = server.options.key;
+  const models = o.modelsDir ? new ModelRepository(o.modelsDir).list() : [];
   console.log(`tvm-node rpc-server listening on ${addr.address}:${addr.port}${key ? ` (key '${key}')` : ''}`);
   if (o.tracker) console.log(`registered with tracker ${o.tracker.host}:${o.tracker.port} under key '${key}'`);
   console.log(`  TVM Python: tvm.rpc.connect('${addr.address}', ${addr.port}${key ? `, key='${key}'` : ''})`);
   console.log(`  tvm-node:   await connect('${addr.address}', ${addr.port}${key ? `, { key: '${key}' }` : ''})`);
+  if (models.length > 0) {
+    console.log(`model repository ${o.modelsDir}:`);
+    for (const m of models) {
+      const sig = m.inputs ? `(${m.inputs.map((i) => `${i.name ?? '?'}: ${i.dtype}[${i.shape.join(', ')}]`).join(', ')})` : '';
+      console.log(`  ${m.name}${sig} on ${m.device}`);
+    }
+    const first = models[0];
+    console.log(`  one round trip per inference:`);
+    console.log(`    tvm-node:   const [y] = await session.infer('${first.name}', [{ data, shape }])`);
+    console.log(`    TVM Python: r.get_function('tvm_node.infer')('${first.name}', pack([x]))  # pack/unpack: see README`);
+  }
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       console.log(`${signal}: stopping (sessions get ${o.shutdownDeadline}s to finish)`);
