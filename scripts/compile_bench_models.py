@@ -76,10 +76,7 @@ index.json (schema version 1)::
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -94,13 +91,10 @@ from compile_fixtures import (  # noqa: E402
     INDEX_NAME,
     REPO_ROOT,
     TARGET,
+    build_cached,
     content_hash,
-    fixture_folder,
     log,
-    publish,
-    read_index,
     save_array,
-    stdout_to_stderr,
     write_json_atomic,
 )
 
@@ -503,25 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.only) - set(MODELS))
         if unknown:
             raise BenchModelError(f"unknown model(s) {unknown}; known: {list(MODELS)}")
-    out_dir = args.out.resolve()
-    key = content_hash(HASHED_FILES)
-    final = fixture_folder(out_dir, key, args.only)
-
-    if read_index(final, ENTRIES) is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=out_dir))
-        os.chmod(tmp, 0o755)
-        started = time.monotonic()
-        log(f"building benchmark models into {final} ...")
-        try:
-            with stdout_to_stderr():
-                build_all(tmp, key, args.only)
-            publish(tmp, final, ENTRIES)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log(f"done in {time.monotonic() - started:.1f} s")
-
+    final = build_cached(args.out.resolve(), content_hash(HASHED_FILES), args.only, build_all, "building benchmark models", ENTRIES)
     print(final)
     return 0
 

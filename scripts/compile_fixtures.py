@@ -119,6 +119,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
@@ -523,28 +524,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def build_cached(
+    out_dir: Path,
+    key: str,
+    only: list[str] | None,
+    build: Callable[[Path, str, list[str] | None], None],
+    what: str,
+    entries: str = "fixtures",
+) -> Path:
+    """The content-hashed folder for ``key``, built by ``build`` unless already complete.
+
+    Builds into a temp folder beside it and renames it into place, so a reader never sees
+    a half-built folder and concurrent builders keep whichever finished first.
+    """
+    final = fixture_folder(out_dir, key, only)
+    if read_index(final, entries) is not None:
+        return final
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=out_dir))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would survive the rename
+    started = time.monotonic()
+    log(f"{what} into {final} ...")
+    try:
+        with stdout_to_stderr():
+            build(tmp, key, only)
+        publish(tmp, final, entries)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"done in {time.monotonic() - started:.1f} s")
+    return final
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out_dir = args.out.resolve()
-    key = content_hash()
-    final = fixture_folder(out_dir, key, args.only)
-
-    if read_index(final) is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=out_dir))
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would survive the rename
-        started = time.monotonic()
-        log(f"compiling fixtures into {final} ...")
-        try:
-            with stdout_to_stderr():
-                build_all(tmp, key, args.only)
-            publish(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log(f"done in {time.monotonic() - started:.1f} s")
-
-    print(final)
+    print(build_cached(args.out.resolve(), content_hash(), args.only, build_all, "compiling fixtures"))
     return 0
 
 
