@@ -99,6 +99,8 @@ export interface Addon {
   /** A blocking duplicate of a socket descriptor, for TVM's RPC loop to own. */
   adoptSocket(fd: number): number;
   closeFd(fd: number): void;
+  /** shutdown(fd, SHUT_RDWR): ends TVM's RPC loop on that socket. */
+  shutdownSocket(fd: number): void;
   /** Sets FD_CLOEXEC on every open descriptor (TVM's sockets lack it), before forking. */
   markCloexec(): void;
 }

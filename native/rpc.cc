@@ -5,6 +5,7 @@
 // policy) lives in lib/rpc/.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -49,6 +50,14 @@ Napi::Value MarkCloexec(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// shutdownSocket(fd): ends both directions of a connection. TVM's server loop then sees the
+// end of its stream and returns, which is how a session process stops it (Node's exit would
+// otherwise wait for the pool thread blocked in that loop).
+Napi::Value ShutdownSocket(const Napi::CallbackInfo& info) {
+  shutdown(info[0].As<Napi::Number>().Int32Value(), SHUT_RDWR);
+  return info.Env().Undefined();
+}
+
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   close(info[0].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
@@ -59,6 +68,7 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 void InitRpc(Napi::Env env, Napi::Object exports) {
   exports.Set("adoptSocket", Napi::Function::New(env, AdoptSocket, "adoptSocket"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("shutdownSocket", Napi::Function::New(env, ShutdownSocket, "shutdownSocket"));
   exports.Set("markCloexec", Napi::Function::New(env, MarkCloexec, "markCloexec"));
 }
 

@@ -11,7 +11,7 @@ import { PackedFunc, requireGlobalFunc } from '../function';
 import { Module } from '../module';
 import type { DType } from '../dtype';
 import { Tensor, type TensorData } from '../tensor';
-import { decodeTensors, encodeInputs, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
+import { decodeTensors, encodeInputs, END_SESSION_FUNCTION, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
 import { registerSessionQueue, SerialQueue } from './lock';
 import type { ModelInfo } from './repository';
 
@@ -136,11 +136,19 @@ export class RPCSession implements AsyncDisposable {
     return Tensor.fromAsync(data, { ...opts, device: opts.device ?? this.cpu() });
   }
 
-  /** Ends the session (the peer cleans up its work directory). Idempotent. */
+  /**
+   * Ends the session (the peer cleans up its work directory), even while remote objects
+   * taken from it are still referenced: they fail from then on. Idempotent.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.queue.run(async () => {
+      // tvm-node's server ends the session on request; on TVM's own server the session ends
+      // when the last reference to it is released.
+      const end = await this.module.getFunctionAsync(END_SESSION_FUNCTION).catch(() => null);
+      await end?.callAsync().catch(() => undefined);
+      end?.dispose();
       registerSessionQueue(this.tableIndex, undefined);
       this.module.dispose();
     });

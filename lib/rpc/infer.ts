@@ -20,6 +20,8 @@ import type { ModelRepository } from './repository';
 export const INFER_FUNCTION = 'tvm_node.infer';
 /** Name of the server function that lists the repository (JSON text). */
 export const MODELS_FUNCTION = 'tvm_node.models';
+/** Name of the server function tvm-node's client calls to end its session. */
+export const END_SESSION_FUNCTION = 'tvm_node.end_session';
 
 const MAGIC = Buffer.from('TNI1', 'latin1');
 const ALIGN = 64;

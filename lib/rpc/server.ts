@@ -189,7 +189,11 @@ export class RPCServer extends EventEmitter {
         addon.closeFd(own);
       }
     }
-    socket.destroy();
+    // Closing at once, with the client's first request unread, would reset the connection
+    // and lose the error frame: half-close, drain what the client sends, then let go.
+    socket.on('data', () => undefined).resume();
+    socket.end();
+    setTimeout(() => socket.destroy(), 2000).unref();
   }
 
   /**
@@ -200,7 +204,9 @@ export class RPCServer extends EventEmitter {
     this.closing = true;
     // Closing the tracker connection withdraws this server's offers.
     this.registration?.close();
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // Stop listening now. Not waiting for net.Server's own 'close': it tracks sockets handed
+    // to session processes by asking those processes, which may have exited already.
+    this.server.close();
     const all = Promise.all([...this.sessions.values()].map((s) => s.done));
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), deadlineMs)));
@@ -209,7 +215,6 @@ export class RPCServer extends EventEmitter {
       await all;
     }
     clearTimeout(timer);
-    await closed;
   }
 }
 

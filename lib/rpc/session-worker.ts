@@ -11,7 +11,7 @@ import { addon } from '../binding';
 import { TvmNotImplementedError, TvmValueError } from '../errors';
 import { registerFunc, requireGlobalFunc } from '../function';
 import { loadModule } from '../module';
-import { INFER_FUNCTION, MODELS_FUNCTION, serveInference } from './infer';
+import { END_SESSION_FUNCTION, INFER_FUNCTION, MODELS_FUNCTION, serveInference } from './infer';
 import { type CacheLimits, ModelRepository } from './repository';
 
 /** The message the server sends with the socket. */
@@ -38,6 +38,17 @@ export function confine(workDir: string, name: string): string {
 }
 
 /** The server-side functions TVM's RPC protocol expects of the host, and tvm-node's own. */
+/** The descriptor TVM's loop serves, once adopted. */
+let loopFd = -1;
+
+/**
+ * Ends the session by ending its connection: TVM's loop returns and the process exits
+ * normally. (process.exit() alone would wait for the pool thread blocked in the loop.)
+ */
+function endLoop(): void {
+  if (loopFd >= 0) addon.shutdownSocket(loopFd);
+}
+
 function registerServerFunctions({ workDir, modelsDir, cache }: SessionStart): void {
   const opts = { override: true };
   if (modelsDir) {
@@ -49,6 +60,12 @@ function registerServerFunctions({ workDir, modelsDir, cache }: SessionStart): v
   registerFunc('tvm.rpc.server.workpath', (name: string) => confine(workDir, name), opts);
   registerFunc('tvm.rpc.server.load_module', (name: string) => loadModule(confine(workDir, name)), opts);
   registerFunc('tvm.rpc.server.listdir', (dir: string) => fs.readdirSync(confine(workDir, dir || '.')).join(','), opts);
+  // tvm-node's client ends its session explicitly: the runtime keeps a connection open while
+  // any remote object (function, tensor, module) is still referenced on the client side.
+  registerFunc(END_SESSION_FUNCTION, () => {
+    // After this call's answer has gone out, end the loop (see endLoop).
+    setTimeout(endLoop, 20);
+  }, opts);
   registerFunc('tvm.rpc.server.download_linked_module', () => {
     throw new TvmNotImplementedError('NotImplementedError', 'linking on the server is not supported: upload a .so');
   }, opts);
@@ -57,6 +74,7 @@ function registerServerFunctions({ workDir, modelsDir, cache }: SessionStart): v
 async function serve(start: SessionStart, socket: Socket): Promise<number> {
   const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
   const tvmFd = addon.adoptSocket(fd);
+  loopFd = tvmFd;
   // The runtime owns its duplicate now; dropping Node's handle does not end the connection.
   socket.destroy();
   registerServerFunctions(start);
@@ -74,7 +92,7 @@ async function serve(start: SessionStart, socket: Socket): Promise<number> {
 // pauseOnCreate is not available for received sockets; nothing arrives before 'ready'
 // because the client waits for the handshake answer.
 // Without its server there is nobody to clean up after this session: end with it.
-process.once('disconnect', () => process.exit(0));
+process.once('disconnect', () => (loopFd >= 0 ? endLoop() : process.exit(0)));
 process.once('message', (start: SessionStart, socket: Socket) => {
   serve(start, socket).then((code) => process.exit(code));
 });
