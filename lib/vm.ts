@@ -112,7 +112,9 @@ export class VirtualMachine implements AsyncDisposable {
 
   private newInstance(): Instance {
     const vm = this.loadExecutable.call() as Module;
-    vm.requireFunction('vm_initialization').call(...this.initArgs);
+    // Released at once: on an RPC peer every live handle keeps the session open.
+    using init = vm.requireFunction('vm_initialization');
+    init.call(...this.initArgs);
     this.created++;
     return new Instance(vm);
   }

@@ -37,6 +37,18 @@ export class RemoteFunction {
   call(...args: unknown[]): Promise<unknown> {
     return this.queue.run(() => this.fn.callAsync(...args));
   }
+
+  /**
+   * Releases the remote function. TVM keeps a connection open while any remote object is
+   * referenced, and TVM's own server serves one client at a time: release what you are done with.
+   */
+  dispose(): void {
+    this.fn.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
 }
 
 /** A session with a TVM RPC server. Devices of the peer are ordinary {@link Device}s. */
@@ -84,7 +96,12 @@ export class RPCSession implements AsyncDisposable {
 
   /** Calls a global function of the peer by name. */
   async call(name: string, ...args: unknown[]): Promise<unknown> {
-    return (await this.getFunction(name)).call(...args);
+    const fn = await this.getFunction(name);
+    try {
+      return await fn.call(...args);
+    } finally {
+      fn.dispose();
+    }
   }
 
   /** Sends bytes (or a local file) into the session's work directory on the peer. */

@@ -1,0 +1,287 @@
+/**
+ * Peers for the RPC tests: TVM's own Python RPC server and Python client from the pinned
+ * wheel (tvm/.venv), run as child processes. Everything is bound to 127.0.0.1 and every
+ * wait has a timeout.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import { Tensor } from '../../lib';
+import { assertMatches, npy, python, repoRoot, type ArraySpec } from '../fixtures';
+
+export const HOST = '127.0.0.1';
+
+/** A random base port in 20000-40000 (TVM's server searches [base, base + 50)). */
+export function randomBasePort(): number {
+  return 20000 + Math.floor(Math.random() * 19900);
+}
+
+/** Rejects with `what` if `p` does not settle within `ms`. */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Kills a process group we started (detached children lead their own group). */
+function killGroup(proc: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): void {
+  if (proc.pid === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+  try {
+    process.kill(-proc.pid, signal);
+  } catch {
+    try {
+      proc.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function exited(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => proc.once('exit', () => resolve()));
+}
+
+/** TVM's Python RPC server (`python -m tvm.exec.rpc_server`). */
+export interface PyServer {
+  port: number;
+  proc: ChildProcess;
+  /** stderr so far (TVM logs there). */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts TVM's Python server on a random port and parses the port it actually bound. */
+export async function startPythonServer(opts: { key?: string; timeoutMs?: number } = {}): Promise<PyServer> {
+  const base = randomBasePort();
+  const args = ['-m', 'tvm.exec.rpc_server', '--host', HOST, '--port', String(base), '--port-end', String(base + 50)];
+  if (opts.key) args.push('--key', opts.key);
+  const proc = spawn(python, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let log = '';
+  const port = await withTimeout(
+    new Promise<number>((resolve, reject) => {
+      const onData = (chunk: Buffer) => {
+        log += chunk.toString();
+        const m = /bind to 127\.0\.0\.1:(\d+)/.exec(log);
+        if (m) resolve(Number(m[1]));
+      };
+      proc.stderr!.on('data', onData);
+      proc.stdout!.on('data', onData);
+      proc.once('exit', (code) => reject(new Error(`TVM rpc_server exited (${code}) before binding:\n${log}`)));
+      proc.once('error', reject);
+    }),
+    opts.timeoutMs ?? 30000,
+    'TVM rpc_server to bind',
+  )
+    .then(async (p) => {
+      // TVM logs "bind to" before it calls listen(): wait until it accepts connections.
+      await withTimeout(waitListening(p), opts.timeoutMs ?? 30000, 'TVM rpc_server to listen');
+      return p;
+    })
+    .catch((err) => {
+      killGroup(proc);
+      throw err;
+    });
+  return {
+    port,
+    proc,
+    log: () => log,
+    async stop() {
+      killGroup(proc);
+      await withTimeout(exited(proc), 10000, 'TVM rpc_server to exit').catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * Resolves once TVM's server accepts a connection on `port`. The probe sends 4 bytes that are
+ * not the RPC magic, which TVM's listen loop drops without a word (a probe that sent nothing
+ * would make it raise in recvall).
+ */
+async function waitListening(port: number): Promise<void> {
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, HOST, () => {
+        s.end(i32(0));
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+}
+
+/** Common head of every Python client script: parameters as JSON in argv[1], `out(**kw)` prints one JSON line. */
+export const PY_PRELUDE = `
+import json, sys, time, os, traceback
+import numpy as np
+import tvm
+from tvm import rpc, relax
+A = json.loads(sys.argv[1])
+def out(**kw):
+    print("RESULT " + json.dumps(kw), flush=True)
+def err_text(fn):
+    try:
+        fn()
+    except BaseException as e:
+        return type(e).__name__ + ": " + str(e)
+    return None
+`;
+
+export interface PyResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** Every `out(...)` line, in order. */
+  results: Record<string, unknown>[];
+}
+
+/** A running Python client. */
+export interface PyClient {
+  proc: ChildProcess;
+  /** Resolves with the first `out(...)` result that has `key`. */
+  waitFor(key: string, ms?: number): Promise<Record<string, unknown>>;
+  /** Writes a line to its stdin (a go signal for a script blocked on `sys.stdin.readline()`). */
+  send(line: string): void;
+  /** Resolves when it exits (rejects after `ms`, killing it). */
+  done(ms?: number): Promise<PyResult>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+const live = new Set<ChildProcess>();
+
+/** Kills every Python client still running (call in after()). */
+export function killAllClients(): void {
+  for (const p of live) killGroup(p);
+  live.clear();
+}
+
+/** Starts `PY_PRELUDE + code` with `params` as its argv[1]. */
+export function spawnPython(code: string, params: unknown = {}, env: NodeJS.ProcessEnv = {}): PyClient {
+  const file = `/tmp/tvm-node-rpc-test-${process.pid}-${Math.random().toString(36).slice(2)}.py`;
+  fs.writeFileSync(file, PY_PRELUDE + code);
+  const proc = spawn(python, [file, JSON.stringify(params)], {
+    cwd: repoRoot,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+    env: { ...process.env, ...env },
+  });
+  live.add(proc);
+  let stdout = '';
+  let stderr = '';
+  const results: Record<string, unknown>[] = [];
+  const waiters: Array<() => void> = [];
+  proc.stdout!.on('data', (c: Buffer) => {
+    stdout += c.toString();
+    results.length = 0;
+    // complete lines only
+    for (const line of stdout.split('\n').slice(0, -1)) if (line.startsWith('RESULT ')) results.push(JSON.parse(line.slice(7)));
+    for (const w of waiters.splice(0)) w();
+  });
+  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  proc.stdin!.on('error', () => undefined);
+  const finished = new Promise<PyResult>((resolve) => {
+    proc.once('exit', (code, signal) => {
+      live.delete(proc);
+      fs.rmSync(file, { force: true });
+      // let the pipes drain
+      setImmediate(() => {
+        for (const w of waiters.splice(0)) w();
+        resolve({ code, signal, stdout, stderr, results });
+      });
+    });
+  });
+  const describe = () => `python client\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr.slice(-4000)}`;
+  return {
+    proc,
+    waitFor(key, ms = 60000) {
+      const p = new Promise<Record<string, unknown>>((resolve, reject) => {
+        const check = () => {
+          const r = results.find((x) => key in x);
+          if (r) return resolve(r);
+          if (proc.exitCode !== null || proc.signalCode !== null) return reject(new Error(`exited before '${key}': ${describe()}`));
+          waiters.push(check);
+        };
+        check();
+      });
+      return withTimeout(p, ms, `python '${key}'`).catch((e) => {
+        throw new Error(`${(e as Error).message}\n${describe()}`);
+      });
+    },
+    send(line) {
+      proc.stdin!.write(line + '\n');
+    },
+    done(ms = 90000) {
+      return withTimeout(finished, ms, 'python client to exit').catch((e) => {
+        killGroup(proc);
+        throw new Error(`${(e as Error).message}\n${describe()}`);
+      });
+    },
+    kill(signal = 'SIGKILL') {
+      killGroup(proc, signal);
+    },
+  };
+}
+
+/** Runs a Python client to completion; asserts exit 0 and returns its merged results. */
+export async function runPython(code: string, params: unknown = {}, ms = 90000): Promise<Record<string, any>> {
+  const r = await spawnPython(code, params).done(ms);
+  assert.equal(r.code, 0, `python client failed (code ${r.code}, signal ${r.signal})\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr.slice(-4000)}`);
+  return Object.assign({}, ...r.results);
+}
+
+/** Asserts plain numbers (e.g. from a Python client's JSON) equal a fixture reference. */
+export function assertNumbersMatch(values: number[], spec: ArraySpec, tol: { rtol: number; atol: number }): void {
+  const ref = npy(spec);
+  assertMatches(Tensor.from(Float32Array.from(values), { shape: ref.shape, dtype: 'float32' }), spec, tol);
+}
+
+/** Resolves a port nobody listens on (bound, then closed). */
+export async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, HOST, () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+/**
+ * Opens a raw TCP connection, writes `bytes` (optionally ends it), and resolves when the
+ * server closes the connection, with whatever it sent back.
+ */
+export function rawExchange(port: number, bytes: Buffer, opts: { end?: boolean; ms?: number } = {}): Promise<{ reply: Buffer; closedBy: 'server' }> {
+  return withTimeout(
+    new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      const s = net.connect(port, HOST, () => {
+        if (bytes.length) s.write(bytes);
+        if (opts.end) s.end();
+      });
+      s.on('data', (c) => chunks.push(c));
+      s.on('error', () => undefined);
+      s.on('close', () => resolve({ reply: Buffer.concat(chunks), closedBy: 'server' }));
+    }),
+    opts.ms ?? 10000,
+    'server to close a bad connection',
+  );
+}
+
+/** int32 little-endian words, for handshakes. */
+export function i32(...values: number[]): Buffer {
+  const b = Buffer.alloc(4 * values.length);
+  values.forEach((v, i) => b.writeInt32LE(v, i * 4));
+  return b;
+}
+
+/** A valid client handshake: magic, key length, `client:<key>`. */
+export function clientHello(key = '', magic = 0xff271): Buffer {
+  const k = Buffer.from(`client:${key}`);
+  return Buffer.concat([i32(magic, k.length), k]);
+}
