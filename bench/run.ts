@@ -1,6 +1,6 @@
 /**
  * tvm-node benchmarks (`npm run bench`, or `npx tsx bench/run.ts [--quick] [--rounds N]
- * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn]`).
+ * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn,rpc]`).
  *
  * Every figure is tvm-node against a peer measured in the same run, round by round: each
  * round times every contender of a case once (in rotating order), so drift on the machine
@@ -20,25 +20,47 @@
  *          and async run with 1/2/4 in flight vs Python's relax.VirtualMachine on the same
  *          .so, and vs onnxruntime-node on the same .onnx. Thread counts are set explicitly
  *          (TVM_NUM_THREADS, onnxruntime intraOpNumThreads; default: the available cores).
+ *   rpc    on loopback, tvm-node's RPC server + client (lib/rpc) vs TVM's Python server
+ *          (`python -m tvm.exec.rpc_server`) + the stock Python client (bench/rpc_peer.py),
+ *          on the mlp and conv fixtures: upload throughput, per-inference latency on an open
+ *          session (tvm-node's one-round-trip `session.infer` vs what the stock client must
+ *          do: tensor to the remote, `vm["main"]`, `.numpy()`), connect and
+ *          connect-to-first-result latency, and inferences/s with 1..16 concurrent clients,
+ *          each a process of its own with its own session (TVM's server serves one at a time).
  *
  * Results go to bench/results/ (git-ignored): REPORT.md with its chart ratios.svg (quick
  * runs: REPORT.quick.md, ratios.quick.svg), latest.json/latest.md, and a timestamped copy of
  * each. Benchmarks assert nothing about time; test/bench.test.ts runs {@link runBenchmarks} in
  * quick mode to keep it working.
  */
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomFill } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type * as Ort from 'onnxruntime-node';
-import { loadModule, outputsOf, readNpy, Tensor, VirtualMachine, requireGlobalFunc, versions, type PackedFunc } from '../lib';
+import {
+  connect,
+  loadModule,
+  outputsOf,
+  readNpy,
+  RPCServer,
+  Tensor,
+  VirtualMachine,
+  requireGlobalFunc,
+  versions,
+  type PackedFunc,
+  type RPCSession,
+} from '../lib';
+import { decodeTensors, encodeInputs, INFER_FUNCTION } from '../lib/rpc/infer';
 import { fixture, fixtureDir, inputTensor, python, repoRoot } from '../test/fixtures';
 import { ratioChart } from './chart';
 
-export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn';
-export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn'];
+export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'rpc';
+export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'rpc'];
 
 /** The CNN of the `cnn` group, per mode (scripts/compile_bench_models.py builds both). */
 export const CNN_MODEL = { full: 'mobilenet_v2', quick: 'mobilenet_v2_tiny' } as const;
@@ -68,7 +90,7 @@ export interface BenchCase {
   /** Bytes moved or wrapped per operation, for copy/wrap cases. */
   bytes?: number;
   /** Unit of `subject.stats` and `peer.stats`. */
-  unit: 'ns/call' | 'GB/s' | 'ns/wrap' | 'us/run';
+  unit: 'ns/call' | 'GB/s' | 'ns/wrap' | 'us/run' | 'MB/s' | 'infer/s' | 'ms/session';
   higherIsBetter: boolean;
   /** tvm-node. */
   subject: Side;
@@ -131,6 +153,33 @@ export interface CnnModelInfo {
   dir: string;
 }
 
+/** How the rpc group was run. */
+export interface RpcSettings {
+  /** Upload sizes, bytes. */
+  uploadSizes: number[];
+  /** Fixtures of the latency cases. */
+  latencyModels: string[];
+  /** The model every concurrent client runs. */
+  concurrencyModel: string;
+  /** Concurrent clients per case. */
+  clients: number[];
+  /** Inferences each client runs in its session. */
+  infersPerClient: number;
+  /** Rounds of each concurrency case (each round: every client connects, runs, closes). */
+  concurrencyRounds: number;
+  /** Idle time after each timed connect (untimed), so a server's teardown is not charged to the next connect. */
+  connectSettleMs: number;
+  /** Bound on one round of a concurrency case (all its clients), s. */
+  roundTimeoutS: number;
+  /** A concurrent client's connect attempts (a failed one is retried after retryMs). */
+  connectAttempts: number;
+  retryMs: number;
+  /** What serves tvm-node's side. */
+  tvmNodeServer: string;
+  /** What serves the Python side. */
+  pythonServer: string;
+}
+
 /** Something the run did not measure, and why. */
 export interface SkippedEntry {
   group: Group;
@@ -152,6 +201,8 @@ export interface BenchReport {
     minRunsPerLane: number;
     /** Idle gap before each contender's round in the cnn group, ms. */
     cnnSettleMs: number;
+    /** The rpc group's own settings. */
+    rpc: RpcSettings;
   };
   machine: Machine;
   versions: {
@@ -275,6 +326,9 @@ async function measure(contenders: Contender[], rounds: number, roundMs: number,
 
 type Unit = BenchCase['unit'];
 
+/** Units of throughput (higher is better); the others are times per operation. */
+export const HIGHER_IS_BETTER: ReadonlySet<Unit> = new Set<Unit>(['GB/s', 'MB/s', 'infer/s']);
+
 /** Builds a case from per-op ns of subject and peer (same rounds, paired). */
 function makeCase(
   group: Group,
@@ -288,8 +342,14 @@ function makeCase(
     switch (unit) {
       case 'GB/s':
         return extra.bytes! / ns; // bytes per ns = GB/s
+      case 'MB/s':
+        return (extra.bytes! / ns) * 1e3;
+      case 'infer/s':
+        return 1e9 / ns;
       case 'us/run':
         return ns / 1e3;
+      case 'ms/session':
+        return ns / 1e6;
       default:
         return ns;
     }
@@ -300,7 +360,7 @@ function makeCase(
     name,
     ...(extra.bytes !== undefined ? { bytes: extra.bytes } : {}),
     unit,
-    higherIsBetter: unit === 'GB/s',
+    higherIsBetter: HIGHER_IS_BETTER.has(unit),
     subject: side(subject),
     peer: side(peer),
     ratio: stats(subject.perOp.map((s, i) => peer.perOp[i] / s)),
@@ -318,8 +378,9 @@ class PythonPeer {
   private stderr = '';
   private exited = false;
 
-  constructor() {
-    this.proc = spawn(python, [path.join(__dirname, 'peer.py')], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+  /** `script`: bench/peer.py, or bench/rpc_peer.py (same protocol). */
+  constructor(script = 'peer.py') {
+    this.proc = spawn(python, [path.join(__dirname, script)], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc.stderr.setEncoding('utf8').on('data', (d: string) => {
       this.stderr = (this.stderr + d).slice(-4000);
     });
@@ -338,12 +399,22 @@ class PythonPeer {
     this.proc.on('error', (err) => fail(`failed to start: ${err.message}`));
   }
 
-  request(req: Record<string, unknown>): Promise<any> {
+  /** Sends a request; with `timeoutMs`, a late answer kills the peer and rejects. */
+  request(req: Record<string, unknown>, timeoutMs?: number): Promise<any> {
     if (this.exited) return Promise.reject(new Error(`Python peer is not running\n${this.stderr}`));
-    return new Promise((resolve, reject) => {
+    const answer = new Promise((resolve, reject) => {
       this.pending.push({ resolve, reject });
       this.proc.stdin.write(JSON.stringify(req) + '\n');
     });
+    if (timeoutMs === undefined) return answer;
+    return withTimeout(answer, timeoutMs, `Python peer: ${String(req.op)}`).catch((err: Error) => {
+      this.kill();
+      throw new Error(`${err.message}\n${this.stderr}`);
+    });
+  }
+
+  kill(): void {
+    if (!this.exited) this.proc.kill('SIGKILL');
   }
 
   /** A contender timing `id` (set up before) in the peer. */
@@ -351,13 +422,27 @@ class PythonPeer {
     return { key, name, round: async (n) => (await this.request({ op: 'time', id, n })).ns as number };
   }
 
-  close(): Promise<void> {
+  /** Ends the peer (stdin closed); kills it if it has not exited after `graceMs`. */
+  close(graceMs = 30000): Promise<void> {
     if (this.exited) return Promise.resolve();
     return new Promise((resolve) => {
-      this.proc.once('exit', () => resolve());
+      const timer = setTimeout(() => this.kill(), graceMs);
+      this.proc.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
       this.proc.stdin.end();
     });
   }
+}
+
+/** Rejects with `what` if `p` does not settle within `ms`. */
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,6 +463,7 @@ interface Ctx {
   /** Built before anything is timed (cnn group only). */
   cnn?: BuiltModels;
   ort?: { module: typeof Ort; version: string } | null;
+  rpc: RpcSettings;
 }
 
 /** Ops per round of a pump keeping k runs in flight: at least this many times k. */
@@ -826,6 +912,586 @@ async function benchCnn(ctx: Ctx): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------
+// The rpc group: tvm-node's RPC server + client vs TVM's Python server + the stock client
+
+const RPC_HOST = '127.0.0.1';
+/** Bound on one request to a peer or client process outside the concurrency rounds. */
+const RPC_REQUEST_MS = 180000;
+/** argv flag that makes this file a client process of the concurrency cases. */
+const RPC_CLIENT_FLAG = '--rpc-client';
+
+const hrNow = () => process.hrtime.bigint();
+const nsSince = (t0: bigint) => Number(process.hrtime.bigint() - t0);
+
+let gcFn: (() => void) | undefined;
+
+/**
+ * Closes a tvm-node RPC session so that it really ends. `session.call()` (and so `infer()`)
+ * looks the remote function up anew on every call and never disposes that handle, and each
+ * handle keeps the runtime's session alive: after `close()` the server's session lives on
+ * until the garbage collector finalizes them. A forced collection (V8's gc, exposed at run
+ * time) ends it now, so that sessions do not pile up on the server between rounds.
+ */
+async function closeSession(session: RPCSession): Promise<void> {
+  await session.close();
+  if (!gcFn) {
+    setFlagsFromString('--expose-gc');
+    gcFn = runInNewContext('gc') as () => void;
+  }
+  gcFn();
+  await new Promise((resolve) => setImmediate(resolve)); // finalizers deferred by N-API
+  gcFn();
+}
+
+/** Process groups of detached children (TVM's server and its workers), killed if we exit early. */
+const detachedGroups = new Set<number>();
+let exitHook = false;
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+  detachedGroups.delete(pid);
+}
+
+function trackGroup(pid: number): void {
+  detachedGroups.add(pid);
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => [...detachedGroups].forEach(killGroup));
+}
+
+/**
+ * TVM's Python RPC server (`python -m tvm.exec.rpc_server`), in a process group of its own:
+ * it runs in a popen worker and forks a process per session, all killed together by stop().
+ */
+class TvmRpcServer {
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly port: number,
+    private readonly logTail: () => string,
+  ) {}
+
+  static async start(timeoutMs = 60000): Promise<TvmRpcServer> {
+    const base = 20000 + Math.floor(Math.random() * 19900);
+    const args = ['-m', 'tvm.exec.rpc_server', '--host', RPC_HOST, '--port', String(base), '--port-end', String(base + 50)];
+    const proc = spawn(python, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    if (proc.pid !== undefined) trackGroup(proc.pid);
+    let log = '';
+    const port = await withTimeout(
+      new Promise<number>((resolve, reject) => {
+        // Keep draining its logs (a line per session): a full pipe would stall the server.
+        const onData = (chunk: Buffer) => {
+          log = (log + chunk.toString()).slice(-8000);
+          const m = /bind to 127\.0\.0\.1:(\d+)/.exec(log);
+          if (m) resolve(Number(m[1]));
+        };
+        proc.stdout!.on('data', onData);
+        proc.stderr!.on('data', onData);
+        proc.once('exit', (code, signal) => reject(new Error(`TVM rpc_server exited (${signal ?? code}) before binding:\n${log}`)));
+        proc.once('error', reject);
+      }),
+      timeoutMs,
+      'TVM rpc_server to bind',
+    ).catch((err) => {
+      if (proc.pid !== undefined) killGroup(proc.pid);
+      throw err;
+    });
+    return new TvmRpcServer(proc, port, () => log);
+  }
+
+  get log(): string {
+    return this.logTail();
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.pid === undefined) return;
+    const exited = this.proc.exitCode !== null || this.proc.signalCode !== null ? Promise.resolve() : new Promise((r) => this.proc.once('exit', r));
+    killGroup(this.proc.pid);
+    await withTimeout(exited, 10000, 'TVM rpc_server to exit').catch(() => undefined);
+  }
+}
+
+/** One client of a concurrency case: connect, k inferences of `model`, close. */
+interface ClientJob {
+  port: number;
+  model: string;
+  input: string;
+  expect: string;
+  tolerance: { rtol: number; atol: number };
+  k: number;
+}
+
+/** ns from the start of a client's job: connected, ready to infer, first result, session closed. */
+interface ClientTimes {
+  connectNs: number;
+  readyNs: number;
+  firstNs: number;
+  doneNs: number;
+  /** Failed connects retried (see RPC_CONNECT_ATTEMPTS). */
+  retries: number;
+}
+
+/**
+ * A client of a concurrency case retries a failed connect (TVM's server, listen backlog 1,
+ * resets some of many simultaneous connects) after RPC_RETRY_MS, up to this many attempts in
+ * all, as a user would; bench/rpc_peer.py does the same.
+ */
+const RPC_CONNECT_ATTEMPTS = 10;
+const RPC_RETRY_MS = 50;
+
+/** Throws unless `actual` matches the reference in `expectFile` within `tol`. */
+function checkAgainst(actual: ArrayLike<number>, expectFile: string, tol: { rtol: number; atol: number }, who: string): number {
+  const c = compare(actual, readNpy(expectFile).data as Float32Array, tol);
+  if (!c.ok) throw new Error(`${who}: output differs from ${path.basename(expectFile)} (max |diff| ${c.maxAbsDiff})`);
+  return c.maxAbsDiff;
+}
+
+/** A tvm-node client's job (in a client process): one round trip per inference. */
+async function runClientJob(job: ClientJob): Promise<ClientTimes> {
+  const x = readNpy(job.input);
+  const input = [{ data: x.data, shape: x.shape }];
+  const t0 = hrNow();
+  let retries = 0;
+  let session: RPCSession;
+  for (;;) {
+    try {
+      session = await connect(RPC_HOST, job.port);
+      break;
+    } catch (err) {
+      if (++retries >= RPC_CONNECT_ATTEMPTS) throw err;
+      await sleep(RPC_RETRY_MS);
+    }
+  }
+  const connectNs = nsSince(t0);
+  let firstNs = 0;
+  try {
+    for (let i = 0; i < job.k; i++) {
+      const outs = await session.infer(job.model, input);
+      if (i === 0) {
+        firstNs = nsSince(t0);
+        checkAgainst(outs[0].toFloat32Array(), job.expect, job.tolerance, 'tvm-node client');
+      }
+      outs.forEach((t) => t.dispose());
+    }
+  } finally {
+    await closeSession(session);
+  }
+  return { connectNs, readyNs: connectNs, firstNs, doneNs: nsSince(t0), retries };
+}
+
+/** Entry of a client process (`bench/run.ts --rpc-client`, forked by {@link NodeRpcClient}). */
+function rpcClientProcess(): void {
+  process.on('message', (job: ClientJob) => {
+    runClientJob(job).then(
+      (ok) => process.send!({ ok }),
+      (err: Error) => process.send!({ error: String(err?.stack ?? err) }),
+    );
+  });
+  process.once('disconnect', () => process.exit(0));
+  process.send!('ready');
+}
+
+/** A tvm-node client in a process of its own (this file, forked), running one job at a time. */
+class NodeRpcClient {
+  private readonly proc: ChildProcess;
+  private readonly started: Promise<void>;
+  private pending?: { resolve: (t: ClientTimes) => void; reject: (e: Error) => void };
+  private exited = false;
+
+  constructor() {
+    const ts = !__filename.endsWith('.js');
+    this.proc = fork(__filename, [RPC_CLIENT_FLAG], { cwd: repoRoot, execArgv: ts ? ['--require', 'tsx/cjs'] : [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.started = new Promise<void>((resolve, reject) => {
+      this.proc.on('message', (m: 'ready' | { ok: ClientTimes } | { error: string }) => {
+        if (m === 'ready') return resolve();
+        const p = this.pending;
+        this.pending = undefined;
+        if ('error' in m) p?.reject(new Error(`tvm-node client process: ${m.error}`));
+        else p?.resolve(m.ok);
+      });
+      this.proc.once('exit', (code, signal) => {
+        this.exited = true;
+        const err = new Error(`tvm-node client process exited (${signal ?? code})`);
+        reject(err);
+        this.pending?.reject(err);
+        this.pending = undefined;
+      });
+    });
+    this.started.catch(() => undefined);
+  }
+
+  ready(timeoutMs: number): Promise<void> {
+    return withTimeout(this.started, timeoutMs, 'tvm-node client process to start');
+  }
+
+  run(job: ClientJob, timeoutMs: number): Promise<ClientTimes> {
+    if (this.exited) return Promise.reject(new Error('tvm-node client process is not running'));
+    const answer = new Promise<ClientTimes>((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.proc.send(job);
+    });
+    return withTimeout(answer, timeoutMs, 'tvm-node client job').catch((err: Error) => {
+      this.proc.kill('SIGKILL');
+      throw err;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise((r) => this.proc.once('exit', r));
+    if (this.proc.connected) this.proc.disconnect();
+    await withTimeout(exited, 10000, 'tvm-node client process to exit').catch(() => this.proc.kill('SIGKILL'));
+  }
+}
+
+/** Waits until the server has no session left (their processes have exited). */
+async function waitIdle(server: RPCServer, timeoutMs: number): Promise<void> {
+  const t0 = Date.now();
+  while (server.activeSessions > 0) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`tvm-node server still has ${server.activeSessions} session(s) after ${timeoutMs} ms`);
+    await sleep(5);
+  }
+}
+
+function rpcSettings(quick: boolean): RpcSettings {
+  const workerJs = fs.existsSync(path.join(repoRoot, 'lib', 'rpc', 'session-worker.js'));
+  return {
+    uploadSizes: quick ? [MiB] : [MiB, 64 * MiB],
+    latencyModels: ['mlp', 'conv'],
+    concurrencyModel: 'mlp',
+    clients: quick ? [1, 2] : [1, 2, 4, 8, 16],
+    infersPerClient: quick ? 3 : 50,
+    concurrencyRounds: quick ? 3 : 5,
+    connectSettleMs: quick ? 10 : 50,
+    roundTimeoutS: quick ? 120 : 300,
+    connectAttempts: RPC_CONNECT_ATTEMPTS,
+    retryMs: RPC_RETRY_MS,
+    tvmNodeServer:
+      `tvm-node RPCServer({ port: 0, modelsDir, maxSessions: 64 }) in the benchmark process, serving mlp.so and conv.so as a model ` +
+      `repository; every session is a forked Node process (lib/rpc/session-worker${workerJs ? '.js' : '.ts, run under tsx since lib/ is not compiled'})`,
+    pythonServer:
+      'TVM\'s `python -m tvm.exec.rpc_server --host 127.0.0.1` (tvm/.venv): one session at a time, each in a forked process, ' +
+      'listen backlog 1; a client that connects while another is served waits in the kernel (or TCP retries its SYN) until it is accepted',
+  };
+}
+
+/** A contender timing case `id` of the rpc peer, with a bound on each round. */
+function rpcPeerContender(peer: PythonPeer, key: string, name: string, id: string): Contender {
+  return { key, name, round: async (n) => (await peer.request({ op: 'time', id, n }, RPC_REQUEST_MS)).ns as number };
+}
+
+function medianOf(xs: number[]): number {
+  return stats(xs).median;
+}
+
+async function benchRpc(ctx: Ctx): Promise<void> {
+  const s = ctx.rpc;
+  const T = RPC_REQUEST_MS;
+  const models = [...new Set([...s.latencyModels, s.concurrencyModel])];
+  const modelsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-bench-models-'));
+  for (const m of models) fs.copyFileSync(fixture(m).path, path.join(modelsDir, `${m}.so`));
+  const io = (name: string) => {
+    const c = fixture(name).cases[0];
+    return { input: path.join(fixtureDir(), c.inputs[0].file), expect: path.join(fixtureDir(), c.outputs[0].file), tolerance: fixture(name).tolerance };
+  };
+  /** Undone in reverse order, each step bounded. */
+  const cleanup: Array<[string, () => Promise<unknown>]> = [];
+  try {
+    const server = new RPCServer({ port: 0, modelsDir, maxSessions: 64 });
+    const { port } = await server.listen();
+    cleanup.push(['tvm-node server: close()', () => server.close(5000)]);
+    const tvm = await TvmRpcServer.start();
+    cleanup.push(["TVM's Python server: stop", () => tvm.stop()]);
+    const peer = new PythonPeer('rpc_peer.py');
+    cleanup.push(['Python peer: close', () => peer.close(10000)]);
+    await peer.request({ op: 'info' }, T);
+    const py = ctx.pyName;
+    const OURS = 'tvm-node client → tvm-node server';
+    const PY_TVM = `${py} client → TVM's Python server`;
+    const PY_OURS = `${py} client → tvm-node server`;
+
+    // 1. Upload throughput, on sessions that stay open.
+    const session = await withTimeout(connect(RPC_HOST, port), T, 'connect to the tvm-node server');
+    cleanup.push(['tvm-node session: close', () => closeSession(session)]);
+    await peer.request({ op: 'connect', sess: 'tvm', port: tvm.port }, T);
+    await peer.request({ op: 'connect', sess: 'ours', port }, T);
+    for (const bytes of s.uploadSizes) {
+      const size = formatBytes(bytes);
+      const blob = Buffer.alloc(bytes);
+      await withTimeout(session.upload(blob, 'blob.bin'), T, `upload ${size}`); // warm
+      await peer.request({ op: 'upload', id: `up-tvm-${bytes}`, sess: 'tvm', bytes }, T);
+      await peer.request({ op: 'upload', id: `up-ours-${bytes}`, sess: 'ours', bytes }, T);
+      ctx.log(`rpc: upload ${size}`);
+      const t = await measure(
+        [
+          { key: 'node', name: `${OURS}: session.upload(Buffer)`, round: sequential(() => session.upload(blob, 'blob.bin')) },
+          rpcPeerContender(peer, 'py', `${PY_TVM}: r.upload(bytearray)`, `up-tvm-${bytes}`),
+          rpcPeerContender(peer, 'pyOurs', `${PY_OURS}: r.upload(bytearray)`, `up-ours-${bytes}`),
+        ],
+        ctx.rounds,
+        ctx.roundMs,
+      );
+      ctx.cases.push(
+        makeCase('rpc', `upload ${size}: tvm-node server + client vs TVM's Python server + client`, 'MB/s', t.node, t.py, {
+          bytes,
+          note: 'MB = 10^6 bytes; one session each, kept open',
+        }),
+      );
+      ctx.cases.push(
+        makeCase('rpc', `upload ${size}, Python client: tvm-node server vs TVM's Python server`, 'MB/s', t.pyOurs, t.py, {
+          bytes,
+          note: 'diagnostic: the same stock client on both, so the server alone',
+        }),
+      );
+    }
+
+    // 2. Latency of one inference on an open session.
+    // One function per model: its frame (and the remote handles its closures hold) is gone
+    // once it returns, so that closing the session really ends it (see closeSession).
+    const latency = async (name: string): Promise<void> => {
+      const fx = fixture(name);
+      const { input, expect, tolerance } = io(name);
+      const x = readNpy(input);
+      const hostInput = [{ data: x.data, shape: x.shape }];
+      const shape = `[${x.shape.join(',')}]`;
+      const inferOnce = async () => (await session.infer(name, hostInput)).forEach((t) => t.dispose());
+      // Diagnostic: tvm_node.infer through a function handle looked up once (session.infer looks it up on every call).
+      const inferFn = await withTimeout(session.getFunction(INFER_FUNCTION), T, 'getFunction');
+      const cachedOnce = async () => decodeTensors((await inferFn.call(name, encodeInputs(hostInput))) as Buffer);
+      checkAgainst((await withTimeout(cachedOnce(), T, 'cached infer'))[0].data as Float32Array, expect, tolerance, `${name}: cached tvm_node.infer`);
+      const [y] = await withTimeout(session.infer(name, hostInput), T, `infer ${name}`);
+      checkAgainst(y.toFloat32Array(), expect, tolerance, `${name}: session.infer`);
+      y.dispose();
+      // The multi-round-trip path on tvm-node's server: the module uploaded and loaded once.
+      await withTimeout(session.upload(fx.path), T, `upload ${fx.file}`);
+      const mod = await withTimeout(session.loadModule(fx.file), T, `load ${fx.file}`);
+      const vm = new VirtualMachine(mod, { devices: [session.cpu()], concurrency: 1 });
+      const fn = fx.function ?? 'main';
+      const multiOnce = async (): Promise<ArrayLike<number>> => {
+        const xr = await session.tensor(x.data, { shape: x.shape, dtype: x.dtype });
+        const outs = outputsOf<Tensor>(await vm.run(fn, xr));
+        const host = await outs[0].toArrayAsync();
+        outs.forEach((o) => o.dispose());
+        xr.dispose();
+        return host as ArrayLike<number>;
+      };
+      checkAgainst(await withTimeout(multiOnce(), T, `${name}: remote vm.run`), expect, tolerance, `${name}: remote vm.run`);
+      const common = { input, expect, tolerance };
+      await peer.request({ op: 'remote_vm', id: `vm-tvm-${name}`, sess: 'tvm', lib: fx.path, ...common }, T);
+      await peer.request({ op: 'remote_vm', id: `vm-ours-${name}`, sess: 'ours', lib: fx.path, ...common }, T);
+      await peer.request({ op: 'infer', id: `infer-ours-${name}`, sess: 'ours', model: name, ...common }, T);
+      ctx.log(`rpc: ${name} latency`);
+      const t = await measure(
+        [
+          { key: 'node', name: `${OURS}: await session.infer('${name}', [x])`, round: sequential(inferOnce) },
+          rpcPeerContender(peer, 'py', `${PY_TVM}: vm["main"](tvm.runtime.tensor(x, r.cpu())).numpy()`, `vm-tvm-${name}`),
+          { key: 'multi', name: `${OURS}: session.tensor(x), vm.run over the remote module, toArrayAsync()`, round: sequential(multiOnce) },
+          { key: 'cached', name: `${OURS}: decodeTensors(await f.call('${name}', encodeInputs([x]))), f = tvm_node.infer looked up once`, round: sequential(cachedOnce) },
+          rpcPeerContender(peer, 'pyOurs', `${PY_OURS}: vm["main"](tvm.runtime.tensor(x, r.cpu())).numpy()`, `vm-ours-${name}`),
+          rpcPeerContender(peer, 'pyInfer', `${PY_OURS}: unpack(r.get_function("tvm_node.infer")("${name}", pack([x])))`, `infer-ours-${name}`),
+        ],
+        ctx.rounds,
+        ctx.roundMs,
+      );
+      const what = `${name} ${shape}`;
+      ctx.cases.push(
+        makeCase('rpc', `${what}: session.infer vs Python client on TVM's server (tensor, main, numpy)`, 'us/run', t.node, t.py, {
+          note:
+            'open session, model already loaded on the server; µs per inference, host input to host output. session.infer ' +
+            'sends inputs and gets outputs in one tvm_node.infer call, but looks the function up first: 2 round trips',
+        }),
+      );
+      ctx.cases.push(
+        makeCase('rpc', `${what}: session.infer vs tvm_node.infer through a function looked up once`, 'us/run', t.node, t.cached, {
+          note: 'diagnostic: session.infer looks tvm_node.infer up on every call (one more round trip)',
+        }),
+      );
+      ctx.cases.push(
+        makeCase('rpc', `${what}: multi-round-trip, tvm-node client + server vs Python client + TVM's server`, 'us/run', t.multi, t.py, {
+          note: 'diagnostic: the same remote calls on both sides',
+        }),
+      );
+      ctx.cases.push(
+        makeCase('rpc', `${what}: tvm-node client + server, infer vs multi-round-trip`, 'us/run', t.node, t.multi, {
+          note: 'diagnostic: what one round trip saves, same client, same server',
+        }),
+      );
+      ctx.cases.push(
+        makeCase('rpc', `${what}: Python client, multi-round-trip: tvm-node server vs TVM's server`, 'us/run', t.pyOurs, t.py, {
+          note: 'diagnostic: the same stock client on both, so the server alone',
+        }),
+      );
+      ctx.cases.push(
+        makeCase('rpc', `${what}: Python client, tvm_node.infer on tvm-node server vs multi-round-trip on TVM's`, 'us/run', t.pyInfer, t.py, {
+          note: 'diagnostic: one round trip from the stock client (README: pack/unpack)',
+        }),
+      );
+      await vm.dispose();
+      mod.dispose();
+    };
+    for (const name of s.latencyModels) await latency(name);
+    // TVM's server serves one client at a time: free it for the connect cases.
+    await peer.request({ op: 'close', sess: 'tvm' }, T);
+    await peer.request({ op: 'close', sess: 'ours' }, T);
+    await closeSession(session);
+    await waitIdle(server, 30000);
+
+    // 3. Session setup: connect alone, and connect to first result (what a new user pays).
+    const cm = s.concurrencyModel;
+    const cio = io(cm);
+    const cx = readNpy(cio.input);
+    const cInput = [{ data: cx.data, shape: cx.shape }];
+    const settle = async () => {
+      await waitIdle(server, 30000);
+      await sleep(s.connectSettleMs);
+    };
+    const nodeConnect: RoundFn = async (n) => {
+      let total = 0;
+      for (let i = 0; i < n; i++) {
+        const t0 = hrNow();
+        const sess = await withTimeout(connect(RPC_HOST, port), T, 'connect');
+        total += nsSince(t0);
+        await closeSession(sess);
+        await settle();
+      }
+      return total;
+    };
+    const nodeFirst: RoundFn = async (n) => {
+      let total = 0;
+      for (let i = 0; i < n; i++) {
+        const t0 = hrNow();
+        const sess = await withTimeout(connect(RPC_HOST, port), T, 'connect');
+        const outs = await withTimeout(sess.infer(cm, cInput), T, `first infer ${cm}`);
+        total += nsSince(t0);
+        checkAgainst(outs[0].toFloat32Array(), cio.expect, cio.tolerance, `${cm}: first session.infer`);
+        outs.forEach((o) => o.dispose());
+        await closeSession(sess);
+        await settle();
+      }
+      return total;
+    };
+    const settleMs = s.connectSettleMs;
+    await peer.request({ op: 'connect_timer', id: 'conn-tvm', port: tvm.port, settle_ms: settleMs }, T);
+    await peer.request({ op: 'connect_timer', id: 'conn-ours', port, settle_ms: settleMs }, T);
+    const firstVm = { mode: 'vm', lib: fixture(cm).path, ...cio };
+    await peer.request({ op: 'connect_timer', id: 'first-tvm', port: tvm.port, settle_ms: settleMs, first: firstVm }, T);
+    ctx.log('rpc: connect');
+    const tc = await measure(
+      [
+        { key: 'node', name: `${OURS}: await connect()`, round: nodeConnect },
+        rpcPeerContender(peer, 'py', `${PY_TVM}: rpc.connect()`, 'conn-tvm'),
+        rpcPeerContender(peer, 'pyOurs', `${PY_OURS}: rpc.connect()`, 'conn-ours'),
+      ],
+      ctx.rounds,
+      ctx.roundMs,
+    );
+    ctx.cases.push(
+      makeCase('rpc', "connect: tvm-node server + client vs TVM's Python server + client", 'ms/session', tc.node, tc.py, {
+        note: `handshake to a session ready for requests (tvm-node: a Node process start per session); ${settleMs} ms idle after each close, untimed`,
+      }),
+    );
+    ctx.cases.push(
+      makeCase('rpc', "connect, Python client: tvm-node server vs TVM's Python server", 'ms/session', tc.pyOurs, tc.py, {
+        note: 'diagnostic: the same stock client on both, so the server alone',
+      }),
+    );
+    ctx.log('rpc: connect to first result');
+    const tf = await measure(
+      [
+        { key: 'node', name: `${OURS}: connect(), session.infer('${cm}', [x])`, round: nodeFirst },
+        rpcPeerContender(peer, 'py', `${PY_TVM}: rpc.connect(), r.upload, r.load_module, VirtualMachine, first inference`, 'first-tvm'),
+      ],
+      ctx.rounds,
+      ctx.roundMs,
+    );
+    ctx.cases.push(
+      makeCase('rpc', `${cm}: connect to first result, tvm-node server + client vs TVM's Python server + client`, 'ms/session', tf.node, tf.py, {
+        note: "tvm-node's server loads the model from its repository in the new session; the stock client uploads and loads it",
+      }),
+    );
+
+    // 4. Throughput with c concurrent clients, each a process of its own with its own session.
+    const K = s.infersPerClient;
+    const roundMs = s.roundTimeoutS * 1000;
+    const nodeClients: NodeRpcClient[] = [];
+    const pyClients: PythonPeer[] = [];
+    cleanup.push(['client processes: close', () => Promise.all([...nodeClients.map((c) => c.close()), ...pyClients.map((p) => p.close(10000))])]);
+    const nodeJob: ClientJob = { port, model: cm, ...cio, k: K };
+    const pyJob = { op: 'client', port: tvm.port, mode: 'vm', lib: fixture(cm).path, ...cio, k: K };
+    type Level = { ns: number; clients: ClientTimes[] };
+    for (const c of s.clients) {
+      while (nodeClients.length < c) nodeClients.push(new NodeRpcClient());
+      while (pyClients.length < c) pyClients.push(new PythonPeer('rpc_peer.py'));
+      await Promise.all([...nodeClients.map((w) => w.ready(T)), ...pyClients.map((p) => p.request({ op: 'info' }, T))]);
+      const sides: Record<'node' | 'py', () => Promise<Level>> = {
+        node: async () => {
+          await waitIdle(server, 30000);
+          const t0 = hrNow();
+          const clients = await Promise.all(nodeClients.slice(0, c).map((w) => w.run(nodeJob, roundMs)));
+          return { ns: nsSince(t0), clients };
+        },
+        py: async () => {
+          const t0 = hrNow();
+          const clients = (await Promise.all(pyClients.slice(0, c).map((p) => p.request(pyJob, roundMs)))) as ClientTimes[];
+          return { ns: nsSince(t0), clients };
+        },
+      };
+      ctx.log(`rpc: ${c} concurrent client(s) x ${K} inferences`);
+      const runs: Record<'node' | 'py', Level[]> = { node: [], py: [] };
+      try {
+        await sides.node(); // warm-up, not counted
+        await sides.py();
+        for (let r = 0; r < s.concurrencyRounds; r++) {
+          const order: Array<'node' | 'py'> = r % 2 === 0 ? ['node', 'py'] : ['py', 'node'];
+          for (const k of order) runs[k].push(await sides[k]());
+        }
+      } catch (err) {
+        // A client that still fails (or a round past its bound) ends this case and the larger
+        // ones, not the whole run: what was measured so far is still reported.
+        const why = (err as Error).message.split('\n')[0].replace(/\|/g, '/');
+        ctx.log(`rpc: ${c} concurrent clients failed: ${why}`);
+        const rest = s.clients.filter((n) => n >= c);
+        ctx.skipped.push({ group: 'rpc', name: `${cm}: ${rest.join(', ')} concurrent clients`, skipped: `a round failed: ${why}` });
+        break;
+      }
+      const timed = (k: 'node' | 'py', name: string): Timed => ({ name, opsPerRound: c * K, perOp: runs[k].map((l) => l.ns / (c * K)) });
+      // Per client, from the go: connected (for TVM's server: accepted, after the clients before it), first result.
+      const waits = (k: 'node' | 'py') => {
+        const per = (f: (x: ClientTimes) => number) => runs[k].flatMap((l) => l.clients.map((x) => f(x) / 1e6));
+        const conn = per((x) => x.connectNs);
+        const retries = runs[k].reduce((n, l) => n + l.clients.reduce((m, x) => m + x.retries, 0), 0);
+        return (
+          `connected after median ${fmt(medianOf(conn))} ms (max ${fmt(Math.max(...conn))}), first result after median ` +
+          `${fmt(medianOf(per((x) => x.firstNs)))} ms, ${retries} failed connect(s) retried`
+        );
+      };
+      ctx.cases.push(
+        makeCase(
+          'rpc',
+          `${cm}: ${c} concurrent client${c > 1 ? 's' : ''} x ${K} inferences: tvm-node server + client vs TVM's Python stack`,
+          'infer/s',
+          timed('node', `${c} tvm-node client process(es): connect(), ${K} x session.infer, close()`),
+          timed('py', `${c} ${py} client process(es): rpc.connect(), upload, load_module, ${K} x (tensor, main, numpy), close`),
+          { note: `wall time from go to the last client's close, setup included; tvm-node clients ${waits('node')}; TVM's server's clients ${waits('py')}` },
+        ),
+      );
+    }
+  } catch (err) {
+    ctx.log(`rpc: failed, cleaning up: ${(err as Error).message}`);
+    throw err;
+  } finally {
+    // Bounded: a stuck peer must not keep the run from reporting why it failed.
+    for (const [what, f] of cleanup.reverse()) {
+      await withTimeout(f(), 30000, `rpc cleanup: ${what}`).catch((err: Error) => ctx.log(`rpc: ${err.message}`));
+    }
+    fs.rmSync(modelsDir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Entry points
 
 function machine(loadStart: number[]): Machine {
@@ -910,8 +1576,9 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
       models,
       cnn,
       ort,
+      rpc: rpcSettings(quick),
     };
-    const run: Record<Group, (c: Ctx) => Promise<void>> = { call: benchCalls, copy: benchCopies, wrap: benchWrap, model: benchModels, cnn: benchCnn };
+    const run: Record<Group, (c: Ctx) => Promise<void>> = { call: benchCalls, copy: benchCopies, wrap: benchWrap, model: benchModels, cnn: benchCnn, rpc: benchRpc };
     for (const g of groups) await run[g](ctx);
     const v = versions();
     const { numThreads: pyThreads, ...pyVersions } = py;
@@ -932,6 +1599,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
         },
         minRunsPerLane: MIN_RUNS_PER_LANE,
         cnnSettleMs: CNN_SETTLE_MS,
+        rpc: ctx.rpc,
       },
       machine: { ...machine(loadStart), tvmNumThreads: envThreads ?? null },
       versions: { tvmNode: v.tvmNode, tvm: v.tvm, tvmFfi: v.tvmFfi, python: pyVersions, onnxruntimeNode: ort ? ort.version : null },
@@ -967,6 +1635,9 @@ const UNIT_NOTE: Record<BenchCase['unit'], string> = {
   'GB/s': 'GB/s (higher is better)',
   'ns/wrap': 'ns per wrap',
   'us/run': 'µs per run',
+  'MB/s': 'MB/s (10^6 bytes/s, higher is better)',
+  'infer/s': 'inferences/s (higher is better)',
+  'ms/session': 'ms per session',
 };
 
 /**
@@ -1021,6 +1692,21 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
       "the previous one's spinning threads (on 2 cores that made the tiny CNN's sync invoke ~10x slower).",
     `- Copy/wrap sizes: ${r.settings.copySizes.map(formatBytes).join(', ')}.`,
   ];
+  const rpc = r.settings.rpc;
+  if (r.settings.groups.includes('rpc')) {
+    lines.push(
+      `- rpc, all on loopback (127.0.0.1), same run, same fixtures: tvm-node side: ${rpc.tvmNodeServer}; ` +
+        `its client is tvm-node's \`connect()\` (lib/rpc/client.ts). Python side: ${rpc.pythonServer}; its client is the stock ` +
+        '`from tvm import rpc, relax` (bench/rpc_peer.py). Both servers run the same TVM runtime build and TVM_NUM_THREADS as above.',
+      `- rpc upload sizes: ${rpc.uploadSizes.map(formatBytes).join(', ')}; latency models: ${rpc.latencyModels.join(', ')}; ` +
+        `connect cases: ${rpc.connectSettleMs} ms idle (untimed) after each close.`,
+      `- rpc concurrency: ${rpc.clients.join(', ')} clients, each a process of its own (tvm-node: this script forked with ` +
+        `${RPC_CLIENT_FLAG}; Python: bench/rpc_peer.py) with its own session, each running ${rpc.infersPerClient} inferences of ` +
+        `\`${rpc.concurrencyModel}\`; processes are started before timing, the clock runs from telling them all to go until the last ` +
+        `has closed its session; ${rpc.concurrencyRounds} rounds after one warm-up, ${rpc.roundTimeoutS} s bound per round. ` +
+        `A client whose connect fails retries after ${rpc.retryMs} ms (${rpc.connectAttempts} attempts in all); the notes count retries.`,
+    );
+  }
   for (const x of r.models) {
     lines.push(
       `- cnn model \`${x.name}\`: ${x.notes} ${(x.macs / 1e6).toFixed(1)} M multiply-adds and ${(x.params / 1e6).toFixed(2)} M weights per run; ` +
@@ -1036,7 +1722,7 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
     '## How to read this',
     '',
     '- **Ratio** = peer time / tvm-node time, computed per round (both measured in that round) and summarized over the rounds: ' +
-      '**> 1 means tvm-node is faster**, < 1 the peer is faster. For GB/s cases it is tvm-node GB/s / peer GB/s (same meaning).',
+      '**> 1 means tvm-node is faster**, < 1 the peer is faster. For throughputs (GB/s, MB/s, inferences/s) it is tvm-node / peer (same meaning).',
     '- Cells show the median with [p25–p75] over rounds; "min–max ratio" is the full spread. A wide spread, or a high load ' +
       'average above, means the machine was busy: trust medians, compare runs only on the same machine.',
     '- `call`, `copy`, `wrap` and `model` measure what tvm-node adds (bindings, copies, the thread hop) against Python on the ' +
@@ -1046,6 +1732,21 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
     '- `cnn` vs onnxruntime-node compares *compilers*, not bindings: an untuned, portable TVM build (generic schedule, ' +
       'baseline ISA) against onnxruntime\'s hand-written kernels (AVX2/AVX-512 picked at run time). It says how far an untuned ' +
       'TVM artifact is from a tuned library; tuning (MetaSchedule) and `-mcpu=native` are what close it.',
+    ...(r.settings.groups.includes('rpc')
+      ? [
+          '- `rpc` compares a whole stack against a whole stack: tvm-node\'s server and client against TVM\'s Python server and the ' +
+            'stock Python client, both over TVM\'s RPC protocol. **upload**: MB/s of one upload on an open session. **infer vs Python ' +
+            'client on TVM\'s server**: µs per inference, host array in to host array out, on an open session with the model already ' +
+            'loaded; tvm-node sends inputs and gets outputs in one call of its server\'s `tvm_node.infer` (`session.infer`, which today ' +
+            'also looks that function up on every call: one more round trip, see the "looked up once" diagnostic), the stock client ' +
+            'does what TVM\'s server allows: `tvm.runtime.tensor(x, r.cpu())`, `vm["main"]`, `.numpy()` (several round trips). **connect**: handshake to a session ready for requests. **connect to first result**: what a new ' +
+            'client pays before its first answer (tvm-node\'s server loads the model from its repository; the stock client uploads and ' +
+            'loads the .so). **k concurrent clients**: inferences/s over the wall time of all clients\' whole sessions, setup ' +
+            'included; TVM\'s server serves one session at a time, so its clients queue. `diagnostic` rows swap one part at a ' +
+            'time: "Python client: tvm-node server vs TVM\'s server" puts the same stock client on both servers (the server alone); ' +
+            '"multi-round-trip" runs the same remote calls on both stacks; "infer vs multi-round-trip" is what one round trip saves.',
+        ]
+      : []),
     '',
     `![ratios: median, p25–p75 and min–max per case](${chart})`,
     '',
@@ -1126,8 +1827,12 @@ async function main(): Promise<void> {
 }
 
 if (require.main === module) {
-  main().catch((err) => {
-    process.stderr.write(`${err.stack ?? err}\n`);
-    process.exit(1);
-  });
+  if (process.argv.includes(RPC_CLIENT_FLAG)) {
+    rpcClientProcess();
+  } else {
+    main().catch((err) => {
+      process.stderr.write(`${err.stack ?? err}\n`);
+      process.exit(1);
+    });
+  }
 }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chartFileName, CNN_MODEL, GROUPS, runBenchmarks, toMarkdown, writeReport, type BenchReport, type Stats } from '../bench/run';
+import { chartFileName, CNN_MODEL, GROUPS, HIGHER_IS_BETTER, runBenchmarks, toMarkdown, writeReport, type BenchReport, type Stats } from '../bench/run';
 
 function assertStats(s: Stats, what: string, rounds: number): void {
   for (const k of ['median', 'p25', 'p75', 'min', 'max'] as const) {
@@ -30,9 +30,11 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
     assert.ok(report.quick);
     assert.deepEqual(report.settings.groups, [...GROUPS]);
     for (const g of GROUPS) assert.ok(report.cases.some((c) => c.group === g), `no ${g} case`);
-    const rounds = report.settings.rounds;
+    const rpc = report.settings.rpc;
     for (const c of report.cases) {
       const what = `${c.group}: ${c.name}`;
+      // The concurrency cases have rounds of their own (each round: every client's whole session).
+      const rounds = c.group === 'rpc' && c.unit === 'infer/s' ? rpc.concurrencyRounds : report.settings.rounds;
       assertStats(c.subject.stats, `${what} subject`, rounds);
       assertStats(c.peer.stats, `${what} peer`, rounds);
       assertStats(c.ratio, `${what} ratio`, rounds);
@@ -40,8 +42,8 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
         assert.ok(side.name.length > 0, `${what}: unnamed side`);
         assert.ok(Number.isInteger(side.opsPerRound) && side.opsPerRound >= 1, `${what}: ops per round ${side.opsPerRound}`);
       }
-      if (c.group === 'copy' || c.group === 'wrap') assert.ok(c.bytes! > 0, `${what}: bytes`);
-      assert.equal(c.higherIsBetter, c.unit === 'GB/s');
+      if (c.group === 'copy' || c.group === 'wrap' || c.unit === 'MB/s') assert.ok(c.bytes! > 0, `${what}: bytes`);
+      assert.equal(c.higherIsBetter, HIGHER_IS_BETTER.has(c.unit));
     }
   });
 
@@ -67,6 +69,37 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
     for (const k of [1, 2, 4]) {
       has(new RegExp(`^${cnn} .*async run, ${k} in flight vs Python`));
       has(new RegExp(`^${cnn} .*async run, ${k} in flight vs onnxruntime-node`));
+    }
+  });
+
+  it('runs the rpc group: upload, latency, connect and concurrent clients against TVM\'s Python server', () => {
+    const rpc = report.settings.rpc;
+    assert.deepEqual(rpc.uploadSizes, [1024 * 1024]);
+    assert.deepEqual(rpc.clients, [1, 2]);
+    assert.ok(rpc.infersPerClient >= 1 && rpc.concurrencyRounds >= 1);
+    const cases = report.cases.filter((c) => c.group === 'rpc');
+    const find = (re: RegExp) => {
+      const c = cases.find((x) => re.test(x.name));
+      assert.ok(c, `no rpc case matching ${re}`);
+      return c;
+    };
+    const up = find(/^upload 1 MiB: tvm-node server \+ client vs TVM's Python server \+ client$/);
+    assert.equal(up.unit, 'MB/s');
+    assert.equal(up.bytes, 1024 * 1024);
+    for (const model of rpc.latencyModels) {
+      const c = find(new RegExp(`^${model} .*: session\\.infer vs Python client on TVM's server`));
+      assert.equal(c.unit, 'us/run');
+      assert.match(c.subject.name, /session\.infer/);
+      assert.match(c.peer.name, /TVM's Python server/);
+      find(new RegExp(`^${model} .*: multi-round-trip, tvm-node client \\+ server vs Python client`));
+    }
+    assert.equal(find(/^connect: /).unit, 'ms/session');
+    find(/^mlp: connect to first result/);
+    for (const k of rpc.clients) {
+      const c = find(new RegExp(`^mlp: ${k} concurrent clients? x ${rpc.infersPerClient} inferences`));
+      assert.equal(c.unit, 'infer/s');
+      assert.equal(c.subject.opsPerRound, k * rpc.infersPerClient);
+      assert.equal(c.ratio.rounds, rpc.concurrencyRounds);
     }
   });
 

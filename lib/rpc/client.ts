@@ -55,6 +55,7 @@ export class RemoteFunction {
 export class RPCSession implements AsyncDisposable {
   private readonly queue = new SerialQueue();
   private closed = false;
+  private inferFn?: Promise<RemoteFunction>;
 
   /** @internal */
   constructor(
@@ -139,7 +140,9 @@ export class RPCSession implements AsyncDisposable {
    * outputs travel inside the request and its answer) and returns the outputs as local tensors.
    */
   async infer(model: string, inputs: readonly InferInput[]): Promise<Tensor[]> {
-    const reply = (await this.call(INFER_FUNCTION, model, encodeInputs(inputs))) as Buffer;
+    // Looked up once per session, so each inference is exactly one request.
+    this.inferFn ??= this.getFunction(INFER_FUNCTION);
+    const reply = (await (await this.inferFn).call(model, encodeInputs(inputs))) as Buffer;
     return decodeTensors(reply).map((a) => Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }));
   }
 
@@ -160,6 +163,7 @@ export class RPCSession implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    (await this.inferFn?.catch(() => undefined))?.dispose();
     await this.queue.run(async () => {
       // tvm-node's server ends the session on request; on TVM's own server the session ends
       // when the last reference to it is released.
