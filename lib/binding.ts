@@ -24,6 +24,8 @@ export interface NativeTensor {
   hostView(): ArrayBuffer;
   toDLPack(): DLPackCapsule;
   dispose(): void;
+  /** Releases the reference on the thread pool (for remote objects, a network request). */
+  disposeAsync(): Promise<void>;
 }
 
 /** An opaque DLPack capsule (a `DLManagedTensorVersioned*`), consumed once. */
@@ -41,6 +43,8 @@ export interface NativeFunction {
   call(...args: unknown[]): unknown;
   callAsync(args: unknown[]): Promise<unknown>;
   dispose(): void;
+  /** Releases the reference on the thread pool (for remote objects, a network request). */
+  disposeAsync(): Promise<void>;
 }
 
 export interface NativeModule {
@@ -53,6 +57,8 @@ export interface NativeModule {
   getFunctionAsync(name: string): Promise<unknown>;
   implementsFunction(name: string, queryImports?: boolean): boolean;
   dispose(): void;
+  /** Releases the reference on the thread pool (for remote objects, a network request). */
+  disposeAsync(): Promise<void>;
 }
 
 export interface NativeModuleClass {
@@ -65,6 +71,8 @@ export interface NativeObject {
   readonly typeKey: string;
   readonly disposed: boolean;
   dispose(): void;
+  /** Releases the reference on the thread pool (for remote objects, a network request). */
+  disposeAsync(): Promise<void>;
 }
 
 export interface RuntimeLibrary {
@@ -96,9 +104,8 @@ export interface Addon {
   listGlobalFuncs(): string[];
   registerFunc(name: string, fn: (...args: unknown[]) => unknown, override: boolean): number;
   unregisterFunc(name: string, id: number): void;
-  /** A blocking duplicate of a socket descriptor, for TVM's RPC loop to own. */
-  adoptSocket(fd: number): number;
-  closeFd(fd: number): void;
+  /** A connected Unix socket pair: [end for a net.Socket, blocking end for TVM's RPC loop]. */
+  socketPair(): [number, number];
   /** shutdown(fd, SHUT_RDWR): ends TVM's RPC loop on that socket. */
   shutdownSocket(fd: number): void;
   /** Sets FD_CLOEXEC on every open descriptor (TVM's sockets lack it), before forking. */

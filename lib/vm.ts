@@ -47,18 +47,28 @@ class Instance {
   constructor(readonly vm: Module) {}
 
   func(name: string): PackedFunc {
-    let f = this.funcs.get(name);
-    if (!f) {
-      f = this.vm.getFunction(name, { queryImports: false }) ?? undefined;
-      if (!f) throw new TvmAttributeError('AttributeError', `the model has no function '${name}'`);
-      this.funcs.set(name, f);
+    return this.cached(name, this.vm.getFunction(name, { queryImports: false }));
+  }
+
+  /** {@link Instance.func} with the lookup on the thread pool (over RPC it is a round trip). */
+  async funcAsync(name: string): Promise<PackedFunc> {
+    return this.funcs.get(name) ?? this.cached(name, await this.vm.getFunctionAsync(name));
+  }
+
+  private cached(name: string, f: PackedFunc | null): PackedFunc {
+    const hit = this.funcs.get(name);
+    if (hit) {
+      if (f && f !== hit) void f.disposeAsync();
+      return hit;
     }
+    if (!f) throw new TvmAttributeError('AttributeError', `the model has no function '${name}'`);
+    this.funcs.set(name, f);
     return f;
   }
 
-  dispose(): void {
-    for (const f of this.funcs.values()) f.dispose();
-    this.vm.dispose();
+  async dispose(): Promise<void> {
+    await Promise.all([...this.funcs.values()].map((f) => f.disposeAsync()));
+    await this.vm.disposeAsync();
   }
 }
 
@@ -77,10 +87,15 @@ export class VirtualMachine implements AsyncDisposable {
   readonly concurrency: number;
   private readonly remote: boolean;
 
-  /** Creates a VM over a loaded module. */
+  /**
+   * Creates a VM over a loaded module. Over an RPC module this looks up the executable's
+   * loader with a round trip on the JS thread: servers use {@link VirtualMachine.create}.
+   */
   constructor(
     readonly module: Module,
     opts: VMOptions = {},
+    /** @internal the loader, when {@link VirtualMachine.create} looked it up already */
+    loader?: PackedFunc | null,
   ) {
     const devices = [...(opts.devices ?? [cpu()])];
     const last = devices[devices.length - 1];
@@ -93,7 +108,7 @@ export class VirtualMachine implements AsyncDisposable {
     const alloc = ALLOCATOR[opts.memory ?? 'pooled'];
     // The VM runs where the module lives: on a peer, device types are the peer's own.
     this.initArgs = devices.flatMap((d) => [d.localType, d.deviceId, alloc]);
-    const load = module.getFunction('vm_load_executable');
+    const load = loader === undefined ? module.getFunction('vm_load_executable') : loader;
     if (!load) {
       throw new TvmAttributeError(
         'AttributeError',
@@ -102,20 +117,41 @@ export class VirtualMachine implements AsyncDisposable {
       );
     }
     this.loadExecutable = load;
-    this.syncInstance = this.newInstance();
   }
 
   /** Loads `path` off the JS thread and creates a VM over it. */
   static async load(path: string, opts: VMOptions = {}): Promise<VirtualMachine> {
-    return new VirtualMachine(await loadModuleAsync(path), opts);
+    return VirtualMachine.create(await loadModuleAsync(path), opts);
   }
 
-  private newInstance(): Instance {
+  /**
+   * Creates a VM with every step that may cross the network (over an RPC module: the loader
+   * lookup, and later each instance's set-up) on the thread pool.
+   */
+  static async create(module: Module, opts: VMOptions = {}): Promise<VirtualMachine> {
+    return new VirtualMachine(module, opts, await module.getFunctionAsync('vm_load_executable'));
+  }
+
+  /** The instance {@link VirtualMachine.invoke} uses, set up on the JS thread on first use. */
+  private syncInstanceOf(): Instance {
+    if (this.syncInstance) return this.syncInstance;
     const vm = this.loadExecutable.call() as Module;
     // Released at once: on an RPC peer every live handle keeps the session open.
     using init = vm.requireFunction('vm_initialization');
     init.call(...this.initArgs);
-    this.created++;
+    return (this.syncInstance = new Instance(vm));
+  }
+
+  /** A new instance for the run pool, set up on the thread pool. */
+  private async newInstance(): Promise<Instance> {
+    const vm = (await this.loadExecutable.callAsync()) as Module;
+    const init = await vm.getFunctionAsync('vm_initialization');
+    try {
+      if (!init) throw new TvmAttributeError('AttributeError', 'the VM has no vm_initialization');
+      await init.callAsync(...this.initArgs);
+    } finally {
+      await init?.disposeAsync();
+    }
     return new Instance(vm);
   }
 
@@ -126,7 +162,7 @@ export class VirtualMachine implements AsyncDisposable {
   /** The executable's functions with their arity and parameter names. */
   functions(): VMFunctionInfo[] {
     this.checkOpen();
-    const vm = this.syncInstance!.vm;
+    const vm = this.syncInstanceOf().vm;
     const arity = vm.requireFunction('get_function_arity');
     const paramName = vm.requireFunction('get_function_param_name');
     // The runtime offers no list of functions; its disassembly (`as_text`) opens each
@@ -147,7 +183,7 @@ export class VirtualMachine implements AsyncDisposable {
    */
   invoke(fn: string, ...inputs: unknown[]): unknown {
     this.checkOpen();
-    return this.syncInstance!.func(fn).call(...inputs);
+    return this.syncInstanceOf().func(fn).call(...inputs);
   }
 
   /**
@@ -157,21 +193,33 @@ export class VirtualMachine implements AsyncDisposable {
   async run(fn: string, ...inputs: unknown[]): Promise<unknown> {
     this.checkOpen();
     this.active++;
-    let inst: Instance | undefined;
     try {
-      inst = await this.acquire();
-      const f = inst.func(fn);
-      return await (this.remote ? onDevice(this.devices[0], () => f.callAsync(...inputs)) : f.callAsync(...inputs));
+      // A VM on a peer: the whole run (set-up included) is one turn in the session's queue.
+      return await (this.remote ? onDevice(this.devices[0], () => this.runOnInstance(fn, inputs)) : this.runOnInstance(fn, inputs));
     } finally {
-      if (inst) this.release(inst);
       if (--this.active === 0) this.drained?.();
+    }
+  }
+
+  private async runOnInstance(fn: string, inputs: unknown[]): Promise<unknown> {
+    const inst = await this.acquire();
+    try {
+      return await (await inst.funcAsync(fn)).callAsync(...inputs);
+    } finally {
+      this.release(inst);
     }
   }
 
   private acquire(): Promise<Instance> {
     const inst = this.idle.pop();
     if (inst) return Promise.resolve(inst);
-    if (this.created - 1 < this.concurrency) return Promise.resolve(this.newInstance());
+    if (this.created < this.concurrency) {
+      this.created++;
+      return this.newInstance().catch((err: unknown) => {
+        this.created--;
+        throw err;
+      });
+    }
     return new Promise((resolve) => this.waiting.push(resolve));
   }
 
@@ -199,10 +247,10 @@ export class VirtualMachine implements AsyncDisposable {
     if (this.closed) return;
     this.closed = true;
     if (this.pending > 0) await new Promise<void>((resolve) => (this.drained = resolve));
-    for (const inst of this.idle.splice(0)) inst.dispose();
-    this.syncInstance?.dispose();
+    const instances = [...this.idle.splice(0), ...(this.syncInstance ? [this.syncInstance] : [])];
     this.syncInstance = undefined;
-    this.loadExecutable.dispose();
+    await Promise.all(instances.map((i) => i.dispose()));
+    await this.loadExecutable.disposeAsync();
   }
 
   [Symbol.asyncDispose](): Promise<void> {

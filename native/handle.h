@@ -5,6 +5,7 @@
 
 #include <optional>
 
+#include "async_work.h"
 #include "common.h"
 
 namespace tvmnode {
@@ -44,6 +45,20 @@ class Handle : public Napi::ObjectWrap<Derived> {
     return info.Env().Undefined();
   }
 
+  /*!
+   * Drops the reference on the thread pool. Releasing a remote object (a function, module or
+   * tensor of an RPC peer) is a request over the network; this keeps it off the JS thread.
+   */
+  Napi::Value DisposeAsync(const Napi::CallbackInfo& info) {
+    if (ref_.has_value()) OnRelease();
+    auto held = std::make_shared<std::optional<Ref>>(std::move(ref_));
+    ref_.reset();
+    return PromiseWorker::Start(info.Env(), "tvmnode:dispose", [held]() -> ffi::Any {
+      held->reset();
+      return ffi::Any();
+    });
+  }
+
   Napi::Value IsDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !ref_.has_value()); }
 
   ~Handle() override { Release(); }
@@ -67,6 +82,7 @@ template <typename Derived>
 std::vector<Napi::ClassPropertyDescriptor<Derived>> HandleMembers() {
   return {
       Napi::ObjectWrap<Derived>::InstanceMethod("dispose", &Derived::Dispose),
+      Napi::ObjectWrap<Derived>::InstanceMethod("disposeAsync", &Derived::DisposeAsync),
       Napi::ObjectWrap<Derived>::InstanceAccessor("disposed", &Derived::IsDisposed, nullptr),
   };
 }

@@ -1,7 +1,6 @@
 // RPC plumbing that needs the OS: TVM's RPC server loop reads its socket with blocking
-// calls, while a socket that Node accepted (and handed to a session process) is in
-// non-blocking mode and owned by libuv. `adoptSocket` gives TVM its own blocking
-// duplicate of the descriptor. Everything else about RPC (handshake, sessions, tracker,
+// calls, so a session process gives it one end of a socket pair of its own (the client's
+// connection stays with libuv). Everything else about RPC (handshake, sessions, tracker,
 // policy) lives in lib/rpc/.
 #include <dirent.h>
 #include <fcntl.h>
@@ -17,21 +16,6 @@
 namespace tvmnode {
 
 namespace {
-
-// adoptSocket(fd): a blocking duplicate of `fd` for TVM to own (rpc.ServerLoop closes it).
-Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (dup_fd < 0) throw Napi::Error::New(env, std::string("cannot duplicate socket: ") + std::strerror(errno));
-  int flags = fcntl(dup_fd, F_GETFL, 0);
-  if (flags < 0 || fcntl(dup_fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
-    int err = errno;
-    close(dup_fd);
-    throw Napi::Error::New(env, std::string("cannot make socket blocking: ") + std::strerror(err));
-  }
-  return Napi::Number::New(env, dup_fd);
-}
 
 // markCloexec(): sets FD_CLOEXEC on every open descriptor. TVM opens its sockets (e.g. an
 // RPC client's connection) without it, so a forked session process would inherit them and
@@ -58,16 +42,27 @@ Napi::Value ShutdownSocket(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value CloseFd(const Napi::CallbackInfo& info) {
-  close(info[0].As<Napi::Number>().Int32Value());
-  return info.Env().Undefined();
+// socketPair(): [nodeEnd, tvmEnd], a connected pair of Unix stream sockets. A session
+// process relays between the client's connection and TVM's loop through it, so every packet
+// is checked (size limit) before the loop sees it; tvmEnd is blocking for the loop, nodeEnd
+// is for a net.Socket (libuv makes it non-blocking).
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw Napi::Error::New(env, std::string("cannot create a socket pair: ") + std::strerror(errno));
+  }
+  Napi::Array pair = Napi::Array::New(env, 2);
+  pair.Set(0u, Napi::Number::New(env, fds[0]));
+  pair.Set(1u, Napi::Number::New(env, fds[1]));
+  return pair;
 }
+
 
 }  // namespace
 
 void InitRpc(Napi::Env env, Napi::Object exports) {
-  exports.Set("adoptSocket", Napi::Function::New(env, AdoptSocket, "adoptSocket"));
-  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
   exports.Set("shutdownSocket", Napi::Function::New(env, ShutdownSocket, "shutdownSocket"));
   exports.Set("markCloexec", Napi::Function::New(env, MarkCloexec, "markCloexec"));
 }

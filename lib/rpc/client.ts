@@ -39,15 +39,16 @@ export class RemoteFunction {
   }
 
   /**
-   * Releases the remote function. TVM keeps a connection open while any remote object is
-   * referenced, and TVM's own server serves one client at a time: release what you are done with.
+   * Releases the remote function (a request to the peer, made off the event loop). TVM keeps
+   * a connection open while any remote object is referenced, and TVM's own server serves one
+   * client at a time: release what you are done with.
    */
-  dispose(): void {
-    this.fn.dispose();
+  dispose(): Promise<void> {
+    return this.queue.run(() => this.fn.disposeAsync());
   }
 
-  [Symbol.dispose](): void {
-    this.dispose();
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
   }
 }
 
@@ -101,7 +102,7 @@ export class RPCSession implements AsyncDisposable {
     try {
       return await fn.call(...args);
     } finally {
-      fn.dispose();
+      await fn.dispose();
     }
   }
 
@@ -163,15 +164,15 @@ export class RPCSession implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    (await this.inferFn?.catch(() => undefined))?.dispose();
+    await (await this.inferFn?.catch(() => undefined))?.dispose();
     await this.queue.run(async () => {
       // tvm-node's server ends the session on request; on TVM's own server the session ends
       // when the last reference to it is released.
       const end = await this.module.getFunctionAsync(END_SESSION_FUNCTION).catch(() => null);
       await end?.callAsync().catch(() => undefined);
-      end?.dispose();
+      await end?.disposeAsync();
       registerSessionQueue(this.tableIndex, undefined);
-      this.module.dispose();
+      await this.module.disposeAsync();
     });
   }
 

@@ -14,7 +14,9 @@ import { TvmValueError } from '../errors';
 import { checkDType, type DType, HOST_ARRAY, type TypedArray } from '../dtype';
 import { Tensor } from '../tensor';
 import { outputsOf } from '../vm';
+import type { ServedFunction } from './inference-session';
 import type { ModelRepository } from './repository';
+import { WireError, type WireValue } from './wire';
 
 /** Name of the server function: `(model: str, request: bytes) -> bytes`. */
 export const INFER_FUNCTION = 'tvm_node.infer';
@@ -81,19 +83,65 @@ export function decodeTensors(blob: Buffer): Array<{ data: TypedArray; shape: nu
   });
 }
 
-/** The server side of {@link INFER_FUNCTION}, over a repository. */
+/**
+ * The server side of {@link INFER_FUNCTION} on the JS thread (a session process, where TVM's
+ * loop calls it and waits anyway).
+ */
 export function serveInference(repo: ModelRepository): (model: string, request: Buffer) => Buffer {
   return (model, request) => {
     const { vm, info } = repo.get(model);
-    if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
-    const inputs = decodeTensors(request).map((a) => Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }));
-    try {
-      const outputs = outputsOf<Tensor>(vm.invoke(info.function, ...inputs));
-      return encodeTensors(outputs.map((t) => ({ data: t.toArray(), shape: t.shape, dtype: t.dtype })));
-    } finally {
-      for (const t of inputs) t.dispose();
-    }
+    return withInputs(request, (inputs) => encodeOutputs(vm.invoke(info.function, ...inputs)));
   };
+}
+
+/** The server side of {@link INFER_FUNCTION} off the JS thread: the load and the run use the thread pool. */
+export async function inferAsync(repo: ModelRepository, model: string, request: Buffer): Promise<Buffer> {
+  const { vm, info } = await repo.getAsync(model);
+  return withInputs(request, async (inputs) => encodeOutputs(await vm.run(info.function, ...inputs)));
+}
+
+/** The functions an inference-only server offers (lib/rpc/inference-session.ts), over `repo`. */
+export function inferenceFunctions(repo: ModelRepository): Map<string, ServedFunction> {
+  return new Map<string, ServedFunction>([
+    [
+      INFER_FUNCTION,
+      async ([model, request]) => {
+        if (model?.kind !== 'str' || request?.kind !== 'bytes') throw new WireError(`${INFER_FUNCTION} takes (model: str, request: bytes)`);
+        return { kind: 'bytes', value: await inferAsync(repo, model.value, request.value) };
+      },
+    ],
+    [MODELS_FUNCTION, (): WireValue => ({ kind: 'str', value: JSON.stringify(repo.list()) })],
+    [
+      END_SESSION_FUNCTION,
+      (_args, session): WireValue => {
+        session.end();
+        return { kind: 'none' };
+      },
+    ],
+  ]);
+}
+
+/** Decodes a request into host tensors for `use`, releasing them once it settles. */
+function withInputs<T>(request: Buffer, use: (inputs: Tensor[]) => T): T {
+  if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
+  const inputs = decodeTensors(request).map((a) => Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }));
+  const release = () => inputs.forEach((t) => t.dispose());
+  let out: T;
+  try {
+    out = use(inputs);
+  } catch (err) {
+    release();
+    throw err;
+  }
+  if (out instanceof Promise) return out.finally(release) as T;
+  release();
+  return out;
+}
+
+/** A model's result (a tensor or a tuple of them) as a blob. */
+function encodeOutputs(result: unknown): Buffer {
+  const outputs = outputsOf<Tensor>(result);
+  return encodeTensors(outputs.map((t) => ({ data: t.toArray(), shape: t.shape, dtype: t.dtype })));
 }
 
 /** What a client gives {@link RPCSession.infer}: tensors, or host data with a shape. */

@@ -83,6 +83,12 @@ export function stopReading(socket: Socket): void {
   (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
 }
 
+/** Undoes {@link stopReading}: the socket is read, and its data emitted, again. */
+export function startReading(socket: Socket): void {
+  (socket as unknown as { _handle?: { readStart?: () => void } })._handle?.readStart?.();
+  socket.resume();
+}
+
 /** The server's answer: success with its key, or a mismatch code alone. */
 export function handshakeReply(code: number, serverKey?: string): Buffer {
   const head = Buffer.alloc(4);
@@ -92,4 +98,20 @@ export function handshakeReply(code: number, serverKey?: string): Buffer {
   const len = Buffer.alloc(4);
   len.writeInt32LE(key.length, 0);
   return Buffer.concat([head, len, key]);
+}
+
+/**
+ * Writes `data`; if the socket's buffer is full, returns a promise for its draining, and
+ * calls `onStall` if that takes longer than `stallMs` (a peer that stopped reading).
+ * Undefined when nothing needs waiting for.
+ */
+export function writeOrWait(socket: Socket, data: Buffer, stallMs: number, onStall: () => void): Promise<void> | undefined {
+  if (socket.write(data)) return undefined;
+  return new Promise((resolve) => {
+    const timer = setTimeout(onStall, stallMs);
+    socket.once('drain', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { device as parseDevice } from '../device';
 import { TvmValueError } from '../errors';
-import { loadModule } from '../module';
+import { loadModule, loadModuleAsync, type Module } from '../module';
 import { VirtualMachine } from '../vm';
 
 /** An array as a manifest describes it. */
@@ -41,6 +41,8 @@ export interface CacheLimits {
   maxModels?: number;
   /** Most artifact bytes loaded at once. Default 2 GiB. */
   maxBytes?: number;
+  /** Runs of one model at once (VM instances per model). Default 1. */
+  concurrency?: number;
 }
 
 interface Entry {
@@ -53,10 +55,18 @@ interface Entry {
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
+/** MLInferBooster's `model_name#create_time`: a changed file is a different key. */
+function cacheKey(info: ModelInfo): string {
+  return `${info.name}#${info.mtimeMs}`;
+}
+
 export class ModelRepository {
   private readonly cache = new Map<string, Entry>();
   private readonly maxModels: number;
   private readonly maxBytes: number;
+  private readonly concurrency: number;
+  /** Loads under way, so concurrent requests for one model load it once. */
+  private readonly loading = new Map<string, Promise<Entry>>();
   private tick = 0;
   /** Loads and evictions so far, for tests and metrics. */
   readonly stats = { loads: 0, hits: 0, evictions: 0 };
@@ -67,6 +77,7 @@ export class ModelRepository {
   ) {
     this.maxModels = limits.maxModels ?? 8;
     this.maxBytes = limits.maxBytes ?? 2 << 30;
+    this.concurrency = limits.concurrency ?? 1;
   }
 
   /** The models in the folder now. */
@@ -102,23 +113,45 @@ export class ModelRepository {
     };
   }
 
-  /** The loaded model (from the cache, or loaded now, evicting what LFU says). */
+  /** The loaded model (from the cache, or loaded now on the JS thread, evicting what LFU says). */
   get(name: string): { vm: VirtualMachine; info: ModelInfo } {
     const info = this.info(name);
-    const key = `${name}#${info.mtimeMs}`;
-    this.tick++;
-    const hit = this.cache.get(name);
-    if (hit && hit.key === key) {
-      hit.uses++;
-      hit.lastUse = this.tick;
-      this.stats.hits++;
-      return hit;
+    return this.hit(info) ?? this.insert(info, loadModule(info.file));
+  }
+
+  /** {@link ModelRepository.get} with the artifact loaded on the thread pool; concurrent calls share one load. */
+  async getAsync(name: string): Promise<{ vm: VirtualMachine; info: ModelInfo }> {
+    const info = this.info(name);
+    const cached = this.hit(info);
+    if (cached) return cached;
+    const key = cacheKey(info);
+    let pending = this.loading.get(key);
+    if (!pending) {
+      pending = loadModuleAsync(info.file)
+        .then((mod) => this.insert(info, mod))
+        .finally(() => this.loading.delete(key));
+      this.loading.set(key, pending);
     }
-    if (hit) this.evict(name); // the file changed: drop the stale version
+    return pending;
+  }
+
+  /** The cached entry for this version of the model, counted as a use; undefined if not loaded. */
+  private hit(info: ModelInfo): Entry | undefined {
+    this.tick++;
+    const hit = this.cache.get(info.name);
+    if (!hit || hit.key !== cacheKey(info)) return undefined;
+    hit.uses++;
+    hit.lastUse = this.tick;
+    this.stats.hits++;
+    return hit;
+  }
+
+  private insert(info: ModelInfo, mod: Module): Entry {
+    if (this.cache.has(info.name)) this.evict(info.name); // the file changed: drop the stale version
     this.makeRoom(info.bytes);
-    const vm = new VirtualMachine(loadModule(info.file), { devices: [parseDevice(info.device)], concurrency: 1 });
-    const entry: Entry = { key, info, vm, uses: 1, lastUse: this.tick };
-    this.cache.set(name, entry);
+    const vm = new VirtualMachine(mod, { devices: [parseDevice(info.device)], concurrency: this.concurrency });
+    const entry: Entry = { key: cacheKey(info), info, vm, uses: 1, lastUse: this.tick };
+    this.cache.set(info.name, entry);
     this.stats.loads++;
     return entry;
   }

@@ -2,13 +2,21 @@
  * A concurrent TVM RPC server. Stock TVM clients (`tvm.rpc.connect`) and tvm-node's own
  * client speak to it unchanged.
  *
- * Isolation: each session runs in a process of its own (lib/rpc/session-worker.ts) with its
- * own work directory, so a client whose uploaded code crashes ends only its session. Cost:
- * a Node process start per session (about 0.1-0.3 s and ~50 MB while it lives).
+ * Two modes:
+ * - full TVM mode (default): each session runs in a process of its own
+ *   (lib/rpc/session-worker.ts) with its own work directory, where the runtime's
+ *   `rpc.ServerLoop` serves everything TVM's protocol allows (uploads, any global function,
+ *   remote memory). A client whose uploaded code crashes ends only its session. Cost: a Node
+ *   process start per session (about 0.1-0.3 s and ~50 MB while it lives).
+ * - inference-only (`inferenceOnly`): sessions are served in this process by a TypeScript
+ *   implementation of the few requests needed to call the model-repository functions
+ *   (lib/rpc/inference-session.ts); nothing else is reachable, sessions share one model
+ *   cache, and a session costs no process start. For servers facing untrusted devices.
  * Unlike TVM's Python server, which serves one client at a time, sessions run side by side
- * up to `maxSessions`.
+ * up to `maxSessions`. Every packet a client sends is checked against `maxMessageBytes`
+ * before the server keeps any of it.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
@@ -16,11 +24,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { addon } from '../binding';
 import { TvmValueError } from '../errors';
-import { requireGlobalFunc } from '../function';
+import { inferenceFunctions } from './infer';
+import { serveInferenceSession } from './inference-session';
 import { handshakeReply, readHandshake, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, type ClientHello } from './protocol';
-import type { CacheLimits } from './repository';
+import { type CacheLimits, ModelRepository } from './repository';
 import type { SessionStart } from './session-worker';
 import { randomMatchKey, TrackerCode, TrackerConnection } from './tracker';
+import { encodeException } from './wire';
 
 /** Options of {@link RPCServer}. */
 export interface RPCServerOptions {
@@ -32,9 +42,21 @@ export interface RPCServerOptions {
   key?: string;
   /**
    * A TVM RPC server runs whatever code its clients upload: binding anything but loopback
-   * needs this explicit trust flag.
+   * in full TVM mode needs this explicit trust flag.
    */
   trustRemoteClients?: boolean;
+  /**
+   * Serve only the model repository's functions (`tvm_node.infer`, `tvm_node.models`): no
+   * upload, no other global function, no remote memory. Needs `modelsDir`; may bind any
+   * address without `trustRemoteClients`.
+   */
+  inferenceOnly?: boolean;
+  /** Largest RPC packet a client may send, in bytes. Default 512 MiB (a 256 MiB tensor copy fits). */
+  maxMessageBytes?: number;
+  /** Largest file a client may upload (full TVM mode), in bytes. Default 256 MiB. */
+  maxUploadBytes?: number;
+  /** A client that leaves a reply unread this long loses its session. Default 30000 ms. */
+  stallTimeoutMs?: number;
   /** Most sessions at once; later clients get a "server busy" error. Default 16. */
   maxSessions?: number;
   /** Upper bound on a session's life in seconds (a client's own -timeout may be shorter). */
@@ -53,14 +75,30 @@ export interface RPCServerOptions {
   customAddr?: string;
 }
 
-/** Events: `session` (id, remote address), `sessionEnd` (id, exit code), `refused` (reason). */
+/** A session being served: its connection, how to stop it, and when it is over. */
+interface LiveSession {
+  socket: net.Socket;
+  done: Promise<SessionEnd>;
+  /** Ends it now, without waiting for the client. */
+  kill(): void;
+}
+
+/** How a session ended: a session process's exit code or signal, or 'closed' for an in-process one. */
+export type SessionEnd = number | NodeJS.Signals | 'closed';
+
+/**
+ * Events: `session` (id, remote address, pid of its process or undefined in inference-only
+ * mode), `sessionEnd` (id, {@link SessionEnd}), `refused` (reason), `trackerError` (reason).
+ */
 export class RPCServer extends EventEmitter {
   private readonly server = net.createServer((s) => void this.onConnection(s));
-  private readonly sessions = new Map<number, { child: ChildProcess; socket: net.Socket; workDir: string; done: Promise<void> }>();
+  private readonly sessions = new Map<number, LiveSession>();
   private nextId = 1;
   private closing = false;
   readonly options: Required<Omit<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache'>> &
     Pick<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache'>;
+  /** The model cache all inference-only sessions share (full TVM mode: one per session process). */
+  readonly repository?: ModelRepository;
   private registration?: TrackerRegistration;
 
   constructor(opts: RPCServerOptions = {}) {
@@ -70,6 +108,10 @@ export class RPCServer extends EventEmitter {
       port: opts.port ?? 9090,
       key: opts.key ?? '',
       trustRemoteClients: opts.trustRemoteClients ?? false,
+      inferenceOnly: opts.inferenceOnly ?? false,
+      maxMessageBytes: opts.maxMessageBytes ?? 512 * 2 ** 20,
+      maxUploadBytes: opts.maxUploadBytes ?? 256 * 2 ** 20,
+      stallTimeoutMs: opts.stallTimeoutMs ?? 30_000,
       maxSessions: opts.maxSessions ?? 16,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5000,
       workRoot: opts.workRoot ?? os.tmpdir(),
@@ -79,11 +121,14 @@ export class RPCServer extends EventEmitter {
       modelsDir: opts.modelsDir && path.resolve(opts.modelsDir),
       cache: opts.cache,
     };
-    if (!isLoopback(this.options.host) && !this.options.trustRemoteClients) {
+    if (this.options.inferenceOnly) {
+      if (!this.options.modelsDir) throw new TvmValueError('ValueError', 'inference-only mode serves a model repository: give modelsDir (CLI: --models DIR)');
+      this.repository = new ModelRepository(this.options.modelsDir, { concurrency: os.availableParallelism(), ...this.options.cache });
+    } else if (!isLoopback(this.options.host) && !this.options.trustRemoteClients) {
       throw new TvmValueError(
         'ValueError',
         `refusing to bind ${this.options.host}: a TVM RPC server executes code its clients upload; ` +
-          'pass trustRemoteClients (CLI: --trust-remote-clients) to serve other machines',
+          'pass trustRemoteClients (CLI: --trust-remote-clients) to serve other machines, or serve only models (inferenceOnly, CLI: --inference-only)',
       );
     }
   }
@@ -145,50 +190,57 @@ export class RPCServer extends EventEmitter {
 
   private startSession(socket: net.Socket, hello: ClientHello): void {
     const id = this.nextId++;
+    const limits = [hello.timeout, this.options.sessionTimeout].filter((t): t is number => t !== undefined && t > 0);
+    const timeout = limits.length ? Math.min(...limits) : undefined;
+    const { session, pid } = this.options.inferenceOnly ? this.serveInProcess(socket) : this.serveInProcessOfItsOwn(id, socket);
+    const timer =
+      timeout &&
+      setTimeout(() => {
+        void this.endWithError(socket, `RPCSessionTimeoutError: Your ${timeout}s session has expired, try to increase the "session_timeout" value.`).then(() => session.kill());
+      }, timeout * 1000);
+    this.sessions.set(id, session);
+    session.done.then((end) => {
+      clearTimeout(timer || undefined);
+      socket.destroy();
+      this.sessions.delete(id);
+      this.emit('sessionEnd', id, end);
+      this.offerToTracker();
+    });
+    this.emit('session', id, socket.remoteAddress, pid);
+  }
+
+  /** Inference-only: served here, on the shared model cache. */
+  private serveInProcess(socket: net.Socket): { session: LiveSession; pid?: number } {
+    const { maxMessageBytes, stallTimeoutMs } = this.options;
+    const done = serveInferenceSession(socket, { functions: inferenceFunctions(this.repository!), maxMessageBytes, stallTimeoutMs }).then((): SessionEnd => 'closed');
+    socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
+    return { session: { socket, done, kill: () => socket.destroy() } };
+  }
+
+  /** Full TVM mode: a session process with its own work directory. */
+  private serveInProcessOfItsOwn(id: number, socket: net.Socket): { session: LiveSession; pid?: number } {
     const workDir = fs.mkdtempSync(path.join(this.options.workRoot, `tvm-node-rpc-${id}-`));
     addon.markCloexec();
     const child = fork(sessionWorkerPath(), [], { execArgv: workerExecArgv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const start: SessionStart = { workDir, modelsDir: this.options.modelsDir, cache: this.options.cache };
+    const { modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs } = this.options;
+    const start: SessionStart = { workDir, modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs };
     // keepOpen: the server keeps its copy of the socket (paused) to report a timeout.
     child.send(start, socket, { keepOpen: true });
     // The client sends its first RPC bytes as soon as it sees the reply; they must reach the
-    // runtime's descriptor in the session process, so reply only once that one is ready.
+    // session process, so reply only once it is ready.
     child.once('message', () => socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key)));
-    const limits = [hello.timeout, this.options.sessionTimeout].filter((t): t is number => t !== undefined && t > 0);
-    const timeout = limits.length ? Math.min(...limits) : undefined;
-    const timer = timeout
-      ? setTimeout(() => {
-          void this.endWithError(socket, `RPCSessionTimeoutError: Your ${timeout}s session has expired, try to increase the "session_timeout" value.`).then(() => child.kill('SIGKILL'));
-        }, timeout * 1000)
-      : undefined;
-    const done = new Promise<void>((resolve) => {
+    const done = new Promise<SessionEnd>((resolve) => {
       child.once('exit', (code, signal) => {
-        if (timer) clearTimeout(timer);
-        socket.destroy();
         fs.rmSync(workDir, { recursive: true, force: true });
-        this.sessions.delete(id);
-        this.emit('sessionEnd', id, code ?? signal);
-        this.offerToTracker();
-        resolve();
+        resolve(code ?? signal ?? 'closed');
       });
     });
-    this.sessions.set(id, { child, socket, workDir, done });
-    this.emit('session', id, socket.remoteAddress);
+    return { session: { socket, done, kill: () => child.kill('SIGKILL') }, pid: child.pid };
   }
 
   /** Sends TVM's exception frame (the client raises it) and closes the connection. */
   private async endWithError(socket: net.Socket, message: string): Promise<void> {
-    const fd = (socket as unknown as { _handle?: { fd: number } })._handle?.fd;
-    if (fd !== undefined && fd >= 0) {
-      const own = addon.adoptSocket(fd);
-      try {
-        await requireGlobalFunc('rpc.ReturnException').callAsync(own, message);
-      } catch {
-        // the client may already be gone
-      } finally {
-        addon.closeFd(own);
-      }
-    }
+    await new Promise<void>((resolve) => socket.write(encodeException(message), () => resolve()));
     // Closing at once, with the client's first request unread, would reset the connection
     // and lose the error frame: half-close, drain what the client sends, then let go.
     socket.on('data', () => undefined).resume();
@@ -211,10 +263,11 @@ export class RPCServer extends EventEmitter {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), deadlineMs)));
     if ((await Promise.race([all, deadline])) === 'late') {
-      for (const s of this.sessions.values()) s.child.kill('SIGKILL');
+      for (const s of this.sessions.values()) s.kill();
       await all;
     }
     clearTimeout(timer);
+    await this.repository?.dispose();
   }
 }
 

@@ -1,18 +1,26 @@
 /**
  * One RPC session in a process of its own, forked by {@link RPCServer}: code a client
  * uploads and runs can crash only this process, never the server or other sessions.
- * It receives the accepted socket (handshake done) and serves TVM's RPC protocol on it with
- * the runtime's `rpc.ServerLoop`, confining every client-supplied path to its work directory.
+ * It receives the accepted socket (handshake done) and serves TVM's RPC protocol with the
+ * runtime's `rpc.ServerLoop`, confining every client-supplied path to its work directory.
+ *
+ * The loop does not read the client's socket itself: it serves one end of a socket pair, and
+ * this process relays between the client and the other end. The relay sees each packet's
+ * length before passing any of it on, so an oversized packet is refused with an error the
+ * client reads (and skipped) instead of being allocated by the loop; and a client that
+ * stops reading its replies loses its session after the stall timeout.
  */
 import fs from 'node:fs';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import path from 'node:path';
 import { addon } from '../binding';
 import { TvmNotImplementedError, TvmValueError } from '../errors';
 import { registerFunc, requireGlobalFunc } from '../function';
 import { loadModule } from '../module';
 import { END_SESSION_FUNCTION, INFER_FUNCTION, MODELS_FUNCTION, serveInference } from './infer';
+import { writeOrWait } from './protocol';
 import { type CacheLimits, ModelRepository } from './repository';
+import { encodeException, PacketSplitter, PacketTooLargeError } from './wire';
 
 /** The message the server sends with the socket. */
 export interface SessionStart {
@@ -20,6 +28,12 @@ export interface SessionStart {
   /** A model repository to serve by name (`tvm_node.infer`, `tvm_node.models`). */
   modelsDir?: string;
   cache?: CacheLimits;
+  /** Largest packet the client may send. */
+  maxMessageBytes: number;
+  /** Most bytes the client may upload in this session, all files together. */
+  maxUploadBytes: number;
+  /** A reply the client leaves unread this long ends the session. */
+  stallTimeoutMs: number;
 }
 
 /**
@@ -37,33 +51,31 @@ export function confine(workDir: string, name: string): string {
   return full;
 }
 
-/** The server-side functions TVM's RPC protocol expects of the host, and tvm-node's own. */
-/** The descriptor TVM's loop serves, once adopted. */
+/** TVM's loop's end of the socket pair, once it serves. */
 let loopFd = -1;
 
-/**
- * Ends the session by ending its connection: TVM's loop returns and the process exits
- * normally. (process.exit() alone would wait for the pool thread blocked in the loop.)
- */
+/** Ends the session: TVM's loop sees the end of its stream and returns. */
 function endLoop(): void {
   if (loopFd >= 0) addon.shutdownSocket(loopFd);
 }
 
-function registerServerFunctions({ workDir, modelsDir, cache }: SessionStart): void {
+/** The server-side functions TVM's RPC protocol expects of the host, and tvm-node's own. */
+function registerServerFunctions({ workDir, modelsDir, cache, maxUploadBytes }: SessionStart): void {
   const opts = { override: true };
   if (modelsDir) {
     const repo = new ModelRepository(modelsDir, cache);
     registerFunc(INFER_FUNCTION, serveInference(repo), opts);
     registerFunc(MODELS_FUNCTION, () => JSON.stringify(repo.list()), opts);
   }
-  // upload, download and remove are the runtime's own and resolve names through workpath.
+  // download and remove are the runtime's own and resolve names through workpath.
   registerFunc('tvm.rpc.server.workpath', (name: string) => confine(workDir, name), opts);
+  registerFunc('tvm.rpc.server.upload', uploader(workDir, maxUploadBytes), opts);
   registerFunc('tvm.rpc.server.load_module', (name: string) => loadModule(confine(workDir, name)), opts);
   registerFunc('tvm.rpc.server.listdir', (dir: string) => fs.readdirSync(confine(workDir, dir || '.')).join(','), opts);
   // tvm-node's client ends its session explicitly: the runtime keeps a connection open while
   // any remote object (function, tensor, module) is still referenced on the client side.
   registerFunc(END_SESSION_FUNCTION, () => {
-    // After this call's answer has gone out, end the loop (see endLoop).
+    // After this call's answer has gone out, end the loop.
     setTimeout(endLoop, 20);
   }, opts);
   registerFunc('tvm.rpc.server.download_linked_module', () => {
@@ -71,22 +83,95 @@ function registerServerFunctions({ workDir, modelsDir, cache }: SessionStart): v
   }, opts);
 }
 
-async function serve(start: SessionStart, socket: Socket): Promise<number> {
-  const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
-  const tvmFd = addon.adoptSocket(fd);
-  loopFd = tvmFd;
-  // The runtime owns its duplicate now; dropping Node's handle does not end the connection.
-  socket.destroy();
+/** `tvm.rpc.server.upload(name, data)`, within the session's upload budget. */
+function uploader(workDir: string, maxUploadBytes: number): (name: string, data: Uint8Array) => void {
+  const sizes = new Map<string, number>();
+  return (name, data) => {
+    const file = confine(workDir, name);
+    const others = [...sizes].reduce((n, [f, size]) => (f === file ? n : n + size), 0);
+    if (others + data.byteLength > maxUploadBytes) {
+      throw new TvmValueError(
+        'ValueError',
+        `upload of '${name}' (${data.byteLength} bytes) would take this session's uploads to ${others + data.byteLength} bytes, over the server's limit of ${maxUploadBytes} bytes`,
+      );
+    }
+    fs.writeFileSync(file, data);
+    sizes.set(file, data.byteLength);
+  };
+}
+
+/**
+ * Relays client -> loop packet by packet (refusing oversized ones) and loop -> client as it
+ * comes, each direction waiting for the other side to take what it was given.
+ */
+function relay(client: Socket, loop: Socket, { maxMessageBytes, stallTimeoutMs }: SessionStart): void {
+  const stalled = () => {
+    process.stderr.write(`tvm-node rpc session: the client left a reply unread for ${stallTimeoutMs} ms; ending the session\n`);
+    client.destroy();
+    endLoop();
+  };
+  let refusing = false;
+  const splitter = new PacketSplitter({
+    header: (length) => {
+      refusing = length > BigInt(maxMessageBytes);
+      if (refusing) {
+        // TVM's loop never sees this packet: answer for it, and skip its body as it comes.
+        const err = new PacketTooLargeError(length, maxMessageBytes);
+        client.write(encodeException(`${err.kind}: ${err.message}`));
+        return;
+      }
+      const head = Buffer.alloc(8);
+      head.writeBigUInt64LE(length, 0);
+      loop.write(head);
+    },
+    body: (data) => {
+      if (!refusing) loop.write(data);
+    },
+  });
+  client.on('data', (chunk: Buffer) => {
+    splitter.push(chunk);
+    if (loop.writableNeedDrain) {
+      client.pause();
+      loop.once('drain', () => client.resume());
+    }
+  });
+  loop.on('data', (chunk: Buffer) => {
+    const wait = writeOrWait(client, chunk, stallTimeoutMs, stalled);
+    if (wait) {
+      loop.pause();
+      void wait.then(() => loop.resume());
+    }
+  });
+  // The client went away: end the loop's stream too, so the loop returns.
+  client.on('close', () => loop.destroy());
+  // The loop returned (shutdown or end_session): pass on what it wrote, then close.
+  loop.on('end', () => client.end());
+  client.on('error', () => undefined);
+  loop.on('error', () => undefined);
+}
+
+async function serve(start: SessionStart, client: Socket): Promise<number> {
+  const [nodeEnd, tvmEnd] = addon.socketPair();
+  loopFd = tvmEnd;
+  const loop = new Socket({ fd: nodeEnd, readable: true, writable: true });
   registerServerFunctions(start);
-  // Ready: the server now answers the handshake, and the client starts talking to tvmFd.
+  relay(client, loop, start);
+  // Ready: the server now answers the handshake, and the client starts talking.
   process.send!('ready');
+  let code = 0;
   try {
-    await requireGlobalFunc('rpc.ServerLoop').callAsync(tvmFd);
-    return 0;
+    await requireGlobalFunc('rpc.ServerLoop').callAsync(tvmEnd);
   } catch (err) {
-    process.stderr.write(`tvm-node rpc session: ${(err as Error).message}\n`);
-    return 1;
+    // A client that vanishes mid-request ends the loop this way; nothing else to do.
+    if (!client.destroyed) process.stderr.write(`tvm-node rpc session: ${(err as Error).message}\n`);
+    code = client.destroyed ? 0 : 1;
   }
+  // Let the last replies reach the client (bounded: a client that does not read is cut off).
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 2000);
+    client.end(() => (clearTimeout(timer), resolve()));
+  });
+  return code;
 }
 
 // pauseOnCreate is not available for received sockets; nothing arrives before 'ready'

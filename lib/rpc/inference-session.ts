@@ -1,0 +1,150 @@
+/**
+ * Inference-only sessions: the part of TVM's RPC protocol a client needs to look up and
+ * call the model-repository functions, implemented here in TypeScript and served inside the
+ * server process. Nothing a client sends reaches TVM's server loop, so no upload, no
+ * arbitrary global function, no device memory or pointer is reachable: a request names one
+ * of a fixed set of functions and passes plain values (numbers, strings, bytes), and
+ * everything else is refused with an error the client raises, after which the session goes
+ * on. Sessions share one model cache and cost no process start.
+ */
+import type { Socket } from 'node:net';
+import { startReading, writeOrWait } from './protocol';
+import {
+  encodeCallReturn,
+  encodeException,
+  encodeSyscallReturn,
+  PacketReader,
+  type PacketTooLargeError,
+  RPC_PROTOCOL_VERSION,
+  RPCCode,
+  WireDecoder,
+  WireError,
+  type WireValue,
+} from './wire';
+
+/** What a served function can do to its session. */
+export interface SessionControl {
+  /** Ends the session once this call's reply has gone out. */
+  end(): void;
+}
+
+/** A function an inference-only server offers: plain values in, one plain value out. */
+export type ServedFunction = (args: WireValue[], session: SessionControl) => Promise<WireValue> | WireValue;
+
+/** Options of {@link serveInferenceSession}. */
+export interface InferenceSessionOptions {
+  /** The functions clients may look up and call, by name. */
+  functions: ReadonlyMap<string, ServedFunction>;
+  /** Largest packet accepted; larger ones are refused and skipped. */
+  maxMessageBytes: number;
+  /** A reply the client does not read within this long ends the session. */
+  stallTimeoutMs: number;
+}
+
+/**
+ * Serves TVM's RPC protocol on `socket` (handshake done) until the client shuts down or
+ * goes away; resolves then. One request at a time, as TVM's protocol is: the socket is not
+ * read while a request runs or its reply waits for the client to take it, so a client that
+ * sends without reading holds at most one packet of server memory.
+ */
+export function serveInferenceSession(socket: Socket, opts: InferenceSessionOptions): Promise<void> {
+  return new Promise((resolve) => {
+    const names = [...opts.functions.keys()];
+    const control = { ending: false, end: () => void (control.ending = true) };
+    let initialized = false;
+    const queue: Array<Buffer | PacketTooLargeError> = [];
+    let busy = false;
+
+    const finish = () => {
+      socket.destroy();
+      resolve();
+    };
+
+    /** Handles are the function's place in the table: stable, never a pointer. */
+    const lookUp = (name: string): WireValue => {
+      const i = names.indexOf(name);
+      if (i < 0) throw new WireError(`inference-only server: '${name}' is not served (it serves ${names.join(', ')})`, 'PermissionError');
+      return { kind: 'handle', value: BigInt(HANDLE_BASE + i) };
+    };
+
+    const call = async (d: WireDecoder): Promise<WireValue> => {
+      const handle = d.u64();
+      const name = names[Number(handle) - HANDLE_BASE];
+      if (handle < HANDLE_BASE || name === undefined) throw new WireError(`inference-only server: no function with handle 0x${handle.toString(16)}`, 'PermissionError');
+      return opts.functions.get(name)!(d.values(), control);
+    };
+
+    /** One request; errors become exception replies and the session goes on. */
+    const serve = async (body: Buffer): Promise<Buffer | 'shutdown'> => {
+      const d = new WireDecoder(body);
+      try {
+        const code = d.i32() as RPCCode;
+        if (code === RPCCode.Shutdown) return 'shutdown';
+        if (code === RPCCode.InitServer) {
+          const version = d.lengthPrefixed().toString('utf8');
+          if (version !== RPC_PROTOCOL_VERSION) throw new WireError(`client protocol ${version} does not match the server's ${RPC_PROTOCOL_VERSION}`);
+          if (d.values().length > 0) throw new WireError('inference-only server: custom session constructors are not served', 'PermissionError');
+          initialized = true;
+          return encodeSyscallReturn({ kind: 'none' });
+        }
+        if (!initialized) throw new WireError('the session was not initialized (InitServer first)');
+        switch (code) {
+          case RPCCode.GetGlobalFunc: {
+            const [name] = d.values();
+            if (name?.kind !== 'str') throw new WireError('GetGlobalFunc wants a name');
+            return encodeSyscallReturn(lookUp(name.value));
+          }
+          case RPCCode.FreeHandle:
+            return encodeSyscallReturn({ kind: 'none' });
+          case RPCCode.CallFunc:
+            return encodeCallReturn(await call(d));
+          default:
+            throw new WireError(`inference-only server: ${RPCCode[code] ?? `code ${code}`} is not served (only ${names.join(', ')})`, 'PermissionError');
+        }
+      } catch (err) {
+        return encodeException(errorText(err));
+      }
+    };
+
+    /** Writes a reply; a client that leaves it unread past the stall timeout loses its session. */
+    const reply = (packet: Buffer) => writeOrWait(socket, packet, opts.stallTimeoutMs, finish);
+
+    const pump = async () => {
+      if (busy) return;
+      busy = true;
+      socket.pause();
+      while (queue.length > 0 && !socket.destroyed) {
+        const next = queue.shift()!;
+        const out = Buffer.isBuffer(next) ? await serve(next) : encodeException(errorText(next));
+        if (out === 'shutdown') return finish();
+        await reply(out);
+        if (control.ending) return socket.end(() => finish());
+      }
+      busy = false;
+      socket.resume();
+    };
+
+    const reader = new PacketReader(
+      opts.maxMessageBytes,
+      (body) => queue.push(body),
+      (tooLarge) => queue.push(tooLarge),
+    );
+    socket.on('data', (chunk: Buffer) => {
+      reader.push(chunk);
+      void pump();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', finish);
+    startReading(socket);
+  });
+}
+
+/** Function handles start here, far from 0 (TVM's "no such function"). */
+const HANDLE_BASE = 0x1000;
+
+/** An error as TVM's server words it: `Kind: message`. */
+function errorText(err: unknown): string {
+  const e = err as { kind?: string; name?: string; message?: string };
+  const kind = e.kind ?? e.name ?? 'Error';
+  return `${kind}: ${e.message ?? String(err)}`;
+}

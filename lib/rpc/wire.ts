@@ -1,0 +1,335 @@
+/**
+ * TVM's binary RPC protocol after the handshake (src/runtime/rpc/rpc_endpoint.cc,
+ * minrpc/rpc_reference.h, protocol version "0.8.0"), as far as tvm-node's server needs it:
+ * splitting a stream into packets under a size limit, decoding the plain values of a
+ * packed argument sequence, and encoding replies.
+ *
+ * Packet: uint64 LE body length | int32 RPCCode | body. A packed sequence: int32 count, then
+ * per value an int32 type index (tvm-ffi's TVMFFITypeIndex) and its payload: int/bool/float
+ * and handles as 8 bytes; raw strings and byte arrays as uint64 length + bytes; string and
+ * bytes objects as a second uint32 type index, uint64 length + bytes.
+ */
+
+/** RPC packet codes (RPCCode in rpc_reference.h). */
+export enum RPCCode {
+  None = 0,
+  Shutdown = 1,
+  InitServer = 2,
+  CallFunc = 3,
+  Return = 4,
+  Exception = 5,
+  CopyFromRemote = 6,
+  CopyToRemote = 7,
+  CopyAck = 8,
+  GetGlobalFunc = 9,
+  FreeHandle = 10,
+  DevSetDevice = 11,
+  DevGetAttr = 12,
+  DevAllocData = 13,
+  DevFreeData = 14,
+  DevStreamSync = 15,
+  CopyAmongRemote = 16,
+  DevAllocDataWithScope = 17,
+  DevCreateStream = 18,
+  DevFreeStream = 19,
+  DevSetStream = 20,
+  DevGetCurrentStream = 21,
+}
+
+/** The protocol version client and server exchange in InitServer. */
+export const RPC_PROTOCOL_VERSION = '0.8.0';
+
+/** The tvm-ffi type indices that appear on the wire (c_api.h). */
+export const TypeIndex = {
+  None: 0,
+  Int: 1,
+  Bool: 2,
+  Float: 3,
+  OpaquePtr: 4,
+  DataType: 5,
+  Device: 6,
+  DLTensorPtr: 7,
+  RawStr: 8,
+  ByteArrayPtr: 9,
+  SmallStr: 11,
+  SmallBytes: 12,
+  StaticObjectBegin: 64,
+  Str: 65,
+  Bytes: 66,
+} as const;
+
+/** A plain value of a packed sequence. Devices, tensors and remote objects are not. */
+export type WireValue =
+  | { kind: 'none' }
+  | { kind: 'int' | 'bool' | 'handle'; value: bigint }
+  | { kind: 'float'; value: number }
+  | { kind: 'str'; value: string }
+  | { kind: 'bytes'; value: Buffer };
+
+/**
+ * A request the server cannot or will not serve; `kind` is the error kind the client sees
+ * (ValueError for malformed bytes, PermissionError for what a policy refuses).
+ */
+export class WireError extends Error {
+  override name = 'WireError';
+  constructor(
+    message: string,
+    readonly kind = 'ValueError',
+  ) {
+    super(message);
+  }
+}
+
+/** A packet whose announced length is over the limit; `length` is what it announced. */
+export class PacketTooLargeError extends WireError {
+  override name = 'PacketTooLargeError';
+  constructor(
+    readonly length: bigint,
+    readonly limit: number,
+  ) {
+    super(`RPC message of ${length} bytes exceeds the server's limit of ${limit} bytes`, 'RPCMessageTooLarge');
+  }
+}
+
+const LENGTH_BYTES = 8;
+
+/** Where a {@link PacketSplitter} sends the pieces of the stream. */
+export interface PacketSink {
+  /** A packet starts; `length` is its body length as announced. */
+  header(length: bigint): void;
+  /** The next bytes of the current packet's body (a view into the chunk). */
+  body(data: Buffer): void;
+}
+
+/**
+ * Follows packet boundaries in a byte stream without keeping the bytes: it reports each
+ * packet's announced length before any of its body, so a relay can refuse an oversized
+ * packet before passing anything on, and a reader can skip one without buffering it.
+ */
+export class PacketSplitter {
+  private readonly head = Buffer.alloc(LENGTH_BYTES);
+  private headFill = 0;
+  /** Body bytes still to come of the current packet. */
+  private remaining = 0n;
+
+  constructor(private readonly sink: PacketSink) {}
+
+  push(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length) {
+      if (this.remaining === 0n) {
+        const n = Math.min(LENGTH_BYTES - this.headFill, chunk.length - pos);
+        chunk.copy(this.head, this.headFill, pos, pos + n);
+        this.headFill += n;
+        pos += n;
+        if (this.headFill < LENGTH_BYTES) return;
+        this.headFill = 0;
+        this.remaining = this.head.readBigUInt64LE(0);
+        this.sink.header(this.remaining);
+        continue;
+      }
+      const left = BigInt(chunk.length - pos);
+      const n = Number(this.remaining < left ? this.remaining : left);
+      this.remaining -= BigInt(n);
+      this.sink.body(chunk.subarray(pos, pos + n));
+      pos += n;
+    }
+  }
+
+  /** Whether the stream stands between packets (nothing of a packet is pending). */
+  get atBoundary(): boolean {
+    return this.remaining === 0n && this.headFill === 0;
+  }
+}
+
+/**
+ * Whole packets out of a byte stream, each at most `limit` bytes; the body of a larger one
+ * is skipped as it streams by (never buffered) and reported with its announced length.
+ */
+export class PacketReader {
+  private readonly splitter: PacketSplitter;
+  private parts: Buffer[] = [];
+  private need = 0;
+  private have = 0;
+  private skipping = false;
+
+  constructor(
+    readonly limit: number,
+    onPacket: (body: Buffer) => void,
+    onTooLarge: (err: PacketTooLargeError) => void,
+  ) {
+    this.splitter = new PacketSplitter({
+      header: (length) => {
+        this.skipping = length > BigInt(limit);
+        if (this.skipping) return onTooLarge(new PacketTooLargeError(length, limit));
+        this.need = Number(length);
+        this.have = 0;
+        this.parts = [];
+        if (this.need === 0) onPacket(Buffer.alloc(0));
+      },
+      body: (data) => {
+        if (this.skipping) return;
+        // Copy: the chunk's memory is reused by the stream.
+        this.parts.push(Buffer.from(data));
+        this.have += data.length;
+        if (this.have === this.need) onPacket(this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts));
+      },
+    });
+  }
+
+  push(chunk: Buffer): void {
+    this.splitter.push(chunk);
+  }
+}
+
+/** Reads a packet body: fixed-size fields and packed sequences of plain values. */
+export class WireDecoder {
+  private pos = 0;
+
+  constructor(private readonly buf: Buffer) {}
+
+  private take(n: number): number {
+    if (this.pos + n > this.buf.length) throw new WireError(`truncated packet: wanted ${n} bytes at offset ${this.pos} of ${this.buf.length}`);
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
+  i32(): number {
+    return this.buf.readInt32LE(this.take(4));
+  }
+
+  u64(): bigint {
+    return this.buf.readBigUInt64LE(this.take(8));
+  }
+
+  /** uint64 length + bytes (a view into the packet). */
+  lengthPrefixed(): Buffer {
+    const n = this.u64();
+    if (n > BigInt(this.buf.length - this.pos)) throw new WireError(`truncated packet: a field claims ${n} bytes`);
+    const at = this.take(Number(n));
+    return this.buf.subarray(at, at + Number(n));
+  }
+
+  /** A packed sequence of plain values; anything else is a {@link WireError} naming it. */
+  values(): WireValue[] {
+    const count = this.i32();
+    if (count < 0 || count > this.buf.length) throw new WireError(`bad argument count ${count}`);
+    return Array.from({ length: count }, () => this.value());
+  }
+
+  private value(): WireValue {
+    const type = this.i32();
+    switch (type) {
+      case TypeIndex.None:
+        return { kind: 'none' };
+      case TypeIndex.Int:
+        return { kind: 'int', value: this.buf.readBigInt64LE(this.take(8)) };
+      case TypeIndex.Bool:
+        return { kind: 'bool', value: this.buf.readBigInt64LE(this.take(8)) };
+      case TypeIndex.Float:
+        return { kind: 'float', value: this.buf.readDoubleLE(this.take(8)) };
+      case TypeIndex.OpaquePtr:
+        return { kind: 'handle', value: this.u64() };
+      case TypeIndex.RawStr:
+        return { kind: 'str', value: this.lengthPrefixed().toString('utf8') };
+      case TypeIndex.ByteArrayPtr:
+        return { kind: 'bytes', value: this.lengthPrefixed() };
+      case TypeIndex.SmallStr:
+      case TypeIndex.SmallBytes:
+      case TypeIndex.Str:
+      case TypeIndex.Bytes:
+        return this.object();
+      default:
+        throw new WireError(`argument type ${typeName(type)} is not accepted here`);
+    }
+  }
+
+  /** String and bytes objects carry their type index a second time. */
+  private object(): WireValue {
+    const type = this.buf.readUInt32LE(this.take(4));
+    if (type === TypeIndex.Str) return { kind: 'str', value: this.lengthPrefixed().toString('utf8') };
+    if (type === TypeIndex.Bytes) return { kind: 'bytes', value: this.lengthPrefixed() };
+    throw new WireError(`argument type ${typeName(type)} is not accepted here`);
+  }
+
+  /** Bytes left unread. */
+  get rest(): number {
+    return this.buf.length - this.pos;
+  }
+}
+
+function typeName(type: number): string {
+  const known = Object.entries(TypeIndex).find(([, v]) => v === type);
+  return known ? `${known[0]} (${type})` : String(type);
+}
+
+/** Encodes one plain value (strings as raw strings, bytes as byte arrays, as TVM replies). */
+function encodeValue(v: WireValue): Buffer[] {
+  const head = (type: number, size: number) => {
+    const b = Buffer.alloc(4 + size);
+    b.writeInt32LE(type, 0);
+    return b;
+  };
+  switch (v.kind) {
+    case 'none':
+      return [head(TypeIndex.None, 0)];
+    case 'int':
+    case 'bool':
+    case 'handle': {
+      const b = head(v.kind === 'int' ? TypeIndex.Int : v.kind === 'bool' ? TypeIndex.Bool : TypeIndex.OpaquePtr, 8);
+      b.writeBigUInt64LE(BigInt.asUintN(64, v.value), 4);
+      return [b];
+    }
+    case 'float': {
+      const b = head(TypeIndex.Float, 8);
+      b.writeDoubleLE(v.value, 4);
+      return [b];
+    }
+    case 'str':
+    case 'bytes': {
+      const data = v.kind === 'str' ? Buffer.from(v.value, 'utf8') : v.value;
+      const b = head(v.kind === 'str' ? TypeIndex.RawStr : TypeIndex.ByteArrayPtr, 8);
+      b.writeBigUInt64LE(BigInt(data.length), 4);
+      return [b, data];
+    }
+  }
+}
+
+/** A whole packet: length, code, then `parts`. */
+export function encodePacket(code: RPCCode, parts: Buffer[] = []): Buffer {
+  const body = 4 + parts.reduce((n, p) => n + p.length, 0);
+  const head = Buffer.alloc(12);
+  head.writeBigUInt64LE(BigInt(body), 0);
+  head.writeInt32LE(code, 8);
+  return Buffer.concat([head, ...parts]);
+}
+
+/** A packed sequence of plain values. */
+export function encodeValues(values: readonly WireValue[]): Buffer[] {
+  const count = Buffer.alloc(4);
+  count.writeInt32LE(values.length, 0);
+  return [count, ...values.flatMap(encodeValue)];
+}
+
+/** The reply to a syscall (GetGlobalFunc, FreeHandle, ...): one value. */
+export function encodeSyscallReturn(value: WireValue): Buffer {
+  return encodePacket(RPCCode.Return, encodeValues([value]));
+}
+
+/**
+ * The reply to CallFunc: TVM's servers send the result's type index first, then the value
+ * (strings as raw strings, bytes as byte arrays), and the client rebuilds the object.
+ */
+export function encodeCallReturn(value: WireValue): Buffer {
+  const typeOf = { none: TypeIndex.None, int: TypeIndex.Int, bool: TypeIndex.Bool, float: TypeIndex.Float, handle: TypeIndex.OpaquePtr, str: TypeIndex.Str, bytes: TypeIndex.Bytes }[value.kind];
+  return encodePacket(RPCCode.Return, encodeValues([{ kind: 'int', value: BigInt(typeOf) }, value]));
+}
+
+/**
+ * An exception reply: TVM's client raises it (as RPCError, or RPCSessionTimeoutError when
+ * the message starts with that name) and the session goes on.
+ */
+export function encodeException(message: string): Buffer {
+  return encodePacket(RPCCode.Exception, encodeValues([{ kind: 'str', value: message }]));
+}
