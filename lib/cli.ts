@@ -188,19 +188,22 @@ ${EXIT_HELP}`,
 
 handleExits(program.command('rpc-server'))
   .description('serve TVM RPC to many clients at once (stock TVM clients and trackers work unchanged)')
-  .option('--host <host>', 'address to bind (anything but loopback needs --trust-remote-clients)', '127.0.0.1')
+  .option('--host <host>', 'address to bind (anything but loopback needs --trust-remote-clients or --inference-only)', '127.0.0.1')
   .addOption(new Option('--port <port>', 'port to listen on (0: any free port)').default(9090).argParser(parsed('--port', (t) => parseCount(t, 0))))
   .option('--key <key>', 'key clients must present (TVM: --key)', '')
   .option('--tracker <host:port>', 'register with this TVM RPC tracker')
   .option('--models <dir>', 'serve the .so models in DIR by name (tvm_node.infer / session.infer)')
   .option('--demo-models', 'serve the bundled demo models (compiled on first use in a source checkout)')
-  .addOption(new Option('--cache-models <n>', 'most models each session keeps loaded').default(8).argParser(parsed('--cache-models', (t) => parseCount(t, 1))))
+  .addOption(new Option('--cache-models <n>', 'most models kept loaded (per session; shared in --inference-only)').default(8).argParser(parsed('--cache-models', (t) => parseCount(t, 1))))
   .option('--trust-remote-clients', 'allow a non-loopback bind: clients can run any code they upload')
+  .option('--inference-only', 'serve only the models (tvm_node.infer/models): no upload, no other function, no remote memory; needs --models or --demo-models')
+  .addOption(new Option('--max-message-mib <n>', 'largest RPC message a client may send, in MiB').default(512).argParser(parsed('--max-message-mib', (t) => parseCount(t, 1))))
+  .addOption(new Option('--max-upload-mib <n>', 'most bytes a session may upload, in MiB').default(256).argParser(parsed('--max-upload-mib', (t) => parseCount(t, 1))))
   .addOption(new Option('--max-sessions <n>', 'sessions at once').default(16).argParser(parsed('--max-sessions', (t) => parseCount(t, 1))))
   .addOption(new Option('--session-timeout <s>', 'longest session, in seconds').argParser(parsed('--session-timeout', (t) => parseCount(t, 1))))
   .addOption(new Option('--shutdown-deadline <s>', 'seconds sessions get to finish on SIGTERM/SIGINT').default(10).argParser(parsed('--shutdown-deadline', (t) => parseCount(t, 0))))
   .addHelpText('after', EXIT_HELP)
-  .action(async (o: { host: string; port: number; key: string; tracker?: string; models?: string; demoModels?: boolean; cacheModels: number; trustRemoteClients?: boolean; maxSessions: number; sessionTimeout?: number; shutdownDeadline: number }) => {
+  .action(async (o: { host: string; port: number; key: string; tracker?: string; models?: string; demoModels?: boolean; cacheModels: number; trustRemoteClients?: boolean; inferenceOnly?: boolean; maxMessageMib: number; maxUploadMib: number; maxSessions: number; sessionTimeout?: number; shutdownDeadline: number }) => {
     let tracker: { host: string; port: number } | undefined;
     if (o.tracker) {
       try {
@@ -210,7 +213,17 @@ handleExits(program.command('rpc-server'))
       }
     }
     const modelsDir = o.demoModels ? demoRepository() : o.models;
-    await rpcServer({ ...o, tracker, modelsDir, cache: { maxModels: o.cacheModels }, trustRemoteClients: o.trustRemoteClients ?? false });
+    if (o.inferenceOnly && !modelsDir) throw new UsageError('--inference-only serves a model repository: give --models DIR or --demo-models');
+    await rpcServer({
+      ...o,
+      tracker,
+      modelsDir,
+      cache: { maxModels: o.cacheModels },
+      trustRemoteClients: o.trustRemoteClients ?? false,
+      inferenceOnly: o.inferenceOnly ?? false,
+      maxMessageBytes: o.maxMessageMib * 2 ** 20,
+      maxUploadBytes: o.maxUploadMib * 2 ** 20,
+    });
   });
 
 program.parseAsync(process.argv).catch(fail);

@@ -22,14 +22,15 @@ export function parseHostPort(text: string): { host: string; port: number } {
 export async function rpcServer(o: RpcServerCommand): Promise<void> {
   const server = new RPCServer(o);
   server
-    .on('session', (id: number, addr: string) => console.log(`session ${id} from ${addr}`))
+    .on('session', (id: number, addr: string, pid?: number) => console.log(`session ${id} from ${addr}${pid ? ` (process ${pid})` : ''}`))
     .on('sessionEnd', (id: number, code: unknown) => console.log(`session ${id} ended (${code})`))
     .on('refused', (why: string) => console.log(`refused: ${why}`))
     .on('trackerError', (why: string) => console.error(`tracker: ${why}`));
   const addr = await server.listen();
   const key = server.options.key;
   const models = o.modelsDir ? new ModelRepository(o.modelsDir).list() : [];
-  console.log(`tvm-node rpc-server listening on ${addr.address}:${addr.port}${key ? ` (key '${key}')` : ''}`);
+  const mode = o.inferenceOnly ? 'inference-only: models only' : 'full TVM RPC: uploads and any function';
+  console.log(`tvm-node rpc-server listening on ${addr.address}:${addr.port}${key ? ` (key '${key}')` : ''} [${mode}]`);
   if (o.tracker) console.log(`registered with tracker ${o.tracker.host}:${o.tracker.port} under key '${key}'`);
   console.log(`  TVM Python: tvm.rpc.connect('${addr.address}', ${addr.port}${key ? `, key='${key}'` : ''})`);
   console.log(`  tvm-node:   await connect('${addr.address}', ${addr.port}${key ? `, { key: '${key}' }` : ''})`);

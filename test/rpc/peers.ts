@@ -8,6 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { Tensor } from '../../lib';
+import { encodePacket, encodeValues, PacketReader, RPC_PROTOCOL_VERSION, RPCCode, WireDecoder, type WireValue } from '../../lib/rpc/wire';
 import { assertMatches, npy, python, repoRoot, type ArraySpec } from '../fixtures';
 
 export const HOST = '127.0.0.1';
@@ -284,4 +285,97 @@ export function i32(...values: number[]): Buffer {
 export function clientHello(key = '', magic = 0xff271): Buffer {
   const k = Buffer.from(`client:${key}`);
   return Buffer.concat([i32(magic, k.length), k]);
+}
+
+/**
+ * A hand-driven TVM RPC client on a raw socket (handshake, then packets built with
+ * lib/rpc/wire.ts), for what stock clients never do: stop reading, send garbage, announce
+ * absurd sizes.
+ */
+export class RawRpcClient {
+  private readonly packets: Buffer[] = [];
+  private wake?: () => void;
+  closed = false;
+
+  private constructor(readonly socket: net.Socket) {
+    const reader = new PacketReader(Number.MAX_SAFE_INTEGER, (body) => {
+      this.packets.push(body);
+      this.wake?.();
+    }, () => undefined);
+    socket.on('data', (c: Buffer) => reader.push(c));
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake?.();
+    });
+    socket.on('error', () => undefined);
+  }
+
+  /** Connects and completes the handshake (asserting the server accepted it). */
+  static async open(port: number, key = ''): Promise<RawRpcClient> {
+    const socket = net.connect(port, HOST);
+    const hello = await withTimeout(
+      new Promise<Buffer>((resolve, reject) => {
+        let buf = Buffer.alloc(0);
+        socket.once('connect', () => socket.write(clientHello(key)));
+        socket.once('error', reject);
+        const onData = (c: Buffer) => {
+          buf = Buffer.concat([buf, c]);
+          if (buf.length < 8 || buf.length < 8 + buf.readInt32LE(4)) return;
+          socket.off('data', onData);
+          resolve(buf);
+        };
+        socket.on('data', onData);
+      }),
+      15000,
+      'raw client handshake',
+    );
+    assert.equal(hello.readInt32LE(0), 0xff271, 'handshake refused');
+    return new RawRpcClient(socket);
+  }
+
+  send(packet: Buffer): void {
+    this.socket.write(packet);
+  }
+
+  /** The next packet from the server: its code and a decoder over the rest. */
+  async next(ms = 15000): Promise<{ code: RPCCode; d: WireDecoder }> {
+    const deadline = Date.now() + ms;
+    while (this.packets.length === 0) {
+      if (this.closed) throw new Error('the server closed the connection');
+      if (Date.now() > deadline) throw new Error(`no packet within ${ms} ms`);
+      await withTimeout(new Promise<void>((r) => (this.wake = r)), ms, 'next packet').catch(() => undefined);
+    }
+    const d = new WireDecoder(this.packets.shift()!);
+    return { code: d.i32() as RPCCode, d };
+  }
+
+  /** Sends InitServer and checks the reply. */
+  async init(): Promise<void> {
+    const version = Buffer.from(RPC_PROTOCOL_VERSION);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(version.length));
+    this.send(encodePacket(RPCCode.InitServer, [len, version, ...encodeValues([])]));
+    assert.equal((await this.next()).code, RPCCode.Return);
+  }
+
+  /** GetGlobalFunc: the handle of a server function. */
+  async lookUp(name: string): Promise<bigint> {
+    this.send(encodePacket(RPCCode.GetGlobalFunc, encodeValues([{ kind: 'str', value: name }])));
+    const { code, d } = await this.next();
+    assert.equal(code, RPCCode.Return, `looking up ${name}`);
+    const [h] = d.values();
+    assert.equal(h.kind, 'handle');
+    return (h as { value: bigint }).value;
+  }
+
+  /** A CallFunc packet for `handle` with plain arguments. */
+  static callPacket(handle: bigint, args: WireValue[]): Buffer {
+    const h = Buffer.alloc(8);
+    h.writeBigUInt64LE(handle);
+    return encodePacket(RPCCode.CallFunc, [h, ...encodeValues(args)]);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
 }

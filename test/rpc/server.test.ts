@@ -12,6 +12,7 @@ import path from 'node:path';
 import { outputsOf, Tensor, TvmError, TvmValueError, VirtualMachine } from '../../lib';
 import { connect, type RPCSession } from '../../lib/rpc/client';
 import { RPCServer, type RPCServerOptions } from '../../lib/rpc/server';
+import { RPCCode } from '../../lib/rpc/wire';
 import { assertMatches, fixture, fixtureDir, npy, repoRoot } from '../fixtures';
 import {
   assertNumbersMatch,
@@ -20,6 +21,7 @@ import {
   i32,
   killAllClients,
   rawExchange,
+  RawRpcClient,
   runPython,
   sleep,
   spawnPython,
@@ -544,6 +546,69 @@ out(error=err_text(lambda: flow(r)))
       const res = Object.assign({}, ...r.results);
       assert.ok(typeof res.error === 'string' && res.error.length > 0, `the client saw no error: ${r.stdout} ${r.stderr.slice(-2000)}`);
       await goodNodeClient(port);
+    });
+  });
+
+  describe('limits (checked before TVM\'s loop sees a packet)', () => {
+    const MiB = 2 ** 20;
+
+    it('a message over maxMessageBytes and an upload over maxUploadBytes are refused with clear errors; the session goes on', async () => {
+      const { port: p } = await start({ maxMessageBytes: 4 * MiB, maxUploadBytes: 6 * MiB });
+      const res = await runPython(
+        PY_CONNECT +
+          PY_FLOW +
+          `
+e_big = err_text(lambda: tvm.runtime.tensor(np.ones(2 * 2**20, 'float32'), r.cpu()))
+r.upload(bytearray(3 * 2**20), 'a.bin')
+r.upload(bytearray(2 * 2**20), 'b.bin')
+e_up = err_text(lambda: r.upload(bytearray(2 * 2**20), 'c.bin'))
+r.upload(bytearray(1 * 2**20), 'a.bin')  # replacing a file frees its share
+out(e_big=e_big, e_up=e_up, a=len(r.download('a.bin')), **flow(r))
+`,
+        flowParams(p),
+      );
+      assert.match(res.e_big, /RPCMessageTooLarge: RPC message of \d+ bytes exceeds the server's limit of 4194304 bytes/);
+      assert.match(res.e_up, /upload of 'c.bin' \(2097152 bytes\) would take this session's uploads to 7340032 bytes, over the server's limit of 6291456 bytes/);
+      assert.equal(res.a, MiB);
+      assertFlow(res, 'python after refusals');
+    });
+
+    it('a packet announcing 2^62 bytes gets an error reply and is skipped, not allocated', async () => {
+      const raw = await RawRpcClient.open(port);
+      try {
+        await raw.init();
+        const head = Buffer.alloc(8);
+        head.writeBigUInt64LE(2n ** 62n);
+        raw.send(Buffer.concat([head, Buffer.alloc(4096, 0xab)]));
+        const { code, d } = await raw.next();
+        assert.equal(code, RPCCode.Exception);
+        const [msg] = d.values();
+        assert.match((msg as { value: string }).value, /^RPCMessageTooLarge: RPC message of 4611686018427387904 bytes exceeds/);
+      } finally {
+        raw.close();
+      }
+      await goodNodeClient(port);
+    });
+
+    it('a client that stops reading its replies loses its session after the stall timeout; others are served meanwhile', async () => {
+      const { server: s, port: p } = await start({ stallTimeoutMs: 1000 });
+      let sid: unknown;
+      const started = nextEvent(s, 'session').then((args) => (sid = args[0]));
+      const raw = await RawRpcClient.open(p);
+      await started;
+      const ended = nextEvent(s, 'sessionEnd', 60000, (id) => id === sid);
+      await raw.init();
+      const upload = await raw.lookUp('tvm.rpc.server.upload');
+      raw.send(RawRpcClient.callPacket(upload, [{ kind: 'str', value: 'big.bin' }, { kind: 'bytes', value: Buffer.alloc(4 * MiB, 1) }]));
+      assert.equal((await raw.next(30000)).code, RPCCode.Return);
+      const download = await raw.lookUp('tvm.rpc.server.download');
+      // Ask for 4 MiB twenty times and never read: the replies back up to the server.
+      raw.socket.pause();
+      for (let i = 0; i < 20; i++) raw.send(RawRpcClient.callPacket(download, [{ kind: 'str', value: 'big.bin' }]));
+      await goodNodeClient(p);
+      await ended;
+      raw.close();
+      assert.equal(s.activeSessions, 0);
     });
   });
 
