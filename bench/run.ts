@@ -1203,6 +1203,10 @@ async function benchRpc(ctx: Ctx): Promise<void> {
     const server = new RPCServer({ port: 0, modelsDir, maxSessions: 64 });
     const { port } = await server.listen();
     cleanup.push(['tvm-node server: close()', () => server.close(5000)]);
+    // The same repository served inference-only: sessions in the server process, one model cache.
+    const infServer = new RPCServer({ port: 0, modelsDir, maxSessions: 64, inferenceOnly: true });
+    const { port: infPort } = await infServer.listen();
+    cleanup.push(['tvm-node inference-only server: close()', () => infServer.close(5000)]);
     const tvm = await TvmRpcServer.start();
     cleanup.push(["TVM's Python server: stop", () => tvm.stop()]);
     const peer = new PythonPeer('rpc_peer.py');
@@ -1212,12 +1216,17 @@ async function benchRpc(ctx: Ctx): Promise<void> {
     const OURS = 'tvm-node client → tvm-node server';
     const PY_TVM = `${py} client → TVM's Python server`;
     const PY_OURS = `${py} client → tvm-node server`;
+    const INF = 'tvm-node client → tvm-node inference-only server';
+    const PY_INF = `${py} client → tvm-node inference-only server`;
 
     // 1. Upload throughput, on sessions that stay open.
     const session = await withTimeout(connect(RPC_HOST, port), T, 'connect to the tvm-node server');
     cleanup.push(['tvm-node session: close', () => closeSession(session)]);
     await peer.request({ op: 'connect', sess: 'tvm', port: tvm.port }, T);
     await peer.request({ op: 'connect', sess: 'ours', port }, T);
+    const infSession = await withTimeout(connect(RPC_HOST, infPort), T, 'connect to the inference-only server');
+    cleanup.push(['tvm-node inference-only session: close', () => closeSession(infSession)]);
+    await peer.request({ op: 'connect', sess: 'inf', port: infPort }, T);
     for (const bytes of s.uploadSizes) {
       const size = formatBytes(bytes);
       const blob = Buffer.alloc(bytes);
@@ -1258,6 +1267,9 @@ async function benchRpc(ctx: Ctx): Promise<void> {
       const hostInput = [{ data: x.data, shape: x.shape }];
       const shape = `[${x.shape.join(',')}]`;
       const inferOnce = async () => (await session.infer(name, hostInput)).forEach((t) => t.dispose());
+      const inferOnceInf = async () => (await infSession.infer(name, hostInput)).forEach((t) => t.dispose());
+      const [yInf] = await withTimeout(infSession.infer(name, hostInput), T, `inference-only infer ${name}`);
+      checkAgainst(yInf.toFloat32Array(), expect, tolerance, `${name}: session.infer, inference-only server`);
       // Diagnostic: tvm_node.infer through a function handle looked up once (session.infer looks it up on every call).
       const inferFn = await withTimeout(session.getFunction(INFER_FUNCTION), T, 'getFunction');
       const cachedOnce = async () => decodeTensors((await inferFn.call(name, encodeInputs(hostInput))) as Buffer);
@@ -1283,6 +1295,7 @@ async function benchRpc(ctx: Ctx): Promise<void> {
       await peer.request({ op: 'remote_vm', id: `vm-tvm-${name}`, sess: 'tvm', lib: fx.path, ...common }, T);
       await peer.request({ op: 'remote_vm', id: `vm-ours-${name}`, sess: 'ours', lib: fx.path, ...common }, T);
       await peer.request({ op: 'infer', id: `infer-ours-${name}`, sess: 'ours', model: name, ...common }, T);
+      await peer.request({ op: 'infer', id: `infer-inf-${name}`, sess: 'inf', model: name, ...common }, T);
       ctx.log(`rpc: ${name} latency`);
       const t = await measure(
         [
@@ -1292,6 +1305,8 @@ async function benchRpc(ctx: Ctx): Promise<void> {
           { key: 'cached', name: `${OURS}: decodeTensors(await f.call('${name}', encodeInputs([x]))), f = tvm_node.infer looked up once`, round: sequential(cachedOnce) },
           rpcPeerContender(peer, 'pyOurs', `${PY_OURS}: vm["main"](tvm.runtime.tensor(x, r.cpu())).numpy()`, `vm-ours-${name}`),
           rpcPeerContender(peer, 'pyInfer', `${PY_OURS}: unpack(r.get_function("tvm_node.infer")("${name}", pack([x])))`, `infer-ours-${name}`),
+          { key: 'inf', name: `${INF}: await session.infer('${name}', [x])`, round: sequential(inferOnceInf) },
+          rpcPeerContender(peer, 'pyInf', `${PY_INF}: unpack(r.get_function("tvm_node.infer")("${name}", pack([x])))`, `infer-inf-${name}`),
         ],
         ctx.rounds,
         ctx.roundMs,
@@ -1302,6 +1317,16 @@ async function benchRpc(ctx: Ctx): Promise<void> {
           note:
             'open session, model already loaded on the server; µs per inference, host input to host output. session.infer ' +
             'sends inputs and gets outputs in one tvm_node.infer call, but looks the function up first: 2 round trips',
+        }),
+      );
+      ctx.cases.push(
+        makeCase('rpc', `${what}: inference-only server: session.infer vs Python client on TVM's server (tensor, main, numpy)`, 'us/run', t.inf, t.py, {
+          note: 'the same client call as above, served in the server process by the TypeScript protocol subset (lib/rpc/inference-session.ts)',
+        }),
+      );
+      ctx.cases.push(
+        makeCase('rpc', `${what}: Python client, tvm_node.infer on the inference-only server vs multi-round-trip on TVM's`, 'us/run', t.pyInf, t.py, {
+          note: 'diagnostic: one round trip from the stock client to the in-process inference-only server',
         }),
       );
       ctx.cases.push(
@@ -1336,54 +1361,64 @@ async function benchRpc(ctx: Ctx): Promise<void> {
     // TVM's server serves one client at a time: free it for the connect cases.
     await peer.request({ op: 'close', sess: 'tvm' }, T);
     await peer.request({ op: 'close', sess: 'ours' }, T);
+    await peer.request({ op: 'close', sess: 'inf' }, T);
     await closeSession(session);
+    await closeSession(infSession);
     await waitIdle(server, 30000);
+    await waitIdle(infServer, 30000);
 
     // 3. Session setup: connect alone, and connect to first result (what a new user pays).
     const cm = s.concurrencyModel;
     const cio = io(cm);
     const cx = readNpy(cio.input);
     const cInput = [{ data: cx.data, shape: cx.shape }];
-    const settle = async () => {
-      await waitIdle(server, 30000);
+    const settle = async (srv: RPCServer) => {
+      await waitIdle(srv, 30000);
       await sleep(s.connectSettleMs);
     };
-    const nodeConnect: RoundFn = async (n) => {
+    const nodeConnect =
+      (srv: RPCServer, p: number): RoundFn =>
+      async (n) => {
+        let total = 0;
+        for (let i = 0; i < n; i++) {
+          const t0 = hrNow();
+          const sess = await withTimeout(connect(RPC_HOST, p), T, 'connect');
+          total += nsSince(t0);
+          await closeSession(sess);
+          await settle(srv);
+        }
+        return total;
+      };
+    const nodeFirst =
+      (srv: RPCServer, p: number): RoundFn =>
+      async (n) => {
       let total = 0;
       for (let i = 0; i < n; i++) {
         const t0 = hrNow();
-        const sess = await withTimeout(connect(RPC_HOST, port), T, 'connect');
-        total += nsSince(t0);
-        await closeSession(sess);
-        await settle();
-      }
-      return total;
-    };
-    const nodeFirst: RoundFn = async (n) => {
-      let total = 0;
-      for (let i = 0; i < n; i++) {
-        const t0 = hrNow();
-        const sess = await withTimeout(connect(RPC_HOST, port), T, 'connect');
+        const sess = await withTimeout(connect(RPC_HOST, p), T, 'connect');
         const outs = await withTimeout(sess.infer(cm, cInput), T, `first infer ${cm}`);
         total += nsSince(t0);
         checkAgainst(outs[0].toFloat32Array(), cio.expect, cio.tolerance, `${cm}: first session.infer`);
         outs.forEach((o) => o.dispose());
         await closeSession(sess);
-        await settle();
+        await settle(srv);
       }
       return total;
     };
     const settleMs = s.connectSettleMs;
     await peer.request({ op: 'connect_timer', id: 'conn-tvm', port: tvm.port, settle_ms: settleMs }, T);
     await peer.request({ op: 'connect_timer', id: 'conn-ours', port, settle_ms: settleMs }, T);
+    await peer.request({ op: 'connect_timer', id: 'conn-inf', port: infPort, settle_ms: settleMs }, T);
     const firstVm = { mode: 'vm', lib: fixture(cm).path, ...cio };
     await peer.request({ op: 'connect_timer', id: 'first-tvm', port: tvm.port, settle_ms: settleMs, first: firstVm }, T);
     ctx.log('rpc: connect');
     const tc = await measure(
       [
-        { key: 'node', name: `${OURS}: await connect()`, round: nodeConnect },
+        { key: 'node', name: `${OURS}: await connect()`, round: nodeConnect(server, port) },
         rpcPeerContender(peer, 'py', `${PY_TVM}: rpc.connect()`, 'conn-tvm'),
         rpcPeerContender(peer, 'pyOurs', `${PY_OURS}: rpc.connect()`, 'conn-ours'),
+        { key: 'inf', name: `${INF}: await connect()`, round: nodeConnect(infServer, infPort) },
+        rpcPeerContender(peer, 'pyInf', `${PY_INF}: rpc.connect()`, 'conn-inf'),
       ],
       ctx.rounds,
       ctx.roundMs,
@@ -1398,11 +1433,22 @@ async function benchRpc(ctx: Ctx): Promise<void> {
         note: 'diagnostic: the same stock client on both, so the server alone',
       }),
     );
+    ctx.cases.push(
+      makeCase('rpc', "connect: tvm-node inference-only server + client vs TVM's Python server + client", 'ms/session', tc.inf, tc.py, {
+        note: 'inference-only sessions are served in the server process: no process start',
+      }),
+    );
+    ctx.cases.push(
+      makeCase('rpc', "connect, Python client: tvm-node inference-only server vs TVM's Python server", 'ms/session', tc.pyInf, tc.py, {
+        note: 'diagnostic: the same stock client on both, so the server alone',
+      }),
+    );
     ctx.log('rpc: connect to first result');
     const tf = await measure(
       [
-        { key: 'node', name: `${OURS}: connect(), session.infer('${cm}', [x])`, round: nodeFirst },
+        { key: 'node', name: `${OURS}: connect(), session.infer('${cm}', [x])`, round: nodeFirst(server, port) },
         rpcPeerContender(peer, 'py', `${PY_TVM}: rpc.connect(), r.upload, r.load_module, VirtualMachine, first inference`, 'first-tvm'),
+        { key: 'inf', name: `${INF}: connect(), session.infer('${cm}', [x])`, round: nodeFirst(infServer, infPort) },
       ],
       ctx.rounds,
       ctx.roundMs,
@@ -1410,6 +1456,11 @@ async function benchRpc(ctx: Ctx): Promise<void> {
     ctx.cases.push(
       makeCase('rpc', `${cm}: connect to first result, tvm-node server + client vs TVM's Python server + client`, 'ms/session', tf.node, tf.py, {
         note: "tvm-node's server loads the model from its repository in the new session; the stock client uploads and loads it",
+      }),
+    );
+    ctx.cases.push(
+      makeCase('rpc', `${cm}: connect to first result, tvm-node inference-only server + client vs TVM's Python server + client`, 'ms/session', tf.inf, tf.py, {
+        note: 'inference-only: no process start, and the model is already in the shared cache after the first session',
       }),
     );
 
@@ -1420,19 +1471,22 @@ async function benchRpc(ctx: Ctx): Promise<void> {
     const pyClients: PythonPeer[] = [];
     cleanup.push(['client processes: close', () => Promise.all([...nodeClients.map((c) => c.close()), ...pyClients.map((p) => p.close(10000))])]);
     const nodeJob: ClientJob = { port, model: cm, ...cio, k: K };
+    const infJob: ClientJob = { ...nodeJob, port: infPort };
     const pyJob = { op: 'client', port: tvm.port, mode: 'vm', lib: fixture(cm).path, ...cio, k: K };
     type Level = { ns: number; clients: ClientTimes[] };
     for (const c of s.clients) {
       while (nodeClients.length < c) nodeClients.push(new NodeRpcClient());
       while (pyClients.length < c) pyClients.push(new PythonPeer('rpc_peer.py'));
       await Promise.all([...nodeClients.map((w) => w.ready(T)), ...pyClients.map((p) => p.request({ op: 'info' }, T))]);
-      const sides: Record<'node' | 'py', () => Promise<Level>> = {
-        node: async () => {
-          await waitIdle(server, 30000);
-          const t0 = hrNow();
-          const clients = await Promise.all(nodeClients.slice(0, c).map((w) => w.run(nodeJob, roundMs)));
-          return { ns: nsSince(t0), clients };
-        },
+      const nodeSide = (srv: RPCServer, job: ClientJob) => async (): Promise<Level> => {
+        await waitIdle(srv, 30000);
+        const t0 = hrNow();
+        const clients = await Promise.all(nodeClients.slice(0, c).map((w) => w.run(job, roundMs)));
+        return { ns: nsSince(t0), clients };
+      };
+      const sides: Record<'node' | 'inf' | 'py', () => Promise<Level>> = {
+        node: nodeSide(server, nodeJob),
+        inf: nodeSide(infServer, infJob),
         py: async () => {
           const t0 = hrNow();
           const clients = (await Promise.all(pyClients.slice(0, c).map((p) => p.request(pyJob, roundMs)))) as ClientTimes[];
@@ -1440,12 +1494,13 @@ async function benchRpc(ctx: Ctx): Promise<void> {
         },
       };
       ctx.log(`rpc: ${c} concurrent client(s) x ${K} inferences`);
-      const runs: Record<'node' | 'py', Level[]> = { node: [], py: [] };
+      const runs: Record<'node' | 'inf' | 'py', Level[]> = { node: [], inf: [], py: [] };
       try {
         await sides.node(); // warm-up, not counted
+        await sides.inf();
         await sides.py();
         for (let r = 0; r < s.concurrencyRounds; r++) {
-          const order: Array<'node' | 'py'> = r % 2 === 0 ? ['node', 'py'] : ['py', 'node'];
+          const order: Array<'node' | 'inf' | 'py'> = r % 2 === 0 ? ['node', 'inf', 'py'] : ['py', 'inf', 'node'];
           for (const k of order) runs[k].push(await sides[k]());
         }
       } catch (err) {
@@ -1457,9 +1512,9 @@ async function benchRpc(ctx: Ctx): Promise<void> {
         ctx.skipped.push({ group: 'rpc', name: `${cm}: ${rest.join(', ')} concurrent clients`, skipped: `a round failed: ${why}` });
         break;
       }
-      const timed = (k: 'node' | 'py', name: string): Timed => ({ name, opsPerRound: c * K, perOp: runs[k].map((l) => l.ns / (c * K)) });
+      const timed = (k: 'node' | 'inf' | 'py', name: string): Timed => ({ name, opsPerRound: c * K, perOp: runs[k].map((l) => l.ns / (c * K)) });
       // Per client, from the go: connected (for TVM's server: accepted, after the clients before it), first result.
-      const waits = (k: 'node' | 'py') => {
+      const waits = (k: 'node' | 'inf' | 'py') => {
         const per = (f: (x: ClientTimes) => number) => runs[k].flatMap((l) => l.clients.map((x) => f(x) / 1e6));
         const conn = per((x) => x.connectNs);
         const retries = runs[k].reduce((n, l) => n + l.clients.reduce((m, x) => m + x.retries, 0), 0);
@@ -1476,6 +1531,16 @@ async function benchRpc(ctx: Ctx): Promise<void> {
           timed('node', `${c} tvm-node client process(es): connect(), ${K} x session.infer, close()`),
           timed('py', `${c} ${py} client process(es): rpc.connect(), upload, load_module, ${K} x (tensor, main, numpy), close`),
           { note: `wall time from go to the last client's close, setup included; tvm-node clients ${waits('node')}; TVM's server's clients ${waits('py')}` },
+        ),
+      );
+      ctx.cases.push(
+        makeCase(
+          'rpc',
+          `${cm}: ${c} concurrent client${c > 1 ? 's' : ''} x ${K} inferences: tvm-node inference-only server + client vs TVM's Python stack`,
+          'infer/s',
+          timed('inf', `${c} tvm-node client process(es) → inference-only server: connect(), ${K} x session.infer, close()`),
+          timed('py', `${c} ${py} client process(es): rpc.connect(), upload, load_module, ${K} x (tensor, main, numpy), close`),
+          { note: `as above, sessions served in the server process on one model cache; tvm-node clients ${waits('inf')}` },
         ),
       );
     }

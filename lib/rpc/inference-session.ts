@@ -129,6 +129,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
       (body) => queue.push(body),
       (tooLarge) => queue.push(tooLarge),
     );
+    socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       reader.push(chunk);
       void pump();

@@ -76,7 +76,7 @@ export class ModelRepository {
     limits: CacheLimits = {},
   ) {
     this.maxModels = limits.maxModels ?? 8;
-    this.maxBytes = limits.maxBytes ?? 2 << 30;
+    this.maxBytes = limits.maxBytes ?? 2 * 2 ** 30;
     this.concurrency = limits.concurrency ?? 1;
   }
 
@@ -84,7 +84,7 @@ export class ModelRepository {
   list(): ModelInfo[] {
     return fs
       .readdirSync(this.dir)
-      .filter((f) => f.endsWith('.so'))
+      .filter((f) => f.endsWith('.so') && NAME.test(f.slice(0, -3)))
       .map((f) => this.info(f.slice(0, -3)))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -147,9 +147,21 @@ export class ModelRepository {
   }
 
   private insert(info: ModelInfo, mod: Module): Entry {
+    // A synchronous get() may have loaded this very version while an async load was under way.
+    const current = this.hit(info);
+    if (current) {
+      mod.dispose();
+      return current;
+    }
+    let vm: VirtualMachine;
+    try {
+      vm = new VirtualMachine(mod, { devices: [parseDevice(info.device)], concurrency: this.concurrency });
+    } catch (err) {
+      mod.dispose();
+      throw err;
+    }
     if (this.cache.has(info.name)) this.evict(info.name); // the file changed: drop the stale version
     this.makeRoom(info.bytes);
-    const vm = new VirtualMachine(mod, { devices: [parseDevice(info.device)], concurrency: this.concurrency });
     const entry: Entry = { key: cacheKey(info), info, vm, uses: 1, lastUse: this.tick };
     this.cache.set(info.name, entry);
     this.stats.loads++;

@@ -110,6 +110,8 @@ function relay(client: Socket, loop: Socket, { maxMessageBytes, stallTimeoutMs }
     client.destroy();
     endLoop();
   };
+  // Replies leave in pieces as the loop writes them: Nagle's algorithm would hold the last one back.
+  client.setNoDelay(true);
   let refusing = false;
   const splitter = new PacketSplitter({
     header: (length) => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { outputsOf, Tensor, TvmError, VirtualMachine, type Module } from '../../lib';
+import { type Device, outputsOf, Tensor, TvmError, VirtualMachine, type Module } from '../../lib';
 import { connect, type RPCSession } from '../../lib/rpc/client';
 import { assertMatches, fixture, npy, repoRoot } from '../fixtures';
 import { closedPort, HOST, startPythonServer, withTimeout, type PyServer } from './peers';
@@ -48,24 +48,30 @@ describe('RPC client against TVM\'s Python server', function () {
     assert.ok((await session.download('blob.bin')).equals(blob));
   });
 
-  it('runs mlp in a VirtualMachine over the remote module and matches the reference', async () => {
-    const fx = fixture('mlp');
-    const mod = await withTimeout(session.loadModule(fx.file), 60000, 'loadModule');
-    const vm = new VirtualMachine(mod, { devices: [session.cpu()] });
-    for (const c of fx.cases) {
-      const host = npy(c.inputs[0]);
-      const x = await session.tensor(host.data as Float32Array, { shape: host.shape, dtype: 'float32' });
-      assert.ok(x.device.isRemote);
-      const out = outputsOf<Tensor>(await withTimeout(vm.run(fx.function!, x), 60000, 'remote vm.run'));
-      assert.equal(out.length, c.outputs.length);
-      for (let i = 0; i < out.length; i++) {
-        assert.ok(out[i].device.isRemote, 'the output stays on the peer');
-        const data = await out[i].toArrayAsync();
-        assertMatches(Tensor.from(data, { shape: out[i].shape, dtype: out[i].dtype }), c.outputs[i], fx.tolerance);
+  for (const [how, make] of [
+    ['new VirtualMachine', async (mod: Module, devices: Device[]) => new VirtualMachine(mod, { devices })],
+    ['VirtualMachine.create (set-up on the thread pool)', (mod: Module, devices: Device[]) => VirtualMachine.create(mod, { devices })],
+  ] as const) {
+    it(`runs mlp in a VirtualMachine over the remote module (${how}) and matches the reference`, async () => {
+      const fx = fixture('mlp');
+      const mod = await withTimeout(session.loadModule(fx.file), 60000, 'loadModule');
+      const vm = await make(mod, [session.cpu()]);
+      for (const c of fx.cases) {
+        const host = npy(c.inputs[0]);
+        const x = await session.tensor(host.data as Float32Array, { shape: host.shape, dtype: 'float32' });
+        assert.ok(x.device.isRemote);
+        const out = outputsOf<Tensor>(await withTimeout(vm.run(fx.function!, x), 60000, 'remote vm.run'));
+        assert.equal(out.length, c.outputs.length);
+        for (let i = 0; i < out.length; i++) {
+          assert.ok(out[i].device.isRemote, 'the output stays on the peer');
+          const data = await out[i].toArrayAsync();
+          assertMatches(Tensor.from(data, { shape: out[i].shape, dtype: out[i].dtype }), c.outputs[i], fx.tolerance);
+        }
       }
-    }
-    await vm.dispose();
-  });
+      await vm.dispose();
+      await mod.disposeAsync();
+    });
+  }
 
   it('calls the remote kernel add_one on remote tensors', async () => {
     const fx = fixture('kernels');
