@@ -329,6 +329,11 @@ type Unit = BenchCase['unit'];
 /** Units of throughput (higher is better); the others are times per operation. */
 export const HIGHER_IS_BETTER: ReadonlySet<Unit> = new Set<Unit>(['GB/s', 'MB/s', 'infer/s']);
 
+/** Several cases of one group and unit, each `[name, subject, peer, note]`. */
+function makeCases(group: Group, unit: Unit, rows: Array<[string, Timed, Timed, string]>): BenchCase[] {
+  return rows.map(([name, subject, peer, note]) => makeCase(group, name, unit, subject, peer, { note }));
+}
+
 /** Builds a case from per-op ns of subject and peer (same rounds, paired). */
 function makeCase(
   group: Group,
@@ -1313,46 +1318,56 @@ async function benchRpc(ctx: Ctx): Promise<void> {
       );
       const what = `${name} ${shape}`;
       ctx.cases.push(
-        makeCase('rpc', `${what}: session.infer vs Python client on TVM's server (tensor, main, numpy)`, 'us/run', t.node, t.py, {
-          note:
-            'open session, model already loaded on the server; µs per inference, host input to host output. session.infer ' +
-            'sends inputs and gets outputs in one tvm_node.infer call, but looks the function up first: 2 round trips',
-        }),
-      );
-      ctx.cases.push(
-        makeCase('rpc', `${what}: inference-only server: session.infer vs Python client on TVM's server (tensor, main, numpy)`, 'us/run', t.inf, t.py, {
-          note: 'the same client call as above, served in the server process by the TypeScript protocol subset (lib/rpc/inference-session.ts)',
-        }),
-      );
-      ctx.cases.push(
-        makeCase('rpc', `${what}: Python client, tvm_node.infer on the inference-only server vs multi-round-trip on TVM's`, 'us/run', t.pyInf, t.py, {
-          note: 'diagnostic: one round trip from the stock client to the in-process inference-only server',
-        }),
-      );
-      ctx.cases.push(
-        makeCase('rpc', `${what}: session.infer vs tvm_node.infer through a function looked up once`, 'us/run', t.node, t.cached, {
-          note: 'diagnostic: session.infer looks tvm_node.infer up on every call (one more round trip)',
-        }),
-      );
-      ctx.cases.push(
-        makeCase('rpc', `${what}: multi-round-trip, tvm-node client + server vs Python client + TVM's server`, 'us/run', t.multi, t.py, {
-          note: 'diagnostic: the same remote calls on both sides',
-        }),
-      );
-      ctx.cases.push(
-        makeCase('rpc', `${what}: tvm-node client + server, infer vs multi-round-trip`, 'us/run', t.node, t.multi, {
-          note: 'diagnostic: what one round trip saves, same client, same server',
-        }),
-      );
-      ctx.cases.push(
-        makeCase('rpc', `${what}: Python client, multi-round-trip: tvm-node server vs TVM's server`, 'us/run', t.pyOurs, t.py, {
-          note: 'diagnostic: the same stock client on both, so the server alone',
-        }),
-      );
-      ctx.cases.push(
-        makeCase('rpc', `${what}: Python client, tvm_node.infer on tvm-node server vs multi-round-trip on TVM's`, 'us/run', t.pyInfer, t.py, {
-          note: 'diagnostic: one round trip from the stock client (README: pack/unpack)',
-        }),
+        ...makeCases('rpc', 'us/run', [
+          [
+            `${what}: session.infer vs Python client on TVM's server (tensor, main, numpy)`,
+            t.node,
+            t.py,
+            'open session, model already loaded on the server; µs per inference, host input to host output. session.infer ' + 'sends inputs and gets outputs in one tvm_node.infer call, but looks the function up first: 2 round trips',
+          ],
+          [
+            `${what}: inference-only server: session.infer vs Python client on TVM's server (tensor, main, numpy)`,
+            t.inf,
+            t.py,
+            'the same client call as above, served in the server process by the TypeScript protocol subset (lib/rpc/inference-session.ts)',
+          ],
+          [
+            `${what}: Python client, tvm_node.infer on the inference-only server vs multi-round-trip on TVM's`,
+            t.pyInf,
+            t.py,
+            'diagnostic: one round trip from the stock client to the in-process inference-only server',
+          ],
+          [
+            `${what}: session.infer vs tvm_node.infer through a function looked up once`,
+            t.node,
+            t.cached,
+            'diagnostic: session.infer looks tvm_node.infer up on every call (one more round trip)',
+          ],
+          [
+            `${what}: multi-round-trip, tvm-node client + server vs Python client + TVM's server`,
+            t.multi,
+            t.py,
+            'diagnostic: the same remote calls on both sides',
+          ],
+          [
+            `${what}: tvm-node client + server, infer vs multi-round-trip`,
+            t.node,
+            t.multi,
+            'diagnostic: what one round trip saves, same client, same server',
+          ],
+          [
+            `${what}: Python client, multi-round-trip: tvm-node server vs TVM's server`,
+            t.pyOurs,
+            t.py,
+            'diagnostic: the same stock client on both, so the server alone',
+          ],
+          [
+            `${what}: Python client, tvm_node.infer on tvm-node server vs multi-round-trip on TVM's`,
+            t.pyInfer,
+            t.py,
+            'diagnostic: one round trip from the stock client (README: pack/unpack)',
+          ],
+        ]),
       );
       await vm.dispose();
       mod.dispose();
@@ -1376,35 +1391,23 @@ async function benchRpc(ctx: Ctx): Promise<void> {
       await waitIdle(srv, 30000);
       await sleep(s.connectSettleMs);
     };
-    const nodeConnect =
-      (srv: RPCServer, p: number): RoundFn =>
+    /** Sessions on `srv`, each timed from connect to ready (or, with `first`, to its first result). */
+    const nodeSessions =
+      (srv: RPCServer, p: number, first: boolean): RoundFn =>
       async (n) => {
         let total = 0;
         for (let i = 0; i < n; i++) {
           const t0 = hrNow();
           const sess = await withTimeout(connect(RPC_HOST, p), T, 'connect');
+          const outs = first ? await withTimeout(sess.infer(cm, cInput), T, `first infer ${cm}`) : [];
           total += nsSince(t0);
+          if (first) checkAgainst(outs[0].toFloat32Array(), cio.expect, cio.tolerance, `${cm}: first session.infer`);
+          outs.forEach((o) => o.dispose());
           await closeSession(sess);
           await settle(srv);
         }
         return total;
       };
-    const nodeFirst =
-      (srv: RPCServer, p: number): RoundFn =>
-      async (n) => {
-      let total = 0;
-      for (let i = 0; i < n; i++) {
-        const t0 = hrNow();
-        const sess = await withTimeout(connect(RPC_HOST, p), T, 'connect');
-        const outs = await withTimeout(sess.infer(cm, cInput), T, `first infer ${cm}`);
-        total += nsSince(t0);
-        checkAgainst(outs[0].toFloat32Array(), cio.expect, cio.tolerance, `${cm}: first session.infer`);
-        outs.forEach((o) => o.dispose());
-        await closeSession(sess);
-        await settle(srv);
-      }
-      return total;
-    };
     const settleMs = s.connectSettleMs;
     await peer.request({ op: 'connect_timer', id: 'conn-tvm', port: tvm.port, settle_ms: settleMs }, T);
     await peer.request({ op: 'connect_timer', id: 'conn-ours', port, settle_ms: settleMs }, T);
@@ -1414,41 +1417,29 @@ async function benchRpc(ctx: Ctx): Promise<void> {
     ctx.log('rpc: connect');
     const tc = await measure(
       [
-        { key: 'node', name: `${OURS}: await connect()`, round: nodeConnect(server, port) },
+        { key: 'node', name: `${OURS}: await connect()`, round: nodeSessions(server, port, false) },
         rpcPeerContender(peer, 'py', `${PY_TVM}: rpc.connect()`, 'conn-tvm'),
         rpcPeerContender(peer, 'pyOurs', `${PY_OURS}: rpc.connect()`, 'conn-ours'),
-        { key: 'inf', name: `${INF}: await connect()`, round: nodeConnect(infServer, infPort) },
+        { key: 'inf', name: `${INF}: await connect()`, round: nodeSessions(infServer, infPort, false) },
         rpcPeerContender(peer, 'pyInf', `${PY_INF}: rpc.connect()`, 'conn-inf'),
       ],
       ctx.rounds,
       ctx.roundMs,
     );
     ctx.cases.push(
-      makeCase('rpc', "connect: tvm-node server + client vs TVM's Python server + client", 'ms/session', tc.node, tc.py, {
-        note: `handshake to a session ready for requests (tvm-node: a Node process start per session); ${settleMs} ms idle after each close, untimed`,
-      }),
-    );
-    ctx.cases.push(
-      makeCase('rpc', "connect, Python client: tvm-node server vs TVM's Python server", 'ms/session', tc.pyOurs, tc.py, {
-        note: 'diagnostic: the same stock client on both, so the server alone',
-      }),
-    );
-    ctx.cases.push(
-      makeCase('rpc', "connect: tvm-node inference-only server + client vs TVM's Python server + client", 'ms/session', tc.inf, tc.py, {
-        note: 'inference-only sessions are served in the server process: no process start',
-      }),
-    );
-    ctx.cases.push(
-      makeCase('rpc', "connect, Python client: tvm-node inference-only server vs TVM's Python server", 'ms/session', tc.pyInf, tc.py, {
-        note: 'diagnostic: the same stock client on both, so the server alone',
-      }),
+      ...makeCases('rpc', 'ms/session', [
+        ["connect: tvm-node server + client vs TVM's Python server + client", tc.node, tc.py, `handshake to a session ready for requests (tvm-node: a Node process start per session); ${settleMs} ms idle after each close, untimed`],
+        ["connect, Python client: tvm-node server vs TVM's Python server", tc.pyOurs, tc.py, 'diagnostic: the same stock client on both, so the server alone'],
+        ["connect: tvm-node inference-only server + client vs TVM's Python server + client", tc.inf, tc.py, 'inference-only sessions are served in the server process: no process start'],
+        ["connect, Python client: tvm-node inference-only server vs TVM's Python server", tc.pyInf, tc.py, 'diagnostic: the same stock client on both, so the server alone'],
+      ]),
     );
     ctx.log('rpc: connect to first result');
     const tf = await measure(
       [
-        { key: 'node', name: `${OURS}: connect(), session.infer('${cm}', [x])`, round: nodeFirst(server, port) },
+        { key: 'node', name: `${OURS}: connect(), session.infer('${cm}', [x])`, round: nodeSessions(server, port, true) },
         rpcPeerContender(peer, 'py', `${PY_TVM}: rpc.connect(), r.upload, r.load_module, VirtualMachine, first inference`, 'first-tvm'),
-        { key: 'inf', name: `${INF}: connect(), session.infer('${cm}', [x])`, round: nodeFirst(infServer, infPort) },
+        { key: 'inf', name: `${INF}: connect(), session.infer('${cm}', [x])`, round: nodeSessions(infServer, infPort, true) },
       ],
       ctx.rounds,
       ctx.roundMs,
