@@ -7,7 +7,8 @@
  *   (lib/rpc/session-worker.ts) with its own work directory, where the runtime's
  *   `rpc.ServerLoop` serves everything TVM's protocol allows (uploads, any global function,
  *   remote memory). A client whose uploaded code crashes ends only its session. Cost: a Node
- *   process start per session (about 0.1-0.3 s and ~50 MB while it lives).
+ *   process per session (~50 MB while it lives); `prestartSessions` processes are started
+ *   ahead of need, so a client does not wait for one to start (about 0.1-0.3 s).
  * - inference-only (`inferenceOnly`): sessions are served in this process by a TypeScript
  *   implementation of the few requests needed to call the model-repository functions
  *   (lib/rpc/inference-session.ts); nothing else is reachable, sessions share one model
@@ -16,7 +17,7 @@
  * up to `maxSessions`. Every packet a client sends is checked against `maxMessageBytes`
  * before the server keeps any of it.
  */
-import { fork } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
@@ -57,6 +58,8 @@ export interface RPCServerOptions {
   maxUploadBytes?: number;
   /** A client that leaves a reply unread this long loses its session. Default 30000 ms. */
   stallTimeoutMs?: number;
+  /** Full TVM mode: session processes kept started ahead of need. Default 2; 0 starts each on demand. */
+  prestartSessions?: number;
   /** Most sessions at once; later clients get a "server busy" error. Default 16. */
   maxSessions?: number;
   /** Upper bound on a session's life in seconds (a client's own -timeout may be shorter). */
@@ -100,6 +103,7 @@ export class RPCServer extends EventEmitter {
   /** The model cache all inference-only sessions share (full TVM mode: one per session process). */
   readonly repository?: ModelRepository;
   private registration?: TrackerRegistration;
+  private readonly processes: SessionProcessPool;
 
   constructor(opts: RPCServerOptions = {}) {
     super();
@@ -112,6 +116,7 @@ export class RPCServer extends EventEmitter {
       maxMessageBytes: opts.maxMessageBytes ?? 512 * 2 ** 20,
       maxUploadBytes: opts.maxUploadBytes ?? 256 * 2 ** 20,
       stallTimeoutMs: opts.stallTimeoutMs ?? 30_000,
+      prestartSessions: opts.prestartSessions ?? 2,
       maxSessions: opts.maxSessions ?? 16,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5000,
       workRoot: opts.workRoot ?? os.tmpdir(),
@@ -121,6 +126,7 @@ export class RPCServer extends EventEmitter {
       modelsDir: opts.modelsDir && path.resolve(opts.modelsDir),
       cache: opts.cache,
     };
+    this.processes = new SessionProcessPool(this.options.inferenceOnly ? 0 : this.options.prestartSessions);
     if (this.options.inferenceOnly) {
       if (!this.options.modelsDir) throw new TvmValueError('ValueError', 'inference-only mode serves a model repository: give modelsDir (CLI: --models DIR)');
       this.repository = new ModelRepository(this.options.modelsDir, { concurrency: os.availableParallelism(), ...this.options.cache });
@@ -135,6 +141,7 @@ export class RPCServer extends EventEmitter {
 
   /** Starts listening (and registers with the tracker, if any); resolves with the bound address. */
   async listen(): Promise<AddressInfo> {
+    this.processes.fill();
     const address = await new Promise<AddressInfo>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.options.port, this.options.host, () => {
@@ -220,8 +227,7 @@ export class RPCServer extends EventEmitter {
   /** Full TVM mode: a session process with its own work directory. */
   private serveInProcessOfItsOwn(id: number, socket: net.Socket): { session: LiveSession; pid?: number } {
     const workDir = fs.mkdtempSync(path.join(this.options.workRoot, `tvm-node-rpc-${id}-`));
-    addon.markCloexec();
-    const child = fork(sessionWorkerPath(), [], { execArgv: workerExecArgv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = this.processes.take();
     const { modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs } = this.options;
     const start: SessionStart = { workDir, modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs };
     // keepOpen: the server keeps its copy of the socket (paused) to report a timeout.
@@ -259,6 +265,7 @@ export class RPCServer extends EventEmitter {
     // Stop listening now. Not waiting for net.Server's own 'close': it tracks sockets handed
     // to session processes by asking those processes, which may have exited already.
     this.server.close();
+    this.processes.close();
     const all = Promise.all([...this.sessions.values()].map((s) => s.done));
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), deadlineMs)));
@@ -269,6 +276,44 @@ export class RPCServer extends EventEmitter {
     clearTimeout(timer);
     await this.repository?.dispose();
   }
+}
+
+/** Session processes started ahead of need, so a client does not wait for a Node start. */
+class SessionProcessPool {
+  private readonly idle = new Set<ChildProcess>();
+  private closed = false;
+
+  constructor(private readonly size: number) {}
+
+  /** Starts processes until `size` are waiting. */
+  fill(): void {
+    while (!this.closed && this.idle.size < this.size) {
+      const child = startSessionProcess();
+      this.idle.add(child);
+      child.once('exit', () => this.idle.delete(child));
+    }
+  }
+
+  /** A started process (or a new one), replaced in the background. */
+  take(): ChildProcess {
+    const [ready] = this.idle;
+    this.idle.delete(ready);
+    // Refill once the session has had its turn at the CPU: a Node start is not free.
+    setTimeout(() => this.fill(), 50).unref();
+    return ready ?? startSessionProcess();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const child of this.idle) child.kill('SIGKILL');
+    this.idle.clear();
+  }
+}
+
+function startSessionProcess(): ChildProcess {
+  // TVM's own sockets lack FD_CLOEXEC: without this a session process would inherit them.
+  addon.markCloexec();
+  return fork(sessionWorkerPath(), [], { execArgv: workerExecArgv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 }
 
 function isLoopback(host: string): boolean {

@@ -127,21 +127,15 @@ function nextEvent(emitter: EventEmitter, event: string, ms = 15000, filter: (..
   ).finally(() => emitter.off(event, handler));
 }
 
-/** Pids of live session processes forked by this process (the server exposes none). */
-function sessionWorkerPids(): number[] {
-  const pids: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid !== process.pid) continue;
-      if (fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('session-worker')) pids.push(Number(d));
-    } catch {
-      // gone
-    }
+/** Whether `pid` is a live session process forked by this process. */
+function isSessionWorker(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return ppid === process.pid && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('session-worker');
+  } catch {
+    return false; // gone
   }
-  return pids;
 }
 
 async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<void> {
@@ -521,7 +515,6 @@ while True:
     });
 
     it('a session process killed: its client gets an error, others go on', async () => {
-      const before = new Set(sessionWorkerPids());
       const started = nextEvent(server, 'session', 30000);
       const c = spawnPython(
         PY_CONNECT +
@@ -534,11 +527,10 @@ out(error=err_text(lambda: flow(r)))
         flowParams(port),
       );
       await c.waitFor('connected', 30000);
-      let pids: number[] = [];
-      await waitUntil(() => (pids = sessionWorkerPids().filter((p) => !before.has(p))).length === 1, 10000, 'the new session process');
-      const [id] = await started;
+      const [id, , pid] = await started;
+      assert.ok(typeof pid === 'number' && isSessionWorker(pid), `the 'session' event names the session's process (${pid})`);
       const ended = nextEvent(server, 'sessionEnd', 30000, (endId) => endId === id);
-      process.kill(pids[0], 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
       const [, code] = await ended;
       assert.equal(code, 'SIGKILL');
       c.send('go');
