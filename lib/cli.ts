@@ -200,10 +200,11 @@ handleExits(program.command('rpc-server'))
   .addOption(new Option('--max-message-mib <n>', 'largest RPC message a client may send, in MiB').default(512).argParser(parsed('--max-message-mib', (t) => parseCount(t, 1))))
   .addOption(new Option('--max-upload-mib <n>', 'most bytes a session may upload, in MiB').default(256).argParser(parsed('--max-upload-mib', (t) => parseCount(t, 1))))
   .addOption(new Option('--max-sessions <n>', 'sessions at once').default(16).argParser(parsed('--max-sessions', (t) => parseCount(t, 1))))
+  .addOption(new Option('--prestart-sessions <n>', 'session processes kept started ahead of need (full TVM mode)').default(2).argParser(parsed('--prestart-sessions', (t) => parseCount(t, 0))))
   .addOption(new Option('--session-timeout <s>', 'longest session, in seconds').argParser(parsed('--session-timeout', (t) => parseCount(t, 1))))
   .addOption(new Option('--shutdown-deadline <s>', 'seconds sessions get to finish on SIGTERM/SIGINT').default(10).argParser(parsed('--shutdown-deadline', (t) => parseCount(t, 0))))
   .addHelpText('after', EXIT_HELP)
-  .action(async (o: { host: string; port: number; key: string; tracker?: string; models?: string; demoModels?: boolean; cacheModels: number; trustRemoteClients?: boolean; inferenceOnly?: boolean; maxMessageMib: number; maxUploadMib: number; maxSessions: number; sessionTimeout?: number; shutdownDeadline: number }) => {
+  .action(async (o: { host: string; port: number; key: string; tracker?: string; models?: string; demoModels?: boolean; cacheModels: number; trustRemoteClients?: boolean; inferenceOnly?: boolean; maxMessageMib: number; maxUploadMib: number; maxSessions: number; prestartSessions: number; sessionTimeout?: number; shutdownDeadline: number }) => {
     let tracker: { host: string; port: number } | undefined;
     if (o.tracker) {
       try {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +7,7 @@ import { readNpy, TvmRuntimeError, TvmValueError, type NpyArray } from '../lib';
 import { describeFailure, UsageError, withHint } from '../lib/cli/errors';
 import { bindInputs, parseDevice, parseDTypeSpec, parseInputSpec, parseShape, parseShapeSpec, randomArray, seededRandom } from '../lib/cli/inputs';
 import { inFlight } from '../lib/cli/bench';
+import { connect } from '../lib/rpc/client';
 import { formatNumber, latencyStats, percentile, valueStats } from '../lib/cli/stats';
 import { fixture, fixtureDir, repoRoot } from './fixtures';
 
@@ -308,6 +309,8 @@ describe('tvm-node CLI', function () {
       ['bench without inputs or shapes', () => ['bench', fixture('mlp').path], /no input for parameter 'x'/],
       ['a missing model argument', () => ['bench'], /missing required argument 'model'/],
       ['an unknown command', () => ['frobnicate'], /unknown command 'frobnicate'/],
+      ['rpc-server --inference-only without models', () => ['rpc-server', '--inference-only', '--port', '0'], /--inference-only serves a model repository/],
+      ['a bad --max-message-mib', () => ['rpc-server', '--max-message-mib', '0'], /--max-message-mib '0'/],
     ];
     for (const [what, args, message] of cases) {
       it(what, () => assertFailure(cli(...args()), 2, /^usage$/, message));
@@ -358,6 +361,42 @@ describe('tvm-node CLI', function () {
         assert.match(r.stdout, new RegExp(`^Usage: tvm-node ${command}`));
         for (const w of words) assert.ok(r.stdout.includes(w), `${command} --help mentions ${w}`);
       });
+    }
+  });
+
+  it('rpc-server --inference-only: binds 0.0.0.0 without the trust flag, serves inference, stops on SIGTERM', async () => {
+    const models = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-cli-models-'));
+    fs.copyFileSync(fixture('mlp').path, path.join(models, 'mlp.so'));
+    const server = spawn(process.execPath, ['--require', 'tsx/cjs', 'lib/cli.ts', 'rpc-server', '--inference-only', '--models', models, '--host', '0.0.0.0', '--port', '0'], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    server.stdout.on('data', (c) => (stdout += c));
+    const exited = new Promise<number | null>((resolve) => server.once('exit', (code) => resolve(code)));
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no listening line in 60 s:\n${stdout}`)), 60000);
+        server.stdout.on('data', () => {
+          const m = /listening on 0\.0\.0\.0:(\d+) \[inference-only/.exec(stdout);
+          if (!m) return;
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        });
+      });
+      const session = await connect('127.0.0.1', port);
+      const c = fixture('mlp').cases[0];
+      const x = readNpy(file(c.inputs[0]));
+      const [y] = await session.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]);
+      await session.close();
+      const want = readNpy(file(c.outputs[0]));
+      assertClose({ data: y.toArray(), shape: y.shape, dtype: y.dtype } as NpyArray, want, fixture('mlp').tolerance, 'mlp over rpc-server --inference-only');
+      server.kill('SIGTERM');
+      assert.equal(await exited, 0);
+      assert.match(stdout, /SIGTERM: stopping/);
+    } finally {
+      server.kill('SIGKILL');
+      fs.rmSync(models, { recursive: true, force: true });
     }
   });
 
