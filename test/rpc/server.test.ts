@@ -492,6 +492,23 @@ out(inside=wp('fine.txt'), fine=r.download('fine.txt').decode(), ls=r.listdir('.
       }
     });
 
+    it('a client vanishing in the middle of a 64 MiB upload ends only its session', async () => {
+      let sid: unknown;
+      const started = nextEvent(server, 'session').then((args) => (sid = args[0]));
+      const raw = await RawRpcClient.open(port);
+      await started;
+      const ended = nextEvent(server, 'sessionEnd', 30000, (id) => id === sid);
+      await raw.init();
+      const upload = await raw.lookUp('tvm.rpc.server.upload');
+      const packet = RawRpcClient.callPacket(upload, [{ kind: 'str', value: 'half.bin' }, { kind: 'bytes', value: Buffer.alloc(64 * 2 ** 20, 7) }]);
+      // The announced length, the call and a fifth of the data; then the connection drops.
+      await new Promise<void>((resolve) => raw.socket.write(packet.subarray(0, 13 * 2 ** 20), () => resolve()));
+      raw.socket.destroy();
+      await ended;
+      assert.equal(server.activeSessions, 0);
+      await goodNodeClient(port);
+    });
+
     it('a Python client killed (SIGKILL) mid-session', async () => {
       const started = nextEvent(server, 'session', 30000);
       const c = spawnPython(
