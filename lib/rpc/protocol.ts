@@ -101,17 +101,21 @@ export function handshakeReply(code: number, serverKey?: string): Buffer {
 }
 
 /**
- * Writes `data`; if the socket's buffer is full, returns a promise for its draining, and
- * calls `onStall` if that takes longer than `stallMs` (a peer that stopped reading).
+ * Writes `data`; if the socket's buffer is full, returns a promise for its draining (or
+ * closing), and calls `onStall` if that takes longer than `stallMs` (a peer that stopped
+ * reading).
  * Undefined when nothing needs waiting for.
  */
 export function writeOrWait(socket: Socket, data: Buffer, stallMs: number, onStall: () => void): Promise<void> | undefined {
   if (socket.write(data)) return undefined;
   return new Promise((resolve) => {
     const timer = setTimeout(onStall, stallMs);
-    socket.once('drain', () => {
+    // A socket closed meanwhile (by the stall, or the peer) never drains: settle then too.
+    const settle = () => {
       clearTimeout(timer);
+      socket.off('drain', settle).off('close', settle);
       resolve();
-    });
+    };
+    socket.once('drain', settle).once('close', settle);
   });
 }

@@ -5,10 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import { Tensor } from '../../lib';
-import { encodePacket, encodeValues, PacketReader, RPC_PROTOCOL_VERSION, RPCCode, WireDecoder, type WireValue } from '../../lib/rpc/wire';
+import { encodePacket, encodeValues, RPC_PROTOCOL_VERSION, RPCCode, WireDecoder, type WireValue } from '../../lib/rpc/wire';
 import { assertMatches, npy, python, repoRoot, type ArraySpec } from '../fixtures';
 
 export const HOST = '127.0.0.1';
@@ -287,95 +288,165 @@ export function clientHello(key = '', magic = 0xff271): Buffer {
   return Buffer.concat([i32(magic, k.length), k]);
 }
 
+/** The next `event` from `emitter` (its arguments) that passes `filter`, within `ms`. */
+export function nextEvent(emitter: EventEmitter, event: string, ms = 15000, filter: (...args: unknown[]) => boolean = () => true): Promise<unknown[]> {
+  let handler: (...args: unknown[]) => void;
+  return withTimeout(
+    new Promise<unknown[]>((resolve) => {
+      handler = (...args) => {
+        if (filter(...args)) resolve(args);
+      };
+      emitter.on(event, handler);
+    }),
+    ms,
+    `'${event}' event`,
+  ).finally(() => emitter.off(event, handler));
+}
+
+export async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms: ${what}`);
+    await sleep(50);
+  }
+}
+
+// ---- raw TVM RPC packets (lib/rpc/wire.ts builds them), for what stock clients never send ----
+
+function u64(n: bigint | number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n), 0);
+  return b;
+}
+
+/** InitServer as the stock client sends it (or with another version / a session constructor). */
+export function initServer(version = RPC_PROTOCOL_VERSION, ctorArgs: WireValue[] = []): Buffer {
+  const v = Buffer.from(version, 'utf8');
+  return encodePacket(RPCCode.InitServer, [u64(v.length), v, ...encodeValues(ctorArgs)]);
+}
+
+export function getGlobalFunc(name: string): Buffer {
+  return encodePacket(RPCCode.GetGlobalFunc, encodeValues([{ kind: 'str', value: name }]));
+}
+
+export function callFunc(handle: bigint, args: WireValue[]): Buffer {
+  return encodePacket(RPCCode.CallFunc, [u64(handle), ...encodeValues(args)]);
+}
+
+/** A reply packet: its code and its plain values. */
+export interface Packet {
+  code: number;
+  values: WireValue[];
+}
+
 /**
- * A hand-driven TVM RPC client on a raw socket (handshake, then packets built with
- * lib/rpc/wire.ts), for what stock clients never do: stop reading, send garbage, announce
- * absurd sizes.
+ * A hand-driven TVM RPC client on a raw socket, after a valid handshake: send any bytes,
+ * read whole reply packets. For what stock clients never do: stop reading, send garbage,
+ * announce absurd sizes, vanish mid-packet.
  */
-export class RawRpcClient {
-  private readonly packets: Buffer[] = [];
-  private wake?: () => void;
-  closed = false;
+export class RawPeer {
+  private buf = Buffer.alloc(0);
+  private waiters: Array<() => void> = [];
+  readonly closed: Promise<void>;
 
-  private constructor(readonly socket: net.Socket) {
-    const reader = new PacketReader(Number.MAX_SAFE_INTEGER, (body) => {
-      this.packets.push(body);
-      this.wake?.();
-    }, () => undefined);
-    socket.on('data', (c: Buffer) => reader.push(c));
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
+  private constructor(readonly sock: net.Socket) {
+    sock.on('data', (c: Buffer) => {
+      this.buf = Buffer.concat([this.buf, c]);
+      for (const w of this.waiters.splice(0)) w();
     });
-    socket.on('error', () => undefined);
+    this.closed = new Promise((resolve) => sock.once('close', () => resolve()));
+    void this.closed.then(() => {
+      for (const w of this.waiters.splice(0)) w();
+    });
   }
 
-  /** Connects and completes the handshake (asserting the server accepted it). */
-  static async open(port: number, key = ''): Promise<RawRpcClient> {
-    const socket = net.connect(port, HOST);
-    const hello = await withTimeout(
-      new Promise<Buffer>((resolve, reject) => {
-        let buf = Buffer.alloc(0);
-        socket.once('connect', () => socket.write(clientHello(key)));
-        socket.once('error', reject);
-        const onData = (c: Buffer) => {
-          buf = Buffer.concat([buf, c]);
-          if (buf.length < 8 || buf.length < 8 + buf.readInt32LE(4)) return;
-          socket.off('data', onData);
-          resolve(buf);
+  /** Connects and completes the handshake (asserting the server's reply). */
+  static async open(port: number, key = ''): Promise<RawPeer> {
+    const sock = net.connect(port, HOST);
+    sock.on('error', () => undefined);
+    const peer = new RawPeer(sock);
+    await withTimeout(new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject)), 10000, 'raw connect');
+    sock.write(clientHello(key));
+    const head = await peer.take(8, 10000);
+    assert.equal(head.readInt32LE(0), 0xff271, 'handshake reply code');
+    assert.equal((await peer.take(head.readInt32LE(4), 10000)).toString(), `server:${key}`);
+    return peer;
+  }
+
+  send(bytes: Buffer): void {
+    this.sock.write(bytes);
+  }
+
+  private async take(n: number, ms: number): Promise<Buffer> {
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (this.buf.length >= n) return resolve();
+          if (this.sock.destroyed) return reject(new Error(`connection closed with ${this.buf.length} of ${n} bytes`));
+          this.waiters.push(check);
         };
-        socket.on('data', onData);
+        check();
       }),
-      15000,
-      'raw client handshake',
+      ms,
+      `${n} bytes from the server`,
     );
-    assert.equal(hello.readInt32LE(0), 0xff271, 'handshake refused');
-    return new RawRpcClient(socket);
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
   }
 
-  send(packet: Buffer): void {
-    this.socket.write(packet);
+  /** The next whole packet from the server: its code and its packed values. */
+  async packet(ms = 10000): Promise<Packet> {
+    const len = Number((await this.take(8, ms)).readBigUInt64LE(0));
+    const d = new WireDecoder(Buffer.from(await this.take(len, ms)));
+    const code = d.i32();
+    return { code, values: d.values() };
   }
 
-  /** The next packet from the server: its code and a decoder over the rest. */
-  async next(ms = 15000): Promise<{ code: RPCCode; d: WireDecoder }> {
-    const deadline = Date.now() + ms;
-    while (this.packets.length === 0) {
-      if (this.closed) throw new Error('the server closed the connection');
-      if (Date.now() > deadline) throw new Error(`no packet within ${ms} ms`);
-      await withTimeout(new Promise<void>((r) => (this.wake = r)), ms, 'next packet').catch(() => undefined);
-    }
-    const d = new WireDecoder(this.packets.shift()!);
-    return { code: d.i32() as RPCCode, d };
+  /** The next packet, which must be an exception; its message. */
+  async exception(ms = 10000): Promise<string> {
+    const p = await this.packet(ms);
+    assert.equal(p.code, RPCCode.Exception, `expected an exception packet, got code ${p.code}: ${JSON.stringify(p.values, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`);
+    assert.equal(p.values[0].kind, 'str');
+    return (p.values[0] as { value: string }).value;
   }
 
-  /** Sends InitServer and checks the reply. */
+  /** InitServer (the stock client's: version, no constructor); asserts the reply. */
   async init(): Promise<void> {
-    const version = Buffer.from(RPC_PROTOCOL_VERSION);
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(version.length));
-    this.send(encodePacket(RPCCode.InitServer, [len, version, ...encodeValues([])]));
-    assert.equal((await this.next()).code, RPCCode.Return);
+    this.send(initServer());
+    const p = await this.packet();
+    assert.equal(p.code, RPCCode.Return);
+    assert.deepEqual(p.values, [{ kind: 'none' }]);
   }
 
-  /** GetGlobalFunc: the handle of a server function. */
-  async lookUp(name: string): Promise<bigint> {
-    this.send(encodePacket(RPCCode.GetGlobalFunc, encodeValues([{ kind: 'str', value: name }])));
-    const { code, d } = await this.next();
-    assert.equal(code, RPCCode.Return, `looking up ${name}`);
-    const [h] = d.values();
-    assert.equal(h.kind, 'handle');
-    return (h as { value: bigint }).value;
+  /** GetGlobalFunc(name): the function's handle. */
+  async handle(name: string): Promise<bigint> {
+    this.send(getGlobalFunc(name));
+    const p = await this.packet();
+    assert.equal(p.code, RPCCode.Return, `GetGlobalFunc ${name}`);
+    assert.equal(p.values[0].kind, 'handle');
+    return (p.values[0] as { value: bigint }).value;
   }
 
-  /** A CallFunc packet for `handle` with plain arguments. */
-  static callPacket(handle: bigint, args: WireValue[]): Buffer {
-    const h = Buffer.alloc(8);
-    h.writeBigUInt64LE(handle);
-    return encodePacket(RPCCode.CallFunc, [h, ...encodeValues(args)]);
+  /** Calls tvm_node.models; the names of the models in its reply. */
+  async modelNames(handle: bigint): Promise<string[]> {
+    this.send(callFunc(handle, []));
+    const p = await this.packet();
+    assert.equal(p.code, RPCCode.Return);
+    assert.equal(p.values[1].kind, 'str');
+    return (JSON.parse((p.values[1] as { value: string }).value) as Array<{ name: string }>).map((m) => m.name);
   }
 
-  close(): void {
-    this.socket.destroy();
+  destroy(): void {
+    this.sock.destroy();
   }
+}
+
+/** A raw session on `server`, with the promise of its 'sessionEnd' event. */
+export async function watchedRawSession(server: EventEmitter, port: number, endMs = 30000): Promise<{ peer: RawPeer; ended: Promise<unknown[]> }> {
+  let sid: unknown;
+  const started = nextEvent(server, 'session').then((args) => (sid = args[0]));
+  const peer = await RawPeer.open(port);
+  await started;
+  return { peer, ended: nextEvent(server, 'sessionEnd', endMs, (id) => id === sid) };
 }

@@ -3,7 +3,6 @@
  * client (tvm/.venv) and tvm-node's own client.
  */
 import assert from 'node:assert/strict';
-import type { EventEmitter } from 'node:events';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -16,15 +15,19 @@ import { RPCCode } from '../../lib/rpc/wire';
 import { assertMatches, fixture, fixtureDir, npy, repoRoot } from '../fixtures';
 import {
   assertNumbersMatch,
+  callFunc,
   clientHello,
   HOST,
   i32,
   killAllClients,
+  nextEvent,
   rawExchange,
-  RawRpcClient,
+  RawPeer,
   runPython,
   sleep,
   spawnPython,
+  waitUntil,
+  watchedRawSession,
   withTimeout,
 } from './peers';
 
@@ -112,21 +115,6 @@ async function remoteMlp(s: RPCSession, x: Float32Array, shape: number[]): Promi
   return host;
 }
 
-/** The next `event` from `emitter` (its arguments) that passes `filter`, within `ms`. */
-function nextEvent(emitter: EventEmitter, event: string, ms = 15000, filter: (...args: unknown[]) => boolean = () => true): Promise<unknown[]> {
-  let handler: (...args: unknown[]) => void;
-  return withTimeout(
-    new Promise<unknown[]>((resolve) => {
-      handler = (...args) => {
-        if (filter(...args)) resolve(args);
-      };
-      emitter.on(event, handler);
-    }),
-    ms,
-    `'${event}' event`,
-  ).finally(() => emitter.off(event, handler));
-}
-
 /** Whether `pid` is a live session process forked by this process. */
 function isSessionWorker(pid: number): boolean {
   try {
@@ -138,13 +126,6 @@ function isSessionWorker(pid: number): boolean {
   }
 }
 
-async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await sleep(50);
-  }
-}
 
 describe('RPCServer (tvm-node) with stock TVM and tvm-node clients', function () {
   this.timeout(180000);
@@ -493,17 +474,13 @@ out(inside=wp('fine.txt'), fine=r.download('fine.txt').decode(), ls=r.listdir('.
     });
 
     it('a client vanishing in the middle of a 64 MiB upload ends only its session', async () => {
-      let sid: unknown;
-      const started = nextEvent(server, 'session').then((args) => (sid = args[0]));
-      const raw = await RawRpcClient.open(port);
-      await started;
-      const ended = nextEvent(server, 'sessionEnd', 30000, (id) => id === sid);
+      const { peer: raw, ended } = await watchedRawSession(server, port);
       await raw.init();
-      const upload = await raw.lookUp('tvm.rpc.server.upload');
-      const packet = RawRpcClient.callPacket(upload, [{ kind: 'str', value: 'half.bin' }, { kind: 'bytes', value: Buffer.alloc(64 * 2 ** 20, 7) }]);
+      const upload = await raw.handle('tvm.rpc.server.upload');
+      const packet = callFunc(upload, [{ kind: 'str', value: 'half.bin' }, { kind: 'bytes', value: Buffer.alloc(64 * 2 ** 20, 7) }]);
       // The announced length, the call and a fifth of the data; then the connection drops.
-      await new Promise<void>((resolve) => raw.socket.write(packet.subarray(0, 13 * 2 ** 20), () => resolve()));
-      raw.socket.destroy();
+      await new Promise<void>((resolve) => raw.sock.write(packet.subarray(0, 13 * 2 ** 20), () => resolve()));
+      raw.destroy();
       await ended;
       assert.equal(server.activeSessions, 0);
       await goodNodeClient(port);
@@ -583,40 +560,33 @@ out(e_big=e_big, e_up=e_up, a=len(r.download('a.bin')), **flow(r))
     });
 
     it('a packet announcing 2^62 bytes gets an error reply and is skipped, not allocated', async () => {
-      const raw = await RawRpcClient.open(port);
+      const raw = await RawPeer.open(port);
       try {
         await raw.init();
         const head = Buffer.alloc(8);
         head.writeBigUInt64LE(2n ** 62n);
         raw.send(Buffer.concat([head, Buffer.alloc(4096, 0xab)]));
-        const { code, d } = await raw.next();
-        assert.equal(code, RPCCode.Exception);
-        const [msg] = d.values();
-        assert.match((msg as { value: string }).value, /^RPCMessageTooLarge: RPC message of 4611686018427387904 bytes exceeds/);
+        assert.match(await raw.exception(), /^RPCMessageTooLarge: RPC message of 4611686018427387904 bytes exceeds/);
       } finally {
-        raw.close();
+        raw.destroy();
       }
       await goodNodeClient(port);
     });
 
     it('a client that stops reading its replies loses its session after the stall timeout; others are served meanwhile', async () => {
       const { server: s, port: p } = await start({ stallTimeoutMs: 1000 });
-      let sid: unknown;
-      const started = nextEvent(s, 'session').then((args) => (sid = args[0]));
-      const raw = await RawRpcClient.open(p);
-      await started;
-      const ended = nextEvent(s, 'sessionEnd', 60000, (id) => id === sid);
+      const { peer: raw, ended } = await watchedRawSession(s, p, 60000);
       await raw.init();
-      const upload = await raw.lookUp('tvm.rpc.server.upload');
-      raw.send(RawRpcClient.callPacket(upload, [{ kind: 'str', value: 'big.bin' }, { kind: 'bytes', value: Buffer.alloc(4 * MiB, 1) }]));
-      assert.equal((await raw.next(30000)).code, RPCCode.Return);
-      const download = await raw.lookUp('tvm.rpc.server.download');
+      const upload = await raw.handle('tvm.rpc.server.upload');
+      raw.send(callFunc(upload, [{ kind: 'str', value: 'big.bin' }, { kind: 'bytes', value: Buffer.alloc(4 * MiB, 1) }]));
+      assert.equal((await raw.packet(30000)).code, RPCCode.Return);
+      const download = await raw.handle('tvm.rpc.server.download');
       // Ask for 4 MiB twenty times and never read: the replies back up to the server.
-      raw.socket.pause();
-      for (let i = 0; i < 20; i++) raw.send(RawRpcClient.callPacket(download, [{ kind: 'str', value: 'big.bin' }]));
+      raw.sock.pause();
+      for (let i = 0; i < 20; i++) raw.send(callFunc(download, [{ kind: 'str', value: 'big.bin' }]));
       await goodNodeClient(p);
       await ended;
-      raw.close();
+      raw.destroy();
       assert.equal(s.activeSessions, 0);
     });
   });
