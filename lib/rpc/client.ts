@@ -12,7 +12,7 @@ import { Module } from '../module';
 import type { DType } from '../dtype';
 import { Tensor, type TensorData } from '../tensor';
 import { decodeTensors, encodeInputs, END_SESSION_FUNCTION, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
-import { registerSessionQueue, SerialQueue } from './lock';
+import { registerSessionQueue, SerialQueue, withRequestSlot } from './lock';
 import type { ModelInfo } from './repository';
 
 /** Options of {@link connect}. */
@@ -188,7 +188,8 @@ export class RPCSession implements AsyncDisposable {
 export async function connect(host: string, port: number, opts: ConnectOptions = {}): Promise<RPCSession> {
   const key = (opts.key ?? '') + (opts.sessionTimeout ? ` -timeout=${opts.sessionTimeout}` : '');
   const rpcConnect = requireGlobalFunc('rpc.Connect');
-  const module = (await rpcConnect.callAsync(host, port, key, false)) as Module;
+  // The handshake and InitServer wait on the peer, on a pool thread.
+  const module = (await withRequestSlot(() => rpcConnect.callAsync(host, port, key, false))) as Module;
   const index = Number(requireGlobalFunc('rpc.SessTableIndex').call(module));
   return new RPCSession(module, index);
 }

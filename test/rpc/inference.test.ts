@@ -6,7 +6,6 @@
  * an exception the client raises, and the session goes on.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +14,7 @@ import { connect } from '../../lib/rpc/client';
 import { encodeInputs } from '../../lib/rpc/infer';
 import { RPCServer, type RPCServerOptions } from '../../lib/rpc/server';
 import { encodePacket, RPC_PROTOCOL_VERSION, RPCCode } from '../../lib/rpc/wire';
-import { assertMatches, fixture, fixtureDir, npy, repoRoot } from '../fixtures';
+import { assertMatches, fixture, fixtureDir, npy } from '../fixtures';
 import {
   assertNumbersMatch,
   callFunc,
@@ -28,6 +27,7 @@ import {
   RawPeer,
   rawExchange,
   runPython,
+  sleep,
   spawnPython,
   waitUntil,
   watchedRawSession,
@@ -242,52 +242,31 @@ after('badargs', lambda: f(1, 2))
       const refs: Float32Array[] = [];
       for (const x of inputs) refs.push(((await local.run('main', Tensor.from(x, { shape: x0.shape }))) as Tensor).toArray() as Float32Array);
       await local.dispose();
-      // The clients run in a Node process of their own: a client call holds a libuv pool
-      // thread until its reply comes, and this process's pool also runs the server's
-      // inferences (4 clients in here would take every pool thread; see the report).
-      const file = path.join(os.tmpdir(), `tvm-node-inference-inputs-${process.pid}.json`);
-      fs.writeFileSync(file, JSON.stringify(inputs.map((x) => Array.from(x))));
-      const script = `
-        const fs = require('node:fs');
-        const { connect } = require('./lib/rpc/client');
-        const inputs = JSON.parse(fs.readFileSync(${JSON.stringify(file)}, 'utf8'));
-        (async () => {
-          const outs = await Promise.all(inputs.map(async (x) => {
-            const s = await connect('${HOST}', ${port});
-            try {
-              const [y] = await s.infer('mlp', [{ data: Float32Array.from(x), shape: ${JSON.stringify(x0.shape)} }]);
-              await new Promise((r) => setTimeout(r, 300)); // hold the session, so that they overlap
-              return { shape: y.shape, dtype: y.dtype, data: Array.from(y.toArray()) };
-            } finally {
-              await s.close();
-            }
-          }));
-          console.log('OUTS ' + JSON.stringify(outs));
-          process.exit(0);
-        })().catch((e) => { console.error(e); process.exit(1); });`;
+      // The clients run in this process, whose libuv pool also runs the server's inferences:
+      // lib/rpc/lock.ts keeps their blocked requests from taking every pool thread.
       let most = 0;
       const count = () => (most = Math.max(most, server.activeSessions));
       server.on('session', count);
-      const child = spawn(process.execPath, ['--require', 'tsx/cjs', '-e', script], {
-        cwd: repoRoot,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout!.on('data', (c: Buffer) => (stdout += c));
-      child.stderr!.on('data', (c: Buffer) => (stderr += c));
       let outs: Array<{ shape: number[]; dtype: string; data: number[] }>;
       try {
-        const code = await withTimeout(new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c))), 60000, '8 concurrent clients');
-        assert.equal(code, 0, `client process failed:\n${stdout}\n${stderr.slice(-3000)}`);
-        const line = stdout.split('\n').find((l) => l.startsWith('OUTS '));
-        assert.ok(line, `no outputs:\n${stdout}\n${stderr.slice(-3000)}`);
-        outs = JSON.parse(line.slice(5));
+        outs = await withTimeout(
+          Promise.all(
+            inputs.map(async (x) => {
+              const s = await connect(HOST, port);
+              try {
+                const [y] = await s.infer('mlp', [{ data: x, shape: x0.shape }]);
+                await sleep(300); // hold the session, so that they overlap
+                return { shape: y.shape, dtype: y.dtype, data: Array.from(y.toArray() as Float32Array) };
+              } finally {
+                await s.close();
+              }
+            }),
+          ),
+          60000,
+          '8 concurrent clients',
+        );
       } finally {
-        child.kill('SIGKILL');
         server.off('session', count);
-        fs.rmSync(file, { force: true });
       }
       assert.equal(outs.length, 8);
       assertMatches(Tensor.from(Float32Array.from(outs[0].data), { shape: outs[0].shape }), fx.cases[0].outputs[0], fx.tolerance);
