@@ -163,11 +163,12 @@ export class VirtualMachine implements AsyncDisposable {
   functions(): VMFunctionInfo[] {
     this.checkOpen();
     const vm = this.syncInstanceOf().vm;
-    const arity = vm.requireFunction('get_function_arity');
-    const paramName = vm.requireFunction('get_function_param_name');
+    using arity = vm.requireFunction('get_function_arity');
+    using paramName = vm.requireFunction('get_function_param_name');
     // The runtime offers no list of functions; its disassembly (`as_text`) opens each
     // bytecode function with `@name:` and marks the packed functions it calls `packed_func`.
-    const text = String(this.module.requireFunction('as_text').call());
+    using asText = this.module.requireFunction('as_text');
+    const text = String(asText.call());
     return [...text.matchAll(/^@(\S+):$/gm)]
       .map((m) => m[1])
       .map((name) => {
