@@ -7,7 +7,7 @@
  * npm charting libraries either need a DOM/canvas to render or pull in far more than a
  * box plot needs).
  */
-import type { BenchCase, BenchReport } from './run';
+import type { BenchCase, BenchReport } from './types';
 
 const WIDTH = 1180;
 const LABEL_W = 600; // case names, left

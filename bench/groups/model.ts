@@ -1,0 +1,78 @@
+/**
+ * The `model` group: the `mlp` and `conv` fixtures, Node sync invoke and async run with
+ * 1/2/4 in flight vs Python's relax.VirtualMachine on the same .so. Its pumps (k runs kept in
+ * flight) serve the cnn group too.
+ */
+import path from 'node:path';
+import { outputsOf, Tensor, VirtualMachine } from '../../lib';
+import { fixture, fixtureDir, inputTensor } from '../../test/fixtures';
+import type { Ctx } from '../context';
+import { hrtimeLoop, makeCase, measure, type Contender, type RoundFn } from '../measure';
+
+/** Ops per round of a pump keeping k runs in flight: at least this many times k. */
+export const MIN_RUNS_PER_LANE = 2;
+
+export const dropAll = (out: unknown) => outputsOf<Tensor>(out).forEach((t) => t.dispose());
+
+/** Keeps `inFlight` vm.run calls going until n have been started; resolves with the wall ns. */
+export function pumpRuns(vm: VirtualMachine, fn: string, inputs: Tensor[], inFlight: number): RoundFn {
+  return async (n) => {
+    let started = 0;
+    const lane = async () => {
+      while (started < n) {
+        started++;
+        dropAll(await vm.run(fn, ...inputs));
+      }
+    };
+    const t0 = process.hrtime.bigint();
+    await Promise.all(Array.from({ length: Math.min(inFlight, n) }, lane));
+    return Number(process.hrtime.bigint() - t0);
+  };
+}
+
+export const IN_FLIGHT = [1, 2, 4] as const;
+
+export function pumpContenders(pump: (k: number) => RoundFn): Contender[] {
+  return IN_FLIGHT.map((k) => ({ key: `a${k}`, name: `vm.run, ${k} in flight`, round: pump(k), minOps: MIN_RUNS_PER_LANE * k }));
+}
+
+export async function benchModels(ctx: Ctx): Promise<void> {
+  for (const name of ['mlp', 'conv']) {
+    const fx = fixture(name);
+    const c = fx.cases[0];
+    const inputs = c.inputs.map(inputTensor);
+    const vm = await VirtualMachine.load(fx.path, { concurrency: 4 });
+    const fn = fx.function ?? 'main';
+    dropAll(vm.invoke(fn, ...inputs));
+    await ctx.peer.request({
+      op: 'vm',
+      id: name,
+      path: fx.path,
+      func: fn,
+      inputs: c.inputs.map((s) => path.join(fixtureDir(), s.file)),
+    });
+    const pump = (k: number) => pumpRuns(vm, fn, inputs, k);
+    ctx.log(`model: ${name}`);
+    const shape = c.inputs.map((s) => `[${s.shape.join(',')}]`).join(', ');
+    const t = await measure(
+      [
+        { key: 'sync', name: 'vm.invoke (sync)', round: hrtimeLoop(() => dropAll(vm.invoke(fn, ...inputs))) },
+        ...pumpContenders(pump),
+        ctx.peer.contender('py', `${ctx.pyName}: relax.VirtualMachine["${fn}"](x)`, name),
+      ],
+      ctx.rounds,
+      ctx.roundMs,
+    );
+    const what = `${name} ${shape}`;
+    ctx.cases.push(makeCase('model', `${what}: sync invoke vs Python`, 'us/run', t.sync, t.py, { goal: '>= 1' }));
+    for (const k of IN_FLIGHT) {
+      ctx.cases.push(
+        makeCase('model', `${what}: async run, ${k} in flight vs Python (sync)`, 'us/run', t[`a${k}`], t.py, {
+          note: 'tvm-node figure is wall time / runs (inverse throughput)',
+        }),
+      );
+    }
+    await vm.dispose();
+    inputs.forEach((x) => x.dispose());
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * The report: markdown (machine, versions, settings, how to read it, a table per group, what
+ * was skipped) and the files written to bench/results/ (REPORT.md, latest.json/latest.md and
+ * timestamped copies); the chart itself is bench/chart.ts.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ratioChart } from './chart';
+import { formatBytes } from './context';
+import { RPC_CLIENT_FLAG } from './groups/rpc-client';
+import type { BenchCase, BenchReport, Stats } from './types';
+
+export function fmt(x: number): string {
+  if (!Number.isFinite(x)) return String(x);
+  const a = Math.abs(x);
+  if (a >= 1000) return x.toFixed(0);
+  if (a >= 100) return x.toFixed(1);
+  if (a >= 10) return x.toFixed(2);
+  return x.toFixed(3);
+}
+
+const cell = (s: Stats) => `${fmt(s.median)} [${fmt(s.p25)}–${fmt(s.p75)}]`;
+
+/** File name of a report's chart, next to its markdown. */
+export function chartFileName(r: BenchReport): string {
+  return r.quick ? 'ratios.quick.svg' : 'ratios.svg';
+}
+
+const UNIT_NOTE: Record<BenchCase['unit'], string> = {
+  'ns/call': 'ns per call',
+  'GB/s': 'GB/s (higher is better)',
+  'ns/wrap': 'ns per wrap',
+  'us/run': 'µs per run',
+  'MB/s': 'MB/s (10^6 bytes/s, higher is better)',
+  'infer/s': 'inferences/s (higher is better)',
+  'ms/session': 'ms per session',
+};
+
+/**
+ * The report as markdown: machine, versions, settings, how to read it, the chart (linked as
+ * `chart`, default {@link chartFileName}), one table per group, and what was skipped.
+ */
+export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
+  const m = r.machine;
+  const t = r.settings.threads;
+  const v = r.versions;
+  const load = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' / ');
+  const lines = [
+    `# tvm-node benchmarks${r.quick ? ' (quick: checks the suite runs; the figures mean nothing)' : ''}`,
+    '',
+    `Run ${r.startedAt} (${r.durationS.toFixed(0)} s) by \`${r.quick ? 'npx tsx bench/run.ts --quick' : 'npm run bench'}\`. ` +
+      'Every figure is tvm-node against a peer measured in the same run, round by round.',
+    '',
+    '## Machine',
+    '',
+    '| | |',
+    '|---|---|',
+    `| CPU | ${m.cpuModel}, ${m.cores} cores (${m.availableParallelism} available to Node) |`,
+    `| Memory | ${m.memoryGiB} GiB |`,
+    `| OS | ${m.platform}-${m.arch} ${m.release} |`,
+    `| Node | ${m.node}, UV_THREADPOOL_SIZE=${m.uvThreadpoolSize ?? 'unset (4)'} |`,
+    `| Load average (1 / 5 / 15 min) | start ${load(m.loadAverage.start)}, end ${load(m.loadAverage.end)} |`,
+    '',
+    '## Versions',
+    '',
+    '| | |',
+    '|---|---|',
+    `| tvm-node | ${v.tvmNode} |`,
+    `| TVM runtime linked by tvm-node | ${v.tvm}, tvm-ffi ${v.tvmFfi} |`,
+    `| Python peer (bench/peer.py) | Python ${v.python.python}, tvm ${v.python.tvm}, tvm-ffi ${v.python.tvmFfi}, numpy ${v.python.numpy} |`,
+    `| onnxruntime-node | ${v.onnxruntimeNode ?? 'not loaded'} |`,
+    ...r.models.map(
+      (x) => `| ${x.name} built with | onnx ${x.toolchain.onnx} (graph), tvm ${x.toolchain.tvm} (compiler), onnxruntime ${x.toolchain.onnxruntime} (reference output) |`,
+    ),
+    '',
+    '## Settings',
+    '',
+    `- ${r.settings.rounds} rounds per case; in each round every contender runs for ~${r.settings.roundMs} ms ` +
+      '(ops per round calibrated once, then fixed), in an order that rotates from round to round.',
+    `- Threads: TVM_NUM_THREADS=${t.tvmNumThreads} for tvm-node and the Python peer (TVM reports ${t.tvmReported.node} ` +
+      `on Node's main thread, ${t.tvmReported.python} in Python); onnxruntime-node intraOpNumThreads=${t.ortIntraOpNumThreads}, ` +
+      `interOpNumThreads=${t.ortInterOpNumThreads}, executionMode sequential, graphOptimizationLevel all, CPU execution provider. ` +
+      'Each thread that runs TVM kernels has its own pool of that size: `vm.run` with k in flight uses k libuv threads, ' +
+      `so up to k x ${t.tvmNumThreads} TVM threads share the ${m.cores} cores.`,
+    `- Runs with k in flight: at least ${r.settings.minRunsPerLane} x k runs per round.`,
+    `- cnn: ${r.settings.cnnSettleMs} ms idle before each contender's round. TVM's and onnxruntime's worker threads spin for a ` +
+      "while after each parallel job, and TVM pins each pool's workers to cores; without the gap a contender is timed against " +
+      "the previous one's spinning threads (on 2 cores that made the tiny CNN's sync invoke ~10x slower).",
+    `- Copy/wrap sizes: ${r.settings.copySizes.map(formatBytes).join(', ')}.`,
+  ];
+  const rpc = r.settings.rpc;
+  if (r.settings.groups.includes('rpc')) {
+    lines.push(
+      `- rpc, all on loopback (127.0.0.1), same run, same fixtures: tvm-node side: ${rpc.tvmNodeServer}; ` +
+        `its client is tvm-node's \`connect()\` (lib/rpc/client.ts). Python side: ${rpc.pythonServer}; its client is the stock ` +
+        '`from tvm import rpc, relax` (bench/rpc_peer.py). Both servers run the same TVM runtime build and TVM_NUM_THREADS as above.',
+      `- rpc upload sizes: ${rpc.uploadSizes.map(formatBytes).join(', ')}; latency models: ${rpc.latencyModels.join(', ')}; ` +
+        `connect cases: ${rpc.connectSettleMs} ms idle (untimed) after each close.`,
+      `- rpc concurrency: ${rpc.clients.join(', ')} clients, each a process of its own (tvm-node: this script forked with ` +
+        `${RPC_CLIENT_FLAG}; Python: bench/rpc_peer.py) with its own session, each running ${rpc.infersPerClient} inferences of ` +
+        `\`${rpc.concurrencyModel}\`; processes are started before timing, the clock runs from telling them all to go until the last ` +
+        `has closed its session; ${rpc.concurrencyRounds} rounds after one warm-up, ${rpc.roundTimeoutS} s bound per round. ` +
+        `A client whose connect fails retries after ${rpc.retryMs} ms (${rpc.connectAttempts} attempts in all); the notes count retries.`,
+    );
+  }
+  for (const x of r.models) {
+    lines.push(
+      `- cnn model \`${x.name}\`: ${x.notes} ${(x.macs / 1e6).toFixed(1)} M multiply-adds and ${(x.params / 1e6).toFixed(2)} M weights per run; ` +
+        `ONNX opset ${x.opset}, compiled by TVM for target \`${x.target}\` (portable: no \`-mcpu\`, baseline ISA only) in ${x.compileS.toFixed(1)} s ` +
+        `(${x.cached ? `cached in ${x.dir}` : `built in this run into ${x.dir}`}); schedule: ${x.schedule}. ` +
+        `Outputs checked before timing against ${x.reference} (rtol ${x.tolerance.rtol}, atol ${x.tolerance.atol}): max |diff| ` +
+        `tvm-node ${x.maxAbsDiff.tvmNode.toExponential(1)}, Python tvm ${x.maxAbsDiff.tvmPython.toExponential(1)}` +
+        `${x.maxAbsDiff.onnxruntimeNode === null ? '' : `, onnxruntime-node ${x.maxAbsDiff.onnxruntimeNode.toExponential(1)}`}.`,
+    );
+  }
+  lines.push(
+    '',
+    '## How to read this',
+    '',
+    '- **Ratio** = peer time / tvm-node time, computed per round (both measured in that round) and summarized over the rounds: ' +
+      '**> 1 means tvm-node is faster**, < 1 the peer is faster. For throughputs (GB/s, MB/s, inferences/s) it is tvm-node / peer (same meaning).',
+    '- Cells show the median with [p25–p75] over rounds; "min–max ratio" is the full spread. A wide spread, or a high load ' +
+      'average above, means the machine was busy: trust medians, compare runs only on the same machine.',
+    '- `call`, `copy`, `wrap` and `model` measure what tvm-node adds (bindings, copies, the thread hop) against Python on the ' +
+      'same TVM runtime or against plain JS; `diagnostic` rows split that cost further.',
+    '- `cnn` vs Python runs the *same* compiled kernels, so a ratio near 1 says the binding adds nothing measurable to a ' +
+      'real model; "k in flight" shows the throughput of `vm.run` (wall time / runs) when k runs overlap.',
+    '- `cnn` vs onnxruntime-node compares *compilers*, not bindings: an untuned, portable TVM build (generic schedule, ' +
+      'baseline ISA) against onnxruntime\'s hand-written kernels (AVX2/AVX-512 picked at run time). It says how far an untuned ' +
+      'TVM artifact is from a tuned library; tuning (MetaSchedule) and `-mcpu=native` are what close it.',
+    ...(r.settings.groups.includes('rpc')
+      ? [
+          '- `rpc` compares a whole stack against a whole stack: tvm-node\'s server and client against TVM\'s Python server and the ' +
+            'stock Python client, both over TVM\'s RPC protocol. **upload**: MB/s of one upload on an open session. **infer vs Python ' +
+            'client on TVM\'s server**: µs per inference, host array in to host array out, on an open session with the model already ' +
+            'loaded; tvm-node sends inputs and gets outputs in one call of its server\'s `tvm_node.infer` (`session.infer`, which today ' +
+            'also looks that function up on every call: one more round trip, see the "looked up once" diagnostic), the stock client ' +
+            'does what TVM\'s server allows: `tvm.runtime.tensor(x, r.cpu())`, `vm["main"]`, `.numpy()` (several round trips). **connect**: handshake to a session ready for requests. **connect to first result**: what a new ' +
+            'client pays before its first answer (tvm-node\'s server loads the model from its repository; the stock client uploads and ' +
+            'loads the .so). **k concurrent clients**: inferences/s over the wall time of all clients\' whole sessions, setup ' +
+            'included; TVM\'s server serves one session at a time, so its clients queue. `diagnostic` rows swap one part at a ' +
+            'time: "Python client: tvm-node server vs TVM\'s server" puts the same stock client on both servers (the server alone); ' +
+            '"multi-round-trip" runs the same remote calls on both stacks; "infer vs multi-round-trip" is what one round trip saves.',
+        ]
+      : []),
+    '',
+    `![ratios: median, p25–p75 and min–max per case](${chart})`,
+    '',
+    `Chart: [${chart}](${chart}) — one row per case; dot: median ratio, box: p25–p75, whisker: min–max, log scale, dashed line: parity.`,
+  );
+  for (const g of r.settings.groups) {
+    const cases = r.cases.filter((c) => c.group === g);
+    if (cases.length === 0) continue;
+    const units = [...new Set(cases.map((c) => UNIT_NOTE[c.unit]))].join(', ');
+    lines.push('', `## ${g}`, '', `Unit: ${units}.`, '', '| case | unit | tvm-node | peer | ratio | min–max ratio | goal / note |', '|---|---|---|---|---|---|---|');
+    for (const c of cases) {
+      lines.push(
+        `| ${c.name} | ${c.unit} | ${cell(c.subject.stats)} ${c.subject.name} | ${cell(c.peer.stats)} ${c.peer.name} | ` +
+          `**${fmt(c.ratio.median)}** [${fmt(c.ratio.p25)}–${fmt(c.ratio.p75)}] | ${fmt(c.ratio.min)}–${fmt(c.ratio.max)} | ${[c.goal, c.note].filter(Boolean).join('; ')} |`,
+      );
+    }
+  }
+  if (r.skipped.length > 0) {
+    lines.push('', '## Skipped', '', '| group | what | why |', '|---|---|---|');
+    for (const s of r.skipped) lines.push(`| ${s.group} | ${s.name} | ${s.skipped} |`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * Writes into `dir` (default bench/results): REPORT.md + ratios.svg (quick runs:
+ * REPORT.quick.md + ratios.quick.svg), latest.json + latest.md (the same markdown), and a
+ * timestamped copy bench-<time>[-quick].{json,md,svg}. Returns the timestamped JSON path.
+ */
+export function writeReport(r: BenchReport, dir = path.join(__dirname, 'results')): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const stamp = r.startedAt.replace(/[:.]/g, '-');
+  const json = JSON.stringify(r, null, 2) + '\n';
+  const svg = ratioChart(r);
+  const base = path.join(dir, `bench-${stamp}${r.quick ? '-quick' : ''}`);
+  fs.writeFileSync(`${base}.json`, json);
+  fs.writeFileSync(`${base}.svg`, svg);
+  fs.writeFileSync(`${base}.md`, toMarkdown(r, path.basename(`${base}.svg`)));
+  const md = toMarkdown(r);
+  fs.writeFileSync(path.join(dir, chartFileName(r)), svg);
+  fs.writeFileSync(path.join(dir, r.quick ? 'REPORT.quick.md' : 'REPORT.md'), md);
+  fs.writeFileSync(path.join(dir, 'latest.json'), json);
+  fs.writeFileSync(path.join(dir, 'latest.md'), md);
+  return `${base}.json`;
+}

@@ -1,0 +1,180 @@
+/**
+ * The shape of what the benchmark suite reports (BenchReport: cases, machine, versions,
+ * settings, what was skipped) and how it is run (BenchOptions). Types only, plus the list of
+ * groups; bench/run.ts re-exports all of it.
+ */
+
+export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'rpc';
+export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'rpc'];
+
+/** Order statistics over the rounds. */
+export interface Stats {
+  median: number;
+  p25: number;
+  p75: number;
+  min: number;
+  max: number;
+  rounds: number;
+}
+
+export interface Side {
+  /** What was timed, e.g. `PackedFunc.call` or `Python tvm 0.27.0.post1`. */
+  name: string;
+  /** Operations per round. */
+  opsPerRound: number;
+  /** In the case's unit. */
+  stats: Stats;
+}
+
+export interface BenchCase {
+  group: Group;
+  name: string;
+  /** Bytes moved or wrapped per operation, for copy/wrap cases. */
+  bytes?: number;
+  /** Unit of `subject.stats` and `peer.stats`. */
+  unit: 'ns/call' | 'GB/s' | 'ns/wrap' | 'us/run' | 'MB/s' | 'infer/s' | 'ms/session';
+  higherIsBetter: boolean;
+  /** tvm-node. */
+  subject: Side;
+  peer: Side;
+  /** Per round, peer time / subject time: > 1 means tvm-node is faster. */
+  ratio: Stats;
+  /** What the ratio should be, when there is a goal. */
+  goal?: string;
+  note?: string;
+}
+
+export interface Machine {
+  cpuModel: string;
+  cores: number;
+  availableParallelism: number;
+  memoryGiB: number;
+  platform: string;
+  arch: string;
+  release: string;
+  node: string;
+  uvThreadpoolSize: string | null;
+  /** TVM_NUM_THREADS as found in the environment when the run started (see settings.threads). */
+  tvmNumThreads: string | null;
+  /** os.loadavg() (1, 5, 15 min) at the start and at the end of the run: other load skews figures. */
+  loadAverage: { start: number[]; end: number[] };
+}
+
+/** Thread counts the compute runtimes were given (the same for both, to compare fairly). */
+export interface ThreadSettings {
+  /** TVM_NUM_THREADS set for this process (each calling thread's TVM pool) and the Python peer. */
+  tvmNumThreads: number;
+  /** What TVM reports (runtime.NumThreads) on Node's main thread and in the Python peer. */
+  tvmReported: { node: number; python: number };
+  /** onnxruntime-node session options of the cnn group. */
+  ortIntraOpNumThreads: number;
+  ortInterOpNumThreads: number;
+}
+
+/** A CNN of the cnn group, as built by scripts/compile_bench_models.py. */
+export interface CnnModelInfo {
+  name: string;
+  notes: string;
+  input: { name: string; shape: number[]; dtype: string };
+  output: { name: string; shape: number[]; dtype: string };
+  macs: number;
+  params: number;
+  opset: number;
+  /** from_onnx + tvm.compile + export, when the model was (last) built. */
+  compileS: number;
+  /** Wall time of the build script in this run (small on a cache hit). */
+  buildScriptS: number;
+  cached: boolean;
+  target: string;
+  schedule: string;
+  reference: string;
+  tolerance: { rtol: number; atol: number };
+  /** max |output - reference| of each runtime, checked before timing. */
+  maxAbsDiff: { tvmPython: number; tvmNode: number; onnxruntimeNode: number | null };
+  toolchain: { onnx: string; onnxruntime: string; tvm: string };
+  dir: string;
+}
+
+/** How the rpc group was run. */
+export interface RpcSettings {
+  /** Upload sizes, bytes. */
+  uploadSizes: number[];
+  /** Fixtures of the latency cases. */
+  latencyModels: string[];
+  /** The model every concurrent client runs. */
+  concurrencyModel: string;
+  /** Concurrent clients per case. */
+  clients: number[];
+  /** Inferences each client runs in its session. */
+  infersPerClient: number;
+  /** Rounds of each concurrency case (each round: every client connects, runs, closes). */
+  concurrencyRounds: number;
+  /** Idle time after each timed connect (untimed), so a server's teardown is not charged to the next connect. */
+  connectSettleMs: number;
+  /** Bound on one round of a concurrency case (all its clients), s. */
+  roundTimeoutS: number;
+  /** A concurrent client's connect attempts (a failed one is retried after retryMs). */
+  connectAttempts: number;
+  retryMs: number;
+  /** What serves tvm-node's side. */
+  tvmNodeServer: string;
+  /** What serves the Python side. */
+  pythonServer: string;
+}
+
+/** Something the run did not measure, and why. */
+export interface SkippedEntry {
+  group: Group;
+  name: string;
+  skipped: string;
+}
+
+export interface BenchReport {
+  startedAt: string;
+  durationS: number;
+  quick: boolean;
+  settings: {
+    rounds: number;
+    roundMs: number;
+    copySizes: number[];
+    groups: Group[];
+    threads: ThreadSettings;
+    /** Ops per round of a contender that keeps k runs in flight: at least this many times k. */
+    minRunsPerLane: number;
+    /** Idle gap before each contender's round in the cnn group, ms. */
+    cnnSettleMs: number;
+    /** The rpc group's own settings. */
+    rpc: RpcSettings;
+  };
+  machine: Machine;
+  versions: {
+    tvmNode: string;
+    tvm: string;
+    tvmFfi: string;
+    python: Record<string, string>;
+    /** null when it could not be loaded (see skipped). */
+    onnxruntimeNode: string | null;
+  };
+  /** The CNN(s) of the cnn group. */
+  models: CnnModelInfo[];
+  cases: BenchCase[];
+  skipped: SkippedEntry[];
+}
+
+export interface BenchOptions {
+  /** Tiny sizes and few, short rounds: checks the suite works, says nothing about speed. */
+  quick?: boolean;
+  /** Rounds per case (default 15, quick 3). */
+  rounds?: number;
+  /** Target duration of one contender's round in ms (default 100, quick 2). */
+  roundMs?: number;
+  /**
+   * Threads for TVM (TVM_NUM_THREADS) and onnxruntime (intraOpNumThreads). Default:
+   * TVM_NUM_THREADS if set, else os.availableParallelism().
+   */
+  threads?: number;
+  /** Groups to run (default all). */
+  groups?: Group[];
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
