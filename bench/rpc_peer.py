@@ -37,7 +37,6 @@ import gc
 import json
 import os
 import platform
-import struct
 import sys
 import time
 
@@ -57,31 +56,12 @@ def main() -> None:
     import tvm_ffi
     from tvm import relax, rpc
 
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+    from tni1 import pack, unpack
+
     host = "127.0.0.1"
     sessions: dict = {}
     cases: dict = {}
-
-    def pack(arrays) -> bytearray:
-        """tvm-node's TNI1 tensor blob (lib/rpc/infer.ts)."""
-        entries, chunks, off = [], [], 0
-        for a in map(np.ascontiguousarray, arrays):
-            pad = -a.nbytes % 64
-            entries.append({"shape": list(a.shape), "dtype": str(a.dtype), "offset": off, "nbytes": a.nbytes})
-            chunks.append(a.tobytes() + b"\0" * pad)
-            off += a.nbytes + pad
-        h = json.dumps({"tensors": entries}).encode()
-        return bytearray(b"TNI1" + struct.pack("<I", len(h)) + h + b"".join(chunks))
-
-    def unpack(blob):
-        blob = bytes(blob)
-        if blob[:4] != b"TNI1":
-            raise ValueError("not a TNI1 tensor blob")
-        n = struct.unpack_from("<I", blob, 4)[0]
-        hdr, data = json.loads(blob[8 : 8 + n]), blob[8 + n :]
-        return [
-            np.frombuffer(data, e["dtype"], int(np.prod(e["shape"])), e["offset"]).reshape(e["shape"])
-            for e in hdr["tensors"]
-        ]
 
     def check(req, actual) -> dict:
         if "expect" not in req:

@@ -47,7 +47,7 @@ class Instance {
   constructor(readonly vm: Module) {}
 
   func(name: string): PackedFunc {
-    return this.cached(name, this.vm.getFunction(name, { queryImports: false }));
+    return this.funcs.get(name) ?? this.cached(name, this.vm.getFunction(name, { queryImports: false }));
   }
 
   /** {@link Instance.func} with the lookup on the thread pool (over RPC it is a round trip). */
@@ -55,12 +55,8 @@ class Instance {
     return this.funcs.get(name) ?? this.cached(name, await this.vm.getFunctionAsync(name));
   }
 
+  /** Caches a function just looked up (an instance serves one run at a time: no race). */
   private cached(name: string, f: PackedFunc | null): PackedFunc {
-    const hit = this.funcs.get(name);
-    if (hit) {
-      if (f && f !== hit) void f.disposeAsync();
-      return hit;
-    }
     if (!f) throw new TvmAttributeError('AttributeError', `the model has no function '${name}'`);
     this.funcs.set(name, f);
     return f;

@@ -9,7 +9,7 @@ import { bindInputs, parseDevice, parseDTypeSpec, parseInputSpec, parseShape, pa
 import { inFlight } from '../lib/cli/bench';
 import { connect } from '../lib/rpc/client';
 import { formatNumber, latencyStats, percentile, valueStats } from '../lib/cli/stats';
-import { fixture, fixtureDir, repoRoot } from './fixtures';
+import { fixture, fixtureDir, fixtureFile, repoRoot } from './fixtures';
 
 interface Result {
   status: number | null;
@@ -28,8 +28,6 @@ function cli(...args: string[]): Result {
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
-
-const file = (spec: { file: string }) => path.join(fixtureDir(), spec.file);
 
 /** Asserts two arrays match: exactly for integers, within atol + rtol*|ref| for floats. */
 function assertClose(got: NpyArray, want: NpyArray, tol: { rtol: number; atol: number }, what: string): void {
@@ -208,12 +206,12 @@ describe('tvm-node CLI', function () {
     const fx = fixture('mlp');
     const c = fx.cases[0];
     const out = path.join(tmp, 'mlp-out');
-    const r = cli('run', fx.path, '--input', `x=${file(c.inputs[0])}`, '-o', out);
+    const r = cli('run', fx.path, '--input', `x=${fixtureFile(c.inputs[0])}`, '-o', out);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stderr, '');
     assert.deepEqual(fs.readdirSync(out), ['output0.npy']);
     const got = readNpy(path.join(out, 'output0.npy'));
-    const want = readNpy(file(c.outputs[0]));
+    const want = readNpy(fixtureFile(c.outputs[0]));
     assertClose(got, want, fx.tolerance, 'output0');
     // The printed summary is of the same values.
     const line = r.stdout.split('\n').find((l) => l.startsWith('output0'))!;
@@ -230,12 +228,12 @@ describe('tvm-node CLI', function () {
     const fx = fixture('multi_out');
     const c = fx.cases[0];
     const out = path.join(tmp, 'multi-out');
-    const r = cli('run', fx.path, '--input', file(c.inputs[0]), '--out', out, '--device', 'cpu:0');
+    const r = cli('run', fx.path, '--input', fixtureFile(c.inputs[0]), '--out', out, '--device', 'cpu:0');
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(fs.readdirSync(out).sort(), ['output0.npy', 'output1.npy', 'output2.npy']);
     const dtypes = c.outputs.map((spec, i) => {
       const got = readNpy(path.join(out, `output${i}.npy`));
-      assertClose(got, readNpy(file(spec)), fx.tolerance, `output${i}`);
+      assertClose(got, readNpy(fixtureFile(spec)), fx.tolerance, `output${i}`);
       return got.dtype;
     });
     assert.deepEqual(dtypes, ['float32', 'float32', 'int64']);
@@ -244,7 +242,7 @@ describe('tvm-node CLI', function () {
 
   it('run --json: prints the summary as JSON', () => {
     const fx = fixture('multi_out');
-    const r = cli('run', fx.path, '-i', file(fx.cases[0].inputs[0]), '--json');
+    const r = cli('run', fx.path, '-i', fixtureFile(fx.cases[0].inputs[0]), '--json');
     assert.equal(r.status, 0, r.stderr);
     const j = JSON.parse(r.stdout);
     assert.equal(j.signature, 'main(x)');
@@ -254,14 +252,14 @@ describe('tvm-node CLI', function () {
       ['output1', 'float32', [2]],
       ['output2', 'int64', [2]],
     ]);
-    const ref = readNpy(file(fx.cases[0].outputs[1])).data as Float32Array;
+    const ref = readNpy(fixtureFile(fx.cases[0].outputs[1])).data as Float32Array;
     assert.ok(Math.abs(j.outputs[1].stats.max - Math.max(...ref)) < 1e-4);
     assert.ok(Number.isFinite(j.timeMs) && j.timeMs > 0);
   });
 
   it('bench --json: latency percentiles and throughput as numbers', () => {
     const fx = fixture('mlp');
-    const r = cli('bench', fx.path, '--input', `x=${file(fx.cases[0].inputs[0])}`, '--runs', '20', '--concurrency', '2', '--json');
+    const r = cli('bench', fx.path, '--input', `x=${fixtureFile(fx.cases[0].inputs[0])}`, '--runs', '20', '--concurrency', '2', '--json');
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stderr, '', 'no progress bar when stderr is not a terminal');
     const j = JSON.parse(r.stdout);
@@ -275,7 +273,7 @@ describe('tvm-node CLI', function () {
     // 20 runs, at most 2 at a time: the wall time covers at least 10 back-to-back runs.
     assert.ok(Math.abs(j.throughput * j.wallSeconds - 20) < 1e-6);
     assert.ok(j.wallSeconds * 1000 >= (l.min * 20) / 2 - 1e-6);
-    assert.deepEqual(j.inputs, [{ name: 'x', shape: [4, 16], dtype: 'float32', source: 'file', file: file(fx.cases[0].inputs[0]) }]);
+    assert.deepEqual(j.inputs, [{ name: 'x', shape: [4, 16], dtype: 'float32', source: 'file', file: fixtureFile(fx.cases[0].inputs[0]) }]);
   });
 
   it('bench: random inputs from --shape, with a text report', () => {
@@ -386,10 +384,10 @@ describe('tvm-node CLI', function () {
       });
       const session = await connect('127.0.0.1', port);
       const c = fixture('mlp').cases[0];
-      const x = readNpy(file(c.inputs[0]));
+      const x = readNpy(fixtureFile(c.inputs[0]));
       const [y] = await session.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]);
       await session.close();
-      const want = readNpy(file(c.outputs[0]));
+      const want = readNpy(fixtureFile(c.outputs[0]));
       assertClose({ data: y.toArray(), shape: y.shape, dtype: y.dtype } as NpyArray, want, fixture('mlp').tolerance, 'mlp over rpc-server --inference-only');
       server.kill('SIGTERM');
       assert.equal(await exited, 0);

@@ -44,8 +44,13 @@ export function fixture(name: string): Fixture & { path: string } {
   return { ...f, path: path.join(fixtureDir(), f.file) };
 }
 
+/** Where a fixture array's `.npy` file is (for peers that read it themselves). */
+export function fixtureFile(spec: { file: string }): string {
+  return path.join(fixtureDir(), spec.file);
+}
+
 export function npy(spec: ArraySpec): NpyArray {
-  return readNpy(path.join(fixtureDir(), spec.file));
+  return readNpy(fixtureFile(spec));
 }
 
 export function inputTensor(spec: ArraySpec): Tensor {

@@ -51,11 +51,14 @@ export function encodeTensors(tensors: readonly HostTensor[]): Buffer {
     return e;
   });
   const header = Buffer.from(JSON.stringify({ tensors: entries }), 'utf8');
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(header.length, 0);
-  const data = Buffer.alloc(offset);
-  tensors.forEach((t, i) => data.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), entries[i].offset));
-  return Buffer.concat([MAGIC, len, header, data]);
+  // One buffer, each tensor's bytes copied into it once.
+  const blob = Buffer.alloc(8 + header.length + offset);
+  MAGIC.copy(blob, 0);
+  blob.writeUInt32LE(header.length, 4);
+  header.copy(blob, 8);
+  const data = 8 + header.length;
+  tensors.forEach((t, i) => blob.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), data + entries[i].offset));
+  return blob;
 }
 
 /** Decodes a blob into host arrays (views into `blob`, no copy). */
@@ -90,14 +93,24 @@ export function decodeTensors(blob: Buffer): Array<{ data: TypedArray; shape: nu
 export function serveInference(repo: ModelRepository): (model: string, request: Buffer) => Buffer {
   return (model, request) => {
     const { vm, info } = repo.get(model);
-    return withInputs(request, (inputs) => encodeOutputs(vm.invoke(info.function, ...inputs)));
+    const inputs = decodeRequest(request);
+    try {
+      return encodeOutputs(vm.invoke(info.function, ...inputs));
+    } finally {
+      for (const t of inputs) t.dispose();
+    }
   };
 }
 
 /** The server side of {@link INFER_FUNCTION} off the JS thread: the load and the run use the thread pool. */
 export async function inferAsync(repo: ModelRepository, model: string, request: Buffer): Promise<Buffer> {
   const { vm, info } = await repo.getAsync(model);
-  return withInputs(request, async (inputs) => encodeOutputs(await vm.run(info.function, ...inputs)));
+  const inputs = decodeRequest(request);
+  try {
+    return encodeOutputs(await vm.run(info.function, ...inputs));
+  } finally {
+    for (const t of inputs) t.dispose();
+  }
 }
 
 /** The functions an inference-only server offers (lib/rpc/inference-session.ts), over `repo`. */
@@ -121,21 +134,10 @@ export function inferenceFunctions(repo: ModelRepository): Map<string, ServedFun
   ]);
 }
 
-/** Decodes a request into host tensors for `use`, releasing them once it settles. */
-function withInputs<T>(request: Buffer, use: (inputs: Tensor[]) => T): T {
+/** A request blob as host tensors (the caller disposes them). */
+function decodeRequest(request: Buffer): Tensor[] {
   if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
-  const inputs = decodeTensors(request).map((a) => Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }));
-  const release = () => inputs.forEach((t) => t.dispose());
-  let out: T;
-  try {
-    out = use(inputs);
-  } catch (err) {
-    release();
-    throw err;
-  }
-  if (out instanceof Promise) return out.finally(release) as T;
-  release();
-  return out;
+  return decodeTensors(request).map((a) => Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }));
 }
 
 /** A model's result (a tensor or a tuple of them) as a blob. */

@@ -14,7 +14,7 @@ import { connect } from '../../lib/rpc/client';
 import { encodeInputs } from '../../lib/rpc/infer';
 import { RPCServer, type RPCServerOptions } from '../../lib/rpc/server';
 import { encodePacket, RPC_PROTOCOL_VERSION, RPCCode } from '../../lib/rpc/wire';
-import { assertMatches, fixture, fixtureDir, npy } from '../fixtures';
+import { assertMatches, fixture, fixtureFile, npy } from '../fixtures';
 import {
   assertNumbersMatch,
   callFunc,
@@ -34,23 +34,10 @@ import {
   withTimeout,
 } from './peers';
 
-const fpath = (spec: { file: string }) => path.join(fixtureDir(), spec.file);
-
-/** Python: connect (params host, port, timeout), and the TNI1 pack/unpack of the README. */
+/** Python: connect (params host, port, timeout), and the TNI1 pack/unpack (scripts/tni1.py). */
 const PY_INFER = `
-import struct
-def pack(arrays):
-    entries, chunks, off = [], [], 0
-    for a in map(np.ascontiguousarray, arrays):
-        pad = -a.nbytes % 64
-        entries.append({"shape": list(a.shape), "dtype": str(a.dtype), "offset": off, "nbytes": a.nbytes})
-        chunks.append(a.tobytes() + b"\\0" * pad); off += a.nbytes + pad
-    h = json.dumps({"tensors": entries}).encode()
-    return bytearray(b"TNI1" + struct.pack("<I", len(h)) + h + b"".join(chunks))
-def unpack(blob):
-    blob = bytes(blob); n = struct.unpack_from("<I", blob, 4)[0]
-    hdr, data = json.loads(blob[8:8 + n]), blob[8 + n:]
-    return [np.frombuffer(data, e["dtype"], int(np.prod(e["shape"])), e["offset"]).reshape(e["shape"]) for e in hdr["tensors"]]
+sys.path.insert(0, os.path.join(os.getcwd(), 'scripts'))
+from tni1 import pack, unpack
 def infer(r, model, x):
     (y,) = unpack(r.get_function("tvm_node.infer")(model, pack([x])))
     return y.ravel().tolist()
@@ -59,7 +46,7 @@ r = rpc.connect(A['host'], A['port'], session_timeout=A.get('timeout', 0))
 
 /** Python parameters: the server and the fixture inputs. */
 function pyParams(port: number, extra: Record<string, unknown> = {}) {
-  return { host: HOST, port, mlp_x: fpath(fixture('mlp').cases[0].inputs[0]), conv_x: fpath(fixture('conv').cases[0].inputs[0]), ...extra };
+  return { host: HOST, port, mlp_x: fixtureFile(fixture('mlp').cases[0].inputs[0]), conv_x: fixtureFile(fixture('conv').cases[0].inputs[0]), ...extra };
 }
 
 function assertMlp(values: unknown, who: string): void {

@@ -12,7 +12,7 @@ import { outputsOf, Tensor, TvmError, TvmValueError, VirtualMachine } from '../.
 import { connect, type RPCSession } from '../../lib/rpc/client';
 import { RPCServer, type RPCServerOptions } from '../../lib/rpc/server';
 import { RPCCode } from '../../lib/rpc/wire';
-import { assertMatches, fixture, fixtureDir, npy, repoRoot } from '../fixtures';
+import { assertMatches, fixture, fixtureFile, npy, repoRoot } from '../fixtures';
 import {
   assertNumbersMatch,
   callFunc,
@@ -30,8 +30,6 @@ import {
   watchedRawSession,
   withTimeout,
 } from './peers';
-
-const fpath = (spec: { file: string }) => path.join(fixtureDir(), spec.file);
 
 /** Python: connect (params host, port, key, timeout). */
 const PY_CONNECT = `
@@ -64,8 +62,8 @@ function flowParams(port: number, extra: Record<string, unknown> = {}) {
     port,
     mlp: mlp.path,
     kernels: kernels.path,
-    x: fpath(mlp.cases[0].inputs[0]),
-    a: fpath(kernels.functions!.add_one.cases[1].args![0]),
+    x: fixtureFile(mlp.cases[0].inputs[0]),
+    a: fixtureFile(kernels.functions!.add_one.cases[1].args![0]),
     ...extra,
   };
 }
