@@ -58,7 +58,6 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return pair;
 }
 
-
 }  // namespace
 
 void InitRpc(Napi::Env env, Napi::Object exports) {
