@@ -77,8 +77,17 @@ export interface NativeObject {
 
 export interface RuntimeLibrary {
   name: string;
+  /** Where the addon looks for it: beside the loaded libtvm_runtime.so. */
+  path: string;
   loaded: boolean;
   error?: string;
+}
+
+/** The files of the libraries loaded in this process, as the dynamic loader resolved them. */
+export interface LibraryPaths {
+  ffi: string;
+  runtime: string;
+  addon: string;
 }
 
 export interface Factories {
@@ -92,6 +101,7 @@ export interface Factories {
 export interface Addon {
   versions(): { ffiRuntime: string; ffiHeaders: string; tvm: string; tvmSource: string; napi: number };
   runtimeLibraries(): RuntimeLibrary[];
+  libraryPaths(): LibraryPaths;
   setFactories(f: Factories): void;
   deviceEnabled(deviceType: number): boolean;
   deviceAttr(deviceType: number, deviceId: number, kind: number): number | string | boolean | undefined;

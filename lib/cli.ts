@@ -79,6 +79,13 @@ const inputOption = () =>
     'an input; NAME=FILE.npy binds parameter NAME, FILE.npy alone the next parameter in order (repeat for each input)',
   ).argParser(repeated('--input', parseInputSpec));
 
+/** A duration option in whole seconds, up to ~31 years (what timers can wait for). */
+const seconds = (t: string) => {
+  const n = parseCount(t, 1);
+  if (n > 1e9) throw new UsageError('more than 1e9 seconds');
+  return n;
+};
+
 const EXIT_HELP = `
 Exit status: 0 ok, 1 runtime failure (model, device or file error), 2 usage error.`;
 
@@ -201,10 +208,14 @@ handleExits(program.command('rpc-server'))
   .addOption(new Option('--max-upload-mib <n>', 'most bytes a session may upload, in MiB').default(256).argParser(parsed('--max-upload-mib', (t) => parseCount(t, 1))))
   .addOption(new Option('--max-sessions <n>', 'sessions at once').default(16).argParser(parsed('--max-sessions', (t) => parseCount(t, 1))))
   .addOption(new Option('--prestart-sessions <n>', 'session processes kept started ahead of need (full TVM mode)').default(2).argParser(parsed('--prestart-sessions', (t) => parseCount(t, 0))))
-  .addOption(new Option('--session-timeout <s>', 'longest session, in seconds').argParser(parsed('--session-timeout', (t) => parseCount(t, 1))))
+  .addOption(new Option('--max-sessions-per-address <n>', 'sessions one client address may hold at once (default: half of --max-sessions)').argParser(parsed('--max-sessions-per-address', (t) => parseCount(t, 1))))
+  .addOption(new Option('--session-timeout <s>', 'longest session, in seconds').argParser(parsed('--session-timeout', seconds)))
+  .addOption(new Option('--idle-timeout <s>', 'a session that sends no request this long is ended').default(120).argParser(parsed('--idle-timeout', seconds)))
+  .addOption(new Option('--read-timeout <s>', 'a request whose bytes stop arriving this long ends its session').default(30).argParser(parsed('--read-timeout', seconds)))
+  .addOption(new Option('--max-pending-mib <n>', 'bytes of incomplete requests all sessions may hold, in MiB (--inference-only)').default(1024).argParser(parsed('--max-pending-mib', (t) => parseCount(t, 1))))
   .addOption(new Option('--shutdown-deadline <s>', 'seconds sessions get to finish on SIGTERM/SIGINT').default(10).argParser(parsed('--shutdown-deadline', (t) => parseCount(t, 0))))
   .addHelpText('after', EXIT_HELP)
-  .action(async (o: { host: string; port: number; key: string; tracker?: string; models?: string; demoModels?: boolean; cacheModels: number; trustRemoteClients?: boolean; inferenceOnly?: boolean; maxMessageMib: number; maxUploadMib: number; maxSessions: number; prestartSessions: number; sessionTimeout?: number; shutdownDeadline: number }) => {
+  .action(async (o: { host: string; port: number; key: string; tracker?: string; models?: string; demoModels?: boolean; cacheModels: number; trustRemoteClients?: boolean; inferenceOnly?: boolean; maxMessageMib: number; maxUploadMib: number; maxSessions: number; maxSessionsPerAddress?: number; prestartSessions: number; sessionTimeout?: number; idleTimeout: number; readTimeout: number; maxPendingMib: number; shutdownDeadline: number }) => {
     let tracker: { host: string; port: number } | undefined;
     if (o.tracker) {
       try {
@@ -224,6 +235,9 @@ handleExits(program.command('rpc-server'))
       inferenceOnly: o.inferenceOnly ?? false,
       maxMessageBytes: o.maxMessageMib * 2 ** 20,
       maxUploadBytes: o.maxUploadMib * 2 ** 20,
+      maxPendingBytes: o.maxPendingMib * 2 ** 20,
+      idleTimeoutMs: o.idleTimeout * 1000,
+      readTimeoutMs: o.readTimeout * 1000,
     });
   });
 

@@ -11,8 +11,8 @@ export class TvmError extends Error {
   /** TVM's backtrace (native frames), when TVM reported one. */
   readonly tvmBacktrace: string;
 
-  constructor(kind: string, message: string, tvmBacktrace = '') {
-    super(message);
+  constructor(kind: string, message: string, tvmBacktrace = '', options?: ErrorOptions) {
+    super(message, options);
     this.kind = kind;
     this.tvmBacktrace = tvmBacktrace;
     this.name = new.target.name;

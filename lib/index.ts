@@ -16,7 +16,17 @@ export { loadModule, loadModuleAsync, Module } from './module';
 export { encodeNpy, parseNpy, readNpy, tensorFromNpy, writeNpy, type NpyArray } from './npy';
 export { Tensor, type TensorData, type TensorOptions } from './tensor';
 export { dataType, float, int, Shape } from './values';
-export { checkRuntimeVersions, versions, type Versions } from './versions';
+export {
+  ABI_GENERATIONS,
+  abiFingerprint,
+  checkAbiGenerations,
+  checkRuntimeVersions,
+  loadedLibraries,
+  versions,
+  type AbiFingerprint,
+  type LoadedLibrary,
+  type Versions,
+} from './versions';
 export { outputsOf, VirtualMachine, type MemoryConfig, type VMFunctionInfo, type VMOptions } from './vm';
 export { runtimeLibraries } from './runtime';
 export { connect, RemoteFunction, RPCSession, type ConnectOptions } from './rpc/client';

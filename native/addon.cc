@@ -36,44 +36,47 @@ namespace {
 // load (e.g. the CUDA sidecar without libcudart) is reported by `runtimeLibraries()` so a
 // missing device can name its cause.
 struct SidecarStatus {
-  std::string name, error;
+  std::string name, path, error;
   bool loaded = false;
 };
 std::vector<SidecarStatus> g_sidecars;  // written once under g_sidecar_once
 std::once_flag g_sidecar_once;
 
+// The file of the loaded library that holds `addr` ("" when the loader cannot tell).
+std::string LibraryOf(const void* addr) {
+  Dl_info info;
+  if (dladdr(addr, &info) != 0 && info.dli_fname != nullptr) return info.dli_fname;
+  return "";
+}
+
+// Functions the addon links from each library: their addresses name the files loaded.
+const void* FfiSymbol() { return reinterpret_cast<const void*>(&TVMFFIGetVersion); }
+const void* RuntimeSymbol() { return reinterpret_cast<const void*>(&tvm::runtime::DeviceAPI::Get); }
+
 // Sidecars sit next to libtvm_runtime, wherever the addon's rpath found it (staged folder,
 // prebuilt package, TVM_HOME build).
 std::string RuntimeDir() {
-  Dl_info info;
-  // A function the addon links from libtvm_runtime: its address names that library's file.
-  void* sym = reinterpret_cast<void*>(&tvm::runtime::DeviceAPI::Get);
-  if (dladdr(sym, &info) != 0 && info.dli_fname != nullptr) {
-    std::string p = info.dli_fname;
-    auto slash = p.rfind('/');
-    if (slash != std::string::npos) return p.substr(0, slash);
-  }
-  return ".";
+  std::string p = LibraryOf(RuntimeSymbol());
+  auto slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
 // Compiled artifacts leave some tvm-ffi symbols (e.g. the error-raising entry points) to be
 // bound lazily from the global scope, and Node loads an addon's dependencies locally: a
 // kernel raising an error would then abort the process on an unresolved symbol. Promote
 // the already loaded libtvm_ffi and libtvm_runtime to global scope, as TVM's Python does.
-void PromoteToGlobal(void* symbol) {
-  Dl_info info;
-  if (dladdr(symbol, &info) != 0 && info.dli_fname != nullptr) {
-    dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
-  }
+void PromoteToGlobal(const void* symbol) {
+  std::string file = LibraryOf(symbol);
+  if (!file.empty()) dlopen(file.c_str(), RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
 }
 
 void LoadSidecars() {
-  PromoteToGlobal(reinterpret_cast<void*>(&TVMFFIGetVersion));
-  PromoteToGlobal(reinterpret_cast<void*>(&tvm::runtime::DeviceAPI::Get));
+  PromoteToGlobal(FfiSymbol());
+  PromoteToGlobal(RuntimeSymbol());
   const std::string dir = RuntimeDir();
   for (const char* name : {"libtvm_runtime_extra.so", "libtvm_runtime_cuda.so"}) {
-    SidecarStatus s{name, "", false};
     std::string path = dir + "/" + name;
+    SidecarStatus s{name, path, "", false};
     if (access(path.c_str(), R_OK) != 0) {
       s.error = "not present in " + dir;
     } else if (dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL) == nullptr) {
@@ -92,10 +95,21 @@ Napi::Value RuntimeLibraries(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < g_sidecars.size(); ++i) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("name", g_sidecars[i].name);
+    o.Set("path", g_sidecars[i].path);
     o.Set("loaded", g_sidecars[i].loaded);
     if (!g_sidecars[i].loaded) o.Set("error", g_sidecars[i].error);
     out.Set(i, o);
   }
+  return out;
+}
+
+// The files of the libraries this process runs: tvm-ffi, the TVM runtime and the addon
+// itself, as the dynamic loader resolved them (lib/versions.ts checks that they fit).
+Napi::Value LibraryPaths(const Napi::CallbackInfo& info) {
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("ffi", LibraryOf(FfiSymbol()));
+  out.Set("runtime", LibraryOf(RuntimeSymbol()));
+  out.Set("addon", LibraryOf(reinterpret_cast<const void*>(&LibraryOf)));
   return out;
 }
 
@@ -155,6 +169,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   StartDispatcher(env, d);
   exports.Set("versions", Napi::Function::New(env, Versions, "versions"));
   exports.Set("runtimeLibraries", Napi::Function::New(env, RuntimeLibraries, "runtimeLibraries"));
+  exports.Set("libraryPaths", Napi::Function::New(env, LibraryPaths, "libraryPaths"));
   exports.Set("setFactories", Napi::Function::New(env, SetFactories, "setFactories"));
   InitDevice(env, exports);
   InitTensor(env, exports);

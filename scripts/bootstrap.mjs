@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // One-shot, idempotent project set-up used by `npm start`, `npm test` and `npm run bench`:
 //   1. npm dependencies (when node_modules is missing or older than the lockfile),
-//   2. the pinned TVM toolchain in tvm/.venv (from tvm/requirements.txt, PyPI only),
-//   3. the TVM runtime libraries and headers staged into tvm/lib and tvm/include,
+//   2. the pinned TVM toolchain in tvm/.venv (from tvm/requirements.txt, PyPI only;
+//      reinstalled when that file's hash changes),
+//   3. the TVM runtime libraries and headers staged into tvm/lib and tvm/include, and checked
+//      to be ABI-compatible with the tvm-ffi staged beside them (scripts/toolchain.mjs),
 //   4. the native addon (cmake-js) when it is missing or older than its sources.
 // Every step is skipped when its output is current, so a warm run costs well under a second.
 // Only Node built-ins are used here: this runs before node_modules exists.

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { cpu, cuda, device, Device, DeviceError, DeviceType, metal, opencl, runtimeLibraries, Tensor, TvmValueError, vulkan } from '../lib';
+import { repoRoot } from './fixtures';
 
 const cudaLib = () => runtimeLibraries().find((l) => l.name === 'libtvm_runtime_cuda.so');
 
@@ -71,7 +74,12 @@ describe('Device', () => {
 
   it('runtimeLibraries() reports libtvm_runtime_extra.so loaded and the CUDA sidecar\'s status', () => {
     const libs = runtimeLibraries();
-    assert.deepEqual(libs.find((l) => l.name === 'libtvm_runtime_extra.so'), { name: 'libtvm_runtime_extra.so', loaded: true });
+    const extra = libs.find((l) => l.name === 'libtvm_runtime_extra.so');
+    assert.deepEqual(extra && { ...extra, path: fs.realpathSync(extra.path) }, {
+      name: 'libtvm_runtime_extra.so',
+      path: fs.realpathSync(path.join(repoRoot, 'tvm', 'lib', 'libtvm_runtime_extra.so')),
+      loaded: true,
+    });
     const c = cudaLib();
     assert.ok(c, 'libtvm_runtime_cuda.so is listed');
     assert.equal(typeof c.loaded, 'boolean');

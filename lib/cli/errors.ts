@@ -54,7 +54,7 @@ export function errorKind(err: unknown): string {
 function defaultHint(err: unknown, command: string): string {
   const msg = err instanceof Error ? err.message : String(err);
   if (err instanceof TvmError && err.kind === 'DeviceError') return '`tvm-node info` lists the devices this TVM runtime can use';
-  if (/does not exist|ENOENT/.test(msg)) return 'check the path';
+  if (/does not exist|no such file|ENOENT/.test(msg)) return 'check the path';
   if (typeof (err as { syscall?: unknown })?.syscall === 'string') return 'check the path and its permissions';
   if (/^cannot load /.test(msg)) {
     return 'models are .so files from tvm.compile(...).export_library(...) by a matching TVM; `tvm-node info` shows this runtime';

@@ -3,7 +3,9 @@
  * shutdown on SIGINT/SIGTERM (stop accepting, let sessions finish up to a deadline, clean
  * work directories, withdraw from the tracker).
  */
+import type { AddressInfo } from 'node:net';
 import { ModelRepository } from '../rpc/repository';
+import { withHint } from './errors';
 import { RPCServer, type RPCServerOptions } from '../rpc/server';
 
 /** Options of {@link rpcServer}. */
@@ -19,6 +21,16 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1], port: Number(m[2]) };
 }
 
+/** The hint for a start-up failure: what the operator should change. */
+function startHint(err: unknown, o: RpcServerCommand): string | undefined {
+  const msg = (err as Error).message ?? '';
+  if (/^cannot listen/.test(msg)) return `choose another --port (or --host), or stop the process using ${o.host ?? '127.0.0.1'}:${o.port ?? 9090}`;
+  if (/tracker/.test(msg)) return 'check --tracker HOST:PORT and that the tracker runs (python -m tvm.exec.rpc_tracker)';
+  if (/manifest|\.json/.test(msg)) return 'fix or remove that manifest (README: model repository); the server checks every manifest at start';
+  if (/models? (dir|folder)|repository/.test(msg)) return 'give --models an existing folder of .so models';
+  return undefined;
+}
+
 export async function rpcServer(o: RpcServerCommand): Promise<void> {
   const server = new RPCServer(o);
   server
@@ -26,9 +38,15 @@ export async function rpcServer(o: RpcServerCommand): Promise<void> {
     .on('sessionEnd', (id: number, code: unknown) => console.log(`session ${id} ended (${code})`))
     .on('refused', (why: string) => console.log(`refused: ${why}`))
     .on('trackerError', (why: string) => console.error(`tracker: ${why}`));
-  const addr = await server.listen();
+  let addr: AddressInfo;
+  try {
+    addr = await server.listen();
+  } catch (err) {
+    const hint = startHint(err, o);
+    throw hint ? withHint(err, hint) : err;
+  }
   const key = server.options.key;
-  const models = o.modelsDir ? new ModelRepository(o.modelsDir).list() : [];
+  const models = server.options.modelsDir ? new ModelRepository(server.options.modelsDir).list() : [];
   const mode = o.inferenceOnly ? 'inference-only: models only' : 'full TVM RPC: uploads and any function';
   console.log(`tvm-node rpc-server listening on ${addr.address}:${addr.port}${key ? ` (key '${key}')` : ''} [${mode}]`);
   if (o.tracker) console.log(`registered with tracker ${o.tracker.host}:${o.tracker.port} under key '${key}'`);
@@ -37,6 +55,10 @@ export async function rpcServer(o: RpcServerCommand): Promise<void> {
   if (models.length > 0) {
     console.log(`model repository ${o.modelsDir}:`);
     for (const m of models) {
+      if (m.error) {
+        console.log(`  ${m.name}: ${m.error}`);
+        continue;
+      }
       const sig = m.inputs ? `(${m.inputs.map((i) => `${i.name ?? '?'}: ${i.dtype}[${i.shape.join(', ')}]`).join(', ')})` : '';
       console.log(`  ${m.name}${sig} on ${m.device}`);
     }

@@ -11,9 +11,10 @@ import { PackedFunc, requireGlobalFunc } from '../function';
 import { Module } from '../module';
 import type { DType } from '../dtype';
 import { Tensor, type TensorData } from '../tensor';
-import { decodeTensors, encodeInputs, END_SESSION_FUNCTION, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
+import { encodeInputs, END_SESSION_FUNCTION, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
+import { decodeBlob } from './tni1';
 import { registerSessionQueue, SerialQueue, withRequestSlot } from './lock';
-import type { ModelInfo } from './repository';
+import type { PublicModelInfo } from './repository';
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -144,12 +145,13 @@ export class RPCSession implements AsyncDisposable {
     // Looked up once per session, so each inference is exactly one request.
     this.inferFn ??= this.getFunction(INFER_FUNCTION);
     const reply = (await (await this.inferFn).call(model, encodeInputs(inputs))) as Buffer;
-    return decodeTensors(reply).map((a) => Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }));
+    // One copy each, from the reply's bytes into the tensor.
+    return decodeBlob(reply).map((t) => Tensor.from(t.bytes, { shape: t.shape, dtype: t.dtype }));
   }
 
   /** The models of the server's repository. */
-  async models(): Promise<ModelInfo[]> {
-    return JSON.parse(String(await this.call(MODELS_FUNCTION))) as ModelInfo[];
+  async models(): Promise<PublicModelInfo[]> {
+    return JSON.parse(String(await this.call(MODELS_FUNCTION))) as PublicModelInfo[];
   }
 
   /** A tensor on a device of the peer holding a copy of `data` (one bulk transfer). */

@@ -11,11 +11,12 @@
  * `r.get_function('tvm_node.infer')('mlp', pack([x]))` (see README for `pack`/`unpack`).
  */
 import { TvmValueError } from '../errors';
-import { checkDType, type DType, HOST_ARRAY, type TypedArray } from '../dtype';
+import { type DType, dtypeOfArray, HOST_ARRAY, type TypedArray } from '../dtype';
 import { Tensor } from '../tensor';
 import { outputsOf } from '../vm';
 import type { ServedFunction } from './inference-session';
-import type { ModelRepository } from './repository';
+import type { LoadedModel, ModelRepository } from './repository';
+import { type BlobTensor, decodeBlob, encodeBlob, writeBlob } from './tni1';
 import { WireError, type WireValue } from './wire';
 
 /** Name of the server function: `(model: str, request: bytes) -> bytes`. */
@@ -25,65 +26,15 @@ export const MODELS_FUNCTION = 'tvm_node.models';
 /** Name of the server function tvm-node's client calls to end its session. */
 export const END_SESSION_FUNCTION = 'tvm_node.end_session';
 
-const MAGIC = Buffer.from('TNI1', 'latin1');
-const ALIGN = 64;
-
-interface BlobEntry {
-  shape: number[];
-  dtype: string;
-  offset: number;
-  nbytes: number;
-}
-
-/** Host data of a tensor-like value. */
-interface HostTensor {
-  data: ArrayBufferView;
-  shape: readonly number[];
-  dtype: string;
-}
-
-/** Encodes tensors into one blob. */
-export function encodeTensors(tensors: readonly HostTensor[]): Buffer {
-  let offset = 0;
-  const entries: BlobEntry[] = tensors.map((t) => {
-    const e = { shape: [...t.shape], dtype: t.dtype, offset, nbytes: t.data.byteLength };
-    offset += Math.ceil(t.data.byteLength / ALIGN) * ALIGN;
-    return e;
-  });
-  const header = Buffer.from(JSON.stringify({ tensors: entries }), 'utf8');
-  // One buffer, each tensor's bytes copied into it once.
-  const blob = Buffer.alloc(8 + header.length + offset);
-  MAGIC.copy(blob, 0);
-  blob.writeUInt32LE(header.length, 4);
-  header.copy(blob, 8);
-  const data = 8 + header.length;
-  tensors.forEach((t, i) => blob.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), data + entries[i].offset));
-  return blob;
-}
-
-/** Decodes a blob into host arrays (views into `blob`, no copy). */
+/** Decodes a blob into host arrays: views of the blob where the alignment allows, copies otherwise. */
 export function decodeTensors(blob: Buffer): Array<{ data: TypedArray; shape: number[]; dtype: DType }> {
-  if (blob.length < 8 || !blob.subarray(0, 4).equals(MAGIC)) throw new TvmValueError('ValueError', 'not a tvm-node tensor blob (bad magic)');
-  const headerLen = blob.readUInt32LE(4);
-  if (8 + headerLen > blob.length) throw new TvmValueError('ValueError', 'truncated tensor blob header');
-  let header: { tensors?: BlobEntry[] };
-  try {
-    header = JSON.parse(blob.subarray(8, 8 + headerLen).toString('utf8'));
-  } catch {
-    throw new TvmValueError('ValueError', 'malformed tensor blob header');
-  }
-  const data = blob.subarray(8 + headerLen);
-  return (header.tensors ?? []).map((e) => {
-    const dtype = checkDType(e.dtype);
-    const Ctor = HOST_ARRAY[dtype];
-    const count = e.shape.reduce((a, b) => a * b, 1);
-    if (e.nbytes !== count * Ctor.BYTES_PER_ELEMENT || e.offset < 0 || e.offset + e.nbytes > data.length) {
-      throw new TvmValueError('ValueError', `tensor blob entry out of range: ${JSON.stringify(e)}`);
-    }
-    // Copy out: the blob's offset inside its ArrayBuffer need not suit the element size.
-    const bytes = Uint8Array.prototype.slice.call(data, e.offset, e.offset + e.nbytes);
-    return { data: new Ctor(bytes.buffer, 0, count), shape: e.shape, dtype };
-  });
+  return decodeBlob(blob).map((t) => ({ data: hostArray(t), shape: t.shape, dtype: t.dtype }));
+}
+
+function hostArray({ bytes, dtype }: BlobTensor): TypedArray {
+  const Ctor = HOST_ARRAY[dtype];
+  const aligned = bytes.byteOffset % Ctor.BYTES_PER_ELEMENT === 0 ? bytes : Buffer.from(bytes);
+  return new Ctor(aligned.buffer, aligned.byteOffset, aligned.byteLength / Ctor.BYTES_PER_ELEMENT);
 }
 
 /**
@@ -92,10 +43,10 @@ export function decodeTensors(blob: Buffer): Array<{ data: TypedArray; shape: nu
  */
 export function serveInference(repo: ModelRepository): (model: string, request: Buffer) => Buffer {
   return (model, request) => {
-    const { vm, info } = repo.get(model);
-    const inputs = decodeRequest(request);
+    const loaded = repo.get(model);
+    const inputs = bindRequest(loaded, request);
     try {
-      return encodeOutputs(vm.invoke(info.function, ...inputs));
+      return encodeOutputs(loaded.vm.invoke(loaded.info.function, ...inputs));
     } finally {
       for (const t of inputs) t.dispose();
     }
@@ -104,10 +55,10 @@ export function serveInference(repo: ModelRepository): (model: string, request: 
 
 /** The server side of {@link INFER_FUNCTION} off the JS thread: the load and the run use the thread pool. */
 export async function inferAsync(repo: ModelRepository, model: string, request: Buffer): Promise<Buffer> {
-  const { vm, info } = await repo.getAsync(model);
-  const inputs = decodeRequest(request);
+  const loaded = await repo.getAsync(model);
+  const inputs = bindRequest(loaded, request);
   try {
-    return encodeOutputs(await vm.run(info.function, ...inputs));
+    return encodeOutputs(await loaded.vm.run(loaded.info.function, ...inputs));
   } finally {
     for (const t of inputs) t.dispose();
   }
@@ -123,7 +74,7 @@ export function inferenceFunctions(repo: ModelRepository): Map<string, ServedFun
         return { kind: 'bytes', value: await inferAsync(repo, model.value, request.value) };
       },
     ],
-    [MODELS_FUNCTION, (): WireValue => ({ kind: 'str', value: JSON.stringify(repo.list()) })],
+    [MODELS_FUNCTION, (): WireValue => ({ kind: 'str', value: modelsText(repo) })],
     [
       END_SESSION_FUNCTION,
       (_args, session): WireValue => {
@@ -134,16 +85,39 @@ export function inferenceFunctions(repo: ModelRepository): Map<string, ServedFun
   ]);
 }
 
-/** A request blob as host tensors (the caller disposes them). */
-function decodeRequest(request: Buffer): Tensor[] {
-  if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
-  return decodeTensors(request).map((a) => Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }));
+/** What {@link MODELS_FUNCTION} answers: the repository as clients may see it (no server paths). */
+export function modelsText(repo: ModelRepository): string {
+  return JSON.stringify(repo.publicList());
 }
 
-/** A model's result (a tensor or a tuple of them) as a blob. */
+/**
+ * A request blob as the model's input tensors (the caller disposes them). The tensor count
+ * is checked against the model before any tensor is looked at, and each input is built with
+ * at most one copy of its bytes (none when they happen to be 64-byte aligned).
+ */
+function bindRequest({ info, arity }: LoadedModel, request: Buffer): Tensor[] {
+  if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
+  const checkCount = (n: number) => {
+    if (n !== arity) throw new TvmValueError('ValueError', `model '${info.name}' takes ${arity} input${arity === 1 ? '' : 's'}; the request has ${n}`);
+  };
+  const tensors: Tensor[] = [];
+  try {
+    for (const t of decodeBlob(request, { checkCount })) tensors.push(Tensor.wrap(t.bytes, { shape: t.shape, dtype: t.dtype }));
+  } catch (err) {
+    for (const t of tensors) t.dispose();
+    throw err;
+  }
+  return tensors;
+}
+
+/** A model's result (a tensor or a tuple of them) as a blob, each output copied once, into place. */
 function encodeOutputs(result: unknown): Buffer {
   const outputs = outputsOf<Tensor>(result);
-  return encodeTensors(outputs.map((t) => ({ data: t.toArray(), shape: t.shape, dtype: t.dtype })));
+  return writeBlob(
+    outputs,
+    outputs.map((t) => t.byteLength),
+    (i, view) => outputs[i].handle.copyToBytes(view),
+  );
 }
 
 /** What a client gives {@link RPCSession.infer}: tensors, or host data with a shape. */
@@ -151,14 +125,9 @@ export type InferInput = Tensor | { data: TypedArray; shape: readonly number[]; 
 
 /** Encodes client inputs (tensors are copied to the host first). */
 export function encodeInputs(inputs: readonly InferInput[]): Buffer {
-  return encodeTensors(
+  return encodeBlob(
     inputs.map((i) =>
-      i instanceof Tensor ? { data: i.toArray(), shape: i.shape, dtype: i.dtype } : { data: i.data, shape: i.shape, dtype: i.dtype ?? dtypeOf(i.data) },
+      i instanceof Tensor ? { data: i.toArray(), shape: i.shape, dtype: i.dtype } : { data: i.data, shape: i.shape, dtype: i.dtype ?? dtypeOfArray(i.data) },
     ),
   );
-}
-
-function dtypeOf(a: TypedArray): DType {
-  const entry = Object.entries(HOST_ARRAY).find(([, C]) => a instanceof C);
-  return (entry?.[0] ?? 'uint8') as DType;
 }

@@ -8,8 +8,10 @@
  * on. Sessions share one model cache and cost no process start.
  */
 import type { Socket } from 'node:net';
-import { startReading, writeOrWait } from './protocol';
+import { closeWithError, startReading, writeOrWait } from './protocol';
+import { Watchdog } from './timers';
 import {
+  type ByteBudget,
   encodeCallReturn,
   encodeException,
   encodeSyscallReturn,
@@ -39,105 +41,166 @@ export interface InferenceSessionOptions {
   maxMessageBytes: number;
   /** A reply the client does not read within this long ends the session. */
   stallTimeoutMs: number;
+  /** A session with no request for this long ends; the client's next call raises the reason. */
+  idleTimeoutMs: number;
+  /** A request whose bytes stop arriving for this long ends the session. */
+  readTimeoutMs: number;
+  /** Bytes of incomplete requests all sessions may hold together. */
+  pending: ByteBudget;
+}
+
+/** A session being served. */
+export interface InferenceSession {
+  /** Settles when the connection is gone. */
+  done: Promise<void>;
+  /**
+   * Ends the session with an error the client raises: at once when it is between requests,
+   * otherwise in place of the reply it waits for.
+   */
+  close(message: string): void;
 }
 
 /**
  * Serves TVM's RPC protocol on `socket` (handshake done) until the client shuts down or
- * goes away; resolves then. One request at a time, as TVM's protocol is: the socket is not
- * read while a request runs or its reply waits for the client to take it, so a client that
- * sends without reading holds at most one packet of server memory.
+ * goes away. One request at a time, as TVM's protocol is: the socket is not read while a
+ * request runs or its reply waits for the client to take it, so a client that sends without
+ * reading holds at most one packet of server memory. A watchdog ends sessions that sit idle
+ * between requests, or stop sending in the middle of one.
  */
-export function serveInferenceSession(socket: Socket, opts: InferenceSessionOptions): Promise<void> {
-  return new Promise((resolve) => {
-    const names = [...opts.functions.keys()];
-    const control = { ending: false, end: () => void (control.ending = true) };
-    let initialized = false;
-    const queue: Array<Buffer | PacketTooLargeError> = [];
-    let busy = false;
+export function serveInferenceSession(socket: Socket, opts: InferenceSessionOptions): InferenceSession {
+  const names = [...opts.functions.keys()];
+  const control = { ending: false, end: () => void (control.ending = true) };
+  const watchdog = new Watchdog();
+  let initialized = false;
+  const queue: Array<Buffer | PacketTooLargeError> = [];
+  let busy = false;
+  /** An error to answer the current request with, and end (set by close()). */
+  let closing: string | undefined;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((resolve) => (resolveDone = resolve));
 
-    const finish = () => {
-      socket.destroy();
-      resolve();
-    };
+  const finish = () => {
+    watchdog.disarm();
+    reader.release();
+    socket.destroy();
+    resolveDone();
+  };
+  /** Set once the session is being ended: nothing more is read or served. */
+  let over = false;
+  const endWith = (message: string) => {
+    over = true;
+    watchdog.disarm();
+    reader.release();
+    void closeWithError(socket, message);
+  };
 
-    /** Handles are the function's place in the table: stable, never a pointer. */
-    const lookUp = (name: string): WireValue => {
-      const i = names.indexOf(name);
-      if (i < 0) throw new WireError(`inference-only server: '${name}' is not served (it serves ${names.join(', ')})`, 'PermissionError');
-      return { kind: 'handle', value: BigInt(HANDLE_BASE + i) };
-    };
+  /** Handles are the function's place in the table: stable, never a pointer. */
+  const lookUp = (name: string): WireValue => {
+    const i = names.indexOf(name);
+    if (i < 0) throw new WireError(`inference-only server: '${name}' is not served (it serves ${names.join(', ')})`, 'PermissionError');
+    return { kind: 'handle', value: BigInt(HANDLE_BASE + i) };
+  };
 
-    const call = async (d: WireDecoder): Promise<WireValue> => {
-      const handle = d.u64();
-      const name = names[Number(handle) - HANDLE_BASE];
-      if (handle < HANDLE_BASE || name === undefined) throw new WireError(`inference-only server: no function with handle 0x${handle.toString(16)}`, 'PermissionError');
-      return opts.functions.get(name)!(d.values(), control);
-    };
+  const call = async (d: WireDecoder): Promise<WireValue> => {
+    const handle = d.u64();
+    const name = names[Number(handle) - HANDLE_BASE];
+    if (handle < HANDLE_BASE || name === undefined) throw new WireError(`inference-only server: no function with handle 0x${handle.toString(16)}`, 'PermissionError');
+    return opts.functions.get(name)!(d.values(), control);
+  };
 
-    /** One request; errors become exception replies and the session goes on. */
-    const serve = async (body: Buffer): Promise<Buffer | 'shutdown'> => {
-      const d = new WireDecoder(body);
-      try {
-        const code = d.i32() as RPCCode;
-        if (code === RPCCode.Shutdown) return 'shutdown';
-        if (code === RPCCode.InitServer) {
-          const version = d.lengthPrefixed().toString('utf8');
-          if (version !== RPC_PROTOCOL_VERSION) throw new WireError(`client protocol ${version} does not match the server's ${RPC_PROTOCOL_VERSION}`);
-          if (d.values().length > 0) throw new WireError('inference-only server: custom session constructors are not served', 'PermissionError');
-          initialized = true;
+  /** One request; errors become exception replies and the session goes on. */
+  const serve = async (body: Buffer): Promise<Buffer | 'shutdown'> => {
+    const d = new WireDecoder(body);
+    try {
+      const code = d.i32() as RPCCode;
+      if (code === RPCCode.Shutdown) return 'shutdown';
+      if (code === RPCCode.InitServer) {
+        const version = d.lengthPrefixed().toString('utf8');
+        if (version !== RPC_PROTOCOL_VERSION) throw new WireError(`client protocol ${version} does not match the server's ${RPC_PROTOCOL_VERSION}`);
+        if (d.values().length > 0) throw new WireError('inference-only server: custom session constructors are not served', 'PermissionError');
+        initialized = true;
+        return encodeSyscallReturn({ kind: 'none' });
+      }
+      if (!initialized) throw new WireError('the session was not initialized (InitServer first)');
+      switch (code) {
+        case RPCCode.GetGlobalFunc: {
+          const [name] = d.values();
+          if (name?.kind !== 'str') throw new WireError('GetGlobalFunc wants a name');
+          return encodeSyscallReturn(lookUp(name.value));
+        }
+        case RPCCode.FreeHandle:
           return encodeSyscallReturn({ kind: 'none' });
-        }
-        if (!initialized) throw new WireError('the session was not initialized (InitServer first)');
-        switch (code) {
-          case RPCCode.GetGlobalFunc: {
-            const [name] = d.values();
-            if (name?.kind !== 'str') throw new WireError('GetGlobalFunc wants a name');
-            return encodeSyscallReturn(lookUp(name.value));
-          }
-          case RPCCode.FreeHandle:
-            return encodeSyscallReturn({ kind: 'none' });
-          case RPCCode.CallFunc:
-            return encodeCallReturn(await call(d));
-          default:
-            throw new WireError(`inference-only server: ${RPCCode[code] ?? `code ${code}`} is not served (only ${names.join(', ')})`, 'PermissionError');
-        }
-      } catch (err) {
-        return encodeException(errorText(err));
+        case RPCCode.CallFunc:
+          return encodeCallReturn(await call(d));
+        default:
+          throw new WireError(`inference-only server: ${RPCCode[code] ?? `code ${code}`} is not served (only ${names.join(', ')})`, 'PermissionError');
       }
-    };
+    } catch (err) {
+      return encodeException(errorText(err));
+    }
+  };
 
-    /** Writes a reply; a client that leaves it unread past the stall timeout loses its session. */
-    const reply = (packet: Buffer) => writeOrWait(socket, packet, opts.stallTimeoutMs, finish);
+  /** Writes a reply; a client that leaves it unread past the stall timeout loses its session. */
+  const reply = (packet: Buffer) => writeOrWait(socket, packet, opts.stallTimeoutMs, finish);
 
-    const pump = async () => {
-      if (busy) return;
-      busy = true;
-      socket.pause();
-      while (queue.length > 0 && !socket.destroyed) {
-        const next = queue.shift()!;
-        const out = Buffer.isBuffer(next) ? await serve(next) : encodeException(errorText(next));
-        if (out === 'shutdown') return finish();
-        await reply(out);
-        if (control.ending) return socket.end(() => finish());
-      }
-      busy = false;
-      socket.resume();
-    };
+  /** Between requests the idle limit runs; in the middle of one, the read limit. */
+  const watch = () => {
+    if (busy || socket.destroyed) return watchdog.disarm();
+    if (reader.midPacket) {
+      watchdog.arm(opts.readTimeoutMs, () => endWith(`RPCSessionTimeoutError: the rest of the request did not arrive within ${opts.readTimeoutMs / 1000} s; the server ended the session`));
+    } else {
+      watchdog.arm(opts.idleTimeoutMs, () => endWith(`RPCSessionTimeoutError: the session sent no request for ${opts.idleTimeoutMs / 1000} s; the server ended it (connect again)`));
+    }
+  };
 
-    const reader = new PacketReader(
-      opts.maxMessageBytes,
-      (body) => queue.push(body),
-      (tooLarge) => queue.push(tooLarge),
-    );
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
+  const pump = async () => {
+    if (busy) return;
+    busy = true;
+    watch();
+    socket.pause();
+    while (queue.length > 0 && !socket.destroyed && !over && closing === undefined) {
+      const next = queue.shift()!;
+      const out = Buffer.isBuffer(next) ? await serve(next) : encodeException(errorText(next));
+      if (out === 'shutdown') return finish();
+      if (closing !== undefined) break;
+      await reply(out);
+      if (control.ending) return socket.end(() => finish());
+    }
+    busy = false;
+    if (over) return;
+    if (closing !== undefined) return endWith(closing);
+    socket.resume();
+    watch();
+  };
+
+  const reader = new PacketReader(
+    opts.maxMessageBytes,
+    (body) => queue.push(body),
+    (tooLarge) => queue.push(tooLarge),
+    opts.pending,
+  );
+  socket.setNoDelay(true);
+  socket.on('data', (chunk: Buffer) => {
+    if (over) return;
+    try {
       reader.push(chunk);
-      void pump();
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', finish);
-    startReading(socket);
+    } catch (err) {
+      return endWith(errorText(err));
+    }
+    void pump();
   });
+  socket.on('error', () => undefined);
+  socket.on('close', finish);
+  startReading(socket);
+  watch();
+
+  return {
+    done,
+    close: (message) => {
+      closing = message;
+      if (!busy && !over) endWith(message);
+    },
+  };
 }
 
 /** Function handles start here, far from 0 (TVM's "no such function"). */

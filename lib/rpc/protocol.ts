@@ -5,6 +5,7 @@
  * `server:<key>`. After that the binary RPC protocol of TVM's runtime takes over.
  */
 import type { Socket } from 'node:net';
+import { encodeException } from './wire';
 
 export const RPC_MAGIC = 0xff271;
 export const RPC_CODE_SUCCESS = RPC_MAGIC;
@@ -118,4 +119,18 @@ export function writeOrWait(socket: Socket, data: Buffer, stallMs: number, onSta
     };
     socket.once('drain', settle).once('close', settle);
   });
+}
+
+/**
+ * Sends TVM's exception frame (the client raises it, on its next request if it is idle) and
+ * closes the connection. Closing at once, with the client's request unread, would reset the
+ * connection and lose the frame: half-close, drain what the client sends, then let go after
+ * `lingerMs`. Resolves once the frame is written.
+ */
+export async function closeWithError(socket: Socket, message: string, lingerMs = 2000): Promise<void> {
+  if (socket.destroyed) return;
+  await new Promise<void>((resolve) => socket.write(encodeException(message), () => resolve()));
+  socket.on('data', () => undefined).resume();
+  socket.end();
+  setTimeout(() => socket.destroy(), lingerMs).unref();
 }

@@ -4,21 +4,30 @@
  *
  * Each model may have a manifest `<name>.json` beside it:
  * `{ "inputs": [{ "name", "shape", "dtype" }], "outputs": [...], "device": "cpu", "function": "main" }`.
- * Loaded models live in an LFU cache bounded by count and bytes, keyed `name#mtime` as
- * MLInferBooster keys `model_name#create_time`: a changed file is a new key (reloaded),
- * a cached one is never loaded again, and the least frequently used go first when full.
+ * A malformed manifest makes only its own model unusable (listed with an `error`), and
+ * {@link ModelRepository.check} reports it at start-up.
+ *
+ * Loaded models live in an LFU cache bounded by count and bytes, keyed by name and version
+ * as MLInferBooster keys `model_name#create_time`: the version is the artifact's identity
+ * (device, inode, size, modification and change times) and its manifest's, so a replaced or
+ * rewritten `.so`, or an edited, added or deleted manifest, is a new key (reloaded); a cached
+ * version is never loaded again, and the least frequently used go first when full.
+ *
+ * Artifacts are loaded from private copies ({@link loadModule}'s `privateCopy`), so a file
+ * replaced in any way — renamed over, deleted and put back, or overwritten in place with
+ * `cp` — gives the new model, while runs in flight finish on the old one.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { device as parseDevice } from '../device';
-import { TvmValueError } from '../errors';
+import { TvmError, TvmValueError } from '../errors';
 import { loadModule, loadModuleAsync, type Module } from '../module';
 import { VirtualMachine } from '../vm';
 
-/** An array as a manifest describes it. */
+/** An array as a manifest describes it: sizes are numbers, names of dynamic sizes, or null (unknown). */
 export interface TensorSpec {
   name?: string;
-  shape: (number | string)[];
+  shape: (number | string | null)[];
   dtype: string;
 }
 
@@ -27,12 +36,42 @@ export interface ModelInfo {
   name: string;
   file: string;
   bytes: number;
-  /** Modification time of the artifact (ms since epoch): part of the cache key. */
+  /** Modification time of the artifact (ms since epoch). */
   mtimeMs: number;
   inputs?: TensorSpec[];
   outputs?: TensorSpec[];
   device: string;
   function: string;
+}
+
+/**
+ * A model as {@link ModelRepository.list} shows it: its info, or, when its manifest is
+ * malformed, `error` (and no shapes, device or function).
+ */
+export interface ModelListing extends Omit<ModelInfo, 'device' | 'function'> {
+  device?: string;
+  function?: string;
+  /** What is wrong with the model's manifest; it cannot be served until that is fixed. */
+  error?: string;
+}
+
+/** A model as clients may see it ({@link ModelRepository.publicList}): no server paths or times. */
+export interface PublicModelInfo {
+  name: string;
+  bytes: number;
+  inputs?: TensorSpec[];
+  outputs?: TensorSpec[];
+  device?: string;
+  function?: string;
+  error?: string;
+}
+
+/** A loaded model, as {@link ModelRepository.get} hands it out. */
+export interface LoadedModel {
+  vm: VirtualMachine;
+  info: ModelInfo;
+  /** Number of inputs the model's function (`info.function`) takes. */
+  arity: number;
 }
 
 /** Limits of the cache of loaded models. */
@@ -47,18 +86,93 @@ export interface CacheLimits {
 
 interface Entry {
   key: string;
-  info: ModelInfo;
-  vm: VirtualMachine;
+  model: LoadedModel;
   uses: number;
   lastUse: number;
 }
 
+/** The manifest's fields, once checked. */
+interface Manifest {
+  inputs?: TensorSpec[];
+  outputs?: TensorSpec[];
+  device?: string;
+  function?: string;
+}
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
-/** MLInferBooster's `model_name#create_time`: a changed file is a different key. */
-function cacheKey(info: ModelInfo): string {
-  return `${info.name}#${info.mtimeMs}`;
+/** A manifest that cannot be used: `problem` completes "manifest X.json ...". */
+class ManifestError extends TvmValueError {
+  constructor(
+    readonly manifestName: string,
+    readonly problem: string,
+  ) {
+    super('ValueError', `manifest ${manifestName} ${problem}`);
+  }
 }
+
+/** What identifies a version of a file (or its absence). */
+function versionOf(st: fs.BigIntStats | undefined): string {
+  return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : '-';
+}
+
+const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
+
+const typeName = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
+
+/**
+ * A JSON.parse message without the excerpt of the text V8 may quote (the listing goes to
+ * clients), its position as line and column.
+ */
+function jsonProblem(message: string, text: string): string {
+  let problem = oneLine(message).replace(/, ".*" is not valid JSON$/, '');
+  const at = / in JSON at position (\d+)(?: \(line \d+ column \d+\))?/.exec(problem);
+  if (at) {
+    const before = text.slice(0, Number(at[1]));
+    const line = before.split('\n').length;
+    problem = problem.replace(at[0], ` at line ${line}, column ${before.length - before.lastIndexOf('\n')}`);
+  }
+  return problem;
+}
+
+/** "has F of <type>: <rule>", or "has no F: <rule>" when it is missing. */
+const wrong = (field: string, value: unknown, rule: string) => (value === undefined ? `has no ${field}: ${rule}` : `has ${field} of ${typeName(value)}: ${rule}`);
+
+/** Checks the parsed contents of a manifest; returns what is wrong, or undefined. */
+function manifestProblem(m: unknown): string | undefined {
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return `must hold a JSON object, not ${typeName(m)}`;
+  const fields = m as Record<string, unknown>;
+  for (const key of ['inputs', 'outputs'] as const) {
+    const specs = fields[key];
+    if (specs === undefined) continue;
+    if (!Array.isArray(specs)) return `has "${key}" of ${typeName(specs)}: it must be an array of {"name"?, "shape", "dtype"}`;
+    for (const [i, spec] of specs.entries()) {
+      const at = `"${key}"[${i}]`;
+      if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) return `has ${at} of ${typeName(spec)}: it must be an object {"name"?, "shape", "dtype"}`;
+      const { name, shape, dtype } = spec as Record<string, unknown>;
+      if (name !== undefined && typeof name !== 'string') return wrong(`${at}.name`, name, 'it must be a string');
+      if (!Array.isArray(shape)) return wrong(`${at}.shape`, shape, 'it must be an array of sizes');
+      const bad = shape.findIndex((d) => !(typeof d === 'string' || d === null || (typeof d === 'number' && Number.isInteger(d) && d >= 0)));
+      if (bad >= 0) {
+        return `has ${at}.shape[${bad}] = ${JSON.stringify(shape[bad])}: sizes are non-negative integers, names of dynamic sizes (strings) or null`;
+      }
+      if (typeof dtype !== 'string') return wrong(`${at}.dtype`, dtype, 'it must be a string such as "float32"');
+    }
+  }
+  if (fields.device !== undefined) {
+    if (typeof fields.device !== 'string') return `has "device" of ${typeName(fields.device)}: it must be a string such as "cpu" or "cuda:0"`;
+    try {
+      parseDevice(fields.device);
+    } catch (err) {
+      return `has "device" ${JSON.stringify(fields.device)}: ${(err as Error).message}`;
+    }
+  }
+  if (fields.function !== undefined && typeof fields.function !== 'string') return `has "function" of ${typeName(fields.function)}: it must be a string such as "main"`;
+  return undefined;
+}
+
+/** A model's artifact and manifest as they are now, or why the manifest cannot be used. */
+type Probe = { info: ModelInfo; key: string } | { missing: true } | { listing: ModelListing; error: ManifestError };
 
 export class ModelRepository {
   private readonly cache = new Map<string, Entry>();
@@ -80,89 +194,204 @@ export class ModelRepository {
     this.concurrency = limits.concurrency ?? 1;
   }
 
-  /** The models in the folder now. */
-  list(): ModelInfo[] {
-    return fs
-      .readdirSync(this.dir)
-      .filter((f) => f.endsWith('.so') && NAME.test(f.slice(0, -3)))
-      .map((f) => this.info(f.slice(0, -3)))
-      .sort((a, b) => a.name.localeCompare(b.name));
+  /**
+   * Checks the repository as a server does at start-up: the folder exists, and every
+   * model's manifest is valid. Throws a {@link TvmValueError} with a one-line message naming
+   * the folder, or the first malformed manifest file.
+   */
+  check(): void {
+    for (const name of this.modelNames()) {
+      const probe = this.probe(name);
+      if ('error' in probe) {
+        throw new TvmValueError('ValueError', `models folder ${this.dir}: manifest ${path.join(this.dir, probe.error.manifestName)} ${probe.error.problem}`);
+      }
+    }
   }
 
-  /** What the repository knows of `name`; a bad or unknown name is a {@link TvmValueError}. */
-  info(name: string): ModelInfo {
-    if (!NAME.test(name)) throw new TvmValueError('ValueError', `bad model name '${name}'`);
-    const file = path.join(this.dir, `${name}.so`);
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(file);
-    } catch {
-      throw new TvmValueError('ValueError', `no model '${name}' in the repository`);
+  /** The models in the folder now; a model whose manifest is malformed is listed with `error`. */
+  list(): ModelListing[] {
+    const out: ModelListing[] = [];
+    for (const name of this.modelNames()) {
+      const probe = this.probe(name);
+      if ('info' in probe) out.push(probe.info);
+      else if ('listing' in probe) out.push(probe.listing);
+      // else: removed since the folder was read
     }
-    const manifestFile = path.join(this.dir, `${name}.json`);
-    const manifest = fs.existsSync(manifestFile) ? (JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as Partial<ModelInfo>) : {};
-    return {
-      name,
-      file,
-      bytes: st.size,
-      mtimeMs: st.mtimeMs,
-      inputs: manifest.inputs,
-      outputs: manifest.outputs,
-      device: manifest.device ?? 'cpu',
-      function: manifest.function ?? 'main',
-    };
+    return out;
+  }
+
+  /** {@link ModelRepository.list} as untrusted clients may see it: no file paths, no times. */
+  publicList(): PublicModelInfo[] {
+    return this.list().map((m) =>
+      m.error !== undefined
+        ? { name: m.name, bytes: m.bytes, error: m.error }
+        : { name: m.name, bytes: m.bytes, inputs: m.inputs, outputs: m.outputs, device: m.device, function: m.function },
+    );
+  }
+
+  /** What the repository knows of `name`; a bad or unknown name, or a malformed manifest, is a {@link TvmValueError}. */
+  info(name: string): ModelInfo {
+    return this.describe(name).info;
   }
 
   /** The loaded model (from the cache, or loaded now on the JS thread, evicting what LFU says). */
-  get(name: string): { vm: VirtualMachine; info: ModelInfo } {
-    const info = this.info(name);
-    return this.hit(info) ?? this.insert(info, loadModule(info.file));
+  get(name: string): LoadedModel {
+    const { info, key } = this.describe(name);
+    return (this.hit(name, key) ?? this.insert(info, key, loadModule(info.file, { privateCopy: true }))).model;
   }
 
   /** {@link ModelRepository.get} with the artifact loaded on the thread pool; concurrent calls share one load. */
-  async getAsync(name: string): Promise<{ vm: VirtualMachine; info: ModelInfo }> {
-    const info = this.info(name);
-    const cached = this.hit(info);
-    if (cached) return cached;
-    const key = cacheKey(info);
+  async getAsync(name: string): Promise<LoadedModel> {
+    const { info, key } = this.describe(name);
+    const cached = this.hit(name, key);
+    if (cached) return cached.model;
     let pending = this.loading.get(key);
     if (!pending) {
-      pending = loadModuleAsync(info.file)
-        .then((mod) => this.insert(info, mod))
+      pending = loadModuleAsync(info.file, { privateCopy: true })
+        .then((mod) => this.insert(info, key, mod))
         .finally(() => this.loading.delete(key));
       this.loading.set(key, pending);
     }
-    return pending;
+    return (await pending).model;
+  }
+
+  /** Names of the models in the folder (sorted); a missing or unreadable folder is a {@link TvmValueError}. */
+  private modelNames(): string[] {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.dir);
+    } catch (err) {
+      throw this.folderError(err);
+    }
+    if (!st.isDirectory()) throw new TvmValueError('ValueError', `models folder ${this.dir} is not a folder`);
+    let files: string[];
+    try {
+      files = fs.readdirSync(this.dir);
+    } catch (err) {
+      throw this.folderError(err);
+    }
+    return files
+      .filter((f) => f.endsWith('.so') && NAME.test(f.slice(0, -3)))
+      .map((f) => f.slice(0, -3))
+      .sort((a, b) => a.localeCompare(b));
+  }
+
+  private folderError(err: unknown): TvmValueError {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return new TvmValueError('ValueError', `models folder ${this.dir} does not exist`);
+    if (code === 'ENOTDIR') return new TvmValueError('ValueError', `models folder ${this.dir} is not a folder`);
+    return new TvmValueError('ValueError', `models folder ${this.dir} cannot be read: ${oneLine((err as Error).message)}`);
+  }
+
+  /** The model's info and cache key; throws what {@link ModelRepository.info} documents. */
+  private describe(name: string): { info: ModelInfo; key: string } {
+    if (!NAME.test(name)) throw new TvmValueError('ValueError', `bad model name '${name}'`);
+    const probe = this.probe(name);
+    if ('missing' in probe) throw new TvmValueError('ValueError', `no model '${name}' in the repository`);
+    if ('error' in probe) throw new TvmValueError('ValueError', `model '${name}': ${probe.error.message}`);
+    return probe;
+  }
+
+  private probe(name: string): Probe {
+    const file = path.join(this.dir, `${name}.so`);
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(file, { bigint: true });
+    } catch {
+      return { missing: true };
+    }
+    if (!st.isFile()) return { missing: true };
+    // mtimeMs as fs.Stats computes it (seconds and nanoseconds apart), so the two agree.
+    const mtimeMs = Number(st.mtimeNs / 1_000_000_000n) * 1e3 + Number(st.mtimeNs % 1_000_000_000n) / 1e6;
+    const base = { name, file, bytes: Number(st.size), mtimeMs };
+    let manifest: Manifest;
+    let manifestVersion: string;
+    try {
+      ({ manifest, version: manifestVersion } = this.readManifest(name));
+    } catch (err) {
+      if (!(err instanceof ManifestError)) throw err;
+      return { listing: { ...base, error: err.message }, error: err };
+    }
+    return {
+      info: {
+        ...base,
+        inputs: manifest.inputs,
+        outputs: manifest.outputs,
+        device: manifest.device ?? 'cpu',
+        function: manifest.function ?? 'main',
+      },
+      key: `${name}#${versionOf(st)}#${manifestVersion}`,
+    };
+  }
+
+  /** The model's manifest (empty when there is none) and its version; a malformed one is a {@link ManifestError}. */
+  private readManifest(name: string): { manifest: Manifest; version: string } {
+    const manifestName = `${name}.json`;
+    const file = path.join(this.dir, manifestName);
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(file, { bigint: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { manifest: {}, version: versionOf(undefined) };
+      throw new ManifestError(manifestName, `cannot be read (${(err as NodeJS.ErrnoException).code ?? oneLine((err as Error).message)})`);
+    }
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ManifestError(manifestName, `cannot be read (${(err as NodeJS.ErrnoException).code ?? oneLine((err as Error).message)})`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new ManifestError(manifestName, `is not valid JSON: ${jsonProblem((err as Error).message, text)}`);
+    }
+    const problem = manifestProblem(parsed);
+    if (problem) throw new ManifestError(manifestName, oneLine(problem));
+    return { manifest: parsed as Manifest, version: versionOf(st) };
   }
 
   /** The cached entry for this version of the model, counted as a use; undefined if not loaded. */
-  private hit(info: ModelInfo): Entry | undefined {
+  private hit(name: string, key: string): Entry | undefined {
     this.tick++;
-    const hit = this.cache.get(info.name);
-    if (!hit || hit.key !== cacheKey(info)) return undefined;
+    const hit = this.cache.get(name);
+    if (!hit || hit.key !== key) return undefined;
     hit.uses++;
     hit.lastUse = this.tick;
     this.stats.hits++;
     return hit;
   }
 
-  private insert(info: ModelInfo, mod: Module): Entry {
+  private insert(info: ModelInfo, key: string, mod: Module): Entry {
     // A synchronous get() may have loaded this very version while an async load was under way.
-    const current = this.hit(info);
+    const current = this.hit(info.name, key);
     if (current) {
       mod.dispose();
       return current;
     }
-    let vm: VirtualMachine;
+    let vm: VirtualMachine | undefined;
+    let arity: number;
     try {
       vm = new VirtualMachine(mod, { devices: [parseDevice(info.device)], concurrency: this.concurrency });
+      const functions = vm.functions();
+      const fn = functions.find((f) => f.name === info.function);
+      if (!fn) {
+        throw new TvmValueError(
+          'ValueError',
+          `model '${info.name}' has no function '${info.function}' (it has ${functions.map((f) => `'${f.name}'`).join(', ') || 'none'}): fix "function" in ${info.name}.json`,
+        );
+      }
+      arity = fn.arity;
     } catch (err) {
-      mod.dispose();
-      throw err;
+      const loaded = vm;
+      if (loaded) void loaded.dispose().then(() => mod.dispose());
+      else mod.dispose();
+      throw err instanceof TvmError ? err : new TvmValueError('ValueError', `model '${info.name}': ${(err as Error).message}`);
     }
     if (this.cache.has(info.name)) this.evict(info.name); // the file changed: drop the stale version
     this.makeRoom(info.bytes);
-    const entry: Entry = { key: cacheKey(info), info, vm, uses: 1, lastUse: this.tick };
+    const entry: Entry = { key, model: { vm, info, arity }, uses: 1, lastUse: this.tick };
     this.cache.set(info.name, entry);
     this.stats.loads++;
     return entry;
@@ -175,7 +404,7 @@ export class ModelRepository {
 
   private loadedBytes(): number {
     let n = 0;
-    for (const e of this.cache.values()) n += e.info.bytes;
+    for (const e of this.cache.values()) n += e.model.info.bytes;
     return n;
   }
 
@@ -183,22 +412,23 @@ export class ModelRepository {
   private makeRoom(bytes: number): void {
     while (this.cache.size > 0 && (this.cache.size >= this.maxModels || this.loadedBytes() + bytes > this.maxBytes)) {
       const victim = [...this.cache.values()].reduce((a, b) => (b.uses < a.uses || (b.uses === a.uses && b.lastUse < a.lastUse) ? b : a));
-      this.evict(victim.info.name);
+      this.evict(victim.model.info.name);
     }
   }
 
+  /** Drops a model from the cache; its runs in flight finish before it is released. */
   private evict(name: string): void {
     const e = this.cache.get(name);
     if (!e) return;
     this.cache.delete(name);
     this.stats.evictions++;
-    void e.vm.dispose().then(() => e.vm.module.dispose());
+    void e.model.vm.dispose().then(() => e.model.vm.module.dispose());
   }
 
   /** Releases every loaded model. */
   async dispose(): Promise<void> {
     const all = [...this.cache.values()];
     this.cache.clear();
-    await Promise.all(all.map((e) => e.vm.dispose().then(() => e.vm.module.dispose())));
+    await Promise.all(all.map((e) => e.model.vm.dispose().then(() => e.model.vm.module.dispose())));
   }
 }

@@ -24,14 +24,16 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { addon } from '../binding';
-import { TvmValueError } from '../errors';
+import { TvmRuntimeError, TvmValueError } from '../errors';
+import { checkNumber } from '../options';
 import { inferenceFunctions } from './infer';
 import { serveInferenceSession } from './inference-session';
-import { handshakeReply, readHandshake, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, type ClientHello } from './protocol';
+import { closeWithError, handshakeReply, readHandshake, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, type ClientHello } from './protocol';
 import { type CacheLimits, ModelRepository } from './repository';
 import type { SessionStart } from './session-worker';
 import { randomMatchKey, TrackerCode, TrackerConnection } from './tracker';
-import { encodeException } from './wire';
+import { longTimeout, type Timer } from './timers';
+import { ByteBudget } from './wire';
 
 /** Options of {@link RPCServer}. */
 export interface RPCServerOptions {
@@ -54,14 +56,29 @@ export interface RPCServerOptions {
   inferenceOnly?: boolean;
   /** Largest RPC packet a client may send, in bytes. Default 512 MiB (a 256 MiB tensor copy fits). */
   maxMessageBytes?: number;
-  /** Largest file a client may upload (full TVM mode), in bytes. Default 256 MiB. */
+  /** Most bytes a session may upload (full TVM mode), all files together. Default 256 MiB. */
   maxUploadBytes?: number;
+  /**
+   * Inference-only: bytes of requests that have not fully arrived, all sessions together;
+   * a session that would take more is ended with `RPCServerBusy`. Default 1 GiB.
+   */
+  maxPendingBytes?: number;
   /** A client that leaves a reply unread this long loses its session. Default 30000 ms. */
   stallTimeoutMs?: number;
+  /** A session that sends no request this long is ended; its next call raises why. Default 120000 ms. */
+  idleTimeoutMs?: number;
+  /** A request whose bytes stop arriving for this long ends its session. Default 30000 ms. */
+  readTimeoutMs?: number;
   /** Full TVM mode: session processes kept started ahead of need. Default 2; 0 starts each on demand. */
   prestartSessions?: number;
   /** Most sessions at once; later clients get a "server busy" error. Default 16. */
   maxSessions?: number;
+  /**
+   * Most sessions one client address may hold at once. Default: half of `maxSessions`, for
+   * remote addresses only (loopback clients are this machine's own processes); given
+   * explicitly, it applies to every address.
+   */
+  maxSessionsPerAddress?: number;
   /** Upper bound on a session's life in seconds (a client's own -timeout may be shorter). */
   sessionTimeout?: number;
   /** How long a client may take to send its handshake. Default 5000 ms. */
@@ -78,16 +95,56 @@ export interface RPCServerOptions {
   customAddr?: string;
 }
 
+type OptionalKeys = 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache';
+
 /** A session being served: its connection, how to stop it, and when it is over. */
 interface LiveSession {
   socket: net.Socket;
+  /** The client's address, for the per-address limit. */
+  address: string;
+  /** Settles once the session may start its clock (the handshake is answered). */
+  ready: Promise<void>;
   done: Promise<SessionEnd>;
-  /** Ends it now, without waiting for the client. */
-  kill(): void;
+  /** Ends it now with an error the client raises. */
+  closeWithError(message: string): Promise<void>;
 }
 
 /** How a session ended: a session process's exit code or signal, or 'closed' for an in-process one. */
 export type SessionEnd = number | NodeJS.Signals | 'closed';
+
+/** Longest timer in seconds a user may ask for: beyond it, Date arithmetic loses meaning. */
+const MAX_SECONDS = 1e9;
+
+/** The options with defaults filled in and every value checked (a bad one throws, naming it). */
+function resolveOptions(opts: RPCServerOptions): Required<Omit<RPCServerOptions, OptionalKeys>> & Pick<RPCServerOptions, OptionalKeys> {
+  const ms = { min: 1, max: MAX_SECONDS * 1000 };
+  const bytes = { min: 1, integer: true };
+  const maxSessions = checkNumber('maxSessions', opts.maxSessions, { min: 1, integer: true }, 16);
+  const maxMessageBytes = checkNumber('maxMessageBytes', opts.maxMessageBytes, bytes, 512 * 2 ** 20);
+  return {
+    host: opts.host ?? '127.0.0.1',
+    port: checkNumber('port', opts.port, { min: 0, max: 65535, integer: true }, 9090),
+    key: opts.key ?? '',
+    trustRemoteClients: opts.trustRemoteClients ?? false,
+    inferenceOnly: opts.inferenceOnly ?? false,
+    maxMessageBytes,
+    maxUploadBytes: checkNumber('maxUploadBytes', opts.maxUploadBytes, bytes, 256 * 2 ** 20),
+    maxPendingBytes: checkNumber('maxPendingBytes', opts.maxPendingBytes, bytes, 2 ** 30),
+    stallTimeoutMs: checkNumber('stallTimeoutMs', opts.stallTimeoutMs, ms, 30_000),
+    idleTimeoutMs: checkNumber('idleTimeoutMs', opts.idleTimeoutMs, ms, 120_000),
+    readTimeoutMs: checkNumber('readTimeoutMs', opts.readTimeoutMs, ms, 30_000),
+    prestartSessions: checkNumber('prestartSessions', opts.prestartSessions, { min: 0, max: 64, integer: true }, 2),
+    maxSessions,
+    maxSessionsPerAddress: checkNumber('maxSessionsPerAddress', opts.maxSessionsPerAddress, { min: 1, integer: true }, Math.max(1, Math.floor(maxSessions / 2))),
+    handshakeTimeoutMs: checkNumber('handshakeTimeoutMs', opts.handshakeTimeoutMs, ms, 5000),
+    workRoot: opts.workRoot ?? os.tmpdir(),
+    sessionTimeout: checkNumber('sessionTimeout', opts.sessionTimeout, { min: 0.001, max: MAX_SECONDS }),
+    tracker: opts.tracker,
+    customAddr: opts.customAddr,
+    modelsDir: opts.modelsDir && path.resolve(opts.modelsDir),
+    cache: opts.cache,
+  };
+}
 
 /**
  * Events: `session` (id, remote address, pid of its process or undefined in inference-only
@@ -98,34 +155,21 @@ export class RPCServer extends EventEmitter {
   private readonly sessions = new Map<number, LiveSession>();
   private nextId = 1;
   private closing = false;
-  readonly options: Required<Omit<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache'>> &
-    Pick<RPCServerOptions, 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache'>;
+  readonly options: ReturnType<typeof resolveOptions>;
   /** The model cache all inference-only sessions share (full TVM mode: one per session process). */
   readonly repository?: ModelRepository;
+  /** Bytes of incomplete requests held by inference-only sessions, all together. */
+  private readonly pending: ByteBudget;
   private registration?: TrackerRegistration;
   private readonly processes: SessionProcessPool;
+  /** Whether the per-address limit covers loopback clients too (only when given explicitly). */
+  private readonly perAddressLimitOnLoopback: boolean;
 
   constructor(opts: RPCServerOptions = {}) {
     super();
-    this.options = {
-      host: opts.host ?? '127.0.0.1',
-      port: opts.port ?? 9090,
-      key: opts.key ?? '',
-      trustRemoteClients: opts.trustRemoteClients ?? false,
-      inferenceOnly: opts.inferenceOnly ?? false,
-      maxMessageBytes: opts.maxMessageBytes ?? 512 * 2 ** 20,
-      maxUploadBytes: opts.maxUploadBytes ?? 256 * 2 ** 20,
-      stallTimeoutMs: opts.stallTimeoutMs ?? 30_000,
-      prestartSessions: opts.prestartSessions ?? 2,
-      maxSessions: opts.maxSessions ?? 16,
-      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5000,
-      workRoot: opts.workRoot ?? os.tmpdir(),
-      sessionTimeout: opts.sessionTimeout,
-      tracker: opts.tracker,
-      customAddr: opts.customAddr,
-      modelsDir: opts.modelsDir && path.resolve(opts.modelsDir),
-      cache: opts.cache,
-    };
+    this.options = resolveOptions(opts);
+    this.perAddressLimitOnLoopback = opts.maxSessionsPerAddress !== undefined;
+    this.pending = new ByteBudget(this.options.maxPendingBytes);
     this.processes = new SessionProcessPool(this.options.inferenceOnly ? 0 : this.options.prestartSessions);
     if (this.options.inferenceOnly) {
       if (!this.options.modelsDir) throw new TvmValueError('ValueError', 'inference-only mode serves a model repository: give modelsDir (CLI: --models DIR)');
@@ -139,22 +183,43 @@ export class RPCServer extends EventEmitter {
     }
   }
 
-  /** Starts listening (and registers with the tracker, if any); resolves with the bound address. */
+  /**
+   * Checks the model repository, starts listening and registers with the tracker, if any;
+   * resolves with the bound address. A failure (bad repository, address in use, tracker
+   * unreachable) leaves nothing running and rejects with an error naming what failed.
+   */
   async listen(): Promise<AddressInfo> {
-    this.processes.fill();
-    const address = await new Promise<AddressInfo>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off('error', reject);
-        resolve(this.server.address() as AddressInfo);
-      });
-    });
-    if (this.options.tracker) {
-      const { host, port } = this.options.tracker;
-      this.registration = await TrackerRegistration.open(host, port, this.options.key, address.port, this.options.customAddr);
-      this.offerToTracker();
+    try {
+      if (this.options.modelsDir) (this.repository ?? new ModelRepository(this.options.modelsDir)).check();
+      const address = await this.bind();
+      if (this.options.tracker) await this.register(address.port);
+      this.processes.fill();
+      return address;
+    } catch (err) {
+      await this.close(0);
+      throw err;
     }
-    return address;
+  }
+
+  private bind(): Promise<AddressInfo> {
+    const { host, port } = this.options;
+    return new Promise<AddressInfo>((resolve, reject) => {
+      this.server.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'EADDRINUSE' ? 'the address is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.code === 'EACCES' ? 'permission denied' : err.message;
+        reject(new TvmRuntimeError('RuntimeError', `cannot listen on ${host}:${port}: ${why}`, '', { cause: err }));
+      });
+      this.server.listen(port, host, () => resolve(this.server.address() as AddressInfo));
+    });
+  }
+
+  private async register(serverPort: number): Promise<void> {
+    const { host, port } = this.options.tracker!;
+    try {
+      this.registration = await TrackerRegistration.open(host, port, this.options.key, serverPort, this.options.customAddr);
+    } catch (err) {
+      throw new TvmRuntimeError('RuntimeError', `cannot register with the tracker at ${host}:${port}: ${(err as Error).message}`, '', { cause: err });
+    }
+    this.offerToTracker();
   }
 
   /** Keeps one match key on offer at the tracker while sessions are free. */
@@ -166,6 +231,21 @@ export class RPCServer extends EventEmitter {
   /** Sessions being served now. */
   get activeSessions(): number {
     return this.sessions.size;
+  }
+
+  /** Bytes inference-only sessions hold now for requests that have not fully arrived. */
+  get pendingBytes(): number {
+    return this.pending.held;
+  }
+
+  /** Why a new session from `address` cannot start now, or undefined when it can. */
+  private refusal(address: string): string | undefined {
+    if (this.closing) return 'the server is shutting down';
+    if (this.sessions.size >= this.options.maxSessions) return `all ${this.options.maxSessions} sessions are in use`;
+    const limited = this.perAddressLimitOnLoopback || !isLoopback(address);
+    const mine = [...this.sessions.values()].filter((s) => s.address === address).length;
+    if (limited && mine >= this.options.maxSessionsPerAddress) return `${address} already holds ${mine} sessions, the most one address may hold`;
+    return undefined;
   }
 
   private async onConnection(socket: net.Socket): Promise<void> {
@@ -184,79 +264,100 @@ export class RPCServer extends EventEmitter {
       socket.end(handshakeReply(RPC_CODE_MISMATCH));
       return;
     }
-    if (this.closing || this.sessions.size >= this.options.maxSessions) {
-      const why = this.closing ? 'the server is shutting down' : `all ${this.options.maxSessions} sessions are in use`;
+    const address = socket.remoteAddress ?? '?';
+    const why = this.refusal(address);
+    if (why) {
       this.emit('refused', why);
       socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
-      await this.endWithError(socket, `RPCServerBusy: ${why}; try again later`);
+      await closeWithError(socket, `RPCServerBusy: ${why}; try again later`);
       return;
     }
-    this.startSession(socket, hello);
+    this.startSession(socket, address, hello);
     if (viaTracker) this.offerToTracker();
   }
 
-  private startSession(socket: net.Socket, hello: ClientHello): void {
+  private startSession(socket: net.Socket, address: string, hello: ClientHello): void {
     const id = this.nextId++;
     const limits = [hello.timeout, this.options.sessionTimeout].filter((t): t is number => t !== undefined && t > 0);
     const timeout = limits.length ? Math.min(...limits) : undefined;
-    const { session, pid } = this.options.inferenceOnly ? this.serveInProcess(socket) : this.serveInProcessOfItsOwn(id, socket);
-    const timer =
-      timeout &&
-      setTimeout(() => {
-        void this.endWithError(socket, `RPCSessionTimeoutError: Your ${timeout}s session has expired, try to increase the "session_timeout" value.`).then(() => session.kill());
-      }, timeout * 1000);
+    const session = this.options.inferenceOnly ? this.serveInProcess(socket, address) : this.serveInProcessOfItsOwn(id, socket, address);
+    // The clock starts once the client has its handshake answer: an error frame before it
+    // would read as a broken handshake.
+    let timer: Timer | undefined;
+    if (timeout) {
+      void session.ready.then(() => {
+        timer = longTimeout(() => {
+          void session.closeWithError(`RPCSessionTimeoutError: Your ${timeout}s session has expired, try to increase the "session_timeout" value.`);
+        }, timeout * 1000);
+      });
+    }
     this.sessions.set(id, session);
     session.done.then((end) => {
-      clearTimeout(timer || undefined);
+      timer?.cancel();
       socket.destroy();
       this.sessions.delete(id);
       this.emit('sessionEnd', id, end);
       this.offerToTracker();
     });
-    this.emit('session', id, socket.remoteAddress, pid);
+    this.emit('session', id, socket.remoteAddress, session.pid);
   }
 
   /** Inference-only: served here, on the shared model cache. */
-  private serveInProcess(socket: net.Socket): { session: LiveSession; pid?: number } {
-    const { maxMessageBytes, stallTimeoutMs } = this.options;
-    const done = serveInferenceSession(socket, { functions: inferenceFunctions(this.repository!), maxMessageBytes, stallTimeoutMs }).then((): SessionEnd => 'closed');
+  private serveInProcess(socket: net.Socket, address: string): LiveSession & { pid?: number } {
+    const { maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs } = this.options;
+    const functions = inferenceFunctions(this.repository!);
+    const served = serveInferenceSession(socket, { functions, maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs, pending: this.pending });
     socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
-    return { session: { socket, done, kill: () => socket.destroy() } };
+    return {
+      socket,
+      address,
+      ready: Promise.resolve(),
+      done: served.done.then((): SessionEnd => 'closed'),
+      closeWithError: async (message) => {
+        served.close(message);
+        await served.done;
+      },
+    };
   }
 
   /** Full TVM mode: a session process with its own work directory. */
-  private serveInProcessOfItsOwn(id: number, socket: net.Socket): { session: LiveSession; pid?: number } {
+  private serveInProcessOfItsOwn(id: number, socket: net.Socket, address: string): LiveSession & { pid?: number } {
     const workDir = fs.mkdtempSync(path.join(this.options.workRoot, `tvm-node-rpc-${id}-`));
     const child = this.processes.take();
-    const { modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs } = this.options;
-    const start: SessionStart = { workDir, modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs };
+    const { modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs } = this.options;
+    const start: SessionStart = { workDir, modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs };
     // keepOpen: the server keeps its copy of the socket (paused) to report a timeout.
     child.send(start, socket, { keepOpen: true });
     // The client sends its first RPC bytes as soon as it sees the reply; they must reach the
     // session process, so reply only once it is ready.
-    child.once('message', () => socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key)));
+    const ready = new Promise<void>((resolve) => child.once('message', () => socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key), () => resolve())));
+    /** Set by closeWithError: what the client is told once the session process is gone. */
+    let farewell: string | undefined;
     const done = new Promise<SessionEnd>((resolve) => {
       child.once('exit', (code, signal) => {
         fs.rmSync(workDir, { recursive: true, force: true });
-        resolve(code ?? signal ?? 'closed');
+        const told = farewell === undefined ? Promise.resolve() : closeWithError(socket, farewell, 200);
+        void told.then(() => resolve(code ?? signal ?? 'closed'));
       });
     });
-    return { session: { socket, done, kill: () => child.kill('SIGKILL') }, pid: child.pid };
-  }
-
-  /** Sends TVM's exception frame (the client raises it) and closes the connection. */
-  private async endWithError(socket: net.Socket, message: string): Promise<void> {
-    await new Promise<void>((resolve) => socket.write(encodeException(message), () => resolve()));
-    // Closing at once, with the client's first request unread, would reset the connection
-    // and lose the error frame: half-close, drain what the client sends, then let go.
-    socket.on('data', () => undefined).resume();
-    socket.end();
-    setTimeout(() => socket.destroy(), 2000).unref();
+    return {
+      socket,
+      address,
+      ready,
+      done,
+      pid: child.pid,
+      // The session process may be writing to the client: stop it first, then answer for it.
+      closeWithError: async (message) => {
+        farewell = message;
+        child.kill('SIGKILL');
+        await done;
+      },
+    };
   }
 
   /**
-   * Stops accepting, lets sessions finish for up to `deadlineMs`, then ends the rest and
-   * removes their work directories.
+   * Stops accepting, lets sessions finish for up to `deadlineMs`, then ends the rest (their
+   * clients raise `RPCServerShutdown`) and removes their work directories.
    */
   async close(deadlineMs = 5000): Promise<void> {
     this.closing = true;
@@ -264,13 +365,14 @@ export class RPCServer extends EventEmitter {
     this.registration?.close();
     // Stop listening now. Not waiting for net.Server's own 'close': it tracks sockets handed
     // to session processes by asking those processes, which may have exited already.
-    this.server.close();
+    if (this.server.listening) this.server.close();
     this.processes.close();
     const all = Promise.all([...this.sessions.values()].map((s) => s.done));
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), deadlineMs)));
     if ((await Promise.race([all, deadline])) === 'late') {
-      for (const s of this.sessions.values()) s.kill();
+      const message = `RPCServerShutdown: the server is shutting down and ended this session after ${deadlineMs / 1000} s`;
+      await Promise.all([...this.sessions.values()].map((s) => s.closeWithError(message)));
       await all;
     }
     clearTimeout(timer);
@@ -317,7 +419,7 @@ function startSessionProcess(): ChildProcess {
 }
 
 function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  return host === 'localhost' || host === '::1' || /^(::ffff:)?127\./.test(host);
 }
 
 /** The session worker's entry: compiled JS next to this file, or the TS source under tsx. */

@@ -12,14 +12,15 @@
  */
 import fs from 'node:fs';
 import { Socket } from 'node:net';
-import path from 'node:path';
 import { addon } from '../binding';
 import { TvmNotImplementedError, TvmValueError } from '../errors';
 import { registerFunc, requireGlobalFunc } from '../function';
 import { loadModule } from '../module';
-import { END_SESSION_FUNCTION, INFER_FUNCTION, MODELS_FUNCTION, serveInference } from './infer';
-import { writeOrWait } from './protocol';
+import { confine } from './confine';
+import { END_SESSION_FUNCTION, INFER_FUNCTION, MODELS_FUNCTION, modelsText, serveInference } from './infer';
+import { closeWithError, writeOrWait } from './protocol';
 import { type CacheLimits, ModelRepository } from './repository';
+import { Watchdog } from './timers';
 import { encodeException, PacketSplitter, PacketTooLargeError } from './wire';
 
 /** The message the server sends with the socket. */
@@ -34,21 +35,10 @@ export interface SessionStart {
   maxUploadBytes: number;
   /** A reply the client leaves unread this long ends the session. */
   stallTimeoutMs: number;
-}
-
-/**
- * Resolves a client-supplied file name inside `workDir`; `..`, absolute paths and anything
- * else that would leave it are refused (TVM's own server joins them blindly).
- */
-export function confine(workDir: string, name: string): string {
-  if (typeof name !== 'string' || name.length === 0 || name.includes('\0')) {
-    throw new TvmValueError('ValueError', 'file name must be a non-empty string');
-  }
-  const full = path.resolve(workDir, name);
-  if (path.isAbsolute(name) || (full !== workDir && !full.startsWith(workDir + path.sep))) {
-    throw new TvmValueError('ValueError', `path '${name}' is outside the session's work directory`);
-  }
-  return full;
+  /** A session with no request for this long ends; the client's next call raises why. */
+  idleTimeoutMs: number;
+  /** A request whose bytes stop arriving for this long ends the session. */
+  readTimeoutMs: number;
 }
 
 /** TVM's loop's end of the socket pair, once it serves. */
@@ -65,7 +55,7 @@ function registerServerFunctions({ workDir, modelsDir, cache, maxUploadBytes }: 
   if (modelsDir) {
     const repo = new ModelRepository(modelsDir, cache);
     registerFunc(INFER_FUNCTION, serveInference(repo), opts);
-    registerFunc(MODELS_FUNCTION, () => JSON.stringify(repo.list()), opts);
+    registerFunc(MODELS_FUNCTION, () => modelsText(repo), opts);
   }
   // download and remove are the runtime's own and resolve names through workpath.
   registerFunc('tvm.rpc.server.workpath', (name: string) => confine(workDir, name), opts);
@@ -95,24 +85,34 @@ function uploader(workDir: string, maxUploadBytes: number): (name: string, data:
         `upload of '${name}' (${data.byteLength} bytes) would take this session's uploads to ${others + data.byteLength} bytes, over the server's limit of ${maxUploadBytes} bytes`,
       );
     }
-    fs.writeFileSync(file, data);
+    // A new file renamed over the old: a module loaded from the old one keeps its own code
+    // (writing in place would change the pages it runs from).
+    const tmp = `${file}.upload-${process.pid}`;
+    fs.writeFileSync(tmp, data);
+    fs.renameSync(tmp, file);
     sizes.set(file, data.byteLength);
   };
 }
 
 /**
  * Relays client -> loop packet by packet (refusing oversized ones) and loop -> client as it
- * comes, each direction waiting for the other side to take what it was given.
+ * comes, each direction waiting for the other side to take what it was given. A watchdog
+ * ends the session when the client sends no request for `idleTimeoutMs` while nothing is
+ * being served, or stops in the middle of a request for `readTimeoutMs`.
  */
-function relay(client: Socket, loop: Socket, { maxMessageBytes, stallTimeoutMs }: SessionStart): void {
+function relay(client: Socket, loop: Socket, { maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs }: SessionStart): void {
   const stalled = () => {
     process.stderr.write(`tvm-node rpc session: the client left a reply unread for ${stallTimeoutMs} ms; ending the session\n`);
     client.destroy();
     endLoop();
   };
+  const watchdog = new Watchdog();
+  const timedOut = (message: string) => () => void closeWithError(client, `RPCSessionTimeoutError: ${message}`).then(endLoop);
   // Replies leave in pieces as the loop writes them: Nagle's algorithm would hold the last one back.
   client.setNoDelay(true);
   let refusing = false;
+  /** A request went to the loop and nothing has come back yet: the session is at work, not idle. */
+  let serving = false;
   const splitter = new PacketSplitter({
     header: (length) => {
       refusing = length > BigInt(maxMessageBytes);
@@ -130,14 +130,23 @@ function relay(client: Socket, loop: Socket, { maxMessageBytes, stallTimeoutMs }
       if (!refusing) loop.write(data);
     },
   });
+  const watch = () => {
+    if (!splitter.atBoundary) watchdog.arm(readTimeoutMs, timedOut(`the rest of the request did not arrive within ${readTimeoutMs / 1000} s; the server ended the session`));
+    else if (serving) watchdog.disarm();
+    else watchdog.arm(idleTimeoutMs, timedOut(`the session sent no request for ${idleTimeoutMs / 1000} s; the server ended it (connect again)`));
+  };
   client.on('data', (chunk: Buffer) => {
     splitter.push(chunk);
+    if (splitter.atBoundary && !refusing) serving = true;
+    watch();
     if (loop.writableNeedDrain) {
       client.pause();
       loop.once('drain', () => client.resume());
     }
   });
   loop.on('data', (chunk: Buffer) => {
+    serving = false;
+    watch();
     const wait = writeOrWait(client, chunk, stallTimeoutMs, stalled);
     if (wait) {
       loop.pause();
@@ -145,11 +154,18 @@ function relay(client: Socket, loop: Socket, { maxMessageBytes, stallTimeoutMs }
     }
   });
   // The client went away: end the loop's stream too, so the loop returns.
-  client.on('close', () => loop.destroy());
+  client.on('close', () => {
+    watchdog.disarm();
+    loop.destroy();
+  });
   // The loop returned (shutdown or end_session): pass on what it wrote, then close.
-  loop.on('end', () => client.end());
+  loop.on('end', () => {
+    watchdog.disarm();
+    client.end();
+  });
   client.on('error', () => undefined);
   loop.on('error', () => undefined);
+  watch();
 }
 
 async function serve(start: SessionStart, client: Socket): Promise<number> {

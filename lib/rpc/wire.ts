@@ -143,42 +143,118 @@ export class PacketSplitter {
 }
 
 /**
+ * Bytes a server holds for requests that have not fully arrived, all sessions together: a
+ * bound on what clients that send slowly, or never finish, can pin.
+ */
+export class ByteBudget {
+  private used = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** Takes `n` bytes of the budget; false (nothing taken) when they do not fit. */
+  take(n: number): boolean {
+    if (this.used + n > this.limit) return false;
+    this.used += n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.used -= n;
+  }
+
+  /** Bytes held now. */
+  get held(): number {
+    return this.used;
+  }
+}
+
+/** Packets up to this size are gathered in pieces and joined once (small requests stay cheap). */
+const SMALL_PACKET = 1 << 20;
+
+/**
  * Whole packets out of a byte stream, each at most `limit` bytes; the body of a larger one
  * is skipped as it streams by (never buffered) and reported with its announced length.
+ *
+ * Memory follows what arrives, not what a packet announces: pieces are kept until half of a
+ * large body is here, and only then is one buffer of its full size made (so a client must
+ * send N/2 bytes to make the server hold N). What is held counts against `budget`; a piece
+ * that would exceed it is a {@link WireError} of kind `RPCServerBusy` thrown from
+ * {@link PacketReader.push}.
  */
 export class PacketReader {
   private readonly splitter: PacketSplitter;
   private parts: Buffer[] = [];
+  private whole?: Buffer;
   private need = 0;
   private have = 0;
+  private held = 0;
   private skipping = false;
 
   constructor(
     readonly limit: number,
     onPacket: (body: Buffer) => void,
     onTooLarge: (err: PacketTooLargeError) => void,
+    private readonly budget = new ByteBudget(Infinity),
   ) {
     this.splitter = new PacketSplitter({
       header: (length) => {
         this.skipping = length > BigInt(limit);
         if (this.skipping) return onTooLarge(new PacketTooLargeError(length, limit));
         this.need = Number(length);
-        this.have = 0;
-        this.parts = [];
         if (this.need === 0) onPacket(Buffer.alloc(0));
       },
       body: (data) => {
         if (this.skipping) return;
-        // Copy: the chunk's memory is reused by the stream.
-        this.parts.push(Buffer.from(data));
-        this.have += data.length;
-        if (this.have === this.need) onPacket(this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts));
+        this.keep(data);
+        if (this.have === this.need) onPacket(this.takePacket());
       },
     });
   }
 
+  /** Keeps a piece of the current body (copied: the stream reuses the chunk's memory). */
+  private keep(data: Buffer): void {
+    const growToWhole = !this.whole && this.need > SMALL_PACKET && (this.have + data.length) * 2 >= this.need;
+    this.hold(growToWhole ? this.need - this.have : this.whole ? 0 : data.length);
+    if (growToWhole) {
+      this.whole = Buffer.allocUnsafeSlow(this.need);
+      let at = 0;
+      for (const p of this.parts) at += p.copy(this.whole, at);
+      this.parts = [];
+    }
+    if (this.whole) data.copy(this.whole, this.have);
+    else this.parts.push(Buffer.from(data));
+    this.have += data.length;
+  }
+
+  private hold(n: number): void {
+    if (!this.budget.take(n)) {
+      throw new WireError(`the server already holds ${this.budget.held} bytes of incomplete requests (its limit is ${this.budget.limit})`, 'RPCServerBusy');
+    }
+    this.held += n;
+  }
+
+  private takePacket(): Buffer {
+    const body = this.whole ?? (this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts));
+    this.release();
+    return body;
+  }
+
   push(chunk: Buffer): void {
     this.splitter.push(chunk);
+  }
+
+  /** Whether part of a packet has arrived and the rest has not. */
+  get midPacket(): boolean {
+    return !this.splitter.atBoundary;
+  }
+
+  /** Drops the incomplete packet's bytes and gives them back to the budget (the session ended). */
+  release(): void {
+    this.budget.give(this.held);
+    this.held = 0;
+    this.have = 0;
+    this.parts = [];
+    this.whole = undefined;
   }
 }
 

@@ -160,7 +160,7 @@ after('badargs', lambda: f(1, 2))
       const bad: Record<string, string> = {
         nosuch: "ValueError: no model 'nosuch' in the repository",
         badname: "ValueError: bad model name '../mlp'",
-        badblob: 'ValueError: not a tvm-node tensor blob (bad magic)',
+        badblob: 'ValueError: bad tensor blob: it does not start with "TNI1"',
         badargs: 'ValueError: tvm_node.infer takes (model: str, request: bytes)',
       };
       for (const [k, text] of Object.entries(bad)) {

@@ -4,12 +4,18 @@
  * changed files) and loads shared by concurrent getAsync() calls.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { outputsOf, type Tensor, TvmError, TvmValueError, type VirtualMachine } from '../../lib';
 import { type CacheLimits, ModelRepository, type TensorSpec } from '../../lib/rpc/repository';
 import { assertMatches, fixture, inputTensor } from '../fixtures';
+
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** The files this process has mapped now, as /proc/self/maps names them. */
+const mappedFiles = () => new Set(fs.readFileSync('/proc/self/maps', 'utf8').split('\n').map((l) => l.split(/\s+/).slice(5).join(' ')).filter(Boolean));
 
 const scratch: string[] = [];
 const opened: ModelRepository[] = [];
@@ -272,5 +278,241 @@ describe('rpc ModelRepository', () => {
     assert.deepEqual(repo.loaded, []);
     assert.deepEqual(vms.map((vm) => vm.disposed), [true, true, true]);
     await assert.rejects(vms[0].run('main', inputTensor(fixture('mlp').cases[0].inputs[0])), /disposed/);
+  });
+
+  describe('a replaced artifact (hot reload)', () => {
+    /** Ways of putting a new artifact in place of `NAME.so`. */
+    const REPLACE: Record<string, (file: string, fx: string) => void> = {
+      'written beside it and renamed over it': (file, fx) => {
+        fs.copyFileSync(fixture(fx).path, `${file}.partial`);
+        fs.renameSync(`${file}.partial`, file);
+      },
+      'deleted and put back': (file, fx) => {
+        fs.rmSync(file);
+        fs.copyFileSync(fixture(fx).path, file);
+      },
+      'copied over it in place (cp)': (file, fx) => {
+        const ino = fs.statSync(file).ino;
+        execFileSync('cp', [fixture(fx).path, file]);
+        assert.equal(fs.statSync(file).ino, ino, 'cp must have written into the same inode');
+      },
+    };
+
+    for (const [how, replace] of Object.entries(REPLACE)) {
+      it(`EXPECTED FAILURE - ${how}: the next get()/getAsync() serves the new model; runs in flight finish on the old one`, async () => {
+        const repo = openRepo({ model: 'mlp' }, { concurrency: 2 });
+        const file = path.join(repo.dir, 'model.so');
+        const old = repo.get('model');
+        await assertRuns(old.vm, 'mlp');
+        // The repository never maps the artifact itself, so nothing can write under a loaded model.
+        assert.ok(!mappedFiles().has(file), `${file} is mapped`);
+
+        const mlp = fixture('mlp');
+        const inFlight = old.vm.run('main', ...mlp.cases[0].inputs.map(inputTensor));
+        replace(file, 'conv');
+        const fresh = repo.get('model');
+        assert.notEqual(fresh.vm, old.vm);
+        await assertRuns(fresh.vm, 'conv');
+        // The old run completes on the old model, which is released after it.
+        outputsOf<Tensor>(await inFlight).forEach((t, i) => assertMatches(t, mlp.cases[0].outputs[i], mlp.tolerance));
+        assert.equal(old.vm.disposed, true);
+        assert.deepEqual(repo.stats, { loads: 2, hits: 0, evictions: 1 });
+
+        // Again, through the thread pool, with concurrent callers sharing one load.
+        replace(file, 'multi_out');
+        const [a, b] = await Promise.all([repo.getAsync('model'), repo.getAsync('model')]);
+        assert.equal(a.vm, b.vm);
+        await assertRuns(a.vm, 'multi_out');
+        assert.equal(repo.stats.loads, 3);
+        // And the cached new model is what later calls get.
+        assert.equal(repo.get('model').vm, a.vm);
+        await assertRuns(repo.get('model').vm, 'multi_out');
+      });
+    }
+
+    it('EXPECTED FAILURE - a model replaced while another repository (another session) holds the old one: each serves its own view', async () => {
+      const first = openRepo({ model: 'mlp' });
+      const old = first.get('model');
+      // A second repository over the same folder, as each full-mode session process has.
+      const second = new ModelRepository(first.dir, { maxBytes: ROOMY });
+      opened.push(second);
+      REPLACE['written beside it and renamed over it'](path.join(first.dir, 'model.so'), 'conv');
+      await assertRuns((await second.getAsync('model')).vm, 'conv');
+      await assertRuns(first.get('model').vm, 'conv');
+      assert.equal(old.vm.disposed, true);
+    });
+  });
+
+  describe('manifests', () => {
+    it('EXPECTED FAILURE - a malformed manifest affects only its model: list() reports it, info()/get() name the file', async () => {
+      const dir = repoFolder(
+        { good: 'mlp', bad: 'conv', typed: 'multi_out', plain: 'fp16' },
+        { good: { inputs: [{ name: 'x', shape: [4, 16], dtype: 'float32' }], function: 'main' }, typed: { inputs: 'x' } },
+      );
+      fs.writeFileSync(path.join(dir, 'bad.json'), '{"inputs": [');
+      const repo = new ModelRepository(dir, { maxBytes: ROOMY });
+      opened.push(repo);
+
+      const listed = repo.list();
+      assert.deepEqual(listed.map((m) => m.name), ['bad', 'good', 'plain', 'typed']);
+      const byName = Object.fromEntries(listed.map((m) => [m.name, m]));
+      assert.match(byName.bad.error!, /^manifest bad\.json is not valid JSON: \S.*$/);
+      assert.equal(byName.typed.error, 'manifest typed.json has "inputs" of a string: it must be an array of {"name"?, "shape", "dtype"}');
+      for (const m of [byName.bad, byName.typed]) {
+        assert.equal(m.inputs, undefined);
+        assert.equal(m.bytes, fs.statSync(m.file).size);
+      }
+      assert.equal(byName.good.error, undefined);
+      assert.deepEqual(byName.good.inputs, [{ name: 'x', shape: [4, 16], dtype: 'float32' }]);
+      assert.equal(byName.plain.device, 'cpu');
+
+      // The bad ones throw, naming the manifest and what is wrong with it...
+      const badJson = isValueError(/^model 'bad': manifest bad\.json is not valid JSON: \S/);
+      assert.throws(() => repo.info('bad'), badJson);
+      assert.throws(() => repo.get('bad'), badJson);
+      await assert.rejects(repo.getAsync('bad'), badJson);
+      assert.throws(() => repo.get('typed'), isValueError(/^model 'typed': manifest typed\.json has "inputs" of a string/));
+      assert.equal(repo.stats.loads, 0);
+      // ...while the others are served.
+      await assertRuns(repo.get('good').vm, 'mlp');
+      await assertRuns((await repo.getAsync('plain')).vm, 'fp16');
+
+      // Fixed, the model is served.
+      fs.writeFileSync(path.join(dir, 'bad.json'), JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 32, 32], dtype: 'float32' }] }));
+      await assertRuns(repo.get('bad').vm, 'conv');
+      assert.equal(repo.list().find((m) => m.name === 'bad')!.error, undefined);
+    });
+
+    it('EXPECTED FAILURE - an edited, added or deleted manifest is picked up like a changed artifact', async () => {
+      const repo = openRepo({ mlp: 'mlp' });
+      const manifest = path.join(repo.dir, 'mlp.json');
+      const v1 = repo.get('mlp');
+      assert.equal(v1.info.inputs, undefined);
+      assert.equal(repo.get('mlp').vm, v1.vm); // unchanged: a hit
+
+      const inputs: TensorSpec[] = [{ name: 'x', shape: [4, 16], dtype: 'float32' }];
+      fs.writeFileSync(manifest, JSON.stringify({ inputs }));
+      const v2 = repo.get('mlp');
+      assert.deepEqual(v2.info.inputs, inputs);
+      assert.notEqual(v2.vm, v1.vm);
+      assert.deepEqual(repo.stats, { loads: 2, hits: 1, evictions: 1 });
+      await assertRuns(v2.vm, 'mlp');
+
+      // An edit in place (same inode), of another size.
+      const outputs: TensorSpec[] = [{ name: 'y', shape: [4, 8], dtype: 'float32' }];
+      fs.writeFileSync(manifest, JSON.stringify({ inputs, outputs }));
+      const v3 = await repo.getAsync('mlp');
+      assert.deepEqual(v3.info.outputs, outputs);
+      assert.notEqual(v3.vm, v2.vm);
+
+      // A function the model lacks fails the load, naming what it has.
+      fs.writeFileSync(manifest, JSON.stringify({ function: 'forward' }));
+      assert.throws(() => repo.get('mlp'), isValueError(/^model 'mlp' has no function 'forward' \(it has 'main'\): fix "function" in mlp\.json$/));
+
+      fs.rmSync(manifest);
+      const v4 = repo.get('mlp');
+      assert.equal(v4.info.outputs, undefined);
+      assert.equal(v4.info.function, 'main');
+      assert.notEqual(v4.vm, v3.vm);
+      await assertRuns(v4.vm, 'mlp');
+      assert.deepEqual(repo.loaded, ['mlp']);
+    });
+
+    it('EXPECTED FAILURE - get()/getAsync() give the arity of the model\'s function', async () => {
+      const repo = openRepo({ mlp: 'mlp', dyn: 'dynamic' });
+      const sync = repo.get('mlp');
+      assert.equal(sync.arity, 1);
+      assert.equal(sync.arity, sync.vm.functions().find((f) => f.name === 'main')!.arity);
+      assert.equal((await repo.getAsync('dyn')).arity, 1);
+      assert.equal((await repo.getAsync('mlp')).arity, 1); // cached
+    });
+  });
+
+  describe('check()', () => {
+    it('EXPECTED FAILURE - passes a well-formed repository', () => {
+      const dir = repoFolder(
+        { a: 'mlp', b: 'dynamic', c: 'conv' },
+        {
+          a: { inputs: [{ name: 'x', shape: [4, 16], dtype: 'float32' }], outputs: [{ shape: [4, 8], dtype: 'float32' }], device: 'cpu:0', function: 'main' },
+          b: { inputs: [{ shape: ['n', 4], dtype: 'float32' }], outputs: [{ shape: [null, null], dtype: 'int64' }], extra: 'ignored' },
+        },
+      );
+      fs.writeFileSync(path.join(dir, 'orphan.json'), 'not a manifest of any model');
+      new ModelRepository(dir).check();
+      new ModelRepository(repoFolder({})).check(); // empty is fine
+    });
+
+    it('EXPECTED FAILURE - a missing folder, or a file, is one line naming the folder', () => {
+      const missing = path.join(os.tmpdir(), `tvm-node-no-such-models-${process.pid}`);
+      const exactly = (msg: string) => (e: unknown) => e instanceof TvmValueError && (e as Error).message === msg;
+      assert.throws(() => new ModelRepository(missing).check(), exactly(`models folder ${missing} does not exist`));
+      assert.throws(() => new ModelRepository(missing).list(), exactly(`models folder ${missing} does not exist`));
+      const file = path.join(repoFolder({}), 'a-file');
+      fs.writeFileSync(file, '');
+      assert.throws(() => new ModelRepository(file).check(), exactly(`models folder ${file} is not a folder`));
+      assert.throws(() => new ModelRepository(path.join(file, 'below')).check(), exactly(`models folder ${path.join(file, 'below')} is not a folder`));
+    });
+
+    const MALFORMED: Array<[string, string, RegExp]> = [
+      ['invalid JSON', '{"inputs": [', /is not valid JSON: \S/],
+      ['empty file', '', /is not valid JSON: \S/],
+      ['an array', '[]', /must hold a JSON object, not an array$/],
+      ['inputs not an array', '{"inputs": {}}', /has "inputs" of an object: it must be an array of \{"name"\?, "shape", "dtype"\}$/],
+      ['an input not an object', '{"inputs": [3]}', /has "inputs"\[0\] of a number: it must be an object/],
+      ['a name of the wrong type', '{"inputs": [{"name": 3, "shape": [1], "dtype": "float32"}]}', /has "inputs"\[0\]\.name of a number: it must be a string$/],
+      ['a shape that is a string', '{"outputs": [{"shape": "n", "dtype": "float32"}]}', /has "outputs"\[0\]\.shape of a string: it must be an array of sizes$/],
+      ['no shape', '{"outputs": [{"dtype": "float32"}]}', /has no "outputs"\[0\]\.shape: it must be an array of sizes$/],
+      ['a boolean size', '{"inputs": [{"shape": [1, true], "dtype": "float32"}]}', /has "inputs"\[0\]\.shape\[1\] = true: sizes are non-negative integers/],
+      ['a negative size', '{"inputs": [{"shape": [-1], "dtype": "float32"}]}', /has "inputs"\[0\]\.shape\[0\] = -1: sizes are/],
+      ['no dtype', '{"inputs": [{"shape": [1]}]}', /has no "inputs"\[0\]\.dtype: it must be a string such as "float32"$/],
+      ['a dtype of the wrong type', '{"inputs": [{"shape": [1], "dtype": 32}]}', /has "inputs"\[0\]\.dtype of a number/],
+      ['a device of the wrong type', '{"device": 0}', /has "device" of a number: it must be a string such as "cpu" or "cuda:0"$/],
+      ['an unknown device', '{"device": "tpu"}', /has "device" "tpu": unknown device 'tpu'/],
+      ['a function of the wrong type', '{"function": ["main"]}', /has "function" of an array: it must be a string such as "main"$/],
+    ];
+    for (const [what, text, problem] of MALFORMED) {
+      it(`EXPECTED FAILURE - names the manifest file: ${what}`, () => {
+        const dir = repoFolder({ fine: 'mlp', model: 'conv' });
+        fs.writeFileSync(path.join(dir, 'model.json'), text);
+        const repo = new ModelRepository(dir);
+        assert.throws(
+          () => repo.check(),
+          (e: unknown) => {
+            assert.ok(e instanceof TvmValueError, String(e));
+            const msg = (e as Error).message;
+            assert.ok(msg.startsWith(`models folder ${dir}: manifest ${path.join(dir, 'model.json')} `), msg);
+            assert.match(msg, problem);
+            assert.ok(!msg.includes('\n'), `not one line: ${JSON.stringify(msg)}`);
+            return true;
+          },
+        );
+        // At run time the same problem affects that model only.
+        assert.equal(repo.list().find((m) => m.name === 'model')!.error?.startsWith('manifest model.json '), true);
+        assert.equal(repo.list().find((m) => m.name === 'fine')!.error, undefined);
+      });
+    }
+
+    it('EXPECTED FAILURE - reports the first malformed manifest by model name', () => {
+      const dir = repoFolder({ a: 'mlp', b: 'mlp', c: 'mlp' }, { a: {}, c: { device: 1 } });
+      fs.writeFileSync(path.join(dir, 'b.json'), '{');
+      assert.throws(() => new ModelRepository(dir).check(), isValueError(new RegExp(`: manifest ${escapeRe(path.join(dir, 'b.json'))} is not valid JSON`)));
+    });
+  });
+
+  it('EXPECTED FAILURE - publicList() shows clients names, sizes, shapes, dtypes, device and function only', () => {
+    const inputs: TensorSpec[] = [{ name: 'x', shape: [4, 16], dtype: 'float32' }];
+    const outputs: TensorSpec[] = [{ shape: [4, 8], dtype: 'float32' }];
+    const dir = repoFolder({ mlp: 'mlp', conv: 'conv', broken: 'multi_out' }, { mlp: { inputs, outputs, device: 'cpu', function: 'main' } });
+    fs.writeFileSync(path.join(dir, 'broken.json'), '{"inputs": 1}');
+    const repo = new ModelRepository(dir);
+    const list = repo.publicList();
+    assert.deepEqual(JSON.parse(JSON.stringify(list)), [
+      { name: 'broken', bytes: sizeOf('multi_out'), error: 'manifest broken.json has "inputs" of a number: it must be an array of {"name"?, "shape", "dtype"}' },
+      { name: 'conv', bytes: sizeOf('conv'), device: 'cpu', function: 'main' },
+      { name: 'mlp', bytes: sizeOf('mlp'), inputs, outputs, device: 'cpu', function: 'main' },
+    ]);
+    const text = JSON.stringify(list);
+    assert.ok(!text.includes('/'), `a path in ${text}`);
+    assert.ok(!text.includes(dir) && !/mtime|file/.test(text), text);
   });
 });

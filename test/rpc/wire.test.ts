@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import {
+  ByteBudget,
   encodeCallReturn,
   encodeException,
   encodePacket,
@@ -183,6 +184,46 @@ describe('rpc wire format', () => {
       const { bodies, tooLarge } = readAll([u64(0), REQUESTS.callAbc], atLimit.length);
       assert.deepEqual(bodies, [Buffer.alloc(0), atLimit]);
       assert.equal(tooLarge.length, 0);
+    });
+
+    describe('memory held for a packet in progress', () => {
+      /** A 4 MiB packet's header and its body bytes 0..n. */
+      const BODY = 4 << 20;
+      const body = Buffer.alloc(BODY, 0x3c);
+      body.writeInt32LE(RPCCode.CallFunc, 0);
+      const head = u64(BODY);
+
+      it('follows what arrived, then one buffer once half is here; the budget gets it all back', () => {
+        const budget = new ByteBudget(64 << 20);
+        const got: Buffer[] = [];
+        const reader = new PacketReader(8 << 20, (b) => got.push(b), () => assert.fail('too large'), budget);
+        reader.push(head);
+        reader.push(body.subarray(0, 1 << 20));
+        assert.equal(budget.held, 1 << 20, 'a quarter arrived: only that is held');
+        assert.equal(reader.midPacket, true);
+        reader.push(body.subarray(1 << 20, 2 << 20));
+        assert.equal(budget.held, BODY, 'half arrived: the whole body is allocated, once');
+        reader.push(body.subarray(2 << 20));
+        assert.equal(budget.held, 0);
+        assert.equal(reader.midPacket, false);
+        assert.equal(got.length, 1);
+        assert.ok(got[0].equals(body));
+      });
+
+      it('a piece over the server-wide budget throws RPCServerBusy and takes nothing', () => {
+        const budget = new ByteBudget(1 << 20);
+        assert.ok(budget.take(512 << 10), 'another session holds half the budget');
+        const reader = new PacketReader(8 << 20, () => undefined, () => undefined, budget);
+        reader.push(head);
+        reader.push(body.subarray(0, 256 << 10));
+        assert.throws(
+          () => reader.push(body.subarray(256 << 10, 1 << 20)),
+          (e: unknown) => e instanceof WireError && e.kind === 'RPCServerBusy' && /already holds 786432 bytes of incomplete requests \(its limit is 1048576\)/.test(e.message),
+        );
+        assert.equal(budget.held, (512 << 10) + (256 << 10));
+        reader.release();
+        assert.equal(budget.held, 512 << 10, 'release() gives back what the reader held');
+      });
     });
 
     describe('over the limit', () => {
