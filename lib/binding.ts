@@ -120,6 +120,12 @@ export interface Addon {
   shutdownSocket(fd: number): void;
   /** Sets FD_CLOEXEC on every open descriptor (TVM's sockets lack it), before forking. */
   markCloexec(): void;
+  /** An ArrayBuffer over fresh mmap'd pages (zeroed), unmapped by GC or by {@link freeHostBuffer}. */
+  allocHostBuffer(size: number): ArrayBuffer;
+  /** The same bytes (up to `size`) in a buffer of `size` (mremap: no copy); detaches `buffer`. */
+  resizeHostBuffer(buffer: ArrayBuffer, size: number): ArrayBuffer;
+  /** Unmaps the pages now and detaches `buffer` (views of it read as empty). */
+  freeHostBuffer(buffer: ArrayBuffer): void;
 }
 
 /** Package root: lib/ in a source checkout, dist/lib/ when built. */

@@ -177,6 +177,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitModule(env, exports);
   InitObject(env, exports);
   InitRpc(env, exports);
+  InitHostBuffer(env, exports);
   return exports;
 }
 

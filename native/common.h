@@ -137,6 +137,7 @@ void InitFunction(Napi::Env env, Napi::Object exports);
 void InitModule(Napi::Env env, Napi::Object exports);
 void InitObject(Napi::Env env, Napi::Object exports);
 void InitRpc(Napi::Env env, Napi::Object exports);
+void InitHostBuffer(Napi::Env env, Napi::Object exports);
 void InitVmBuiltins();
 
 }  // namespace tvmnode

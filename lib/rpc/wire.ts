@@ -9,6 +9,7 @@
  * and handles as 8 bytes; raw strings and byte arrays as uint64 length + bytes; string and
  * bytes objects as a second uint32 type index, uint64 length + bytes.
  */
+import { addon } from '../binding';
 
 /** RPC packet codes (RPCCode in rpc_reference.h). */
 export enum RPCCode {
@@ -175,16 +176,19 @@ const SMALL_PACKET = 1 << 20;
  * Whole packets out of a byte stream, each at most `limit` bytes; the body of a larger one
  * is skipped as it streams by (never buffered) and reported with its announced length.
  *
- * Memory follows what arrives, not what a packet announces: pieces are kept until half of a
- * large body is here, and only then is one buffer of its full size made (so a client must
- * send N/2 bytes to make the server hold N). What is held counts against `budget`; a piece
- * that would exceed it is a {@link WireError} of kind `RPCServerBusy` thrown from
- * {@link PacketReader.push}.
+ * Memory follows what arrives, not what a packet announces: a large body is kept in a buffer
+ * that grows (at most doubling) as its bytes come, so a client must send N/2 bytes to make the
+ * server hold N. That buffer is mmap'd memory (native/host_buffer.cc): growing copies nothing,
+ * and when a session ends mid-packet ({@link PacketReader.release}) its pages go back to the
+ * OS at once instead of at some later garbage collection. What is held counts against
+ * `budget`; a piece that would exceed it is a {@link WireError} of kind `RPCServerBusy`
+ * thrown from {@link PacketReader.push}.
  */
 export class PacketReader {
   private readonly splitter: PacketSplitter;
   private parts: Buffer[] = [];
-  private whole?: Buffer;
+  /** A large body's buffer while it arrives (native memory). */
+  private large?: ArrayBuffer;
   private need = 0;
   private have = 0;
   private held = 0;
@@ -213,17 +217,20 @@ export class PacketReader {
 
   /** Keeps a piece of the current body (copied: the stream reuses the chunk's memory). */
   private keep(data: Buffer): void {
-    const growToWhole = !this.whole && this.need > SMALL_PACKET && (this.have + data.length) * 2 >= this.need;
-    this.hold(growToWhole ? this.need - this.have : this.whole ? 0 : data.length);
-    if (growToWhole) {
-      this.whole = Buffer.allocUnsafeSlow(this.need);
-      let at = 0;
-      for (const p of this.parts) at += p.copy(this.whole, at);
-      this.parts = [];
+    const end = this.have + data.length;
+    if (this.need <= SMALL_PACKET) {
+      this.hold(data.length);
+      this.parts.push(Buffer.from(data));
+    } else {
+      const capacity = this.large?.byteLength ?? 0;
+      if (end > capacity) {
+        const size = Math.min(this.need, Math.max(end, 2 * capacity, SMALL_PACKET));
+        this.hold(size - capacity);
+        this.large = this.large ? addon.resizeHostBuffer(this.large, size) : addon.allocHostBuffer(size);
+      }
+      data.copy(new Uint8Array(this.large!), this.have);
     }
-    if (this.whole) data.copy(this.whole, this.have);
-    else this.parts.push(Buffer.from(data));
-    this.have += data.length;
+    this.have = end;
   }
 
   private hold(n: number): void {
@@ -233,8 +240,10 @@ export class PacketReader {
     this.held += n;
   }
 
+  /** The finished body: the large buffer is the caller's now (the GC frees it), pieces are joined. */
   private takePacket(): Buffer {
-    const body = this.whole ?? (this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts));
+    const body = this.large ? Buffer.from(this.large, 0, this.need) : this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts);
+    this.large = undefined;
     this.release();
     return body;
   }
@@ -248,13 +257,14 @@ export class PacketReader {
     return !this.splitter.atBoundary;
   }
 
-  /** Drops the incomplete packet's bytes and gives them back to the budget (the session ended). */
+  /** Drops the incomplete packet's bytes, returning its memory now, and gives them back to the budget. */
   release(): void {
+    if (this.large) addon.freeHostBuffer(this.large);
+    this.large = undefined;
     this.budget.give(this.held);
     this.held = 0;
     this.have = 0;
     this.parts = [];
-    this.whole = undefined;
   }
 }
 

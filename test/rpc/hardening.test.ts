@@ -256,6 +256,30 @@ out(first=first, second=second, err=err_text(lambda: infer(r, 'mlp', np.load(A['
       await goodNodeClient(port);
     });
 
+    it("4 clients x 128 MiB half-sent: rss rises, and falls back when their sessions end (no GC needed)", async () => {
+      const { server, port } = await start({ readTimeoutMs: 1500, maxMessageBytes: 256 << 20 });
+      const rss0 = rssMiB();
+      const peers = await Promise.all(Array.from({ length: 4 }, () => watchedRawSession(server, port, 60000)));
+      const piece = Buffer.alloc(1 << 20, 9);
+      for (const { peer } of peers) {
+        const head = Buffer.alloc(12);
+        head.writeBigUInt64LE(BigInt(256 << 20));
+        head.writeInt32LE(RPCCode.CallFunc, 8);
+        peer.send(head);
+      }
+      // interleaved, so no session sits longer than the read timeout between its pieces
+      for (let i = 0; i < 128; i++) {
+        for (const { peer } of peers) if (!peer.sock.write(piece)) await new Promise((r) => peer.sock.once('drain', r));
+      }
+      await waitUntil(() => server.pendingBytes >= 4 * (128 << 20), 20000, 'the server to hold 4 x 128 MiB');
+      const rssHeld = rssMiB();
+      assert.ok(rssHeld - rss0 > 400, `rss rose by only ${(rssHeld - rss0).toFixed(0)} MiB while holding 512 MiB`);
+      await Promise.all(peers.map(({ ended }) => ended));
+      assert.equal(server.pendingBytes, 0);
+      const rssAfter = rssMiB();
+      assert.ok(rssAfter - rss0 < 100, `rss after the sessions ended: ${rssAfter.toFixed(0)} MiB (before ${rss0.toFixed(0)}, held ${rssHeld.toFixed(0)})`);
+    });
+
     it('bytes held for incomplete requests are bounded server-wide (maxPendingBytes): the session over it gets RPCServerBusy', async () => {
       const { server, port } = await start({ maxPendingBytes: 24 << 20, maxMessageBytes: 64 << 20 });
       const first = await watchedRawSession(server, port, 30000);

@@ -193,7 +193,7 @@ describe('rpc wire format', () => {
       body.writeInt32LE(RPCCode.CallFunc, 0);
       const head = u64(BODY);
 
-      it('follows what arrived, then one buffer once half is here; the budget gets it all back', () => {
+      it('follows what arrived (at most double), in one growing buffer; the budget gets it all back', () => {
         const budget = new ByteBudget(64 << 20);
         const got: Buffer[] = [];
         const reader = new PacketReader(8 << 20, (b) => got.push(b), () => assert.fail('too large'), budget);
@@ -202,7 +202,7 @@ describe('rpc wire format', () => {
         assert.equal(budget.held, 1 << 20, 'a quarter arrived: only that is held');
         assert.equal(reader.midPacket, true);
         reader.push(body.subarray(1 << 20, 2 << 20));
-        assert.equal(budget.held, BODY, 'half arrived: the whole body is allocated, once');
+        assert.equal(budget.held, 2 << 20, 'half arrived: the buffer doubled');
         reader.push(body.subarray(2 << 20));
         assert.equal(budget.held, 0);
         assert.equal(reader.midPacket, false);
@@ -211,16 +211,16 @@ describe('rpc wire format', () => {
       });
 
       it('a piece over the server-wide budget throws RPCServerBusy and takes nothing', () => {
-        const budget = new ByteBudget(1 << 20);
-        assert.ok(budget.take(512 << 10), 'another session holds half the budget');
+        const budget = new ByteBudget(2 << 20);
+        assert.ok(budget.take(512 << 10), 'another session holds a quarter of the budget');
         const reader = new PacketReader(8 << 20, () => undefined, () => undefined, budget);
         reader.push(head);
         reader.push(body.subarray(0, 256 << 10));
         assert.throws(
           () => reader.push(body.subarray(256 << 10, 1 << 20)),
-          (e: unknown) => e instanceof WireError && e.kind === 'RPCServerBusy' && /already holds 786432 bytes of incomplete requests \(its limit is 1048576\)/.test(e.message),
+          (e: unknown) => e instanceof WireError && e.kind === 'RPCServerBusy' && /already holds 1572864 bytes of incomplete requests \(its limit is 2097152\)/.test(e.message),
         );
-        assert.equal(budget.held, (512 << 10) + (256 << 10));
+        assert.equal(budget.held, (512 << 10) + (1 << 20), 'the first 1 MiB buffer stays held, the refused growth took nothing');
         reader.release();
         assert.equal(budget.held, 512 << 10, 'release() gives back what the reader held');
       });
