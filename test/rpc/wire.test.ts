@@ -217,7 +217,7 @@ describe('rpc wire format', () => {
         reader.push(head);
         reader.push(body.subarray(0, 256 << 10));
         assert.throws(
-          () => reader.push(body.subarray(256 << 10, 1 << 20)),
+          () => reader.push(body.subarray(256 << 10, 2 << 20)),
           (e: unknown) => e instanceof WireError && e.kind === 'RPCServerBusy' && /already holds 1572864 bytes of incomplete requests \(its limit is 2097152\)/.test(e.message),
         );
         assert.equal(budget.held, (512 << 10) + (1 << 20), 'the first 1 MiB buffer stays held, the refused growth took nothing');
