@@ -12,47 +12,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TvmValueError } from '../../lib';
-import { connect } from '../../lib/rpc/client';
 import { encodeInputs } from '../../lib/rpc/infer';
 import { RPCServer, type RPCServerOptions } from '../../lib/rpc/server';
 import { decodeBlob, encodeBlob } from '../../lib/rpc/tni1';
 import { RPCCode } from '../../lib/rpc/wire';
 import { confine } from '../../lib/rpc/confine';
-import { assertMatches, fixture, fixtureFile, npy, repoRoot } from '../fixtures';
-import { assertNumbersMatch, callFunc, closedPort, HOST, killAllClients, nextEvent, RawPeer, runPython, spawnPython, waitUntil, watchedRawSession, withTimeout } from './peers';
+import { fixture, fixtureFile, npy, repoRoot } from '../fixtures';
+import { assertMlp, assertNumbersMatch, callFunc, closedPort, goodNodeClient, HOST, killAllClients, nextEvent, PY_INFER, pyParams, RawPeer, runPython, spawnPython, waitUntil, watchedRawSession, withTimeout } from './peers';
 
-/** Python: connect (params host, port, timeout), and the TNI1 pack/unpack (scripts/tni1.py). */
-const PY_INFER = `
-sys.path.insert(0, os.path.join(os.getcwd(), 'scripts'))
-from tni1 import pack, unpack
-def infer(r, model, x):
-    (y,) = unpack(r.get_function("tvm_node.infer")(model, pack([x])))
-    return y.ravel().tolist()
-r = rpc.connect(A['host'], A['port'], session_timeout=A.get('timeout', 0))
-`;
-
-function pyParams(port: number, extra: Record<string, unknown> = {}) {
-  return { host: HOST, port, mlp_x: fixtureFile(fixture('mlp').cases[0].inputs[0]), ...extra };
-}
-
-function assertMlp(values: unknown, who: string): void {
-  const fx = fixture('mlp');
-  assert.ok(Array.isArray(values), `${who}: no mlp output (${JSON.stringify(values)?.slice(0, 300)})`);
-  assertNumbersMatch(values as number[], fx.cases[0].outputs[0], fx.tolerance);
-}
-
-/** A Node client's inference of mlp equals the reference. */
-async function goodNodeClient(port: number): Promise<void> {
-  const fx = fixture('mlp');
-  const s = await withTimeout(connect(HOST, port), 30000, 'good client connect');
-  try {
-    const x = npy(fx.cases[0].inputs[0]);
-    const [y] = await withTimeout(s.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]), 30000, 'good client infer');
-    assertMatches(y, fx.cases[0].outputs[0], fx.tolerance);
-  } finally {
-    await s.close();
-  }
-}
 
 /** A TNI1 blob with a hand-written header over `data` bytes. */
 function blob(header: unknown, data = Buffer.alloc(0)): Buffer {

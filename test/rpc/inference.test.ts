@@ -14,16 +14,20 @@ import { connect } from '../../lib/rpc/client';
 import { encodeInputs } from '../../lib/rpc/infer';
 import { RPCServer, type RPCServerOptions } from '../../lib/rpc/server';
 import { encodePacket, RPC_PROTOCOL_VERSION, RPCCode } from '../../lib/rpc/wire';
-import { assertMatches, fixture, fixtureFile, npy } from '../fixtures';
+import { assertMatches, fixture, npy } from '../fixtures';
 import {
+  assertMlp,
   assertNumbersMatch,
   callFunc,
   clientHello,
   getGlobalFunc,
+  goodNodeClient,
   HOST,
   initServer,
   killAllClients,
   nextEvent,
+  PY_INFER,
+  pyParams,
   RawPeer,
   rawExchange,
   runPython,
@@ -33,41 +37,6 @@ import {
   watchedRawSession,
   withTimeout,
 } from './peers';
-
-/** Python: connect (params host, port, timeout), and the TNI1 pack/unpack (scripts/tni1.py). */
-const PY_INFER = `
-sys.path.insert(0, os.path.join(os.getcwd(), 'scripts'))
-from tni1 import pack, unpack
-def infer(r, model, x):
-    (y,) = unpack(r.get_function("tvm_node.infer")(model, pack([x])))
-    return y.ravel().tolist()
-r = rpc.connect(A['host'], A['port'], session_timeout=A.get('timeout', 0))
-`;
-
-/** Python parameters: the server and the fixture inputs. */
-function pyParams(port: number, extra: Record<string, unknown> = {}) {
-  return { host: HOST, port, mlp_x: fixtureFile(fixture('mlp').cases[0].inputs[0]), conv_x: fixtureFile(fixture('conv').cases[0].inputs[0]), ...extra };
-}
-
-function assertMlp(values: unknown, who: string): void {
-  const fx = fixture('mlp');
-  assert.ok(Array.isArray(values), `${who}: no mlp output (${JSON.stringify(values)?.slice(0, 300)})`);
-  assertNumbersMatch(values as number[], fx.cases[0].outputs[0], fx.tolerance);
-}
-
-/** A checked Node session: infer mlp on the server equals the reference; then close. */
-async function goodNodeClient(port: number): Promise<void> {
-  const fx = fixture('mlp');
-  const s = await withTimeout(connect(HOST, port), 30000, 'good client connect');
-  try {
-    const x = npy(fx.cases[0].inputs[0]);
-    const [y] = await withTimeout(s.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]), 30000, 'good client infer');
-    assertMatches(y, fx.cases[0].outputs[0], fx.tolerance);
-  } finally {
-    await s.close();
-  }
-}
-
 
 describe('RPCServer inference-only mode (in-process sessions, model repository)', function () {
   this.timeout(120000);

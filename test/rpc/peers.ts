@@ -10,7 +10,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Tensor } from '../../lib';
 import { encodePacket, encodeValues, RPC_PROTOCOL_VERSION, RPCCode, WireDecoder, type WireValue } from '../../lib/rpc/wire';
-import { assertMatches, npy, python, repoRoot, type ArraySpec } from '../fixtures';
+import { connect } from '../../lib/rpc/client';
+import { assertMatches, fixture, fixtureFile, npy, python, repoRoot, type ArraySpec } from '../fixtures';
 
 export const HOST = '127.0.0.1';
 
@@ -449,4 +450,39 @@ export async function watchedRawSession(server: EventEmitter, port: number, endM
   const peer = await RawPeer.open(port);
   await started;
   return { peer, ended: nextEvent(server, 'sessionEnd', endMs, (id) => id === sid) };
+}
+
+/** Python: connect (params host, port, timeout), and the TNI1 pack/unpack (scripts/tni1.py). */
+export const PY_INFER = `
+sys.path.insert(0, os.path.join(os.getcwd(), 'scripts'))
+from tni1 import pack, unpack
+def infer(r, model, x):
+    (y,) = unpack(r.get_function("tvm_node.infer")(model, pack([x])))
+    return y.ravel().tolist()
+r = rpc.connect(A['host'], A['port'], session_timeout=A.get('timeout', 0))
+`;
+
+/** Python parameters: the server and the fixture inputs. */
+export function pyParams(port: number, extra: Record<string, unknown> = {}) {
+  return { host: HOST, port, mlp_x: fixtureFile(fixture('mlp').cases[0].inputs[0]), conv_x: fixtureFile(fixture('conv').cases[0].inputs[0]), ...extra };
+}
+
+/** Asserts a Python client's mlp output equals the reference. */
+export function assertMlp(values: unknown, who: string): void {
+  const fx = fixture('mlp');
+  assert.ok(Array.isArray(values), `${who}: no mlp output (${JSON.stringify(values)?.slice(0, 300)})`);
+  assertNumbersMatch(values as number[], fx.cases[0].outputs[0], fx.tolerance);
+}
+
+/** A checked Node session: infer mlp on the server equals the reference; then close. */
+export async function goodNodeClient(port: number): Promise<void> {
+  const fx = fixture('mlp');
+  const s = await withTimeout(connect(HOST, port), 30000, 'good client connect');
+  try {
+    const x = npy(fx.cases[0].inputs[0]);
+    const [y] = await withTimeout(s.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]), 30000, 'good client infer');
+    assertMatches(y, fx.cases[0].outputs[0], fx.tolerance);
+  } finally {
+    await s.close();
+  }
 }
