@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type * as Ort from 'onnxruntime-node';
-import { python, repoRoot } from '../test/fixtures';
+import { python, repoRoot } from './fixtures';
 
 interface ModelArray {
   name: string;

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
-import { python, repoRoot } from '../test/fixtures';
+import { python, repoRoot } from './fixtures';
 import type { Contender } from './measure';
 
 // ---------------------------------------------------------------------------------------

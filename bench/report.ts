@@ -85,7 +85,7 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
     `- Runs with k in flight: at least ${r.settings.minRunsPerLane} x k runs per round.`,
     `- cnn: ${r.settings.cnnSettleMs} ms idle before each contender's round. TVM's and onnxruntime's worker threads spin for a ` +
       "while after each parallel job, and TVM pins each pool's workers to cores; without the gap a contender is timed against " +
-      "the previous one's spinning threads (on 2 cores that made the tiny CNN's sync invoke ~10x slower).",
+      "the previous one's spinning threads (on 2 cores that made the tiny CNN's runSync ~10x slower).",
     `- Copy/wrap sizes: ${r.settings.copySizes.map(formatBytes).join(', ')}.`,
   ];
   const rpc = r.settings.rpc;

@@ -12,11 +12,11 @@
  *          from Python through the pinned TVM (bench/peer.py, in a child process)
  *   copy   host copies into / out of a CPU tensor vs TypedArray.set and Buffer.copy
  *   wrap   Tensor.wrap of aligned memory (zero-copy) vs making a TypedArray view, per size
- *   model  the `mlp` and `conv` fixtures: Node sync invoke and async run with 1/2/4 in
+ *   model  the `mlp` and `conv` fixtures: Node runSync (sync) and run (async) with 1/2/4 in
  *          flight vs Python's relax.VirtualMachine on the same .so
  *   cnn    a MobileNetV2 (random weights, 1x3x224x224; quick mode: a 3-stage 0.35-width
  *          variant at 64x64) built as ONNX and compiled by TVM
- *          (scripts/compile_bench_models.py, cached in .cache/bench-models): Node sync invoke
+ *          (scripts/compile_bench_models.py, cached in .cache/bench-models): Node runSync
  *          and async run with 1/2/4 in flight vs Python's relax.VirtualMachine on the same
  *          .so, and vs onnxruntime-node on the same .onnx. Thread counts are set explicitly
  *          (TVM_NUM_THREADS, onnxruntime intraOpNumThreads; default: the available cores).
@@ -36,7 +36,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { requireGlobalFunc, versions } from '../lib';
-import { fixtureDir, repoRoot } from '../test/fixtures';
+import { fixtureDir, repoRoot } from './fixtures';
 import { buildBenchModels, loadOrt, type BuiltModels } from './bench-models';
 import { KiB, MiB, type Ctx } from './context';
 import { benchCalls } from './groups/call';
@@ -95,7 +95,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
   const envThreads = process.env.TVM_NUM_THREADS;
   const threads = threadCount(opts);
   // TVM sizes each calling thread's pool from TVM_NUM_THREADS when that thread first runs a
-  // parallel kernel (Node's main thread for invoke, each libuv worker for run), and the
+  // parallel kernel (Node's main thread for runSync, each libuv worker for run), and the
   // Python peer inherits it: set it before anything runs.
   process.env.TVM_NUM_THREADS = String(threads);
   const skipped: SkippedEntry[] = [];
@@ -126,7 +126,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
       }
     }
     const py = await peer.request({ op: 'info' });
-    const nodeThreads = Number(requireGlobalFunc('runtime.NumThreads').call());
+    const nodeThreads = Number(requireGlobalFunc('runtime.NumThreads').callSync());
     const ctx: Ctx = {
       quick,
       rounds,

@@ -4,7 +4,7 @@
  * @internal
  */
 import path from 'node:path';
-import { makeTvmError } from './errors';
+import { makeTvmError, TvmRuntimeError } from './errors';
 
 /** Native tensor: one reference to a TVM tensor (DLPack-compatible). */
 export interface NativeTensor {
@@ -139,10 +139,13 @@ function loadAddon(): Addon {
     return load(packageRoot);
   } catch (err) {
     const msg = (err as Error).message;
-    throw new Error(
+    throw new TvmRuntimeError(
+      'RuntimeError',
       `tvm-node: could not load the native addon (${msg}). ` +
         'In a source checkout run `npm run setup`; for installs, check that a prebuilt binary exists for ' +
         `${process.platform}-${process.arch} or that the TVM runtime libraries sit beside it.`,
+      '',
+      { cause: err },
     );
   }
 }

@@ -58,7 +58,7 @@ function parsed<T>(flag: string, parse: (text: string) => T): (text: string) => 
     try {
       return parse(text);
     } catch (err) {
-      if (err instanceof UsageError) throw new UsageError(`${flag} '${text}': ${err.message}`, err.hint);
+      if (err instanceof UsageError) throw new UsageError(`${flag} '${text}': ${err.message}`, err.hint, { cause: err });
       throw err;
     }
   };
@@ -221,7 +221,7 @@ handleExits(program.command('rpc-server'))
       try {
         tracker = parseHostPort(o.tracker);
       } catch (err) {
-        throw new UsageError(`--tracker: ${(err as Error).message}`);
+        throw new UsageError(`--tracker: ${(err as Error).message}`, undefined, { cause: err });
       }
     }
     const modelsDir = o.demoModels ? demoRepository() : o.models;

@@ -1,7 +1,7 @@
 /**
  * Data types: TVM dtype strings and the TypedArray that holds each one on the host.
  */
-import { TvmValueError } from './errors';
+import { TvmTypeError, TvmValueError } from './errors';
 
 /** The dtypes tvm-node moves between JS and TVM. */
 export type DType =
@@ -51,8 +51,14 @@ export function bytesPerElement(dtype: DType): number {
   return HOST_ARRAY[dtype].BYTES_PER_ELEMENT;
 }
 
-/** The dtype a TypedArray most naturally carries (Uint16Array is taken as uint16). */
-export function dtypeOfArray(a: TypedArray): DType {
+/**
+ * The dtype a TypedArray carries when none is given: its own element type (a Buffer or
+ * Uint8Array is uint8, a Uint16Array uint16: float16/bfloat16 bits need the dtype given).
+ * The one place tvm-node infers a dtype from a host array (`Tensor.from`, `Tensor.wrap`,
+ * `session.infer`, ...). Any other view (DataView, Uint8ClampedArray, ...) is a
+ * {@link TvmTypeError}.
+ */
+export function dtypeOfArray(a: ArrayBufferView): DType {
   if (a instanceof Float32Array) return 'float32';
   if (a instanceof Float64Array) return 'float64';
   if (a instanceof Int8Array) return 'int8';
@@ -62,7 +68,11 @@ export function dtypeOfArray(a: TypedArray): DType {
   if (a instanceof Uint8Array) return 'uint8';
   if (a instanceof Uint16Array) return 'uint16';
   if (a instanceof Uint32Array) return 'uint32';
-  return 'uint64';
+  if (a instanceof BigUint64Array) return 'uint64';
+  throw new TvmTypeError(
+    'TypeError',
+    `cannot infer a dtype from a ${a?.constructor?.name ?? typeof a} (give a TypedArray of the dtype's host type, e.g. Float32Array for float32, or the dtype)`,
+  );
 }
 
 const f32 = new Float32Array(1);

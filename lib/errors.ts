@@ -1,12 +1,19 @@
 /**
  * Typed errors. Every TVM error reaches JS as a {@link TvmError} subclass chosen by TVM's
  * error kind (ValueError, TypeError, RuntimeError, ...), carrying TVM's message and
- * backtrace; tvm-node's own validation raises the same classes, so callers catch one way.
+ * backtrace; tvm-node's own validation raises the same classes, and so does the native
+ * layer for arguments it cannot convert (a {@link TvmTypeError} for a value of the wrong
+ * type, a {@link TvmValueError} for a wrong size), so callers catch one way. An error that
+ * explains another keeps it as its `cause`.
  */
 
 /** Base class of every error tvm-node raises. */
 export class TvmError extends Error {
-  /** TVM's error kind, e.g. `ValueError`, `RuntimeError`, `InternalError`. */
+  /**
+   * A stable name of what went wrong: TVM's error kind (`ValueError`, `TypeError`,
+   * `RuntimeError`, `InternalError`, ...), or for tvm-node's own classes their name
+   * (`DisposedError`, `DeviceError`, `VersionMismatchError`, ...).
+   */
   readonly kind: string;
   /** TVM's backtrace (native frames), when TVM reported one. */
   readonly tvmBacktrace: string;
@@ -42,7 +49,7 @@ export class DeviceError extends TvmError {}
 /** The loaded TVM runtime or an artifact does not fit the one tvm-node was built for. */
 export class VersionMismatchError extends TvmError {}
 
-const BY_KIND: Record<string, new (kind: string, message: string, bt?: string) => TvmError> = {
+const BY_KIND: Record<string, new (kind: string, message: string, bt?: string, options?: ErrorOptions) => TvmError> = {
   ValueError: TvmValueError,
   TypeError: TvmTypeError,
   IndexError: TvmIndexError,
@@ -58,9 +65,9 @@ const BY_KIND: Record<string, new (kind: string, message: string, bt?: string) =
 };
 
 /** Builds the typed error for a TVM error kind (used by the native layer). */
-export function makeTvmError(kind: string, message: string, backtrace = ''): TvmError {
+export function makeTvmError(kind: string, message: string, backtrace = '', options?: ErrorOptions): TvmError {
   const Ctor = BY_KIND[kind] ?? TvmError;
-  return new Ctor(kind, message, backtrace);
+  return new Ctor(kind, message, backtrace, options);
 }
 
 /**

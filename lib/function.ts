@@ -21,13 +21,11 @@ export class PackedFunc extends HandleOwner<NativeFunction> {
     super(handle);
   }
 
-  /** Calls on the JS thread. Only for work well under a millisecond; see {@link callAsync}. */
-  call(...args: unknown[]): unknown {
-    return this.handle.call(...unwrapArgs(args));
-  }
-
-  /** Calls on a worker thread of the libuv pool; the event loop keeps running. */
-  callAsync(...args: unknown[]): Promise<unknown> {
+  /**
+   * Calls on a worker thread of the libuv pool; the event loop keeps running. A result that
+   * holds resources (a Tensor, Module, PackedFunc, ...) is the caller's to dispose.
+   */
+  call(...args: unknown[]): Promise<unknown> {
     let pending: Promise<unknown>;
     try {
       pending = this.handle.callAsync(unwrapArgs(args));
@@ -39,8 +37,13 @@ export class PackedFunc extends HandleOwner<NativeFunction> {
     return pending.catch(callerStack());
   }
 
-
-
+  /**
+   * {@link PackedFunc.call} on the JS thread, blocking the event loop until it returns: only
+   * for work well under a millisecond.
+   */
+  callSync(...args: unknown[]): unknown {
+    return this.handle.call(...unwrapArgs(args));
+  }
 }
 
 /**

@@ -33,21 +33,31 @@ export class Module extends HandleOwner<NativeModule> {
     return this.handle.imports as Module[];
   }
 
-  /** A function by name (searching imports too), or null. */
-  getFunction(name: string, opts: { queryImports?: boolean } = {}): PackedFunc | null {
-    const h = this.handle.getFunction(name, opts.queryImports ?? true);
-    return h ? new PackedFunc(h, name) : null;
-  }
-
-  /** {@link Module.getFunction} on the thread pool (for RPC modules the lookup crosses the network). */
-  async getFunctionAsync(name: string): Promise<PackedFunc | null> {
+  /**
+   * A function by name (searching imports too), or null, looked up on the thread pool (for an
+   * RPC module the lookup crosses the network). The function is the caller's to dispose.
+   */
+  async getFunction(name: string): Promise<PackedFunc | null> {
     const f = (await this.handle.getFunctionAsync(name).catch(callerStack())) as PackedFunc | null;
     return f ? new PackedFunc(f.handle, name) : null;
   }
 
-  /** A function by name; throws {@link TvmAttributeError} when missing. */
-  requireFunction(name: string): PackedFunc {
-    const f = this.getFunction(name);
+  /** {@link Module.getFunction} on the JS thread (a local lookup; over RPC, a blocking round trip). */
+  getFunctionSync(name: string, opts: { queryImports?: boolean } = {}): PackedFunc | null {
+    const h = this.handle.getFunction(name, opts.queryImports ?? true);
+    return h ? new PackedFunc(h, name) : null;
+  }
+
+  /** {@link Module.getFunction} that throws {@link TvmAttributeError} when the function is missing. */
+  async requireFunction(name: string): Promise<PackedFunc> {
+    const f = await this.getFunction(name);
+    if (!f) throw new TvmAttributeError('AttributeError', `module (${this.typeKey}) has no function '${name}'`);
+    return f;
+  }
+
+  /** {@link Module.requireFunction} on the JS thread. */
+  requireFunctionSync(name: string): PackedFunc {
+    const f = this.getFunctionSync(name);
     if (!f) throw new TvmAttributeError('AttributeError', `module (${this.typeKey}) has no function '${name}'`);
     return f;
   }
@@ -101,9 +111,9 @@ function inspect(file: string, sharedLibrary: boolean): fs.BigIntStats {
 
 function fileError(file: string, err: unknown): TvmError {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT' || code === 'ENOTDIR') return new TvmRuntimeError('RuntimeError', cannotLoad(file, 'no such file'));
-  if (code === 'EACCES' || code === 'EPERM') return new TvmRuntimeError('RuntimeError', cannotLoad(file, 'permission denied (the file must be readable)'));
-  return new TvmRuntimeError('RuntimeError', cannotLoad(file, (err as Error).message));
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new TvmRuntimeError('RuntimeError', cannotLoad(file, 'no such file'), '', { cause: err });
+  if (code === 'EACCES' || code === 'EPERM') return new TvmRuntimeError('RuntimeError', cannotLoad(file, 'permission denied (the file must be readable)'), '', { cause: err });
+  return new TvmRuntimeError('RuntimeError', cannotLoad(file, (err as Error).message), '', { cause: err });
 }
 
 function kindOf(st: fs.BigIntStats): string {
@@ -309,7 +319,7 @@ function plan(file: string, opts: LoadOptions): Plan {
     byName = opts.privateCopy ? (processDir(), false) : loadableByName(file, st);
   } catch (err) {
     if (err instanceof TvmError) throw err;
-    throw new TvmRuntimeError('RuntimeError', cannotLoad(file, `the temporary folder ${PROCESS_DIR} is not usable (${(err as Error).message}); set TMPDIR to a writable folder`));
+    throw new TvmRuntimeError('RuntimeError', cannotLoad(file, `the temporary folder ${PROCESS_DIR} is not usable (${(err as Error).message}); set TMPDIR to a writable folder`), '', { cause: err });
   }
   return byName ? { file, st } : { file, st, copy: copyName(file, st) };
 }
@@ -324,7 +334,7 @@ const keptChanging = (file: string) => new TvmRuntimeError('RuntimeError', canno
 
 function copyFailed(p: Plan, err: unknown): TvmError {
   if ((err as NodeJS.ErrnoException).code === 'ENOENT') return fileError(p.file, err);
-  return new TvmRuntimeError('RuntimeError', cannotLoad(p.file, `could not copy it to ${PROCESS_DIR} (${(err as Error).message}); set TMPDIR to a writable folder`));
+  return new TvmRuntimeError('RuntimeError', cannotLoad(p.file, `could not copy it to ${PROCESS_DIR} (${(err as Error).message}); set TMPDIR to a writable folder`), '', { cause: err });
 }
 
 /** Plans the load of `file` and makes its private copy when it needs one (synchronously). */
@@ -391,22 +401,22 @@ function explainLoadError(p: Plan, err: unknown): unknown {
       'VersionMismatchError',
       cannotLoad(p.file, `${message.trim()} (tvm-node runs TVM runtime ${v.tvm}, tvm-ffi ${v.tvmFfi}: a symbol the artifact needs is missing, so it was probably compiled by another TVM version; compile it with a matching TVM)`),
       backtrace,
+      { cause: err },
     );
   }
   if (p.copy && /failed to map segment/.test(message)) {
     message += ` (it was loaded from a private copy in ${PROCESS_DIR}: if that file system is mounted noexec, set TMPDIR to a folder that allows executables)`;
   }
-  if (dl) return new TvmRuntimeError('RuntimeError', cannotLoad(p.file, message.trim()), backtrace);
-  // TVM's own failure after the library was opened: keep its kind.
+  if (dl) return new TvmRuntimeError('RuntimeError', cannotLoad(p.file, message.trim()), backtrace, { cause: err });
+  // TVM's own failure after the library was opened: keep its kind (and class).
   if (err instanceof TvmError) {
-    const Ctor = err.constructor as new (kind: string, message: string, backtrace?: string) => TvmError;
-    return new Ctor(err.kind, cannotLoad(p.file, message), backtrace);
+    const Ctor = err.constructor as new (kind: string, message: string, backtrace?: string, options?: ErrorOptions) => TvmError;
+    return new Ctor(err.kind, cannotLoad(p.file, message), backtrace, { cause: err });
   }
-  err.message = cannotLoad(p.file, message);
-  return err;
+  return new TvmRuntimeError('RuntimeError', cannotLoad(p.file, message), '', { cause: err });
 }
 
-/** Options of {@link loadModule} and {@link loadModuleAsync}. */
+/** Options of {@link loadModuleSync} and {@link loadModule}. */
 export interface LoadOptions {
   /**
    * Load a shared library from a private copy even the first time, so that the module
@@ -421,29 +431,16 @@ export interface LoadOptions {
 }
 
 /**
- * Loads a compiled artifact (`.so`), synchronously. Prefer {@link loadModuleAsync} in servers.
- * A relative path is taken from the current directory. A file that changed since this process
- * last loaded it gives the new code; modules loaded before keep theirs, unless their file was
- * overwritten in place (see {@link LoadOptions.privateCopy}). A file that cannot be loaded is
- * a {@link TvmRuntimeError} (missing, not a regular file, refused by the loader), a
- * {@link TvmValueError} (not a shared library, or one for another machine), or a
- * {@link VersionMismatchError} (a symbol it needs is missing from this runtime).
+ * Loads a compiled artifact (`.so`) on the thread pool (static initializers and large
+ * constants are loaded off the JS thread). A relative path is taken from the current
+ * directory. A file that changed since this process last loaded it gives the new code;
+ * modules loaded before keep theirs, unless their file was overwritten in place (see
+ * {@link LoadOptions.privateCopy}). A file that cannot be loaded is a {@link TvmRuntimeError}
+ * (missing, not a regular file, refused by the loader), a {@link TvmValueError} (not a shared
+ * library, or one for another machine), or a {@link VersionMismatchError} (a symbol it needs
+ * is missing from this runtime). The module is the caller's to dispose.
  */
-export function loadModule(file: string, opts: LoadOptions = {}): Module {
-  checkRuntimeVersions();
-  const p = prepare(path.resolve(file), opts);
-  try {
-    return new Module(addon.NativeModule.load(p.copy ?? p.file));
-  } catch (err) {
-    throw explainLoadError(p, err);
-  } finally {
-    // The loader keeps what it mapped: the copy's name is not needed once it is loaded.
-    if (p.copy) fs.rmSync(p.copy, { force: true });
-  }
-}
-
-/** {@link loadModule} on the thread pool (static initializers and large constants are loaded off the JS thread). */
-export async function loadModuleAsync(file: string, opts: LoadOptions = {}): Promise<Module> {
+export async function loadModule(file: string, opts: LoadOptions = {}): Promise<Module> {
   const rethrow = callerStack();
   let p: Plan;
   try {
@@ -458,6 +455,20 @@ export async function loadModuleAsync(file: string, opts: LoadOptions = {}): Pro
     return rethrow(explainLoadError(p, err));
   } finally {
     if (p.copy) await fs.promises.rm(p.copy, { force: true });
+  }
+}
+
+/** {@link loadModule} on the JS thread, blocking the event loop for the whole load: prefer {@link loadModule} in servers. */
+export function loadModuleSync(file: string, opts: LoadOptions = {}): Module {
+  checkRuntimeVersions();
+  const p = prepare(path.resolve(file), opts);
+  try {
+    return new Module(addon.NativeModule.load(p.copy ?? p.file));
+  } catch (err) {
+    throw explainLoadError(p, err);
+  } finally {
+    // The loader keeps what it mapped: the copy's name is not needed once it is loaded.
+    if (p.copy) fs.rmSync(p.copy, { force: true });
   }
 }
 

@@ -32,7 +32,7 @@ export function parseNpy(bytes: Uint8Array): NpyArray {
     arr = parse(buf, { convertFloat16: false });
   } catch (err) {
     // npyjs throws plain Errors (bad magic, big-endian dtypes) or RangeErrors (truncated header).
-    throw new TvmValueError('ValueError', `not a readable .npy file: ${(err as Error).message}`);
+    throw new TvmValueError('ValueError', `not a readable .npy file: ${(err as Error).message}`, '', { cause: err });
   }
   if (arr.fortranOrder) throw new TvmValueError('ValueError', 'Fortran-order .npy arrays are not supported');
   const dtype = FROM_NPY[arr.dtype];
@@ -67,12 +67,12 @@ export function encodeNpy(a: NpyArray): Buffer {
 
 /** Writes an array, or a tensor (copied to the host), as a `.npy` file. */
 export function writeNpy(path: string, a: NpyArray | Tensor): void {
-  const arr = a instanceof Tensor ? { data: a.toArray(), shape: a.shape, dtype: a.dtype } : a;
+  const arr = a instanceof Tensor ? { data: a.toArraySync(), shape: a.shape, dtype: a.dtype } : a;
   fs.writeFileSync(path, encodeNpy(arr));
 }
 
 /** Reads a `.npy` file into a new tensor. */
 export function tensorFromNpy(path: string, opts: Omit<TensorOptions, 'shape' | 'dtype'> = {}): Tensor {
   const a = readNpy(path);
-  return Tensor.from(a.data, { ...opts, shape: a.shape, dtype: a.dtype });
+  return Tensor.fromSync(a.data, { ...opts, shape: a.shape, dtype: a.dtype });
 }

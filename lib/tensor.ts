@@ -71,13 +71,14 @@ function resolve(data: TensorData, opts: TensorOptions): { dtype: DType; shape: 
 /**
  * An n-dimensional array on a device (TVM's `runtime.Tensor`, DLPack-compatible).
  *
- * Memory is released by {@link Tensor.dispose} (or `using`), with the garbage collector as
- * a safety net; its size is reported to V8 so GC pressure reflects device memory too.
+ * Memory is released by {@link Tensor.dispose} (on the thread pool; `await using`) or
+ * {@link Tensor.disposeSync} (`using`), with the garbage collector as a safety net; its size
+ * is reported to V8 so GC pressure reflects device memory too. A tensor this library returns
+ * (from {@link Tensor.from}, a model run, a function call, ...) is the caller's to dispose.
  */
 export class Tensor extends HandleOwner<NativeTensor> {
   private cachedShape?: number[];
   private cachedDType?: DType;
-
 
   /** An uninitialized tensor. */
   static empty(shape: readonly number[], dtype: DType | string = 'float32', device: Device = cpu()): Tensor {
@@ -85,20 +86,25 @@ export class Tensor extends HandleOwner<NativeTensor> {
     return new Tensor(addon.NativeTensor.empty(checkShape(shape), checkDType(dtype), device.deviceType, device.deviceId));
   }
 
-  /** A new tensor holding a copy of `data`. */
-  static from(data: TensorData, opts: TensorOptions = {}): Tensor {
-    const { dtype, shape, host } = resolve(data, opts);
-    const t = Tensor.empty(shape, dtype, opts.device ?? cpu());
-    t.handle.copyFromBytes(host);
-    return t;
-  }
-
-  /** Like {@link Tensor.from}, with the copy on a worker thread (for large data or devices). */
-  static async fromAsync(data: TensorData, opts: TensorOptions = {}): Promise<Tensor> {
+  /** A new tensor holding a copy of `data`, the copy made on a worker thread. */
+  static async from(data: TensorData, opts: TensorOptions = {}): Promise<Tensor> {
     const { dtype, shape, host } = resolve(data, opts);
     const device = opts.device ?? cpu();
     const t = await onDevice(device, async () => Tensor.empty(shape, dtype, device));
-    return t.copyFromAsync(host as TypedArray);
+    return t.copyFrom(host as TypedArray).catch(disposeAndThrow(t));
+  }
+
+  /** {@link Tensor.from} on the JS thread. */
+  static fromSync(data: TensorData, opts: TensorOptions = {}): Tensor {
+    const { dtype, shape, host } = resolve(data, opts);
+    const t = Tensor.empty(shape, dtype, opts.device ?? cpu());
+    try {
+      t.handle.copyFromBytes(host);
+    } catch (err) {
+      t.disposeSync();
+      throw err;
+    }
+    return t;
   }
 
   /**
@@ -115,7 +121,7 @@ export class Tensor extends HandleOwner<NativeTensor> {
       t.shared = true;
       return t;
     }
-    return Tensor.from(data, opts);
+    return Tensor.fromSync(data, opts);
   }
 
   /** Imports a DLPack capsule made by {@link Tensor.toDLPack} (consumes it). */
@@ -157,15 +163,11 @@ export class Tensor extends HandleOwner<NativeTensor> {
     return this.handle.byteLength;
   }
 
-  /** Overwrites the contents from a host array or another tensor (any device). */
-  copyFrom(src: TensorData | Tensor): this {
-    if (src instanceof Tensor) this.handle.copyFrom(this.checkedSource(src).handle);
-    else this.handle.copyFromBytes(this.checkedHost(src));
-    return this;
-  }
-
-  /** {@link Tensor.copyFrom} on a worker thread. */
-  async copyFromAsync(src: TensorData | Tensor): Promise<this> {
+  /**
+   * Overwrites the contents from a host array or another tensor (any device), the copy made
+   * on a worker thread; resolves with this tensor.
+   */
+  async copyFrom(src: TensorData | Tensor): Promise<this> {
     const rethrow = callerStack();
     const copy = src instanceof Tensor
       ? () => this.handle.copyFromAsync(this.checkedSource(src).handle)
@@ -173,6 +175,13 @@ export class Tensor extends HandleOwner<NativeTensor> {
     // A copy touching an RPC peer takes its turn on that session (either side may be remote).
     const remote = src instanceof Tensor && src.device.isRemote ? src.device : this.device;
     await onDevice(remote, copy).catch(rethrow);
+    return this;
+  }
+
+  /** {@link Tensor.copyFrom} on the JS thread. */
+  copyFromSync(src: TensorData | Tensor): this {
+    if (src instanceof Tensor) this.handle.copyFrom(this.checkedSource(src).handle);
+    else this.handle.copyFromBytes(this.checkedHost(src));
     return this;
   }
 
@@ -202,37 +211,52 @@ export class Tensor extends HandleOwner<NativeTensor> {
 
   /**
    * A copy of the data as the dtype's TypedArray (float16/bfloat16: raw bits in a
-   * Uint16Array, see {@link Tensor.toFloat32Array}; bool: Uint8Array of 0/1).
+   * Uint16Array, see {@link Tensor.toFloat32Array}; bool: Uint8Array of 0/1), copied on a
+   * worker thread.
    */
-  toArray(): TypedArray {
-    const out = this.hostArray();
-    this.handle.copyToBytes(out);
-    return out;
-  }
-
-  /** {@link Tensor.toArray} on a worker thread. */
-  async toArrayAsync(): Promise<TypedArray> {
+  async toArray(): Promise<TypedArray> {
     const out = this.hostArray();
     await onDevice(this.device, () => this.handle.copyToBytesAsync(out)).catch(callerStack());
     return out;
   }
 
-  /** The data as float32 numbers, whatever the float dtype (decodes float16/bfloat16). */
-  toFloat32Array(): Float32Array {
-    const a = this.toArray();
+  /** {@link Tensor.toArray} on the JS thread. */
+  toArraySync(): TypedArray {
+    const out = this.hostArray();
+    this.handle.copyToBytes(out);
+    return out;
+  }
+
+  /** The data as float32 numbers, whatever the float dtype (decodes float16/bfloat16), copied on a worker thread. */
+  async toFloat32Array(): Promise<Float32Array> {
+    return this.asFloat32(await this.toArray());
+  }
+
+  /** {@link Tensor.toFloat32Array} on the JS thread. */
+  toFloat32ArraySync(): Float32Array {
+    return this.asFloat32(this.toArraySync());
+  }
+
+  private asFloat32(a: TypedArray): Float32Array {
     if (this.dtype === 'float16' || this.dtype === 'bfloat16') return toFloat32(a as Uint16Array, this.dtype);
     return Float32Array.from(a as ArrayLike<number>);
   }
 
-  /** A copy of this tensor on `device`. */
-  copyTo(device: Device): Tensor {
-    return Tensor.empty(this.shape, this.dtype, device).copyFrom(this);
+  /** A copy of this tensor on `device` (the caller's to dispose), made on a worker thread. */
+  async copyTo(device: Device): Promise<Tensor> {
+    const t = await onDevice(device, async () => Tensor.empty(this.shape, this.dtype, device));
+    return t.copyFrom(this).catch(disposeAndThrow(t));
   }
 
-  /** {@link Tensor.copyTo} on a worker thread. */
-  async copyToAsync(device: Device): Promise<Tensor> {
-    const t = await onDevice(device, async () => Tensor.empty(this.shape, this.dtype, device));
-    return t.copyFromAsync(this);
+  /** {@link Tensor.copyTo} on the JS thread. */
+  copyToSync(device: Device): Tensor {
+    const t = Tensor.empty(this.shape, this.dtype, device);
+    try {
+      return t.copyFromSync(this);
+    } catch (err) {
+      t.disposeSync();
+      throw err;
+    }
   }
 
   /**
@@ -255,6 +279,14 @@ export class Tensor extends HandleOwner<NativeTensor> {
   toString(): string {
     return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device})`;
   }
+}
+
+/** A rejection handler that releases `t` (made for a copy that failed) and passes the error on. */
+function disposeAndThrow(t: Tensor): (err: unknown) => Promise<never> {
+  return async (err) => {
+    await t.dispose();
+    throw err;
+  };
 }
 
 registerWrapper(addon.NativeTensor, (h) => new Tensor(h));

@@ -6,13 +6,17 @@
  * small pool of instances over the same executable (compiled kernels and constants are
  * shared and thread-safe): each {@link VirtualMachine.run} takes an idle instance (creating
  * one up to `concurrency`), runs on a libuv worker thread, and gives it back; runs beyond
- * `concurrency` wait in FIFO order. {@link VirtualMachine.invoke} runs on the JS thread on
+ * `concurrency` wait in FIFO order. {@link VirtualMachine.runSync} runs on the JS thread on
  * an instance of its own.
+ *
+ * Ownership: a VM loaded from a path ({@link VirtualMachine.load}) owns its module and
+ * disposes it with itself; a VM made over a module the caller passed leaves that module to
+ * the caller. Outputs of runs are the caller's to dispose.
  */
 import { cpu, Device, DeviceType } from './device';
 import { DisposedError, TvmAttributeError, TvmIndexError } from './errors';
 import { PackedFunc } from './function';
-import { loadModuleAsync, Module } from './module';
+import { loadModule, loadModuleSync, Module } from './module';
 import { onDevice } from './rpc/lock';
 
 /** How a VM allocates memory: `pooled` reuses freed blocks (TVM's default), `naive` does not. */
@@ -47,12 +51,12 @@ class Instance {
   constructor(readonly vm: Module) {}
 
   func(name: string): PackedFunc {
-    return this.funcs.get(name) ?? this.cached(name, this.vm.getFunction(name, { queryImports: false }));
+    return this.funcs.get(name) ?? this.cached(name, this.vm.getFunctionSync(name, { queryImports: false }));
   }
 
   /** {@link Instance.func} with the lookup on the thread pool (over RPC it is a round trip). */
   async funcAsync(name: string): Promise<PackedFunc> {
-    return this.funcs.get(name) ?? this.cached(name, await this.vm.getFunctionAsync(name));
+    return this.funcs.get(name) ?? this.cached(name, await this.vm.getFunction(name));
   }
 
   /** Caches a function just looked up (an instance serves one run at a time: no race). */
@@ -63,8 +67,9 @@ class Instance {
   }
 
   async dispose(): Promise<void> {
-    await Promise.all([...this.funcs.values()].map((f) => f.disposeAsync()));
-    await this.vm.disposeAsync();
+    await Promise.all([...this.funcs.values()].map((f) => f.dispose()));
+    this.funcs.clear();
+    await this.vm.dispose();
   }
 }
 
@@ -77,6 +82,9 @@ export class VirtualMachine implements AsyncDisposable {
   private drained?: () => void;
   private syncInstance?: Instance;
   private closed = false;
+  private disposing?: Promise<void>;
+  /** Whether the module was loaded by {@link VirtualMachine.load} (disposed with the VM). */
+  private ownsModule = false;
   private readonly initArgs: number[];
   private readonly loadExecutable: PackedFunc;
   readonly devices: readonly Device[];
@@ -84,8 +92,9 @@ export class VirtualMachine implements AsyncDisposable {
   private readonly remote: boolean;
 
   /**
-   * Creates a VM over a loaded module. Over an RPC module this looks up the executable's
-   * loader with a round trip on the JS thread: servers use {@link VirtualMachine.create}.
+   * Creates a VM over a loaded module, which stays the caller's (the VM does not dispose it).
+   * Over an RPC module this looks up the executable's loader with a round trip on the JS
+   * thread: servers use {@link VirtualMachine.create}.
    */
   constructor(
     readonly module: Module,
@@ -104,7 +113,7 @@ export class VirtualMachine implements AsyncDisposable {
     const alloc = ALLOCATOR[opts.memory ?? 'pooled'];
     // The VM runs where the module lives: on a peer, device types are the peer's own.
     this.initArgs = devices.flatMap((d) => [d.localType, d.deviceId, alloc]);
-    const load = loader === undefined ? module.getFunction('vm_load_executable') : loader;
+    const load = loader === undefined ? module.getFunctionSync('vm_load_executable') : loader;
     if (!load) {
       throw new TvmAttributeError(
         'AttributeError',
@@ -115,38 +124,79 @@ export class VirtualMachine implements AsyncDisposable {
     this.loadExecutable = load;
   }
 
-  /** Loads `path` off the JS thread and creates a VM over it. */
+  /**
+   * Loads `path` off the JS thread and creates a VM over it. The VM owns the module: its
+   * {@link VirtualMachine.dispose} disposes the module too.
+   */
   static async load(path: string, opts: VMOptions = {}): Promise<VirtualMachine> {
-    return VirtualMachine.create(await loadModuleAsync(path), opts);
+    const module = await loadModule(path);
+    try {
+      const vm = await VirtualMachine.create(module, opts);
+      vm.ownsModule = true;
+      return vm;
+    } catch (err) {
+      await module.dispose();
+      throw err;
+    }
+  }
+
+  /** {@link VirtualMachine.load} on the JS thread (the VM owns the module it loads). */
+  static loadSync(path: string, opts: VMOptions = {}): VirtualMachine {
+    const module = loadModuleSync(path);
+    try {
+      const vm = new VirtualMachine(module, opts);
+      vm.ownsModule = true;
+      return vm;
+    } catch (err) {
+      module.disposeSync();
+      throw err;
+    }
   }
 
   /**
    * Creates a VM with every step that may cross the network (over an RPC module: the loader
-   * lookup, and later each instance's set-up) on the thread pool.
+   * lookup, and later each instance's set-up) on the thread pool. The module stays the
+   * caller's.
    */
   static async create(module: Module, opts: VMOptions = {}): Promise<VirtualMachine> {
-    return new VirtualMachine(module, opts, await module.getFunctionAsync('vm_load_executable'));
+    const loader = await module.getFunction('vm_load_executable');
+    try {
+      return new VirtualMachine(module, opts, loader);
+    } catch (err) {
+      await loader?.dispose();
+      throw err;
+    }
   }
 
-  /** The instance {@link VirtualMachine.invoke} uses, set up on the JS thread on first use. */
+  /** The instance {@link VirtualMachine.runSync} uses, set up on the JS thread on first use. */
   private syncInstanceOf(): Instance {
     if (this.syncInstance) return this.syncInstance;
-    const vm = this.loadExecutable.call() as Module;
-    // Released at once: on an RPC peer every live handle keeps the session open.
-    using init = vm.requireFunction('vm_initialization');
-    init.call(...this.initArgs);
+    const vm = this.loadExecutable.callSync() as Module;
+    try {
+      // Released at once: on an RPC peer every live handle keeps the session open.
+      using init = vm.requireFunctionSync('vm_initialization');
+      init.callSync(...this.initArgs);
+    } catch (err) {
+      vm.disposeSync();
+      throw err;
+    }
     return (this.syncInstance = new Instance(vm));
   }
 
   /** A new instance for the run pool, set up on the thread pool. */
   private async newInstance(): Promise<Instance> {
-    const vm = (await this.loadExecutable.callAsync()) as Module;
-    const init = await vm.getFunctionAsync('vm_initialization');
+    const vm = (await this.loadExecutable.call()) as Module;
     try {
-      if (!init) throw new TvmAttributeError('AttributeError', 'the VM has no vm_initialization');
-      await init.callAsync(...this.initArgs);
-    } finally {
-      await init?.disposeAsync();
+      const init = await vm.getFunction('vm_initialization');
+      try {
+        if (!init) throw new TvmAttributeError('AttributeError', 'the VM has no vm_initialization');
+        await init.call(...this.initArgs);
+      } finally {
+        await init?.dispose();
+      }
+    } catch (err) {
+      await vm.dispose();
+      throw err;
     }
     return new Instance(vm);
   }
@@ -159,33 +209,34 @@ export class VirtualMachine implements AsyncDisposable {
   functions(): VMFunctionInfo[] {
     this.checkOpen();
     const vm = this.syncInstanceOf().vm;
-    using arity = vm.requireFunction('get_function_arity');
-    using paramName = vm.requireFunction('get_function_param_name');
+    using arity = vm.requireFunctionSync('get_function_arity');
+    using paramName = vm.requireFunctionSync('get_function_param_name');
     // The runtime offers no list of functions; its disassembly (`as_text`) opens each
     // bytecode function with `@name:` and marks the packed functions it calls `packed_func`.
-    using asText = this.module.requireFunction('as_text');
-    const text = String(asText.call());
+    using asText = this.module.requireFunctionSync('as_text');
+    const text = String(asText.callSync());
     return [...text.matchAll(/^@(\S+):$/gm)]
       .map((m) => m[1])
       .map((name) => {
-        const n = Number(arity.call(name));
-        const params = Array.from({ length: n }, (_, i) => String(paramName.call(name, i)));
+        const n = Number(arity.callSync(name));
+        const params = Array.from({ length: n }, (_, i) => String(paramName.callSync(name, i)));
         return { name, arity: n, params };
       });
   }
 
   /**
-   * Runs `fn` synchronously on the JS thread. Blocks the event loop for the whole run:
-   * use {@link VirtualMachine.run} in servers.
+   * {@link VirtualMachine.run} on the JS thread, blocking the event loop for the whole run:
+   * use {@link VirtualMachine.run} in servers. Outputs are the caller's to dispose.
    */
-  invoke(fn: string, ...inputs: unknown[]): unknown {
+  runSync(fn: string, ...inputs: unknown[]): unknown {
     this.checkOpen();
-    return this.syncInstanceOf().func(fn).call(...inputs);
+    return this.syncInstanceOf().func(fn).callSync(...inputs);
   }
 
   /**
    * Runs `fn` on a worker thread and resolves with its result: a Tensor, or an array for a
-   * tuple output. Many runs may be in flight; see the concurrency model above.
+   * tuple output; the outputs are the caller's to dispose (inputs stay the caller's too).
+   * Many runs may be in flight; see the concurrency model above.
    */
   async run(fn: string, ...inputs: unknown[]): Promise<unknown> {
     this.checkOpen();
@@ -201,7 +252,7 @@ export class VirtualMachine implements AsyncDisposable {
   private async runOnInstance(fn: string, inputs: unknown[]): Promise<unknown> {
     const inst = await this.acquire();
     try {
-      return await (await inst.funcAsync(fn)).callAsync(...inputs);
+      return await (await inst.funcAsync(fn)).call(...inputs);
     } finally {
       this.release(inst);
     }
@@ -237,17 +288,23 @@ export class VirtualMachine implements AsyncDisposable {
   }
 
   /**
-   * Stops accepting runs, waits for those in flight, then releases every VM instance.
-   * The module stays usable (dispose it separately).
+   * Stops accepting runs, waits for those in flight, then releases every VM instance, and the
+   * module when the VM loaded it ({@link VirtualMachine.load}); a module the caller passed
+   * stays usable (the caller disposes it). Idempotent: later calls wait for the first.
    */
-  async dispose(): Promise<void> {
-    if (this.closed) return;
+  dispose(): Promise<void> {
+    this.disposing ??= this.shutDown();
+    return this.disposing;
+  }
+
+  private async shutDown(): Promise<void> {
     this.closed = true;
     if (this.pending > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     const instances = [...this.idle.splice(0), ...(this.syncInstance ? [this.syncInstance] : [])];
     this.syncInstance = undefined;
     await Promise.all(instances.map((i) => i.dispose()));
-    await this.loadExecutable.disposeAsync();
+    await this.loadExecutable.dispose();
+    if (this.ownsModule) await this.module.dispose();
   }
 
   [Symbol.asyncDispose](): Promise<void> {

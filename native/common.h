@@ -75,6 +75,20 @@ Napi::Value MakeJsError(Napi::Env env, const std::string& kind, const std::strin
 void ThrowTvm(Napi::Env env, const ffi::Error& err);
 /*! Turns a pending JS exception into a TVM error (for JS functions called by TVM). */
 ffi::Error JsExceptionToTvm(const Napi::Error& err);
+/*!
+ * The JS error of TVM error `kind` (lib/'s typed class, through its factory) as a C++
+ * exception to throw. Argument errors use TVM's kinds: "TypeError" for a value of the wrong
+ * type, "ValueError" for a wrong value (size, range).
+ */
+Napi::Error KindError(Napi::Env env, const std::string& kind, const std::string& message);
+/*!
+ * `err` when it is already a typed error (it has a string `kind`); otherwise (N-API's own
+ * errors, e.g. "A number was expected") a typed error of `kind` with the same message and
+ * `err` as its `cause`.
+ */
+Napi::Error WithKind(Napi::Env env, const Napi::Error& err, const char* kind);
+/*! What JS `typeof` says of `v` ("string", "undefined", ...), for messages. */
+const char* TypeOf(const Napi::Value& v);
 
 /*! Captured outcome of a native call: what a worker thread hands back to the JS thread. */
 struct CallError {
@@ -83,16 +97,17 @@ struct CallError {
   static CallError From(const std::exception& e) { return {"RuntimeError", e.what(), ""}; }
 };
 
-// Runs `body` and turns TVM and C++ exceptions into pending JS exceptions.
-#define TVMNODE_TRY(env, ...)                                  \
-  try {                                                        \
-    __VA_ARGS__;                                               \
-  } catch (const ::tvm::ffi::Error& e) {                       \
-    ::tvmnode::ThrowTvm(env, e);                               \
-  } catch (const Napi::Error& e) {                             \
-    e.ThrowAsJavaScriptException();                            \
-  } catch (const std::exception& e) {                          \
-    Napi::Error::New(env, e.what()).ThrowAsJavaScriptException(); \
+// Runs `body` and turns TVM, N-API and C++ exceptions into pending typed JS exceptions
+// (N-API's own errors are argument errors: TypeError; anything else is a RuntimeError).
+#define TVMNODE_TRY(env, ...)                                                                \
+  try {                                                                                      \
+    __VA_ARGS__;                                                                             \
+  } catch (const ::tvm::ffi::Error& e) {                                                     \
+    ::tvmnode::ThrowTvm(env, e);                                                             \
+  } catch (const Napi::Error& e) {                                                           \
+    ::tvmnode::WithKind(env, e, "TypeError").ThrowAsJavaScriptException();                   \
+  } catch (const std::exception& e) {                                                        \
+    ::tvmnode::KindError(env, "RuntimeError", e.what()).ThrowAsJavaScriptException();        \
   }
 
 // ---- conversions (convert.cc) ----

@@ -22,6 +22,23 @@ DLDevice ToDevice(const Napi::Value& type, const Napi::Value& id) {
 
 ffi::Any ToAnyUnchecked(Napi::Env env, const Napi::Value& v);
 
+// What `typeof` says, for messages.
+const char* TypeOf(const Napi::Value& v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return "boolean";
+    case napi_number: return "number";
+    case napi_string: return "string";
+    case napi_symbol: return "symbol";
+    case napi_object: return "object";
+    case napi_function: return "function";
+    case napi_external: return "external";
+    case napi_bigint: return "bigint";
+  }
+  return "value";
+}
+
 namespace {
 
 constexpr double kMaxSafeInt = 9007199254740991.0;
@@ -36,16 +53,19 @@ ffi::Any NumberToAny(double x) {
 ffi::Any BigIntToAny(const Napi::BigInt& b) {
   bool lossless = false;
   int64_t v = b.Int64Value(&lossless);
-  if (!lossless) throw Napi::RangeError::New(b.Env(), "bigint argument does not fit in int64");
+  if (!lossless) throw KindError(b.Env(), "ValueError", "bigint argument does not fit in int64");
   return ffi::Any(v);
 }
 
 ffi::Shape ShapeFromJs(Napi::Env env, const Napi::Value& dims) {
-  if (!dims.IsArray()) throw Napi::TypeError::New(env, "shape must be an array of integers");
+  if (!dims.IsArray()) throw KindError(env, "TypeError", "shape must be an array of integers");
   Napi::Array arr = dims.As<Napi::Array>();
   std::vector<int64_t> out(arr.Length());
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value d = arr.Get(i);
+    if (!d.IsBigInt() && !d.IsNumber()) {
+      throw KindError(env, "TypeError", "shape dimension " + std::to_string(i) + " must be an integer, got " + TypeOf(d));
+    }
     out[i] = d.IsBigInt() ? d.As<Napi::BigInt>().Int64Value(nullptr) : d.As<Napi::Number>().Int64Value();
   }
   return ffi::Shape(std::move(out));
@@ -61,7 +81,7 @@ ffi::Any TaggedToAny(Napi::Env env, const Napi::Object& obj, const std::string& 
     Napi::Value v = obj.Get("value");
     return v.IsBigInt() ? BigIntToAny(v.As<Napi::BigInt>()) : ffi::Any(v.As<Napi::Number>().Int64Value());
   }
-  throw Napi::TypeError::New(env, "unknown _tvmKind '" + kind + "'");
+  throw KindError(env, "TypeError", "unknown _tvmKind '" + kind + "'");
 }
 
 ffi::Any ObjectToAny(Napi::Env env, const Napi::Object& obj) {
@@ -81,8 +101,9 @@ ffi::Any ObjectToAny(Napi::Env env, const Napi::Object& obj) {
   }
   Napi::Value kind = obj.Get("_tvmKind");
   if (kind.IsString()) return TaggedToAny(env, obj, kind.As<Napi::String>().Utf8Value());
-  throw Napi::TypeError::New(env, "cannot pass this object to TVM (expected a Tensor, PackedFunc, Module, "
-                                  "Device, Shape, DataType, array, number, bigint, string or bytes)");
+  throw KindError(env, "TypeError",
+                  "cannot pass this object to TVM (expected a Tensor, PackedFunc, Module, "
+                  "Device, Shape, DataType, array, number, bigint, string or bytes)");
 }
 
 Napi::Value ArrayToJs(Napi::Env env, const ffi::Array<ffi::Any>& arr) {
@@ -125,8 +146,11 @@ ffi::Any ToAny(Napi::Env env, const Napi::Value& v) {
   try {
     return ToAnyUnchecked(env, v);
   } catch (const ffi::Error& e) {
-    // e.g. a malformed dtype string: a JS TypeError, never an exception N-API can't carry.
-    throw Napi::TypeError::New(env, e.message());
+    // e.g. a malformed dtype string: a typed JS error, never an exception N-API can't carry.
+    throw KindError(env, "TypeError", e.message());
+  } catch (const Napi::Error& e) {
+    // N-API's own ("A number was expected") for a tagged value with a field of the wrong type.
+    throw WithKind(env, e, "TypeError");
   }
 }
 
@@ -146,7 +170,7 @@ ffi::Any ToAnyUnchecked(Napi::Env env, const Napi::Value& v) {
     case napi_object:
       return ObjectToAny(env, v.As<Napi::Object>());
     default:
-      throw Napi::TypeError::New(env, "cannot pass a JS function or symbol to TVM directly (use registerFunc)");
+      throw KindError(env, "TypeError", "cannot pass a JS function or symbol to TVM directly (use registerFunc)");
   }
 }
 
@@ -196,7 +220,7 @@ Napi::Value FromAny(Napi::Env env, const ffi::Any& v) {
       if (v.type_index() >= ffi::TypeIndex::kTVMFFIStaticObjectBegin) {
         return ToLibClass(env, WrapObject(env, v.cast<ffi::ObjectRef>()));
       }
-      throw Napi::TypeError::New(env, "TVM returned a value of type " + v.GetTypeKey() + " that has no JS form");
+      throw KindError(env, "TypeError", "TVM returned a value of type " + v.GetTypeKey() + " that has no JS form");
   }
 }
 

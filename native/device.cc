@@ -44,7 +44,7 @@ Napi::Value DeviceSync(const Napi::CallbackInfo& info) {
   DLDevice dev = ToDevice(info[0], info[1]);
   TVMNODE_TRY(env, {
     DeviceAPI* api = ApiFor(dev);
-    if (api == nullptr) throw Napi::Error::New(env, "no device API for device type " + std::to_string(dev.device_type));
+    if (api == nullptr) throw KindError(env, "DeviceError", "no device API for device type " + std::to_string(dev.device_type));
     api->StreamSync(dev, nullptr);
   });
   return env.Undefined();

@@ -14,12 +14,34 @@ Napi::Value MakeJsError(Napi::Env env, const std::string& kind, const std::strin
   }
   Napi::Error e = Napi::Error::New(env, kind + ": " + message);
   e.Value().Set("tvmKind", kind);
+  e.Value().Set("kind", kind);
   return e.Value();
 }
 
 void ThrowTvm(Napi::Env env, const ffi::Error& err) {
   Napi::Value e = MakeJsError(env, err.kind(), err.message(), err.backtrace());
   napi_throw(env, e);
+}
+
+Napi::Error KindError(Napi::Env env, const std::string& kind, const std::string& message) {
+  return Napi::Error(env, MakeJsError(env, kind, message, ""));
+}
+
+Napi::Error WithKind(Napi::Env env, const Napi::Error& err, const char* kind) {
+  Napi::Value original = err.Value();
+  std::string message = err.Message();
+  try {
+    if (original.IsObject() && original.As<Napi::Object>().Get("kind").IsString()) return err;
+  } catch (const Napi::Error&) {
+    // A getter that throws: not one of lib/'s errors.
+  }
+  Napi::Error typed = KindError(env, kind, message);
+  if (!original.IsEmpty()) {
+    // As `new Error(message, { cause })` does: an own, non-enumerable property.
+    typed.Value().DefineProperty(
+        Napi::PropertyDescriptor::Value("cause", original, static_cast<napi_property_attributes>(napi_writable | napi_configurable)));
+  }
+  return typed;
 }
 
 ffi::Error JsExceptionToTvm(const Napi::Error& err) {

@@ -65,6 +65,7 @@ class FunctionWrap : public Handle<FunctionWrap, ffi::Function> {
   // callAsync(argsArray): runs on the thread pool; resolves with the result.
   Napi::Value CallAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    if (!info[0].IsArray()) ThrowKind(env, "TypeError", std::string("callAsync takes its arguments as an array, got ") + TypeOf(info[0]));
     std::vector<ffi::Any> args = ToAnyArgs(env, info[0].As<Napi::Array>());
     ffi::Function f = Get();
     return PromiseWorker::Start(env, "tvm-node:call", [f, args = std::move(args)]() { return CallPacked(f, args); },
@@ -83,7 +84,14 @@ ffi::Any InvokeJs(Napi::Env env, int64_t id, const std::vector<ffi::Any>& args) 
     std::vector<napi_value> js_args;
     js_args.reserve(args.size());
     for (const ffi::Any& a : args) js_args.push_back(FromAny(env, a));
-    return ToAny(env, it->second.Call(js_args));
+    Napi::Value result = it->second.Call(js_args);
+    try {
+      return ToAny(env, result);
+    } catch (const Napi::Error& e) {
+      // A result with no TVM form is the function's failure (a RuntimeError, as anything it
+      // throws), not the caller's TypeError.
+      throw ffi::Error("RuntimeError", e.Message(), "<JavaScript>");
+    }
   } catch (const Napi::Error& e) {
     throw JsExceptionToTvm(e);
   }
@@ -132,9 +140,15 @@ ffi::Function MakeJsBacked(Napi::Env env, int64_t id, std::string name) {
   });
 }
 
+// The string argument `i` (a function name); anything else is a TypeError naming it.
+std::string NameArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsString()) ThrowKind(info.Env(), "TypeError", std::string(what) + ": the name must be a string, got " + TypeOf(info[i]));
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
 Napi::Value GetGlobalFunc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::optional<ffi::Function> f = ffi::Function::GetGlobal(info[0].As<Napi::String>().Utf8Value());
+  std::optional<ffi::Function> f = ffi::Function::GetGlobal(NameArg(info, 0, "getGlobalFunc"));
   if (!f.has_value()) return env.Null();
   return WrapFunction(env, *f);
 }
@@ -150,7 +164,8 @@ Napi::Value ListGlobalFuncs(const Napi::CallbackInfo& info) {
 // registerFunc(name, fn, override): makes `fn` callable from TVM under `name`.
 Napi::Value RegisterFunc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string name = info[0].As<Napi::String>().Utf8Value();
+  std::string name = NameArg(info, 0, "registerFunc");
+  if (!info[1].IsFunction()) ThrowKind(env, "TypeError", std::string("registerFunc: the function must be a JS function, got ") + TypeOf(info[1]));
   AddonData* d = Data(env);
   int64_t id = d->next_js_func++;
   d->js_funcs.emplace(id, Napi::Persistent(info[1].As<Napi::Function>()));
@@ -169,7 +184,8 @@ Napi::Value RegisterFunc(const Napi::CallbackInfo& info) {
 Napi::Value UnregisterFunc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   AddonData* d = Data(env);
-  std::string name = info[0].As<Napi::String>().Utf8Value();
+  std::string name = NameArg(info, 0, "unregisterFunc");
+  if (!info[1].IsNumber()) ThrowKind(env, "TypeError", std::string("unregisterFunc: the id must be a number, got ") + TypeOf(info[1]));
   int64_t id = info[1].As<Napi::Number>().Int64Value();
   TVMNODE_TRY(env, {
     auto it = d->js_globals.find(id);

@@ -50,12 +50,12 @@ Napi::Value Wrap(Napi::Env env, void* data, size_t size) {
 
 size_t SizeArg(const Napi::CallbackInfo& info, size_t i) {
   double n = info[i].As<Napi::Number>().DoubleValue();
-  if (!(n >= 1 && n <= 9007199254740991.0)) throw Napi::RangeError::New(info.Env(), "host buffer size must be >= 1");
+  if (!(n >= 1 && n <= 9007199254740991.0)) throw KindError(info.Env(), "ValueError", "host buffer size must be >= 1");
   return static_cast<size_t>(n);
 }
 
 [[noreturn]] void ThrowErrno(Napi::Env env, const char* what, size_t size) {
-  throw Napi::Error::New(env, std::string(what) + " of " + std::to_string(size) + " bytes failed: " + std::strerror(errno));
+  throw KindError(env, "RuntimeError", std::string(what) + " of " + std::to_string(size) + " bytes failed: " + std::strerror(errno));
 }
 
 // The ArrayBuffer's mapping: its pages become the caller's, and the ArrayBuffer is detached
@@ -66,7 +66,7 @@ Mapping Take(const Napi::CallbackInfo& info) {
   {
     std::lock_guard<std::mutex> lock(live_mutex);
     auto it = taken.data == nullptr ? live.end() : live.find(taken.data);
-    if (it == live.end()) throw Napi::Error::New(info.Env(), "not a live host buffer (released already, or not made by allocHostBuffer)");
+    if (it == live.end()) throw KindError(info.Env(), "ValueError", "not a live host buffer (released already, or not made by allocHostBuffer)");
     it->second->owned = false;
     live.erase(it);
   }

@@ -50,7 +50,7 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    throw Napi::Error::New(env, std::string("cannot create a socket pair: ") + std::strerror(errno));
+    throw KindError(env, "RuntimeError", std::string("cannot create a socket pair: ") + std::strerror(errno));
   }
   Napi::Array pair = Napi::Array::New(env, 2);
   pair.Set(0u, Napi::Number::New(env, fds[0]));

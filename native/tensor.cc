@@ -31,15 +31,15 @@ HostBytes ViewBytes(Napi::Env env, const Napi::Value& v) {
     Napi::ArrayBuffer b = v.As<Napi::ArrayBuffer>();
     return {static_cast<char*>(b.Data()), b.ByteLength()};
   }
-  throw Napi::TypeError::New(env, "expected a TypedArray, Buffer or ArrayBuffer");
+  ThrowKind(env, "TypeError", "expected a TypedArray, Buffer or ArrayBuffer");
 }
 
 size_t ByteSize(const ffi::Tensor& t) { return ffi::GetDataSize(*t.GetDLTensorPtr()); }
 
 void CheckSameSize(Napi::Env env, size_t host, const ffi::Tensor& t) {
   if (host != ByteSize(t)) {
-    throw Napi::RangeError::New(env, "host buffer has " + std::to_string(host) + " bytes but the tensor needs " +
-                                         std::to_string(ByteSize(t)));
+    ThrowKind(env, "ValueError",
+              "host buffer has " + std::to_string(host) + " bytes but the tensor needs " + std::to_string(ByteSize(t)));
   }
 }
 
@@ -132,8 +132,8 @@ class TensorWrap : public Handle<TensorWrap, ffi::Tensor> {
       DLDataType dtype = ParseDType(info[2].As<Napi::String>().Utf8Value());
       size_t need = ffi::GetDataSize(static_cast<size_t>(shape.Product()), dtype);
       if (need != bytes.size) {
-        throw Napi::RangeError::New(env, "host buffer has " + std::to_string(bytes.size) +
-                                             " bytes but shape and dtype need " + std::to_string(need));
+        ThrowKind(env, "ValueError",
+                  "host buffer has " + std::to_string(bytes.size) + " bytes but shape and dtype need " + std::to_string(need));
       }
       Napi::Value owner = info[0].IsTypedArray() ? info[0].As<Napi::TypedArray>().ArrayBuffer() : info[0];
       auto* b = new BorrowedBuffer();
@@ -296,7 +296,7 @@ ffi::Tensor UnwrapTensor(Napi::Env env, const Napi::Value& v) {
     Napi::Value h = o.Get("handle");
     if (h.IsObject() && h.As<Napi::Object>().CheckTypeTag(&kTensorTag)) return TensorWrap::Unwrap(h.As<Napi::Object>())->Get();
   }
-  throw Napi::TypeError::New(env, "expected a Tensor");
+  ThrowKind(env, "TypeError", "expected a Tensor");
 }
 
 ffi::ObjectRef UnwrapTaggedTensor(const Napi::Object& obj) { return TensorWrap::Unwrap(obj)->Get(); }

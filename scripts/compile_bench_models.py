@@ -16,6 +16,11 @@ already folded in, as exporters emit it, Clip(0, 6), Add, GlobalAveragePool,
 Flatten, Gemm).  Then, per model:
 
 * ``<name>.onnx``           the graph (what onnxruntime-node runs),
+* ``<name>.json``           the model's manifest (scripts/compile_fixtures.py,
+                            "Manifests"): the ONNX graph's input and output
+                            names, shapes (``dim_param`` as strings) and
+                            dtypes, so tvm-node's ``Model.load`` runs the
+                            ``.so`` by the ONNX names,
 * ``<name>.so``             that same ``.onnx`` imported with
                             ``tvm.relax.frontend.onnx.from_onnx`` and compiled
                             by ``tvm.compile`` for target ``llvm`` (what
@@ -59,7 +64,8 @@ index.json (schema version 1)::
       "onnxruntime_version": "...", "target": "llvm", "schedule": "...",
       "models": {
         "<name>": {
-          "onnx": "<name>.onnx", "library": "<name>.so", "function": "main",
+          "onnx": "<name>.onnx", "library": "<name>.so", "manifest": "<name>.json",
+          "function": "main",
           "opset": 17,
           "input":  {"name": "input",  "shape": [1, 3, 224, 224], "dtype": "float32", "file": ...},
           "output": {"name": "logits", "shape": [1, 1000], "dtype": "float32", "file": ...},
@@ -94,8 +100,10 @@ from compile_fixtures import (  # noqa: E402
     build_cached,
     content_hash,
     log,
+    manifest,
     save_array,
     write_json_atomic,
+    write_manifest,
 )
 
 DEFAULT_OUT = REPO_ROOT / ".cache" / "bench-models"
@@ -389,6 +397,34 @@ def compile_onnx(onnx_path: Path, input_shape: list[int], library: Path) -> floa
     return time.monotonic() - started
 
 
+def onnx_signature(model) -> tuple[list[dict], list[dict]]:
+    """The graph's inputs and outputs as manifest entries: ONNX names, shapes, dtypes.
+
+    Initializers listed among the inputs (older exporters do that) are weights,
+    not inputs.  A ``dim_param`` becomes its name, an unknown dimension null.
+    """
+    from onnx import helper
+
+    weights = {init.name for init in model.graph.initializer}
+
+    def describe(info) -> dict:
+        tensor = info.type.tensor_type
+        shape = []
+        for dim in tensor.shape.dim:
+            if dim.HasField("dim_value"):
+                shape.append(int(dim.dim_value))
+            elif dim.HasField("dim_param"):
+                shape.append(dim.dim_param)
+            else:
+                shape.append(None)
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        return {"name": info.name, "shape": shape, "dtype": str(dtype)}
+
+    inputs = [describe(i) for i in model.graph.input if i.name not in weights]
+    outputs = [describe(o) for o in model.graph.output]
+    return inputs, outputs
+
+
 def onnxruntime_reference(onnx_path: Path, x):
     import onnxruntime as ort
 
@@ -429,6 +465,8 @@ def build_model(spec: CNNSpec, folder: Path) -> dict:
 
     library = folder / f"{spec.name}.so"
     compile_s = compile_onnx(onnx_file, shape, library)
+    inputs, outputs = onnx_signature(model)
+    manifest_file = write_manifest(library, manifest(inputs, outputs, function="main"))
 
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
     actual = vm["main"](tvm.runtime.tensor(x)).numpy()
@@ -437,6 +475,7 @@ def build_model(spec: CNNSpec, folder: Path) -> dict:
     return {
         "onnx": onnx_file.name,
         "library": library.name,
+        "manifest": manifest_file.name,
         "function": "main",
         "opset": OPSET,
         "input": {"name": "input", **save_array(folder, f"{spec.name}.input.npy", x)},

@@ -50,11 +50,12 @@ call ``function``)::
     {
       "kind": "vm",
       "file": "<name>.so",
+      "manifest": "<name>.json",            # see "Manifests" below
       "function": "main",
       "returns": "tensor" | "tuple",        # tuple: the VM returns an Array
       "signature": {
         "inputs":  [{"name": "x", "shape": ["n", 4], "dtype": "float32"}],
-        "outputs": [{"shape": ["n", 3], "dtype": "float32"}, ...]
+        "outputs": [{"name": "dense", "shape": ["n", 3], "dtype": "float32"}, ...]
       },
       "inputs":  [{"name": "x", "shape": [4, 16], "dtype": "float32", "file": ...}],
       "outputs": [{"shape": [4, 8], "dtype": "float32", "file": ...}],
@@ -100,6 +101,25 @@ directly, destination-passing style)::
 Case arguments are positional.  For an ``input`` the file holds the value to
 pass; for an ``output`` the caller allocates a tensor of the given shape and
 dtype, and the file holds the value expected in it after the call.
+
+Manifests
+---------
+Every VM fixture's library has a manifest beside it, ``<name>.json``, in the
+format tvm-node's model API (lib/model.ts) and model repository read
+(lib/manifest.ts)::
+
+    {
+      "inputs":  [{"name": "x", "shape": ["n", 4], "dtype": "float32"}],
+      "outputs": [{"name": "dense", "shape": ["n", 3], "dtype": "float32"}, ...],
+      "device": "cpu",
+      "function": "main"
+    }
+
+Input names are the Relax parameter names; output names come from the
+fixture (``output_names``), else ``output0``, ``output1``, ...  (TVM keeps no
+output names).  Shapes are the signature's: symbolic dimensions are strings,
+data-dependent ones null.  scripts/compile_bench_models.py writes the same
+format with the ONNX graph's names.
 
 File names follow ``<fixture>[.<case>].in<k>.npy`` / ``.out<k>.npy`` (the case
 part only when a fixture has several cases) and
@@ -343,6 +363,39 @@ def vm_signature(func) -> tuple[str, dict]:
     return "tensor", {"inputs": inputs, "outputs": [describe_tensor_type(ret)]}
 
 
+def manifest(inputs: list[dict], outputs: list[dict], function: str = "main", device: str = "cpu") -> dict:
+    """A model manifest (see "Manifests" above) from named tensor descriptions.
+
+    Each description needs ``name``, ``shape`` and ``dtype``; other keys are dropped.
+    """
+
+    def spec(desc: dict, what: str) -> dict:
+        if not isinstance(desc.get("name"), str) or not desc["name"]:
+            raise FixtureError(f"manifest: {what} has no name")
+        if desc.get("shape") is None:
+            raise FixtureError(f"manifest: {what} ({desc['name']}) has no known rank")
+        return {"name": desc["name"], "shape": list(desc["shape"]), "dtype": str(desc["dtype"])}
+
+    for what, descs in (("inputs", inputs), ("outputs", outputs)):
+        names = [d.get("name") for d in descs]
+        duplicates = sorted({n for n in names if n is not None and names.count(n) > 1})
+        if duplicates:
+            raise FixtureError(f"manifest: {what} named alike: {duplicates}")
+    return {
+        "inputs": [spec(d, f"inputs[{i}]") for i, d in enumerate(inputs)],
+        "outputs": [spec(d, f"outputs[{i}]") for i, d in enumerate(outputs)],
+        "device": device,
+        "function": function,
+    }
+
+
+def write_manifest(library: Path, data: dict) -> Path:
+    """Write ``data`` as the manifest beside ``library`` (``x.so`` -> ``x.json``)."""
+    path = library.with_suffix(".json")
+    write_json_atomic(path, data)
+    return path
+
+
 def check_close(what: str, actual, expected, tolerance: dict) -> None:
     """Compare one output with its reference; raise FixtureError if it differs."""
     import numpy as np
@@ -381,6 +434,14 @@ def build_vm_fixture(fixture, folder: Path) -> dict:
     compile_to(fixture.module, library)
     returns, signature = vm_signature(fixture.module[fixture.function])
     input_names = [spec["name"] for spec in signature["inputs"]]
+    outputs = signature["outputs"]
+    output_names = list(fixture.output_names) or [f"output{k}" for k in range(len(outputs))]
+    if len(output_names) != len(outputs):
+        raise FixtureError(f"{fixture.name}: {len(output_names)} output names for {len(outputs)} outputs")
+    signature["outputs"] = [{"name": name, **spec} for name, spec in zip(output_names, outputs, strict=True)]
+    manifest_file = write_manifest(
+        library, manifest(signature["inputs"], signature["outputs"], function=fixture.function)
+    )
 
     # Write every case, then run the exported library exactly as a consumer
     # would: load it from disk and call it through a fresh VM.
@@ -424,6 +485,7 @@ def build_vm_fixture(fixture, folder: Path) -> dict:
     return {
         "kind": "vm",
         "file": library.name,
+        "manifest": manifest_file.name,
         "function": fixture.function,
         "returns": returns,
         "signature": signature,

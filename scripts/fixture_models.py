@@ -75,6 +75,9 @@ class VMFixture:
     # as the Node addon has to provide them itself.
     host_functions: tuple[str, ...] = ()
     function: str = "main"
+    # Names of the (flattened) outputs, for the manifest written beside the
+    # artifact; TVM keeps no output names.  Empty: ``output0``, ``output1``...
+    output_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -255,6 +258,7 @@ def build_multi_out() -> VMFixture:
         cases=[Case("default", [x], expected)],
         tolerance=TIGHT_F32,
         notes="Returns a tuple (x*2 float32[2,5], sum(x,1) float32[2], argmax(x,1) int64[2]).",
+        output_names=("doubled", "row_sum", "row_argmax"),
     )
 
 
@@ -351,6 +355,7 @@ def build_dynamic() -> VMFixture:
             "relax.run.shape_to_tensor",
             "relax.run.unique",
         ),
+        output_names=("dense", "x_shape", "uniques", "nonzero", "nonzero_shape"),
         notes=(
             'x float32["n",4] -> tuple(x@W+b float32[n,3], shape(x) int64[2], '
             "unique(x) float32[k], nonzero(x>0) int64[2,m], shape(nonzero) int64[2]); "
@@ -362,6 +367,37 @@ def build_dynamic() -> VMFixture:
             "no axis argument; relax.run.print as (format, *values); "
             "relax.run.assert_op as (condition: bool[] tensor, format, *values)."
         ),
+    )
+
+
+def build_pair() -> VMFixture:
+    """Two inputs that share a symbolic dimension ``n`` (the model API binds it once)."""
+    rng = _rng("pair")
+    n = tvm.tirx.Var("n", "int64")
+    x = _tensor_param("x", [n, 4], "float32")
+    y = _tensor_param("y", [n, 4], "float32")
+
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            result = bb.emit_output(op.add(op.multiply(x, y), x))
+        bb.emit_func_output(result)
+    module = bb.get()
+
+    cases = []
+    for rows in (2, 5):
+        x_val = rng.standard_normal((rows, 4)).astype(F32)
+        y_val = rng.standard_normal((rows, 4)).astype(F32)
+        x64 = x_val.astype(np.float64)
+        expected = (x64 * y_val.astype(np.float64) + x64).astype(F32)
+        cases.append(Case(f"n{rows}", [x_val, y_val], [expected]))
+    return VMFixture(
+        name="pair",
+        module=module,
+        cases=cases,
+        tolerance=TIGHT_F32,
+        output_names=("z",),
+        notes='x float32["n",4], y float32["n",4] -> x*y + x float32[n,4]: two inputs sharing n.',
     )
 
 
@@ -475,5 +511,6 @@ BUILDERS = {
     "fp16": build_fp16,
     "kernels": build_kernels,
     "dynamic": build_dynamic,
+    "pair": build_pair,
     "slow": build_slow,
 }

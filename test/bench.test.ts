@@ -59,13 +59,13 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
       has(new RegExp(`^Tensor\\.wrap ${size}`));
     }
     for (const model of ['mlp', 'conv']) {
-      has(new RegExp(`^${model} .*sync invoke vs Python`));
+      has(new RegExp(`^${model} .*runSync vs Python`));
       for (const k of [1, 2, 4]) has(new RegExp(`^${model} .*async run, ${k} in flight`));
     }
     // The CNN: quick mode runs the tiny variant against both peers.
     const cnn = CNN_MODEL.quick;
-    has(new RegExp(`^${cnn} \\[1,3,64,64\\]: sync invoke vs Python`));
-    has(new RegExp(`^${cnn} .*sync invoke vs onnxruntime-node`));
+    has(new RegExp(`^${cnn} \\[1,3,64,64\\]: runSync vs Python`));
+    has(new RegExp(`^${cnn} .*runSync vs onnxruntime-node`));
     for (const k of [1, 2, 4]) {
       has(new RegExp(`^${cnn} .*async run, ${k} in flight vs Python`));
       has(new RegExp(`^${cnn} .*async run, ${k} in flight vs onnxruntime-node`));

@@ -91,9 +91,9 @@ describe('Device', () => {
   it('sync() on the cpu returns once copies are done', async () => {
     const t = Tensor.empty([1024], 'int32');
     const data = Int32Array.from({ length: 1024 }, (_, i) => i * 3 - 7);
-    await t.copyFromAsync(data);
+    await t.copyFrom(data);
     assert.equal(cpu().sync(), undefined);
-    const out = t.toArray();
+    const out = t.toArraySync();
     assert.deepEqual([out[0], out[1023]], [-7, 3062]);
   });
 
@@ -110,8 +110,8 @@ describe('Device', () => {
         e instanceof DeviceError &&
         /^cuda\(0\): the linked TVM runtime has no cuda device API \(libtvm_runtime_cuda\.so: libcudart\.so\.\d+: cannot open shared object file/.test(e.message);
       assert.throws(() => Tensor.empty([2], 'float32', cuda()), cause);
-      assert.throws(() => Tensor.from([1, 2], { device: cuda() }), cause);
-      assert.throws(() => Tensor.from([1, 2]).copyTo(cuda()), cause);
+      assert.throws(() => Tensor.fromSync([1, 2], { device: cuda() }), cause);
+      assert.throws(() => Tensor.fromSync([1, 2]).copyToSync(cuda()), cause);
       assert.throws(() => d.sync(), cause);
       assert.throws(() => d.assertAvailable(), cause);
       // The same for any index and for pinned host memory, which the same sidecar provides.
@@ -133,9 +133,9 @@ describe('Device', () => {
       assert.equal(typeof d.name, 'string');
       assert.match(d.computeVersion ?? '', /^\d+\.\d+$/);
       assert.ok((d.totalMemory ?? 0) > 0 && (d.multiProcessorCount ?? 0) > 0 && d.warpSize === 32);
-      const t = Tensor.from([1, 2, 3], { device: d });
+      const t = Tensor.fromSync([1, 2, 3], { device: d });
       d.sync();
-      assert.deepEqual(Array.from(t.toArray() as Float32Array), [1, 2, 3]);
+      assert.deepEqual(Array.from(t.toArraySync() as Float32Array), [1, 2, 3]);
     });
   });
 
@@ -154,7 +154,7 @@ describe('Device', () => {
         const named = (e: Error) =>
           e instanceof DeviceError && e.message.startsWith(`${kind}(0): the linked TVM runtime has no ${kind} device API; `) && fixes[kind].test(e.message);
         assert.throws(() => Tensor.empty([2], 'float32', d), named);
-        assert.throws(() => Tensor.from([1], { device: d }), named);
+        assert.throws(() => Tensor.fromSync([1], { device: d }), named);
         assert.throws(() => d.sync(), named);
       });
     }

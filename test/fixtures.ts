@@ -55,7 +55,7 @@ export function npy(spec: ArraySpec): NpyArray {
 
 export function inputTensor(spec: ArraySpec): Tensor {
   const a = npy(spec);
-  return Tensor.from(a.data, { shape: a.shape, dtype: a.dtype });
+  return Tensor.fromSync(a.data, { shape: a.shape, dtype: a.dtype });
 }
 
 /** Asserts a tensor equals a reference array: exact for ints, atol + rtol*|ref| for floats. */
@@ -64,11 +64,11 @@ export function assertMatches(actual: Tensor, spec: ArraySpec, tol = { rtol: 1e-
   assert.deepEqual(actual.shape, ref.shape, `shape of ${spec.file}`);
   assert.equal(actual.dtype, ref.dtype, `dtype of ${spec.file}`);
   if (/^(u?int|bool)/.test(ref.dtype)) {
-    assert.deepEqual(Array.from(actual.toArray() as ArrayLike<unknown>), Array.from(ref.data as ArrayLike<unknown>));
+    assert.deepEqual(Array.from(actual.toArraySync() as ArrayLike<unknown>), Array.from(ref.data as ArrayLike<unknown>));
     return;
   }
-  const got = actual.toFloat32Array();
-  const want = ref.dtype === 'float16' ? Tensor.from(ref.data, { shape: ref.shape, dtype: 'float16' }).toFloat32Array() : Float32Array.from(ref.data as Float32Array);
+  const got = actual.toFloat32ArraySync();
+  const want = ref.dtype === 'float16' ? Tensor.fromSync(ref.data, { shape: ref.shape, dtype: 'float16' }).toFloat32ArraySync() : Float32Array.from(ref.data as Float32Array);
   let worst = 0;
   for (let i = 0; i < want.length; i++) {
     const err = Math.abs(got[i] - want[i]) - (tol.atol + tol.rtol * Math.abs(want[i]));

@@ -34,7 +34,7 @@ function isError<E extends Error>(cls: new (...a: any[]) => E, re: RegExp): (e: 
 /** Tensor contents as plain numbers (int64 results come back as BigInt64Array). */
 const values = (t: unknown): number[] => {
   assert.ok(t instanceof Tensor, `expected a Tensor, got ${String(t)}`);
-  return Array.from(t.toArray() as ArrayLike<number | bigint>, Number);
+  return Array.from(t.toArraySync() as ArrayLike<number | bigint>, Number);
 };
 
 /** Checks a tensor's dtype, shape and contents. */
@@ -79,7 +79,7 @@ describe('PackedFunc and the global registry', () => {
       const f = getGlobalFunc('relax.run.shape_to_tensor');
       assert.ok(f instanceof PackedFunc);
       assert.equal(f.name, 'relax.run.shape_to_tensor');
-      assertTensor(f.call(new Shape([7])), 'int64', [1], [7]);
+      assertTensor(f.callSync(new Shape([7])), 'int64', [1], [7]);
       assert.equal(getGlobalFunc('tvm_node.test.no_such_function'), null);
       assert.equal(getGlobalFunc(''), null);
     });
@@ -92,21 +92,21 @@ describe('PackedFunc and the global registry', () => {
       assert.ok(requireGlobalFunc('relax.run.unique') instanceof PackedFunc);
     });
 
-    it('BAD CALL - a non-string name is a TypeError, not a crash', () => {
-      assert.throws(() => getGlobalFunc(undefined as unknown as string), isError(TypeError, /string was expected/));
-      assert.throws(() => registerFunc(42 as unknown as string, () => 1), isError(TypeError, /string was expected/));
+    it('BAD CALL - a non-string name is a TvmTypeError, not a crash', () => {
+      assert.throws(() => getGlobalFunc(undefined as unknown as string), isError(TvmTypeError, /the name must be a string, got undefined/));
+      assert.throws(() => registerFunc(42 as unknown as string, () => 1), isError(TvmTypeError, /the name must be a string, got number/));
       assert.throws(() => registerFunc('test.not_a_function', 42 as unknown as () => unknown), isError(TvmTypeError, /registerFunc needs a function/));
       assert.equal(getGlobalFunc('test.not_a_function'), null);
     });
 
     it('BAD CALL - a disposed PackedFunc is a DisposedError (sync and async)', async () => {
       const f = requireGlobalFunc('relax.run.shape_to_tensor');
-      f.dispose();
+      f.disposeSync();
       assert.equal(f.disposed, true);
-      assert.throws(() => f.call(new Shape([1])), isError(DisposedError, /PackedFunc has been disposed/));
-      await assert.rejects(f.callAsync(new Shape([1])), isError(DisposedError, /PackedFunc has been disposed/));
+      assert.throws(() => f.callSync(new Shape([1])), isError(DisposedError, /PackedFunc has been disposed/));
+      await assert.rejects(f.call(new Shape([1])), isError(DisposedError, /PackedFunc has been disposed/));
       // Another handle to the same global is unaffected.
-      assertTensor(requireGlobalFunc('relax.run.shape_to_tensor').call(new Shape([1, 2])), 'int64', [2], [1, 2]);
+      assertTensor(requireGlobalFunc('relax.run.shape_to_tensor').callSync(new Shape([1, 2])), 'int64', [2], [1, 2]);
     });
   });
 
@@ -124,154 +124,154 @@ describe('PackedFunc and the global registry', () => {
 
     it('ints, floats and float() wrappers', () => {
       for (const v of [0, 1, -7, 123456789, 2 ** 53 - 1, -(2 ** 53 - 1)]) {
-        const r = echo.call(v);
+        const r = echo.callSync(v);
         assert.equal(typeof r, 'number');
         assert.equal(r, v);
       }
-      for (const v of [1.5, -0.25, 1e300, Math.PI, Infinity, -Infinity]) assert.equal(echo.call(v), v);
-      assert.ok(Number.isNaN(echo.call(NaN)));
+      for (const v of [1.5, -0.25, 1e300, Math.PI, Infinity, -Infinity]) assert.equal(echo.callSync(v), v);
+      assert.ok(Number.isNaN(echo.callSync(NaN)));
       // float(2) passes a float 2.0 (JS cannot tell it from int 2 once back, but the value survives).
-      assert.equal(echo.call(float(2)), 2);
-      assert.equal(echo.call(int(3)), 3);
+      assert.equal(echo.callSync(float(2)), 2);
+      assert.equal(echo.callSync(int(3)), 3);
       assert.deepEqual(seen.map((a) => a[0]).slice(-2), [2, 3], 'the JS function received the plain values');
     });
 
     it('bigints beyond 2^53 stay exact; safe-range results come back as numbers', () => {
       for (const v of [2n ** 53n + 1n, 2n ** 60n, -(2n ** 62n), 2n ** 63n - 1n, -(2n ** 63n)]) {
-        const r = echo.call(v);
+        const r = echo.callSync(v);
         assert.equal(typeof r, 'bigint');
         assert.equal(r, v);
-        assert.equal(echo.call(int(v)), v);
+        assert.equal(echo.callSync(int(v)), v);
       }
       // A bigint argument within the safe range comes back as a number.
-      assert.equal(echo.call(42n), 42);
+      assert.equal(echo.callSync(42n), 42);
       // The JS function saw the bigint, not a rounded double.
       assert.equal(seen.find((a) => a[0] === 2n ** 53n + 1n)?.[0], 2n ** 53n + 1n);
     });
 
     it('strings (unicode), booleans, null and undefined', () => {
       for (const s of ['', 'hello', 'héllo wörld', '日本語テキスト', '🌍🚀 emoji', 'nul\u0000inside', 'x'.repeat(10000)]) {
-        assert.equal(echo.call(s), s);
+        assert.equal(echo.callSync(s), s);
       }
-      assert.equal(echo.call(true), true);
-      assert.equal(echo.call(false), false);
-      assert.equal(echo.call(null), null);
-      assert.equal(echo.call(undefined), null);
+      assert.equal(echo.callSync(true), true);
+      assert.equal(echo.callSync(false), false);
+      assert.equal(echo.callSync(null), null);
+      assert.equal(echo.callSync(undefined), null);
     });
 
     it('Buffers and TypedArrays pass as bytes and come back as Buffers', () => {
       const b = Buffer.from([0, 1, 2, 254, 255]);
-      const r = echo.call(b);
+      const r = echo.callSync(b);
       assert.ok(Buffer.isBuffer(r));
       assert.deepEqual([...(r as Buffer)], [0, 1, 2, 254, 255]);
       assert.notEqual(r, b, 'a copy');
       assert.ok(Buffer.isBuffer(seen[0][0]), 'the JS function receives a Buffer too');
 
-      const r2 = echo.call(new Float32Array([1.5]));
+      const r2 = echo.callSync(new Float32Array([1.5]));
       assert.ok(Buffer.isBuffer(r2));
       assert.deepEqual([...(r2 as Buffer)], [0x00, 0x00, 0xc0, 0x3f]);
 
       // A view into a larger buffer passes only its own bytes.
       const big = Buffer.from('0123456789');
-      assert.equal((echo.call(big.subarray(3, 6)) as Buffer).toString(), '345');
-      const empty = echo.call(Buffer.alloc(0));
+      assert.equal((echo.callSync(big.subarray(3, 6)) as Buffer).toString(), '345');
+      const empty = echo.callSync(Buffer.alloc(0));
       assert.ok(Buffer.isBuffer(empty));
       assert.equal((empty as Buffer).length, 0);
     });
 
     it('Shape, Device and DataType values', () => {
-      const s = echo.call(new Shape([2, 3, 4]));
+      const s = echo.callSync(new Shape([2, 3, 4]));
       assert.ok(s instanceof Shape);
       assert.deepEqual((s as Shape).dims, [2, 3, 4]);
-      assert.deepEqual((echo.call(new Shape([])) as Shape).dims, []);
+      assert.deepEqual((echo.callSync(new Shape([])) as Shape).dims, []);
 
-      const d = echo.call(cpu());
+      const d = echo.callSync(cpu());
       assert.ok(d instanceof Device);
       assert.ok((d as Device).equals(cpu()));
       assert.equal((d as Device).kind, 'cpu');
-      const d1 = echo.call(cpu(1)) as Device;
+      const d1 = echo.callSync(cpu(1)) as Device;
       assert.deepEqual([d1.deviceType, d1.deviceId], [1, 1]);
 
       // A DLDataType comes back as its string form.
-      assert.equal(echo.call(dataType('float16')), 'float16');
-      assert.equal(echo.call(dataType('int8x4')), 'int8x4');
-      assert.equal(echo.call(dataType('bool')), 'bool');
+      assert.equal(echo.callSync(dataType('float16')), 'float16');
+      assert.equal(echo.callSync(dataType('int8x4')), 'int8x4');
+      assert.equal(echo.callSync(dataType('bool')), 'bool');
     });
 
     it('nested arrays of mixed values', () => {
       const v = [1, [2.5, 'a', [true, null, []]], 2n ** 60n, new Shape([5])];
-      const r = echo.call(v) as unknown[];
+      const r = echo.callSync(v) as unknown[];
       assert.ok(Array.isArray(r));
       assert.equal(r.length, 4);
       assert.deepEqual(r.slice(0, 3), [1, [2.5, 'a', [true, null, []]], 2n ** 60n]);
       assert.deepEqual((r[3] as Shape).dims, [5]);
-      assert.deepEqual(echo.call([]), []);
+      assert.deepEqual(echo.callSync([]), []);
       // Several arguments: the JS function returns them as an array.
-      assert.deepEqual(echo.call(1, 'two', 3.5, false), [1, 'two', 3.5, false]);
-      assert.deepEqual(echo.call(), []);
+      assert.deepEqual(echo.callSync(1, 'two', 3.5, false), [1, 'two', 3.5, false]);
+      assert.deepEqual(echo.callSync(), []);
     });
 
     it('tensors pass by reference: same data, same memory', () => {
-      const t = Tensor.from(new Float32Array([1, 2, 3, 4]), { shape: [2, 2] });
-      const r = echo.call(t) as Tensor;
+      const t = Tensor.fromSync(new Float32Array([1, 2, 3, 4]), { shape: [2, 2] });
+      const r = echo.callSync(t) as Tensor;
       assert.ok(r instanceof Tensor);
       assert.deepEqual(r.shape, [2, 2]);
       assert.equal(r.dtype, 'float32');
-      assert.deepEqual(Array.from(r.toArray() as Float32Array), [1, 2, 3, 4]);
+      assert.deepEqual(Array.from(r.toArraySync() as Float32Array), [1, 2, 3, 4]);
       // Writing through the returned tensor is seen by the original: it is the same tensor.
       r.hostView()[0] = 42;
-      assert.deepEqual(Array.from(t.toArray() as Float32Array), [42, 2, 3, 4]);
+      assert.deepEqual(Array.from(t.toArraySync() as Float32Array), [42, 2, 3, 4]);
       // Disposing the returned wrapper leaves the original usable.
-      r.dispose();
-      assert.deepEqual(Array.from(t.toArray() as Float32Array), [42, 2, 3, 4]);
+      r.disposeSync();
+      assert.deepEqual(Array.from(t.toArraySync() as Float32Array), [42, 2, 3, 4]);
 
-      const i64 = Tensor.from([1n, -(2n ** 62n)], { dtype: 'int64' });
-      assert.deepEqual(Array.from((echo.call(i64) as Tensor).toArray() as BigInt64Array), [1n, -(2n ** 62n)]);
-      const tensors = echo.call([t, i64]) as Tensor[];
+      const i64 = Tensor.fromSync([1n, -(2n ** 62n)], { dtype: 'int64' });
+      assert.deepEqual(Array.from((echo.callSync(i64) as Tensor).toArraySync() as BigInt64Array), [1n, -(2n ** 62n)]);
+      const tensors = echo.callSync([t, i64]) as Tensor[];
       assert.deepEqual(tensors.map((x) => x.dtype), ['float32', 'int64']);
     });
 
     it('PackedFuncs pass through and stay callable', () => {
-      const f = echo.call(requireGlobalFunc('relax.run.shape_to_tensor')) as PackedFunc;
+      const f = echo.callSync(requireGlobalFunc('relax.run.shape_to_tensor')) as PackedFunc;
       assert.ok(f instanceof PackedFunc);
-      assertTensor(f.call(new Shape([3, 1])), 'int64', [2], [3, 1]);
-      const e = echo.call(echo) as PackedFunc;
-      assert.equal(e.call('again'), 'again');
+      assertTensor(f.callSync(new Shape([3, 1])), 'int64', [2], [3, 1]);
+      const e = echo.callSync(echo) as PackedFunc;
+      assert.equal(e.callSync('again'), 'again');
     });
 
-    it('BAD CALL - values with no TVM form are JS TypeError / RangeError and the process survives', () => {
-      assert.throws(() => echo.call({}), isError(TypeError, /cannot pass this object to TVM/));
-      assert.throws(() => echo.call(new Map()), isError(TypeError, /cannot pass this object to TVM/));
-      assert.throws(() => echo.call(() => 1), isError(TypeError, /cannot pass a JS function or symbol to TVM directly/));
-      assert.throws(() => echo.call(Symbol('s')), isError(TypeError, /cannot pass a JS function or symbol/));
-      assert.throws(() => echo.call([1, {}]), isError(TypeError, /cannot pass this object to TVM/));
-      assert.throws(() => echo.call(2n ** 64n), isError(RangeError, /bigint argument does not fit in int64/));
-      assert.throws(() => echo.call(int(-(2n ** 63n) - 1n)), isError(RangeError, /does not fit in int64/));
-      assert.throws(() => echo.call({ _tvmKind: 'nonsense' }), isError(TypeError, /unknown _tvmKind 'nonsense'/));
-      assert.throws(() => echo.call(new Shape(['x' as unknown as number])), isError(TypeError, /number was expected/));
-      // A malformed dtype fails in conversion as a JS TypeError (it used to abort the process).
-      assert.throws(() => echo.call(dataType('bogus_type')), isError(TypeError, /unknown dtype `bogus_type`/));
-      assert.throws(() => echo.call([1, dataType('not-a-dtype')]), isError(TypeError, /unknown dtype/));
+    it('BAD CALL - values with no TVM form are TvmTypeError / TvmValueError and the process survives', () => {
+      assert.throws(() => echo.callSync({}), isError(TvmTypeError, /cannot pass this object to TVM/));
+      assert.throws(() => echo.callSync(new Map()), isError(TvmTypeError, /cannot pass this object to TVM/));
+      assert.throws(() => echo.callSync(() => 1), isError(TvmTypeError, /cannot pass a JS function or symbol to TVM directly/));
+      assert.throws(() => echo.callSync(Symbol('s')), isError(TvmTypeError, /cannot pass a JS function or symbol/));
+      assert.throws(() => echo.callSync([1, {}]), isError(TvmTypeError, /cannot pass this object to TVM/));
+      assert.throws(() => echo.callSync(2n ** 64n), isError(TvmValueError, /bigint argument does not fit in int64/));
+      assert.throws(() => echo.callSync(int(-(2n ** 63n) - 1n)), isError(TvmValueError, /does not fit in int64/));
+      assert.throws(() => echo.callSync({ _tvmKind: 'nonsense' }), isError(TvmTypeError, /unknown _tvmKind 'nonsense'/));
+      assert.throws(() => echo.callSync(new Shape(['x' as unknown as number])), isError(TvmTypeError, /shape dimension 0 must be an integer, got string/));
+      // A malformed dtype fails in conversion as a TvmTypeError (it used to abort the process).
+      assert.throws(() => echo.callSync(dataType('bogus_type')), isError(TvmTypeError, /unknown dtype `bogus_type`/));
+      assert.throws(() => echo.callSync([1, dataType('not-a-dtype')]), isError(TvmTypeError, /unknown dtype/));
       // None of those reached the JS function, and it still works.
       assert.equal(seen.length, 0);
-      assert.equal(echo.call('ok'), 'ok');
+      assert.equal(echo.callSync('ok'), 'ok');
     });
 
     it('BAD CALL - a JS function returning something with no TVM form raises a TvmRuntimeError', () => {
       register('test.returns_promise', async () => 1);
       register('test.returns_object', () => ({ a: 1 }));
-      assert.throws(() => requireGlobalFunc('test.returns_promise').call(), isError(TvmRuntimeError, /cannot pass this object to TVM/));
-      assert.throws(() => requireGlobalFunc('test.returns_object').call(), isError(TvmRuntimeError, /cannot pass this object to TVM/));
+      assert.throws(() => requireGlobalFunc('test.returns_promise').callSync(), isError(TvmRuntimeError, /cannot pass this object to TVM/));
+      assert.throws(() => requireGlobalFunc('test.returns_object').callSync(), isError(TvmRuntimeError, /cannot pass this object to TVM/));
     });
 
     it('BAD CALL - conversion failures of async calls reject the promise instead of throwing', async () => {
       register('test.returns_promise_async', async () => 1);
-      await assert.rejects(requireGlobalFunc('test.returns_promise_async').callAsync(), isError(TvmRuntimeError, /cannot pass this object to TVM/));
-      const p = echo.callAsync({});
+      await assert.rejects(requireGlobalFunc('test.returns_promise_async').call(), isError(TvmRuntimeError, /cannot pass this object to TVM/));
+      const p = echo.call({});
       assert.ok(p instanceof Promise);
-      await assert.rejects(p, isError(TypeError, /cannot pass this object to TVM/));
-      await assert.rejects(echo.callAsync(dataType('bogus_type')), isError(TypeError, /unknown dtype/));
-      assert.equal(await echo.callAsync('still works'), 'still works');
+      await assert.rejects(p, isError(TvmTypeError, /cannot pass this object to TVM/));
+      await assert.rejects(echo.call(dataType('bogus_type')), isError(TvmTypeError, /unknown dtype/));
+      assert.equal(await echo.call('still works'), 'still works');
     });
   });
 
@@ -281,20 +281,20 @@ describe('PackedFunc and the global registry', () => {
         throw new TvmValueError('ValueError', `bad value ${x}`);
       });
       const f = requireGlobalFunc('test.throws_value');
-      assert.throws(() => f.call(42), (e: unknown) => {
+      assert.throws(() => f.callSync(42), (e: unknown) => {
         isError(TvmValueError, /^bad value 42$/)(e);
         assert.equal((e as TvmValueError).kind, 'ValueError');
         return true;
       });
       // From a pool thread, marshalled back to the JS thread and the error back to the caller.
-      await assert.rejects(f.callAsync(7), isError(TvmValueError, /^bad value 7$/));
+      await assert.rejects(f.call(7), isError(TvmValueError, /^bad value 7$/));
     });
 
     it('EXPECTED FAILURE - other TvmError kinds keep their kind', () => {
       register('test.throws_index', () => {
         throw new TvmTypeError('TypeError', 'wrong type here');
       });
-      assert.throws(() => requireGlobalFunc('test.throws_index').call(), isError(TvmTypeError, /^wrong type here$/));
+      assert.throws(() => requireGlobalFunc('test.throws_index').callSync(), isError(TvmTypeError, /^wrong type here$/));
     });
 
     it('EXPECTED FAILURE - a thrown plain Error (or TypeError) reaches the caller as a TvmRuntimeError', async () => {
@@ -304,48 +304,48 @@ describe('PackedFunc and the global registry', () => {
       register('test.throws_js_type', () => {
         throw new TypeError('js type boom');
       });
-      assert.throws(() => requireGlobalFunc('test.throws_plain').call(), isError(TvmRuntimeError, /^plain boom$/));
-      await assert.rejects(requireGlobalFunc('test.throws_plain').callAsync(), isError(TvmRuntimeError, /^plain boom$/));
-      assert.throws(() => requireGlobalFunc('test.throws_js_type').call(), isError(TvmRuntimeError, /^js type boom$/));
+      assert.throws(() => requireGlobalFunc('test.throws_plain').callSync(), isError(TvmRuntimeError, /^plain boom$/));
+      await assert.rejects(requireGlobalFunc('test.throws_plain').call(), isError(TvmRuntimeError, /^plain boom$/));
+      assert.throws(() => requireGlobalFunc('test.throws_js_type').callSync(), isError(TvmRuntimeError, /^js type boom$/));
     });
 
     it('a JS function may call back into TVM (re-entrancy), sync and from a pool thread', async () => {
       register('test.inner', (x: number) => x + 1);
-      register('test.outer', (x: number) => (requireGlobalFunc('test.inner').call(x) as number) * 10);
+      register('test.outer', (x: number) => (requireGlobalFunc('test.inner').callSync(x) as number) * 10);
       const outer = requireGlobalFunc('test.outer');
-      assert.equal(outer.call(4), 50);
-      assert.equal(await outer.callAsync(5), 60);
+      assert.equal(outer.callSync(4), 50);
+      assert.equal(await outer.call(5), 60);
     });
   });
 
   describe('JS functions called from TVM worker threads', () => {
-    it('50 concurrent callAsync calls run the JS function on the JS thread with correct results', async () => {
+    it('50 concurrent async calls run the JS function on the JS thread with correct results', async () => {
       const threads = new Set<number>();
       register('test.async_square', (x: number, label: string) => {
         threads.add(threadId);
         return `${label}:${x * x}`;
       });
       const f = requireGlobalFunc('test.async_square');
-      const results = await Promise.all(Array.from({ length: 50 }, (_, i) => f.callAsync(i, `call${i}`)));
+      const results = await Promise.all(Array.from({ length: 50 }, (_, i) => f.call(i, `call${i}`)));
       assert.deepEqual(results, Array.from({ length: 50 }, (_, i) => `call${i}:${i * i}`));
       // Every call ran on this (the main) JS thread.
       assert.deepEqual([...threads], [threadId]);
     });
 
     it('tensors cross to the JS thread and back in concurrent calls', async () => {
-      register('test.async_sum', (t: Tensor) => float(Array.from(t.toArray() as Float32Array).reduce((a, b) => a + b, 0)));
+      register('test.async_sum', (t: Tensor) => float(Array.from(t.toArraySync() as Float32Array).reduce((a, b) => a + b, 0)));
       register('test.async_fill', (t: Tensor, v: number) => {
-        t.copyFrom(new Float32Array(t.size).fill(v));
+        t.copyFromSync(new Float32Array(t.size).fill(v));
         return t;
       });
       const sum = requireGlobalFunc('test.async_sum');
       const fill = requireGlobalFunc('test.async_fill');
-      const inputs = Array.from({ length: 50 }, (_, i) => Tensor.from(Float32Array.from({ length: 8 }, (_, k) => i + k)));
-      const sums = await Promise.all(inputs.map((t) => sum.callAsync(t)));
+      const inputs = Array.from({ length: 50 }, (_, i) => Tensor.fromSync(Float32Array.from({ length: 8 }, (_, k) => i + k)));
+      const sums = await Promise.all(inputs.map((t) => sum.call(t)));
       assert.deepEqual(sums, inputs.map((_, i) => 8 * i + 28));
-      const filled = (await Promise.all(inputs.map((t, i) => fill.callAsync(t, i)))) as Tensor[];
-      filled.forEach((t, i) => assert.deepEqual(Array.from(t.toArray() as Float32Array), new Array(8).fill(i)));
-      assert.deepEqual(Array.from(inputs[3].toArray() as Float32Array), new Array(8).fill(3), 'filled in place');
+      const filled = (await Promise.all(inputs.map((t, i) => fill.call(t, i)))) as Tensor[];
+      filled.forEach((t, i) => assert.deepEqual(Array.from(t.toArraySync() as Float32Array), new Array(8).fill(i)));
+      assert.deepEqual(Array.from(inputs[3].toArraySync() as Float32Array), new Array(8).fill(3), 'filled in place');
     });
   });
 
@@ -353,18 +353,18 @@ describe('PackedFunc and the global registry', () => {
     it('EXPECTED FAILURE - registering an existing name without override throws; with override it replaces', () => {
       register('test.dup', () => 'first');
       assert.throws(() => registerFunc('test.dup', () => 'second'), isError(TvmRuntimeError, /Global Function `test\.dup` is already registered/));
-      assert.equal(requireGlobalFunc('test.dup').call(), 'first');
+      assert.equal(requireGlobalFunc('test.dup').callSync(), 'first');
       const held = requireGlobalFunc('test.dup');
       register('test.dup', () => 'second', { override: true });
-      assert.equal(requireGlobalFunc('test.dup').call(), 'second');
+      assert.equal(requireGlobalFunc('test.dup').callSync(), 'second');
       // A handle taken before the override keeps the function it was looked up as.
-      assert.equal(held.call(), 'first');
+      assert.equal(held.callSync(), 'first');
     });
 
     it('EXPECTED FAILURE - a runtime global cannot be replaced without override', () => {
       assert.throws(() => registerFunc('relax.run.unique', () => null), isError(TvmRuntimeError, /relax\.run\.unique` is already registered/));
       // Still the native implementation.
-      assertTensor(requireGlobalFunc('relax.run.unique').call(Tensor.from(new Int32Array([2, 1, 2])), 1, 0, 0, 0), 'int32', [2], [1, 2]);
+      assertTensor(requireGlobalFunc('relax.run.unique').callSync(Tensor.fromSync(new Int32Array([2, 1, 2])), 1, 0, 0, 0), 'int32', [2], [1, 2]);
     });
 
     it('unregister removes the name from listGlobalFuncs; held handles then fail cleanly', () => {
@@ -372,15 +372,15 @@ describe('PackedFunc and the global registry', () => {
       assert.equal(r.name, 'test.temp');
       assert.ok(listGlobalFuncs().includes('test.temp'));
       const held = requireGlobalFunc('test.temp');
-      assert.equal(held.call(5), 15);
+      assert.equal(held.callSync(5), 15);
       r.unregister();
       r.unregister(); // idempotent
       assert.equal(listGlobalFuncs().includes('test.temp'), false);
       assert.equal(getGlobalFunc('test.temp'), null);
-      assert.throws(() => held.call(5), isError(TvmRuntimeError, /the JavaScript function was unregistered/));
+      assert.throws(() => held.callSync(5), isError(TvmRuntimeError, /the JavaScript function was unregistered/));
       // The name can be registered again.
       const again = registerFunc('test.temp', (x: number) => x * 4);
-      assert.equal(requireGlobalFunc('test.temp').call(5), 20);
+      assert.equal(requireGlobalFunc('test.temp').callSync(5), 20);
       again.unregister();
       assert.equal(getGlobalFunc('test.temp'), null);
     });
@@ -390,13 +390,13 @@ describe('PackedFunc and the global registry', () => {
       const first = register('test.stale', () => 'first');
       register('test.stale', () => 'second', { override: true });
       first.unregister();
-      assert.equal(getGlobalFunc('test.stale')?.call(), 'second');
+      assert.equal(getGlobalFunc('test.stale')?.callSync(), 'second');
     });
 
     it('`using` unregisters at the end of the scope', () => {
       {
         using r = registerFunc('test.scoped', () => 'in scope');
-        assert.equal(requireGlobalFunc(r.name).call(), 'in scope');
+        assert.equal(requireGlobalFunc(r.name).callSync(), 'in scope');
       }
       assert.equal(getGlobalFunc('test.scoped'), null);
     });
@@ -405,17 +405,17 @@ describe('PackedFunc and the global registry', () => {
   describe('relax.run.* host functions (native, no Python)', () => {
     const unique = () => requireGlobalFunc('relax.run.unique');
     // numpy.unique([3, 1, 3, 2, 1, 5, 3], return_index, return_inverse, return_counts)
-    const x = () => Tensor.from(new Int32Array([3, 1, 3, 2, 1, 5, 3]));
+    const x = () => Tensor.fromSync(new Int32Array([3, 1, 3, 2, 1, 5, 3]));
 
     it('unique, sorted=1, with every combination of return_index / return_inverse / return_counts', () => {
       const sortedValues = [1, 2, 3, 5];
       const index = [1, 3, 0, 5];
       const inverse = [2, 0, 2, 1, 0, 3, 2];
       const counts = [2, 1, 3, 1];
-      assertTensor(unique().call(x(), 1, 0, 0, 0), 'int32', [4], sortedValues);
+      assertTensor(unique().callSync(x(), 1, 0, 0, 0), 'int32', [4], sortedValues);
       for (let mask = 1; mask < 8; mask++) {
         const [wi, wv, wc] = [mask & 1, (mask >> 1) & 1, (mask >> 2) & 1];
-        const out = unique().call(x(), 1, wi, wv, wc) as Tensor[];
+        const out = unique().callSync(x(), 1, wi, wv, wc) as Tensor[];
         assert.ok(Array.isArray(out), `mask ${mask}`);
         const want: [string, number[], number[]][] = [['int32', [4], sortedValues]];
         if (wi) want.push(['int64', [4], index]);
@@ -427,8 +427,8 @@ describe('PackedFunc and the global registry', () => {
     });
 
     it('unique, sorted=0, keeps first-occurrence order', () => {
-      assertTensor(unique().call(x(), 0, 0, 0, 0), 'int32', [4], [3, 1, 2, 5]);
-      const [values, index, inverse, counts] = unique().call(x(), 0, 1, 1, 1) as Tensor[];
+      assertTensor(unique().callSync(x(), 0, 0, 0, 0), 'int32', [4], [3, 1, 2, 5]);
+      const [values, index, inverse, counts] = unique().callSync(x(), 0, 1, 1, 1) as Tensor[];
       assertTensor(values, 'int32', [4], [3, 1, 2, 5]);
       assertTensor(index, 'int64', [4], [0, 1, 3, 5]);
       assertTensor(inverse, 'int64', [7], [0, 1, 0, 2, 1, 3, 0]);
@@ -436,18 +436,18 @@ describe('PackedFunc and the global registry', () => {
     });
 
     it('unique over float32 and a 2-D input (flattened, axis=None)', () => {
-      const [v, i, inv, c] = unique().call(Tensor.from(new Float32Array([2.5, -1, 2.5, 0, -1])), 1, 1, 1, 1) as Tensor[];
+      const [v, i, inv, c] = unique().callSync(Tensor.fromSync(new Float32Array([2.5, -1, 2.5, 0, -1])), 1, 1, 1, 1) as Tensor[];
       assertTensor(v, 'float32', [3], [-1, 0, 2.5]);
       assertTensor(i, 'int64', [3], [1, 3, 0]);
       assertTensor(inv, 'int64', [5], [2, 0, 2, 1, 0]);
       assertTensor(c, 'int64', [3], [2, 1, 2]);
-      const m = Tensor.from(new Int32Array([4, 4, 1, 2, 1, 4]), { shape: [2, 3] });
-      const [mv, minv] = unique().call(m, 1, 0, 1, 0, null) as Tensor[];
+      const m = Tensor.fromSync(new Int32Array([4, 4, 1, 2, 1, 4]), { shape: [2, 3] });
+      const [mv, minv] = unique().callSync(m, 1, 0, 1, 0, null) as Tensor[];
       assertTensor(mv, 'int32', [3], [1, 2, 4]);
       assertTensor(minv, 'int64', [6], [2, 2, 0, 1, 0, 2]);
       // Async, on a pool thread.
       return unique()
-        .callAsync(Tensor.from(new Int32Array([9, 9, 9])), 1, 0, 0, 1)
+        .call(Tensor.fromSync(new Int32Array([9, 9, 9])), 1, 0, 0, 1)
         .then((r) => {
           const [uv, uc] = r as Tensor[];
           assertTensor(uv, 'int32', [1], [9]);
@@ -456,54 +456,54 @@ describe('PackedFunc and the global registry', () => {
     });
 
     it('EXPECTED FAILURE - unique with an axis is a TvmNotImplementedError', () => {
-      assert.throws(() => unique().call(x(), 1, 0, 0, 0, 0), isError(TvmNotImplementedError, /relax\.run\.unique with an axis is not supported outside Python/));
+      assert.throws(() => unique().callSync(x(), 1, 0, 0, 0, 0), isError(TvmNotImplementedError, /relax\.run\.unique with an axis is not supported outside Python/));
     });
 
     it('nonzero returns numpy.nonzero stacked as int64 [ndim, count]', () => {
       // np.nonzero([[0, 3, 0], [0, 5, 6]]) -> ([0, 1, 1], [1, 1, 2])
       assertTensor(
-        requireGlobalFunc('relax.run.nonzero').call(Tensor.from(new Int32Array([0, 3, 0, 0, 5, 6]), { shape: [2, 3] })),
+        requireGlobalFunc('relax.run.nonzero').callSync(Tensor.fromSync(new Int32Array([0, 3, 0, 0, 5, 6]), { shape: [2, 3] })),
         'int64',
         [2, 3],
         [0, 1, 1, 1, 1, 2],
       );
-      assertTensor(requireGlobalFunc('relax.run.nonzero').call(Tensor.from([true, false, true], { dtype: 'bool' })), 'int64', [1, 2], [0, 2]);
-      assertTensor(requireGlobalFunc('relax.run.nonzero').call(Tensor.from([0, 0], { dtype: 'float32' })), 'int64', [1, 0], []);
+      assertTensor(requireGlobalFunc('relax.run.nonzero').callSync(Tensor.fromSync([true, false, true], { dtype: 'bool' })), 'int64', [1, 2], [0, 2]);
+      assertTensor(requireGlobalFunc('relax.run.nonzero').callSync(Tensor.fromSync([0, 0], { dtype: 'float32' })), 'int64', [1, 0], []);
       // A 0-d input is treated as 1-d (np.atleast_1d).
-      assertTensor(requireGlobalFunc('relax.run.nonzero').call(Tensor.from([7], { shape: [] })), 'int64', [1, 1], [0]);
+      assertTensor(requireGlobalFunc('relax.run.nonzero').callSync(Tensor.fromSync([7], { shape: [] })), 'int64', [1, 1], [0]);
     });
 
     it('shape_to_tensor turns a Shape into an int64 tensor', () => {
       const s2t = requireGlobalFunc('relax.run.shape_to_tensor');
-      assertTensor(s2t.call(new Shape([2, 3, 4])), 'int64', [3], [2, 3, 4]);
-      assertTensor(s2t.call(new Shape([])), 'int64', [0], []);
-      assert.throws(() => s2t.call(5), isError(TvmTypeError, /Expected `ffi\.Shape` but got `int`/));
+      assertTensor(s2t.callSync(new Shape([2, 3, 4])), 'int64', [3], [2, 3, 4]);
+      assertTensor(s2t.callSync(new Shape([])), 'int64', [0], []);
+      assert.throws(() => s2t.callSync(5), isError(TvmTypeError, /Expected `ffi\.Shape` but got `int`/));
     });
 
     it('assert_op passes on a true condition and returns null', () => {
       const assertOp = requireGlobalFunc('relax.run.assert_op');
-      assert.equal(assertOp.call(Tensor.from([true], { dtype: 'bool', shape: [] }), 'never shown {}', 1), null);
-      assert.equal(assertOp.call(true, 'never shown'), null);
+      assert.equal(assertOp.callSync(Tensor.fromSync([true], { dtype: 'bool', shape: [] }), 'never shown {}', 1), null);
+      assert.equal(assertOp.callSync(true, 'never shown'), null);
     });
 
     it('EXPECTED FAILURE - assert_op on a false bool scalar is a TvmAssertionError with the formatted message', async () => {
       const assertOp = requireGlobalFunc('relax.run.assert_op');
-      const no = Tensor.from([false], { dtype: 'bool', shape: [] });
-      assert.throws(() => assertOp.call(no, 'x={} y={} s={}', 7, 2.5, 'hi'), isError(TvmAssertionError, /^x=7 y=2\.5 s=hi$/));
-      assert.throws(() => assertOp.call(no, ''), isError(TvmAssertionError, /^Assertion Failed$/));
+      const no = Tensor.fromSync([false], { dtype: 'bool', shape: [] });
+      assert.throws(() => assertOp.callSync(no, 'x={} y={} s={}', 7, 2.5, 'hi'), isError(TvmAssertionError, /^x=7 y=2\.5 s=hi$/));
+      assert.throws(() => assertOp.callSync(no, ''), isError(TvmAssertionError, /^Assertion Failed$/));
       assert.throws(
-        () => assertOp.call(no, 'got {}', Tensor.from(new Int32Array([1, 2]))),
+        () => assertOp.callSync(no, 'got {}', Tensor.fromSync(new Int32Array([1, 2]))),
         isError(TvmAssertionError, /^got Tensor\(shape=\[2\], dtype=int32\)\[1, 2\]$/),
       );
-      assert.throws(() => assertOp.call(false, 'shape {}', new Shape([1, 2])), isError(TvmAssertionError, /^shape \(1, 2\)$/));
-      await assert.rejects(assertOp.callAsync(no, 'async {}', 3), isError(TvmAssertionError, /^async 3$/));
+      assert.throws(() => assertOp.callSync(false, 'shape {}', new Shape([1, 2])), isError(TvmAssertionError, /^shape \(1, 2\)$/));
+      await assert.rejects(assertOp.call(no, 'async {}', 3), isError(TvmAssertionError, /^async 3$/));
     });
 
     it('EXPECTED FAILURE - assert_op with a non-bool or non-scalar tensor condition is a TvmValueError', () => {
       const assertOp = requireGlobalFunc('relax.run.assert_op');
       const re = /the assert condition must be a bool scalar/;
-      assert.throws(() => assertOp.call(Tensor.from([false, false], { dtype: 'bool' }), 'm'), isError(TvmValueError, re));
-      assert.throws(() => assertOp.call(Tensor.from([1], { shape: [] }), 'm'), isError(TvmValueError, re));
+      assert.throws(() => assertOp.callSync(Tensor.fromSync([false, false], { dtype: 'bool' }), 'm'), isError(TvmValueError, re));
+      assert.throws(() => assertOp.callSync(Tensor.fromSync([1], { shape: [] }), 'm'), isError(TvmValueError, re));
     });
   });
 });

@@ -7,8 +7,8 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
   DisposedError,
+  loadModuleSync,
   loadModule,
-  loadModuleAsync,
   Module,
   outputsOf,
   PackedFunc,
@@ -53,11 +53,11 @@ describe('Module (TIR kernel library)', () => {
   let tmp: string;
 
   before(() => {
-    mod = loadModule(fx.path);
+    mod = loadModuleSync(fx.path);
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-module-'));
   });
   after(() => {
-    mod.dispose();
+    mod.disposeSync();
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
@@ -68,17 +68,17 @@ describe('Module (TIR kernel library)', () => {
     for (const name of ['add_one', 'scale_int32', 'nop']) {
       assert.equal(mod.implementsFunction(name), true, name);
       assert.equal(mod.implementsFunction(name, { queryImports: false }), true, name);
-      const f = mod.getFunction(name);
+      const f = mod.getFunctionSync(name);
       assert.ok(f instanceof PackedFunc);
       assert.equal(f.name, name);
       assert.equal(f.disposed, false);
-      f.dispose();
+      f.disposeSync();
     }
     assert.deepEqual(Object.keys(fx.functions!).sort(), ['add_one', 'nop', 'scale_int32']);
   });
 
   it('a Relax artifact imports its kernel library; queryImports controls the lookup', () => {
-    const m = loadModule(fixture('mlp').path);
+    const m = loadModuleSync(fixture('mlp').path);
     assert.equal(m.typeKey, 'relax.VMExecutable');
     const imports = m.imports;
     assert.equal(imports.length, 1);
@@ -90,129 +90,136 @@ describe('Module (TIR kernel library)', () => {
       assert.equal(imports[0].implementsFunction(k), true, k);
       assert.equal(m.implementsFunction(k), true, k);
       assert.equal(m.implementsFunction(k, { queryImports: false }), false, k);
-      assert.equal(m.getFunction(k, { queryImports: false }), null, k);
+      assert.equal(m.getFunctionSync(k, { queryImports: false }), null, k);
     }
     assert.equal(m.implementsFunction('vm_load_executable', { queryImports: false }), true);
     assert.equal(imports[0].implementsFunction('vm_load_executable'), false);
 
     // An imported kernel is callable directly: relu(lv1: [4, 32], compute: [4, 32]).
-    const relu = m.requireFunction('relu');
+    const relu = m.requireFunctionSync('relu');
     const data = Float32Array.from({ length: 128 }, (_, i) => (i % 7) - 3.5);
     const out = Tensor.empty([4, 32]);
-    relu.call(Tensor.from(data, { shape: [4, 32] }), out);
-    assert.deepEqual(Array.from(out.toArray() as Float32Array), Array.from(data, (v) => Math.max(v, 0)));
+    relu.callSync(Tensor.fromSync(data, { shape: [4, 32] }), out);
+    assert.deepEqual(Array.from(out.toArraySync() as Float32Array), Array.from(data, (v) => Math.max(v, 0)));
 
     // Disposing the executable leaves the import wrapper (its own reference) usable.
-    m.dispose();
+    m.disposeSync();
     assert.equal(imports[0].implementsFunction('relu'), true);
-    imports[0].dispose();
-    relu.dispose();
+    imports[0].disposeSync();
+    relu.disposeSync();
   });
 
-  it('getFunction returns null and implementsFunction false for unknown names', () => {
-    assert.equal(mod.getFunction('no_such_kernel'), null);
-    assert.equal(mod.getFunction('no_such_kernel', { queryImports: false }), null);
-    assert.equal(mod.getFunction(''), null);
+  it('getFunction/getFunctionSync return null and implementsFunction false for unknown names', async () => {
+    assert.equal(await mod.getFunction('no_such_kernel'), null);
+    assert.equal(mod.getFunctionSync('no_such_kernel'), null);
+    assert.equal(mod.getFunctionSync('no_such_kernel', { queryImports: false }), null);
+    assert.equal(mod.getFunctionSync(''), null);
     assert.equal(mod.implementsFunction('no_such_kernel'), false);
     assert.equal(mod.implementsFunction('add_one_'), false);
   });
 
-  it('EXPECTED FAILURE - requireFunction of an unknown name is a TvmAttributeError', () => {
-    assert.throws(() => mod.requireFunction('no_such_kernel'), isError(TvmAttributeError, /module \(library\) has no function 'no_such_kernel'/));
+  it('EXPECTED FAILURE - requireFunction/requireFunctionSync of an unknown name is a TvmAttributeError', async () => {
+    await assert.rejects(mod.requireFunction('no_such_kernel'), isError(TvmAttributeError, /module \(library\) has no function 'no_such_kernel'/));
+    assert.throws(() => mod.requireFunctionSync('no_such_kernel'), isError(TvmAttributeError, /module \(library\) has no function 'no_such_kernel'/));
     // The module is unaffected.
     assert.equal(mod.implementsFunction('add_one'), true);
   });
 
   for (const fn of ['add_one', 'scale_int32']) {
-    it(`calls ${fn} for every fixture case, sync (call) and async (callAsync), matching numpy`, async () => {
-      const f = mod.requireFunction(fn);
+    it(`calls ${fn} for every fixture case, sync (callSync) and async (call), matching numpy`, async () => {
+      const f = mod.requireFunctionSync(fn);
       const cases = fx.functions![fn].cases;
       assert.ok(cases.length >= 1);
       for (const c of cases) {
         const syncArgs = caseArgs(c);
-        assert.equal(f.call(...syncArgs), null, 'kernels return nothing (destination-passing style)');
+        assert.equal(f.callSync(...syncArgs), null, 'kernels return nothing (destination-passing style)');
         checkOutputs(c, syncArgs, fx.tolerance);
 
         const asyncArgs = caseArgs(c);
-        assert.equal(await f.callAsync(...asyncArgs), null);
+        assert.equal(await f.call(...asyncArgs), null);
         checkOutputs(c, asyncArgs, fx.tolerance);
 
         // The inputs are left untouched.
         c.args!.forEach((spec, i) => {
-          if (spec.role === 'input') assert.deepEqual(Array.from(syncArgs[i].toArray() as ArrayLike<number>), Array.from(npy(spec).data as ArrayLike<number>));
+          if (spec.role === 'input') assert.deepEqual(Array.from(syncArgs[i].toArraySync() as ArrayLike<number>), Array.from(npy(spec).data as ArrayLike<number>));
         });
-        for (const t of [...syncArgs, ...asyncArgs]) t.dispose();
+        for (const t of [...syncArgs, ...asyncArgs]) t.disposeSync();
       }
-      f.dispose();
+      f.disposeSync();
     });
   }
 
   it('computes add_one and scale_int32 on hand-written data (n is dynamic)', () => {
-    const addOne = mod.requireFunction('add_one');
-    const a = Tensor.from(new Float32Array([-1.5, 0, 2.25, 1e6, -0]));
+    const addOne = mod.requireFunctionSync('add_one');
+    const a = Tensor.fromSync(new Float32Array([-1.5, 0, 2.25, 1e6, -0]));
     const b = Tensor.empty([5]);
-    addOne.call(a, b);
-    assert.deepEqual(Array.from(b.toArray() as Float32Array), [-0.5, 1, 3.25, 1000001, 1]);
+    addOne.callSync(a, b);
+    assert.deepEqual(Array.from(b.toArraySync() as Float32Array), [-0.5, 1, 3.25, 1000001, 1]);
 
-    const scale = mod.requireFunction('scale_int32');
-    const x = Tensor.from(new Int32Array([0, 1, -7, 715827882, -715827882]));
+    const scale = mod.requireFunctionSync('scale_int32');
+    const x = Tensor.fromSync(new Int32Array([0, 1, -7, 715827882, -715827882]));
     const y = Tensor.empty([5], 'int32');
-    scale.call(x, y);
-    assert.deepEqual(Array.from(y.toArray() as Int32Array), [0, 3, -21, 2147483646, -2147483646]);
+    scale.callSync(x, y);
+    assert.deepEqual(Array.from(y.toArraySync() as Int32Array), [0, 3, -21, 2147483646, -2147483646]);
 
     // Zero-length tensors are valid for a dynamic n.
     const e = Tensor.empty([0]);
-    assert.equal(addOne.call(e, Tensor.empty([0])), null);
+    assert.equal(addOne.callSync(e, Tensor.empty([0])), null);
   });
 
   it('calls nop (argument checks only) with its fixture input', async () => {
-    const nop = mod.requireFunction('nop');
+    const nop = mod.requireFunctionSync('nop');
     const [spec] = fx.functions!.nop.cases[0].args!;
     const x = inputTensor(spec);
-    assert.equal(nop.call(x), null);
-    assert.equal(await nop.callAsync(x), null);
+    assert.equal(nop.callSync(x), null);
+    assert.equal(await nop.call(x), null);
     // nop must not write to its argument.
-    assert.deepEqual(Array.from(x.toArray() as Float32Array), Array.from(npy(spec).data as Float32Array));
-    assert.deepEqual(Array.from(x.toArray() as Float32Array), [0.5]);
+    assert.deepEqual(Array.from(x.toArraySync() as Float32Array), Array.from(npy(spec).data as Float32Array));
+    assert.deepEqual(Array.from(x.toArraySync() as Float32Array), [0.5]);
   });
 
-  it('loadModuleAsync gives an equivalent module', async () => {
-    const m = await loadModuleAsync(fx.path);
+  it('loadModule (async) gives a module equivalent to loadModuleSync\'s', async () => {
+    const m = await loadModule(fx.path);
     assert.ok(m instanceof Module);
     assert.equal(m.typeKey, 'library');
     assert.deepEqual(m.imports, []);
     assert.equal(m.implementsFunction('add_one'), true);
-    assert.equal(m.getFunction('missing'), null);
+    assert.equal(await m.getFunction('missing'), null);
     const c = fx.functions!.add_one.cases.at(-1)!;
     const args = caseArgs(c);
-    await m.requireFunction('add_one').callAsync(...args);
+    const f = await m.requireFunction('add_one');
+    assert.equal(f.name, 'add_one');
+    await f.call(...args);
     checkOutputs(c, args, fx.tolerance);
-    m.dispose();
+    await f.dispose();
+    const disposing = m.dispose();
     assert.equal(m.disposed, true);
+    await disposing;
+    await m.dispose(); // idempotent
   });
 
   it('runs many async kernel calls in flight at once with correct results', async () => {
-    const f = mod.requireFunction('add_one');
+    const f = mod.requireFunctionSync('add_one');
     const inputs = Array.from({ length: 24 }, (_, k) => Float32Array.from({ length: 100 + k }, (_, i) => i * 0.5 - k));
     const outs = inputs.map((a) => Tensor.empty([a.length]));
-    await Promise.all(inputs.map((a, k) => f.callAsync(Tensor.from(a), outs[k])));
-    outs.forEach((o, k) => assert.deepEqual(Array.from(o.toArray() as Float32Array), Array.from(inputs[k], (v) => v + 1)));
+    await Promise.all(inputs.map((a, k) => f.call(Tensor.fromSync(a), outs[k])));
+    outs.forEach((o, k) => assert.deepEqual(Array.from(o.toArraySync() as Float32Array), Array.from(inputs[k], (v) => v + 1)));
   });
 
   it('EXPECTED FAILURE - a missing file or a directory is a TvmRuntimeError naming the path (sync and async)', async () => {
     const missing = path.join(tmp, 'does-not-exist.so');
     const named = (file: string, why: string) => new RegExp(`^cannot load ${escapeRe(file)}: ${why}$`);
-    assert.throws(() => loadModule(missing), isError(TvmRuntimeError, named(missing, 'no such file')));
-    await assert.rejects(loadModuleAsync(missing), isError(TvmRuntimeError, named(missing, 'no such file')));
+    assert.throws(() => loadModuleSync(missing), isError(TvmRuntimeError, named(missing, 'no such file')));
+    await assert.rejects(loadModule(missing), isError(TvmRuntimeError, named(missing, 'no such file')));
     // A missing folder on the way is the same.
     const deeper = path.join(tmp, 'no-such-folder', 'm.so');
-    assert.throws(() => loadModule(deeper), isError(TvmRuntimeError, named(deeper, 'no such file')));
+    assert.throws(() => loadModuleSync(deeper), isError(TvmRuntimeError, named(deeper, 'no such file')));
     // A directory is not a module either, whatever its name says.
     const dirSo = path.join(tmp, 'folder.so');
     fs.mkdirSync(dirSo, { recursive: true });
     for (const dir of [tmp, dirSo]) {
-      assert.throws(() => loadModule(dir), isError(TvmRuntimeError, named(dir, 'it is a directory, not a file')));
-      await assert.rejects(loadModuleAsync(dir), isError(TvmRuntimeError, named(dir, 'it is a directory, not a file')));
+      assert.throws(() => loadModuleSync(dir), isError(TvmRuntimeError, named(dir, 'it is a directory, not a file')));
+      await assert.rejects(loadModule(dir), isError(TvmRuntimeError, named(dir, 'it is a directory, not a file')));
     }
   });
 
@@ -233,15 +240,15 @@ describe('Module (TIR kernel library)', () => {
         assert.doesNotMatch((e as Error).message, /TVM|Failed to load dynamic shared library/);
         return true;
       };
-      assert.throws(() => loadModule(file), check, name);
-      await assert.rejects(loadModuleAsync(file), check, name);
+      assert.throws(() => loadModuleSync(file), check, name);
+      await assert.rejects(loadModule(file), check, name);
     }
     // Still alive: the real library loads and runs.
-    const m = loadModule(fx.path);
+    const m = loadModuleSync(fx.path);
     const b = Tensor.empty([2]);
-    m.requireFunction('add_one').call(Tensor.from([1, 2]), b);
-    assert.deepEqual(Array.from(b.toArray() as Float32Array), [2, 3]);
-    m.dispose();
+    m.requireFunctionSync('add_one').callSync(Tensor.fromSync([1, 2]), b);
+    assert.deepEqual(Array.from(b.toArraySync() as Float32Array), [2, 3]);
+    m.disposeSync();
   });
 
   it('EXPECTED FAILURE - an ELF file for another machine, or not a shared object, is refused with the reason', async () => {
@@ -258,15 +265,15 @@ describe('Module (TIR kernel library)', () => {
     const here = process.arch === 'arm64' ? 'aarch64' : 'x86-64';
     const foreign = patched('foreign.so', 18, other);
     const wrongArch = new RegExp(`^cannot load ${escapeRe(foreign)}: built for ${otherName}, but this process runs on ${here} \\(${process.arch}\\)`);
-    assert.throws(() => loadModule(foreign), isError(TvmValueError, wrongArch));
-    await assert.rejects(loadModuleAsync(foreign), isError(TvmValueError, wrongArch));
-    assert.throws(() => loadModule(patched('gpu.so', 18, 190)), isError(TvmValueError, /built for CUDA, but this process runs on/));
-    assert.throws(() => loadModule(patched('object.so', 16, 1)), isError(TvmValueError, /: an object file \(ELF relocatable\), not a shared library: link it into one/));
-    assert.throws(() => loadModule(patched('exec.so', 16, 2)), isError(TvmValueError, /: an executable, not a shared library$/));
+    assert.throws(() => loadModuleSync(foreign), isError(TvmValueError, wrongArch));
+    await assert.rejects(loadModule(foreign), isError(TvmValueError, wrongArch));
+    assert.throws(() => loadModuleSync(patched('gpu.so', 18, 190)), isError(TvmValueError, /built for CUDA, but this process runs on/));
+    assert.throws(() => loadModuleSync(patched('object.so', 16, 1)), isError(TvmValueError, /: an object file \(ELF relocatable\), not a shared library: link it into one/));
+    assert.throws(() => loadModuleSync(patched('exec.so', 16, 2)), isError(TvmValueError, /: an executable, not a shared library$/));
     // A position-independent executable looks like a shared object: the loader's own words.
     const pie = path.join(tmp, 'pie.so');
     fs.copyFileSync('/bin/true', pie);
-    assert.throws(() => loadModule(pie), (e: unknown) => {
+    assert.throws(() => loadModuleSync(pie), (e: unknown) => {
       assert.ok(e instanceof TvmRuntimeError || e instanceof TvmValueError, String(e));
       assert.match((e as Error).message, new RegExp(`^cannot load ${escapeRe(pie)}: (cannot dynamically load position-independent executable|an executable, not a shared library)$`));
       return true;
@@ -286,123 +293,123 @@ describe('Module (TIR kernel library)', () => {
     const re = new RegExp(
       `^cannot load ${escapeRe(lib)}: undefined symbol: tvm_node_test_missing_symbol \\(tvm-node runs TVM runtime \\S+, tvm-ffi \\S+: .*compile it with a matching TVM\\)$`,
     );
-    assert.throws(() => loadModule(lib), isError(VersionMismatchError, re));
-    await assert.rejects(loadModuleAsync(lib), isError(VersionMismatchError, re));
+    assert.throws(() => loadModuleSync(lib), isError(VersionMismatchError, re));
+    await assert.rejects(loadModule(lib), isError(VersionMismatchError, re));
   });
 
   it('EXPECTED FAILURE - a kernel called with the wrong dtype raises TVM\'s TypeError (sync and async)', async () => {
-    const addOne = mod.requireFunction('add_one');
-    const scale = mod.requireFunction('scale_int32');
-    const i32 = Tensor.from(new Int32Array([1, 2, 3]));
-    const f32 = Tensor.from(new Float32Array([1, 2, 3]));
+    const addOne = mod.requireFunctionSync('add_one');
+    const scale = mod.requireFunctionSync('scale_int32');
+    const i32 = Tensor.fromSync(new Int32Array([1, 2, 3]));
+    const f32 = Tensor.fromSync(new Float32Array([1, 2, 3]));
     const re = (fn: string, dtype: string, arg: string, idx: number) =>
       new RegExp(`Mismatched ${arg}\\.dtype on argument #${idx} when calling:[\\s\\S]*${signature(fn, dtype).replace(/[()[\]]/g, '\\$&')}[\\s\\S]*expected ${dtype}`);
-    assert.throws(() => addOne.call(i32, Tensor.empty([3])), isError(TvmTypeError, re('add_one', 'float32', 'A', 0)));
-    assert.throws(() => addOne.call(f32, Tensor.empty([3], 'float64')), isError(TvmTypeError, re('add_one', 'float32', 'B', 1)));
-    assert.throws(() => scale.call(f32, Tensor.empty([3], 'int32')), isError(TvmTypeError, re('scale_int32', 'int32', 'A', 0)));
-    await assert.rejects(scale.callAsync(i32, Tensor.empty([3], 'int64')), isError(TvmTypeError, re('scale_int32', 'int32', 'B', 1)));
+    assert.throws(() => addOne.callSync(i32, Tensor.empty([3])), isError(TvmTypeError, re('add_one', 'float32', 'A', 0)));
+    assert.throws(() => addOne.callSync(f32, Tensor.empty([3], 'float64')), isError(TvmTypeError, re('add_one', 'float32', 'B', 1)));
+    assert.throws(() => scale.callSync(f32, Tensor.empty([3], 'int32')), isError(TvmTypeError, re('scale_int32', 'int32', 'A', 0)));
+    await assert.rejects(scale.call(i32, Tensor.empty([3], 'int64')), isError(TvmTypeError, re('scale_int32', 'int32', 'B', 1)));
     // A non-tensor argument.
-    assert.throws(() => addOne.call(1, Tensor.empty([3])), isError(TvmTypeError, /Mismatched type on argument #0[\s\S]*expected Tensor/));
-    assert.throws(() => addOne.call(f32, 2.5), isError(TvmTypeError, /Mismatched type on argument #1[\s\S]*expected Tensor/));
-    assert.throws(() => addOne.call(f32, null), isError(TvmTypeError, /Mismatched type on argument #1[\s\S]*expected Tensor/));
+    assert.throws(() => addOne.callSync(1, Tensor.empty([3])), isError(TvmTypeError, /Mismatched type on argument #0[\s\S]*expected Tensor/));
+    assert.throws(() => addOne.callSync(f32, 2.5), isError(TvmTypeError, /Mismatched type on argument #1[\s\S]*expected Tensor/));
+    assert.throws(() => addOne.callSync(f32, null), isError(TvmTypeError, /Mismatched type on argument #1[\s\S]*expected Tensor/));
     // The kernel still works after raising.
     const out = Tensor.empty([3]);
-    addOne.call(f32, out);
-    assert.deepEqual(Array.from(out.toArray() as Float32Array), [2, 3, 4]);
+    addOne.callSync(f32, out);
+    assert.deepEqual(Array.from(out.toArraySync() as Float32Array), [2, 3, 4]);
   });
 
   it('EXPECTED FAILURE - a kernel called with the wrong shape raises TVM\'s ValueError (sync and async)', async () => {
-    const addOne = mod.requireFunction('add_one');
-    const nop = mod.requireFunction('nop');
-    const a = Tensor.from([1, 2, 3]);
-    assert.throws(() => addOne.call(a, Tensor.empty([4])), isError(TvmValueError, /Mismatched B\.shape\[0\] on argument #1[\s\S]*expected to match A\.shape\[0\]/));
-    assert.throws(() => addOne.call(Tensor.empty([3, 1]), Tensor.empty([3])), isError(TvmValueError, /Mismatched A\.ndim on argument #0[\s\S]*expected 1/));
-    await assert.rejects(addOne.callAsync(a, Tensor.empty([2])), isError(TvmValueError, /Mismatched B\.shape\[0\]/));
+    const addOne = mod.requireFunctionSync('add_one');
+    const nop = mod.requireFunctionSync('nop');
+    const a = Tensor.fromSync([1, 2, 3]);
+    assert.throws(() => addOne.callSync(a, Tensor.empty([4])), isError(TvmValueError, /Mismatched B\.shape\[0\] on argument #1[\s\S]*expected to match A\.shape\[0\]/));
+    assert.throws(() => addOne.callSync(Tensor.empty([3, 1]), Tensor.empty([3])), isError(TvmValueError, /Mismatched A\.ndim on argument #0[\s\S]*expected 1/));
+    await assert.rejects(addOne.call(a, Tensor.empty([2])), isError(TvmValueError, /Mismatched B\.shape\[0\]/));
     // nop's shape is static: [1].
-    assert.throws(() => nop.call(a), isError(TvmValueError, /Invalid A\.shape\[0\] on argument #0 when calling:[\s\S]*nop\(A: Tensor\(\[1\], float32\)\)[\s\S]*expected 1/));
+    assert.throws(() => nop.callSync(a), isError(TvmValueError, /Invalid A\.shape\[0\] on argument #0 when calling:[\s\S]*nop\(A: Tensor\(\[1\], float32\)\)[\s\S]*expected 1/));
     const out = Tensor.empty([3]);
-    addOne.call(a, out);
-    assert.deepEqual(Array.from(out.toArray() as Float32Array), [2, 3, 4]);
+    addOne.callSync(a, out);
+    assert.deepEqual(Array.from(out.toArraySync() as Float32Array), [2, 3, 4]);
   });
 
   it('EXPECTED FAILURE - a kernel called with the wrong number of arguments raises TVM\'s TypeError', async () => {
-    const addOne = mod.requireFunction('add_one');
-    const a = Tensor.from([1, 2, 3]);
+    const addOne = mod.requireFunctionSync('add_one');
+    const a = Tensor.fromSync([1, 2, 3]);
     const b = Tensor.empty([3]);
     const re = /Expected 2 arguments when calling:[\s\S]*add_one\(A: Tensor\(\[n\], float32\), B: Tensor\(\[n\], float32\)\)/;
-    assert.throws(() => addOne.call(), isError(TvmTypeError, re));
-    assert.throws(() => addOne.call(a), isError(TvmTypeError, re));
-    assert.throws(() => addOne.call(a, b, b), isError(TvmTypeError, re));
-    await assert.rejects(addOne.callAsync(a), isError(TvmTypeError, re));
-    assert.throws(() => mod.requireFunction('nop').call(), isError(TvmTypeError, /Expected 1 arguments? when calling/));
-    addOne.call(a, b);
-    assert.deepEqual(Array.from(b.toArray() as Float32Array), [2, 3, 4]);
+    assert.throws(() => addOne.callSync(), isError(TvmTypeError, re));
+    assert.throws(() => addOne.callSync(a), isError(TvmTypeError, re));
+    assert.throws(() => addOne.callSync(a, b, b), isError(TvmTypeError, re));
+    await assert.rejects(addOne.call(a), isError(TvmTypeError, re));
+    assert.throws(() => mod.requireFunctionSync('nop').callSync(), isError(TvmTypeError, /Expected 1 arguments? when calling/));
+    addOne.callSync(a, b);
+    assert.deepEqual(Array.from(b.toArraySync() as Float32Array), [2, 3, 4]);
   });
 
   it('a function outlives its disposed module; a disposed function is a DisposedError', async () => {
-    const m = loadModule(fx.path);
-    const f = m.requireFunction('scale_int32');
-    m.dispose();
-    m.dispose(); // idempotent
+    const m = loadModuleSync(fx.path);
+    const f = m.requireFunctionSync('scale_int32');
+    m.disposeSync();
+    m.disposeSync(); // idempotent
     assert.equal(m.disposed, true);
     assert.equal(f.disposed, false);
 
     // The library stays mapped while the function is alive.
-    const x = Tensor.from(new Int32Array([1, -2, 300]));
+    const x = Tensor.fromSync(new Int32Array([1, -2, 300]));
     const y = Tensor.empty([3], 'int32');
-    f.call(x, y);
-    assert.deepEqual(Array.from(y.toArray() as Int32Array), [3, -6, 900]);
+    f.callSync(x, y);
+    assert.deepEqual(Array.from(y.toArraySync() as Int32Array), [3, -6, 900]);
     const y2 = Tensor.empty([3], 'int32');
-    await f.callAsync(x, y2);
-    assert.deepEqual(Array.from(y2.toArray() as Int32Array), [3, -6, 900]);
+    await f.call(x, y2);
+    assert.deepEqual(Array.from(y2.toArraySync() as Int32Array), [3, -6, 900]);
 
-    f.dispose();
-    f.dispose(); // idempotent
+    f.disposeSync();
+    f.disposeSync(); // idempotent
     assert.equal(f.disposed, true);
   });
 
   it('BAD CALL - use of a disposed function or module is a DisposedError', async () => {
-    const m = loadModule(fx.path);
-    const f = m.requireFunction('add_one');
-    f.dispose();
-    const a = Tensor.from([1]);
+    const m = loadModuleSync(fx.path);
+    const f = m.requireFunctionSync('add_one');
+    f.disposeSync();
+    const a = Tensor.fromSync([1]);
     const b = Tensor.empty([1]);
-    assert.throws(() => f.call(a, b), isError(DisposedError, /PackedFunc has been disposed/));
-    await assert.rejects(f.callAsync(a, b), isError(DisposedError, /PackedFunc has been disposed/));
-    m.dispose();
-    assert.throws(() => m.getFunction('add_one'), isError(DisposedError, /Module has been disposed/));
+    assert.throws(() => f.callSync(a, b), isError(DisposedError, /PackedFunc has been disposed/));
+    await assert.rejects(f.call(a, b), isError(DisposedError, /PackedFunc has been disposed/));
+    m.disposeSync();
+    assert.throws(() => m.getFunctionSync('add_one'), isError(DisposedError, /Module has been disposed/));
     assert.throws(() => m.implementsFunction('add_one'), isError(DisposedError, /Module has been disposed/));
     assert.throws(() => m.typeKey, isError(DisposedError, /Module has been disposed/));
     assert.throws(() => m.imports, isError(DisposedError, /Module has been disposed/));
     // Other handles to the same library are unaffected.
-    const g = mod.requireFunction('add_one');
-    g.call(Tensor.from([41]), b);
-    assert.deepEqual(Array.from(b.toArray() as Float32Array), [42]);
+    const g = mod.requireFunctionSync('add_one');
+    g.callSync(Tensor.fromSync([41]), b);
+    assert.deepEqual(Array.from(b.toArraySync() as Float32Array), [42]);
   });
 
   it('supports `using` for modules and functions', () => {
     let f: PackedFunc;
     let m: Module;
     {
-      using mm = loadModule(fx.path);
-      using ff = mm.requireFunction('add_one');
+      using mm = loadModuleSync(fx.path);
+      using ff = mm.requireFunctionSync('add_one');
       m = mm;
       f = ff;
       const b = Tensor.empty([1]);
-      ff.call(Tensor.from([1]), b);
-      assert.deepEqual(Array.from(b.toArray() as Float32Array), [2]);
+      ff.callSync(Tensor.fromSync([1]), b);
+      assert.deepEqual(Array.from(b.toArraySync() as Float32Array), [2]);
     }
     assert.equal(m.disposed, true);
     assert.equal(f.disposed, true);
   });
 });
 
-/** Runs VM fixture `name`'s first case on `vm` (invoke, or run when `async`), checking every output against numpy's. */
+/** Runs VM fixture `name`'s first case on `vm` (runSync, or run when `async`), checking every output against numpy's. */
 async function assertModel(vm: VirtualMachine, name: string, { async = false } = {}): Promise<void> {
   const f = fixture(name);
   const c = f.cases[0];
   const inputs = c.inputs.map(inputTensor);
-  const outs = outputsOf<Tensor>(async ? await vm.run(f.function ?? 'main', ...inputs) : vm.invoke(f.function ?? 'main', ...inputs));
+  const outs = outputsOf<Tensor>(async ? await vm.run(f.function ?? 'main', ...inputs) : vm.runSync(f.function ?? 'main', ...inputs));
   assert.equal(outs.length, c.outputs.length, `${name}: number of outputs`);
   c.outputs.forEach((spec, i) => assertMatches(outs[i], spec, f.tolerance));
 }
@@ -445,7 +452,7 @@ describe('loadModule of a changed file, relative paths', () => {
 
   /** Loads `file` (sync or async) and makes a VM over it, both released after the test. */
   async function load(file: string, opts: { async?: boolean; privateCopy?: boolean } = {}): Promise<VirtualMachine> {
-    const mod = opts.async ? await loadModuleAsync(file, { privateCopy: opts.privateCopy }) : loadModule(file, { privateCopy: opts.privateCopy });
+    const mod = opts.async ? await loadModule(file, { privateCopy: opts.privateCopy }) : loadModuleSync(file, { privateCopy: opts.privateCopy });
     const vm = new VirtualMachine(mod);
     disposeLater.push(mod, vm);
     return vm;
@@ -494,16 +501,16 @@ describe('loadModule of a changed file, relative paths', () => {
       const { execFileSync } = require('node:child_process');
       const T = require(process.env.LIB);
       const file = process.env.FILE;
-      const input = (f) => { const a = T.readNpy(f); return T.Tensor.from(a.data, { shape: a.shape, dtype: a.dtype }); };
-      const out = (r) => T.outputsOf(r).map((t) => ({ shape: t.shape, data: Array.from(t.toArray()) }));
+      const input = (f) => { const a = T.readNpy(f); return T.Tensor.fromSync(a.data, { shape: a.shape, dtype: a.dtype }); };
+      const out = (r) => T.outputsOf(r).map((t) => ({ shape: t.shape, data: Array.from(t.toArraySync()) }));
       (async () => {
-        const old = new T.VirtualMachine(T.loadModule(file));
-        const before = out(old.invoke('main', input(process.env.MLP_IN)));
+        const old = new T.VirtualMachine(T.loadModuleSync(file));
+        const before = out(old.runSync('main', input(process.env.MLP_IN)));
         const ino = fs.statSync(file).ino;
         execFileSync('cp', [process.env.CONV_SO, file]);
         const inoAfter = fs.statSync(file).ino;
-        const sync = out(new T.VirtualMachine(T.loadModule(file)).invoke('main', input(process.env.CONV_IN)));
-        const later = out(await new T.VirtualMachine(await T.loadModuleAsync(file)).run('main', input(process.env.CONV_IN)));
+        const sync = out(new T.VirtualMachine(T.loadModuleSync(file)).runSync('main', input(process.env.CONV_IN)));
+        const later = out(await new T.VirtualMachine(await T.loadModule(file)).run('main', input(process.env.CONV_IN)));
         fs.writeSync(1, JSON.stringify({ ino, inoAfter, before, sync, later }) + '\\n');
         process.kill(process.pid, 'SIGKILL');
       })().catch((e) => { fs.writeSync(2, String((e && e.stack) || e)); process.kill(process.pid, 'SIGKILL'); });
@@ -517,7 +524,7 @@ describe('loadModule of a changed file, relative paths', () => {
     assert.equal(report.inoAfter, report.ino, 'the scenario must overwrite the same inode');
     const check = (got: Array<{ shape: number[]; data: number[] }>, fx: typeof mlp) => {
       assert.equal(got.length, 1);
-      assertMatches(Tensor.from(Float32Array.from(got[0].data), { shape: got[0].shape }), fx.cases[0].outputs[0], fx.tolerance);
+      assertMatches(Tensor.fromSync(Float32Array.from(got[0].data), { shape: got[0].shape }), fx.cases[0].outputs[0], fx.tolerance);
     };
     check(report.before, mlp);
     check(report.sync, conv);
@@ -548,11 +555,11 @@ describe('loadModule of a changed file, relative paths', () => {
       require(workerData.tsx);
       const T = require(workerData.lib);
       const a = T.readNpy(workerData.input);
-      const vm = new T.VirtualMachine(T.loadModule(workerData.file));
+      const vm = new T.VirtualMachine(T.loadModuleSync(workerData.file));
       parentPort.postMessage('loaded');
       parentPort.once('message', () => {
-        const [y] = T.outputsOf(vm.invoke('main', T.Tensor.from(a.data, { shape: a.shape })));
-        parentPort.postMessage({ shape: y.shape, data: Array.from(y.toArray()) });
+        const [y] = T.outputsOf(vm.runSync('main', T.Tensor.fromSync(a.data, { shape: a.shape })));
+        parentPort.postMessage({ shape: y.shape, data: Array.from(y.toArraySync()) });
       });
     `;
     const mlp = fixture('mlp');
@@ -569,7 +576,7 @@ describe('loadModule of a changed file, relative paths', () => {
       const reply = next();
       worker.postMessage('run');
       const y = (await reply) as { shape: number[]; data: number[] };
-      assertMatches(Tensor.from(Float32Array.from(y.data), { shape: y.shape }), mlp.cases[0].outputs[0], mlp.tolerance);
+      assertMatches(Tensor.fromSync(Float32Array.from(y.data), { shape: y.shape }), mlp.cases[0].outputs[0], mlp.tolerance);
     } finally {
       await worker.terminate();
     }
@@ -587,7 +594,7 @@ describe('loadModule of a changed file, relative paths', () => {
       disposeLater.push(vm.module, vm);
       await assertModel(vm, 'mlp');
       // An error names the file it looked for.
-      assert.throws(() => loadModule('nope.so'), isError(TvmRuntimeError, new RegExp(`^cannot load ${escapeRe(path.join(here, 'nope.so'))}: no such file$`)));
+      assert.throws(() => loadModuleSync('nope.so'), isError(TvmRuntimeError, new RegExp(`^cannot load ${escapeRe(path.join(here, 'nope.so'))}: no such file$`)));
     } finally {
       process.chdir(cwd);
     }

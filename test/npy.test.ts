@@ -100,8 +100,8 @@ describe('.npy files', () => {
       const file = path.join(fixtureDir(), spec.file);
       const t = tensorFromNpy(file);
       assert.deepEqual([t.shape, t.dtype], [[8, 8], 'float16']);
-      assert.deepEqual(Array.from(t.toArray() as Uint16Array), Array.from(readNpy(file).data as Uint16Array));
-      assertNumpySees(file, 'float16', [8, 8], Array.from(t.toFloat32Array()));
+      assert.deepEqual(Array.from(t.toArraySync() as Uint16Array), Array.from(readNpy(file).data as Uint16Array));
+      assertNumpySees(file, 'float16', [8, 8], Array.from(t.toFloat32ArraySync()));
     });
   });
 
@@ -133,12 +133,12 @@ describe('.npy files', () => {
 
     it('writes a tensor (copied to the host) that numpy and tensorFromNpy read back', () => {
       const file = path.join(tmp, 'tensor.npy');
-      writeNpy(file, Tensor.from([1, -2, 3, 2147483647, 5, 6], { shape: [2, 3], dtype: 'int32' }));
+      writeNpy(file, Tensor.fromSync([1, -2, 3, 2147483647, 5, 6], { shape: [2, 3], dtype: 'int32' }));
       assertNumpySees(file, 'int32', [2, 3], [1, -2, 3, 2147483647, 5, 6]);
       const t = tensorFromNpy(file);
-      assert.deepEqual([t.shape, t.dtype, Array.from(t.toArray() as Int32Array)], [[2, 3], 'int32', [1, -2, 3, 2147483647, 5, 6]]);
+      assert.deepEqual([t.shape, t.dtype, Array.from(t.toArraySync() as Int32Array)], [[2, 3], 'int32', [1, -2, 3, 2147483647, 5, 6]]);
       const half = path.join(tmp, 'half.npy');
-      writeNpy(half, Tensor.from([1, -2.5, 65504, 0.1], { dtype: 'float16', shape: [4, 1] }));
+      writeNpy(half, Tensor.fromSync([1, -2.5, 65504, 0.1], { dtype: 'float16', shape: [4, 1] }));
       assertNumpySees(half, 'float16', [4, 1], [1, -2.5, 65504, 0.0999755859375]);
     });
 
@@ -178,7 +178,7 @@ np.save(os.path.join(d, 'f8.npy'), np.array([0.1, -1e-300], dtype=np.float64))`;
       assert.deepEqual([f8.dtype, Array.from(f8.data as Float64Array)], ['float64', [0.1, -1e-300]]);
       // A numpy bool file becomes a bool tensor.
       const t = tensorFromNpy(path.join(tmp, 'b.npy'));
-      assert.deepEqual([t.dtype, t.shape, Array.from(t.toArray() as Uint8Array)], ['bool', [2, 2], [1, 0, 0, 1]]);
+      assert.deepEqual([t.dtype, t.shape, Array.from(t.toArraySync() as Uint8Array)], ['bool', [2, 2], [1, 0, 0, 1]]);
     });
   });
 
@@ -187,7 +187,7 @@ np.save(os.path.join(d, 'f8.npy'), np.array([0.1, -1e-300], dtype=np.float64))`;
       const file = path.join(tmp, 'bf16.npy');
       const refused = (e: Error) => e instanceof TvmValueError && /^bfloat16 has no standard \.npy dtype$/.test(e.message);
       assert.throws(() => writeNpy(file, { dtype: 'bfloat16', shape: [1], data: new Uint16Array([0x3f80]) }), refused);
-      assert.throws(() => writeNpy(file, Tensor.from([1, 2], { dtype: 'bfloat16' })), refused);
+      assert.throws(() => writeNpy(file, Tensor.fromSync([1, 2], { dtype: 'bfloat16' })), refused);
       assert.throws(() => encodeNpy({ dtype: 'bfloat16', shape: [1], data: new Uint16Array([0x3f80]) }), refused);
       assert.equal(fs.existsSync(file), false);
     });

@@ -32,7 +32,7 @@ describe('soak: many runs do not leak', function () {
   /** Compares a result with the reference without re-reading the .npy each time. */
   const ref = Float32Array.from(npy(spec.outputs[0]).data as Float32Array);
   function matchesReference(t: Tensor): boolean {
-    const got = t.toArray() as Float32Array;
+    const got = t.toArraySync() as Float32Array;
     if (got.length !== ref.length) return false;
     for (let i = 0; i < ref.length; i++) {
       if (Math.abs(got[i] - ref[i]) > fx.tolerance.atol + fx.tolerance.rtol * Math.abs(ref[i])) return false;
@@ -40,7 +40,7 @@ describe('soak: many runs do not leak', function () {
     return true;
   }
 
-  it('10,000 runs of mlp (vm.invoke and batched vm.run), outputs disposed: RSS stays flat, results stay right', async () => {
+  it('10,000 runs of mlp (vm.runSync and batched vm.run), outputs disposed: RSS stays flat, results stay right', async () => {
     const model = await VirtualMachine.load(fx.path, { concurrency: 4 });
     const x = inputTensor(spec.inputs[0]);
     let runs = 0;
@@ -51,9 +51,9 @@ describe('soak: many runs do not leak', function () {
     async function soak(n: number): Promise<void> {
       for (let done = 0; done < n; ) {
         for (let i = 0; i < 50 && done < n; i++, done++) {
-          const out = outputsOf<Tensor>(model.invoke('main', x));
+          const out = outputsOf<Tensor>(model.runSync('main', x));
           if (++runs % 997 === 0 && !matchesReference(out[0])) mismatches++;
-          for (const t of out) t.dispose();
+          for (const t of out) t.disposeSync();
         }
         for (let i = 0; i < 50 && done < n; ) {
           const batch = Math.min(8, 50 - i, n - done);
@@ -61,9 +61,9 @@ describe('soak: many runs do not leak', function () {
           for (const r of results) {
             const out = outputsOf<Tensor>(r);
             if (++runs % 997 === 0 && !matchesReference(out[0])) mismatches++;
-            last?.dispose();
+            last?.disposeSync();
             last = out[0];
-            for (const t of out.slice(1)) t.dispose();
+            for (const t of out.slice(1)) t.disposeSync();
           }
           i += batch;
           done += batch;
@@ -81,7 +81,7 @@ describe('soak: many runs do not leak', function () {
     assert.equal(model.pending, 0);
     assert.ok(last && !last.disposed);
     assertMatches(last, spec.outputs[0], fx.tolerance);
-    assertMatches(outputsOf<Tensor>(model.invoke('main', x))[0], spec.outputs[0], fx.tolerance);
+    assertMatches(outputsOf<Tensor>(model.runSync('main', x))[0], spec.outputs[0], fx.tolerance);
     const growth = (after - before) / MiB;
     assert.ok(growth < 40, `RSS grew by ${growth.toFixed(1)} MiB over 10,000 runs (${(before / MiB).toFixed(1)} -> ${(after / MiB).toFixed(1)} MiB)`);
     await model.dispose();
@@ -93,7 +93,7 @@ describe('soak: many runs do not leak', function () {
     let last: unknown;
     const soak = async (n: number) => {
       for (let i = 0; i < n; i += 10) {
-        for (let k = 0; k < 5; k++) last = model.invoke('main', x);
+        for (let k = 0; k < 5; k++) last = model.runSync('main', x);
         for (const r of await Promise.all(Array.from({ length: 5 }, () => model.run('main', x)))) last = r;
       }
     };
@@ -111,13 +111,13 @@ describe('soak: many runs do not leak', function () {
     const reg = registerFunc('test.soak.echo', (t: Tensor, s: string, n: number) => [t, `${s}!`, n + 1]);
     try {
       const echo = getGlobalFunc('test.soak.echo')!;
-      const t = Tensor.from(new Float32Array(64).fill(1.5));
+      const t = Tensor.fromSync(new Float32Array(64).fill(1.5));
       const soak = async (n: number) => {
         let check: unknown[] = [];
         for (let i = 0; i < n; i += 10) {
-          for (let k = 0; k < 5; k++) check = echo.call(t, 'x', i) as unknown[];
-          for (const r of await Promise.all(Array.from({ length: 5 }, (_, k) => echo.callAsync(t, 'y', i + k)))) check = r as unknown[];
-          (check[0] as Tensor).dispose();
+          for (let k = 0; k < 5; k++) check = echo.callSync(t, 'x', i) as unknown[];
+          for (const r of await Promise.all(Array.from({ length: 5 }, (_, k) => echo.call(t, 'y', i + k)))) check = r as unknown[];
+          (check[0] as Tensor).disposeSync();
         }
         return check;
       };
@@ -128,7 +128,7 @@ describe('soak: many runs do not leak', function () {
       assert.deepEqual(lastResult.slice(1), ['y!', 9_990 + 4 + 1]);
       const growth = (after - before) / MiB;
       assert.ok(growth < 40, `RSS grew by ${growth.toFixed(1)} MiB over 10,000 JS-function round trips`);
-      assert.deepEqual(Array.from(t.toArray() as Float32Array), new Array(64).fill(1.5));
+      assert.deepEqual(Array.from(t.toArraySync() as Float32Array), new Array(64).fill(1.5));
     } finally {
       reg.unregister();
     }

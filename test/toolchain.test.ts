@@ -137,9 +137,9 @@ print(json.dumps({"tvm": tvm.__version__, "json_chars": len(text),
       try {
         const x = readNpy(path.join(tmp, 'x.npy'));
         const want = readNpy(path.join(tmp, 'y.npy'));
-        const [y] = outputsOf<Tensor>(await vm.run('main', Tensor.from(x.data, { shape: x.shape, dtype: 'float32' })));
+        const [y] = outputsOf<Tensor>(await vm.run('main', Tensor.fromSync(x.data, { shape: x.shape, dtype: 'float32' })));
         assert.deepEqual(y.shape, [3, 4]);
-        const got = y.toFloat32Array();
+        const got = y.toFloat32ArraySync();
         const ref = want.data as Float32Array;
         assert.equal(got.length, 12);
         assert.ok(ref.some((v) => v > 0) && ref.some((v) => v === 0), 'the reference exercises both sides of relu');

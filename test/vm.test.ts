@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpu, DisposedError, TvmError, outputsOf, Tensor, TvmAttributeError, VirtualMachine, loadModule } from '../lib';
+import { cpu, DisposedError, TvmError, outputsOf, Tensor, TvmAttributeError, VirtualMachine, loadModule, loadModuleSync } from '../lib';
 import { assertMatches, fixture, inputTensor, repoRoot } from './fixtures';
 
 describe('VirtualMachine (Relax VM)', () => {
@@ -10,7 +10,7 @@ describe('VirtualMachine (Relax VM)', () => {
       const vm = await VirtualMachine.load(fx.path, { devices: [cpu()] });
       for (const c of fx.cases) {
         const inputs = c.inputs.map(inputTensor);
-        const sync = outputsOf<Tensor>(vm.invoke(fx.function!, ...inputs));
+        const sync = outputsOf<Tensor>(vm.runSync(fx.function!, ...inputs));
         const async = outputsOf<Tensor>(await vm.run(fx.function!, ...inputs));
         assert.equal(sync.length, c.outputs.length);
         c.outputs.forEach((spec, i) => {
@@ -52,8 +52,8 @@ describe('VirtualMachine (Relax VM)', () => {
     const fx = fixture('dynamic');
     const script = `
       const { VirtualMachine, tensorFromNpy } = require('./lib');
-      const vm = new VirtualMachine(require('./lib').loadModule(${JSON.stringify(fx.path)}));
-      vm.invoke('main', tensorFromNpy(process.argv[1]));`;
+      const vm = new VirtualMachine(require('./lib').loadModuleSync(${JSON.stringify(fx.path)}));
+      vm.runSync('main', tensorFromNpy(process.argv[1]));`;
     const file = require('node:path').join(require('./fixtures').fixtureDir(), fx.cases[0].inputs[0].file);
     const out = execFileSync(process.execPath, ['--require', 'tsx/cjs', '-e', script, file], { cwd: repoRoot, encoding: 'utf8' });
     assert.equal(out, fx.cases[0].stdout);
@@ -95,18 +95,57 @@ describe('VirtualMachine (Relax VM)', () => {
     await assert.rejects(vm.run('main', x), DisposedError);
   });
 
+  it('a VM loaded from a path owns its module (load and loadSync); one made over a module leaves it to the caller', async () => {
+    const fx = fixture('mlp');
+    const x = inputTensor(fx.cases[0].inputs[0]);
+    const expect = fx.cases[0].outputs[0];
+    const loaded = await VirtualMachine.load(fx.path);
+    const loadedSync = VirtualMachine.loadSync(fx.path);
+    assertMatches(outputsOf<Tensor>(loadedSync.runSync('main', x))[0], expect, fx.tolerance);
+    assertMatches(outputsOf<Tensor>(await loaded.run('main', x))[0], expect, fx.tolerance);
+    await Promise.all([loaded.dispose(), loadedSync.dispose()]);
+    assert.deepEqual([loaded.module.disposed, loadedSync.module.disposed], [true, true]);
+    await loaded.dispose(); // idempotent
+
+    const mod = await loadModule(fx.path);
+    const created = await VirtualMachine.create(mod);
+    const constructed = new VirtualMachine(mod);
+    assertMatches(outputsOf<Tensor>(await created.run('main', x))[0], expect, fx.tolerance);
+    assertMatches(outputsOf<Tensor>(constructed.runSync('main', x))[0], expect, fx.tolerance);
+    await created.dispose();
+    await constructed.dispose();
+    assert.equal(mod.disposed, false);
+    const again = await VirtualMachine.create(mod);
+    assertMatches(outputsOf<Tensor>(await again.run('main', x))[0], expect, fx.tolerance);
+    await again.dispose();
+    await mod.dispose();
+    assert.equal(mod.disposed, true);
+  });
+
+  it('`await using` disposes a VM and the module it loaded', async () => {
+    const fx = fixture('mlp');
+    let vm: VirtualMachine;
+    {
+      await using v = await VirtualMachine.load(fx.path);
+      vm = v;
+      assert.equal(vm.disposed, false);
+    }
+    assert.equal(vm.disposed, true);
+    assert.equal(vm.module.disposed, true);
+  });
+
   it('EXPECTED FAILURE - wrong input shape, dtype and arity give TVM errors, and the VM still works', async () => {
     const fx = fixture('mlp');
     const vm = await VirtualMachine.load(fx.path);
     await assert.rejects(vm.run('main', Tensor.empty([3, 16])), (e: Error) => e instanceof TvmError && /shape\[0\] mismatch/.test(e.message));
     await assert.rejects(vm.run('main', Tensor.empty([4, 16], 'int32')), (e: Error) => e instanceof TvmError && /dtype|float32/.test(e.message));
-    assert.throws(() => vm.invoke('main'), (e: Error) => e instanceof TvmError && /expects 1 arguments/.test(e.message));
-    assert.throws(() => vm.invoke('nope'), TvmAttributeError);
-    assertMatches(vm.invoke('main', inputTensor(fx.cases[0].inputs[0])) as Tensor, fx.cases[0].outputs[0], fx.tolerance);
+    assert.throws(() => vm.runSync('main'), (e: Error) => e instanceof TvmError && /expects 1 arguments/.test(e.message));
+    assert.throws(() => vm.runSync('nope'), TvmAttributeError);
+    assertMatches(vm.runSync('main', inputTensor(fx.cases[0].inputs[0])) as Tensor, fx.cases[0].outputs[0], fx.tolerance);
     await vm.dispose();
   });
 
   it('EXPECTED FAILURE - a kernel library is not a VM executable', () => {
-    assert.throws(() => new VirtualMachine(loadModule(fixture('kernels').path)), /not a Relax VM executable/);
+    assert.throws(() => new VirtualMachine(loadModuleSync(fixture('kernels').path)), /not a Relax VM executable/);
   });
 });

@@ -17,13 +17,13 @@ const T = require(workerData.lib);
 async function runModel() {
   const { model, input, shape, runs } = workerData;
   const vm = await T.VirtualMachine.load(model);
-  const x = T.Tensor.from(new Float32Array(input), { shape });
+  const x = T.Tensor.fromSync(new Float32Array(input), { shape });
   const outputs = [];
   for (let i = 0; i < runs; i++) {
     // Mix the synchronous and the pooled paths.
-    const out = T.outputsOf(i % 2 === 0 ? await vm.run('main', x) : vm.invoke('main', x));
-    outputs.push({ shape: out[0].shape, dtype: out[0].dtype, data: out[0].toArray() });
-    for (const t of out) t.dispose();
+    const out = T.outputsOf(i % 2 === 0 ? await vm.run('main', x) : vm.runSync('main', x));
+    outputs.push({ shape: out[0].shape, dtype: out[0].dtype, data: out[0].toArraySync() });
+    for (const t of out) t.disposeSync();
   }
   await vm.dispose();
   parentPort.postMessage({ threadId, outputs });
@@ -74,7 +74,7 @@ interface RunResult {
 
 function assertOutput(out: { shape: number[]; dtype: string; data: Float32Array }, spec: ArraySpec, tol: { rtol: number; atol: number }): void {
   assert.ok(out.data instanceof Float32Array);
-  assertMatches(Tensor.from(out.data, { shape: out.shape, dtype: out.dtype }), spec, tol);
+  assertMatches(Tensor.fromSync(out.data, { shape: out.shape, dtype: out.dtype }), spec, tol);
 }
 
 describe('worker_threads (context-aware addon)', () => {
@@ -85,7 +85,7 @@ describe('worker_threads (context-aware addon)', () => {
   it('runs the mlp model in 3 workers and the main thread at once, all matching the reference', async () => {
     const x = inputTensor(spec.inputs[0]);
     const workers = Array.from({ length: 3 }, () =>
-      startWorker({ task: 'runModel', model: fx.path, input: Array.from(x.toArray() as Float32Array), shape: x.shape, runs: RUNS }),
+      startWorker({ task: 'runModel', model: fx.path, input: Array.from(x.toArraySync() as Float32Array), shape: x.shape, runs: RUNS }),
     );
     const results = workers.map((w) => nextMessage<RunResult>(w));
 
@@ -93,7 +93,7 @@ describe('worker_threads (context-aware addon)', () => {
     const vm = await VirtualMachine.load(fx.path);
     const mainOutputs: Tensor[] = [];
     for (let i = 0; i < RUNS; i++) {
-      mainOutputs.push(...outputsOf<Tensor>(i % 2 === 0 ? await vm.run('main', x) : vm.invoke('main', x)));
+      mainOutputs.push(...outputsOf<Tensor>(i % 2 === 0 ? await vm.run('main', x) : vm.runSync('main', x)));
     }
 
     const got = await Promise.all(results);
@@ -112,7 +112,7 @@ describe('worker_threads (context-aware addon)', () => {
     assert.deepEqual(codes, [1, 1, 1]);
 
     // The main thread's VM, and a fresh one, still run.
-    assertMatches(outputsOf<Tensor>(vm.invoke('main', x))[0], spec.outputs[0], fx.tolerance);
+    assertMatches(outputsOf<Tensor>(vm.runSync('main', x))[0], spec.outputs[0], fx.tolerance);
     assertMatches(outputsOf<Tensor>(await vm.run('main', x))[0], spec.outputs[0], fx.tolerance);
     await vm.dispose();
     const vm2 = await VirtualMachine.load(fx.path);
@@ -123,7 +123,7 @@ describe('worker_threads (context-aware addon)', () => {
   it('workers can be started again after others exited (per-environment addon state)', async () => {
     const x = inputTensor(spec.inputs[0]);
     for (let round = 0; round < 2; round++) {
-      const w = startWorker({ task: 'runModel', model: fx.path, input: Array.from(x.toArray() as Float32Array), shape: x.shape, runs: 2 });
+      const w = startWorker({ task: 'runModel', model: fx.path, input: Array.from(x.toArraySync() as Float32Array), shape: x.shape, runs: 2 });
       const r = await nextMessage<RunResult>(w);
       assert.equal(r.outputs.length, 2);
       for (const out of r.outputs) assertOutput(out, spec.outputs[0], fx.tolerance);
@@ -137,9 +137,9 @@ describe('worker_threads (context-aware addon)', () => {
     const { threadId: workerThread } = await nextMessage<{ threadId: number }>(w);
     try {
       // While the worker lives, the main thread can call its function: it runs on the worker's thread.
-      assert.equal(requireGlobalFunc(name).call(20), 40.5);
-      assert.equal(requireGlobalFunc(`${name}.where`).call(), workerThread);
-      assert.equal(await requireGlobalFunc(name).callAsync(1), 2.5);
+      assert.equal(requireGlobalFunc(name).callSync(20), 40.5);
+      assert.equal(requireGlobalFunc(`${name}.where`).callSync(), workerThread);
+      assert.equal(await requireGlobalFunc(name).call(1), 2.5);
 
       const exited = new Promise<number>((resolve) => w.once('exit', resolve));
       w.postMessage('exit');
@@ -149,13 +149,13 @@ describe('worker_threads (context-aware addon)', () => {
       const f = getGlobalFunc(name);
       assert.ok(f, 'the global is still registered');
       const re = new RegExp(`the JavaScript environment that registered '${name.replace(/\./g, '\\.')}' has exited`);
-      assert.throws(() => f.call(1), (e: unknown) => e instanceof TvmRuntimeError && re.test(e.message));
-      await assert.rejects(f.callAsync(1), (e: unknown) => e instanceof TvmRuntimeError && re.test(e.message));
-      assert.throws(() => requireGlobalFunc(`${name}.where`).call(), (e: unknown) => e instanceof TvmRuntimeError && /has exited/.test(e.message));
+      assert.throws(() => f.callSync(1), (e: unknown) => e instanceof TvmRuntimeError && re.test(e.message));
+      await assert.rejects(f.call(1), (e: unknown) => e instanceof TvmRuntimeError && re.test(e.message));
+      assert.throws(() => requireGlobalFunc(`${name}.where`).callSync(), (e: unknown) => e instanceof TvmRuntimeError && /has exited/.test(e.message));
     } finally {
       const remove = requireGlobalFunc('ffi.FunctionRemoveGlobal');
-      remove.call(name);
-      remove.call(`${name}.where`);
+      remove.callSync(name);
+      remove.callSync(`${name}.where`);
     }
     assert.equal(getGlobalFunc(name), null);
 
@@ -183,7 +183,7 @@ describe('worker_threads (context-aware addon)', () => {
       w.on('error', () => {});
       w.once('message', () => {
         let outcome;
-        try { outcome = 'value ' + T.requireGlobalFunc('test.dying').call(20); }
+        try { outcome = 'value ' + T.requireGlobalFunc('test.dying').callSync(20); }
         catch (e) { outcome = e.constructor.name + ': ' + e.message; }
         process.stdout.write(outcome);
       });`;
@@ -192,7 +192,7 @@ describe('worker_threads (context-aware addon)', () => {
     assert.match(stdout, /^(value 40|TvmRuntimeError: .*(has exited|could not run|shutting down))/);
   });
 
-  // Regression: terminating a worker inside a tvm-node call (sync invoke loop, run/callAsync in
+  // Regression: terminating a worker inside a tvm-node call (runSync loop, run/async call in
   // flight) once aborted the process (napi_throw fails in a terminating environment; the
   // addon is now built with NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS). Child process, as above.
   it('terminating a worker in the middle of runs does not crash the process', () => {
@@ -207,7 +207,7 @@ describe('worker_threads (context-aware addon)', () => {
           const vm = await T.VirtualMachine.load(workerData.model);
           const x = T.tensorFromNpy(workerData.input);
           parentPort.postMessage('ready');
-          for (;;) { (await vm.run('main', x)).dispose(); vm.invoke('main', x).dispose(); }
+          for (;;) { (await vm.run('main', x)).disposeSync(); vm.runSync('main', x).disposeSync(); }
         })();`)};
       (async () => {
         for (let i = 0; i < 3; i++) {
@@ -218,11 +218,11 @@ describe('worker_threads (context-aware addon)', () => {
         }
         const vm = await T.VirtualMachine.load(${JSON.stringify(fx.path)});
         const out = await vm.run('main', T.tensorFromNpy(process.argv[1]));
-        process.stdout.write(JSON.stringify(Array.from(out.toArray())));
+        process.stdout.write(JSON.stringify(Array.from(await out.toArray())));
       })();`;
     const input = path.join(path.dirname(fx.path), spec.inputs[0].file);
     const stdout = execFileSync(process.execPath, ['--require', TSX, '-e', script, input], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     const out = Float32Array.from(JSON.parse(stdout) as number[]);
-    assertMatches(Tensor.from(out, { shape: spec.outputs[0].shape as number[] }), spec.outputs[0], fx.tolerance);
+    assertMatches(Tensor.fromSync(out, { shape: spec.outputs[0].shape as number[] }), spec.outputs[0], fx.tolerance);
   });
 });

@@ -4,22 +4,22 @@
  * lib/'s wrappers and of the async thread hop.
  */
 import { randomFill } from 'node:crypto';
-import { loadModule, requireGlobalFunc, Tensor, type PackedFunc } from '../../lib';
-import { fixture } from '../../test/fixtures';
+import { loadModuleSync, requireGlobalFunc, Tensor, type PackedFunc } from '../../lib';
+import { fixture } from '../fixtures';
 import type { Ctx } from '../context';
 import { hrtimeLoop, makeCase, measure, sequential } from '../measure';
 
 export async function benchCalls(ctx: Ctx): Promise<void> {
   const fx = fixture('kernels');
-  const mod = loadModule(fx.path);
-  const nop = mod.requireFunction('nop');
-  const arg = Tensor.from(new Float32Array(1));
-  nop.call(arg);
+  const mod = loadModuleSync(fx.path);
+  const nop = mod.requireFunctionSync('nop');
+  const arg = Tensor.fromSync(new Float32Array(1));
+  nop.callSync(arg);
   await ctx.peer.request({ op: 'kernel', id: 'nop', path: fx.path, func: 'nop' });
   ctx.log('call: nop kernel');
   const t1 = await measure(
     [
-      { key: 'node', name: 'PackedFunc.call', round: hrtimeLoop(() => nop.call(arg)) },
+      { key: 'node', name: 'PackedFunc.callSync', round: hrtimeLoop(() => nop.callSync(arg)) },
       ctx.peer.contender('py', `${ctx.pyName}: f(tensor)`, 'nop'),
       // Diagnostic: the addon's own call with the native tensor, bypassing lib/'s wrappers.
       { key: 'raw', name: 'nop.handle.call(tensor.handle)', round: hrtimeLoop(() => nop.handle.call(arg.handle)) },
@@ -29,7 +29,7 @@ export async function benchCalls(ctx: Ctx): Promise<void> {
   );
   ctx.cases.push(makeCase('call', 'nop kernel, float32[1] arg', 'ns/call', t1.node, t1.py, { goal: '>= 1' }));
   ctx.cases.push(
-    makeCase('call', 'nop kernel: PackedFunc.call(Tensor) vs native handle.call(NativeTensor)', 'ns/call', t1.node, t1.raw, {
+    makeCase('call', 'nop kernel: PackedFunc.callSync(Tensor) vs native handle.call(NativeTensor)', 'ns/call', t1.node, t1.raw, {
       note: "diagnostic: the share of lib/'s Tensor/PackedFunc wrappers in a call",
     }),
   );
@@ -40,11 +40,11 @@ export async function benchCalls(ctx: Ctx): Promise<void> {
   );
 
   // The async form: one call in flight, against a bare round trip through the libuv pool.
-  ctx.log('call: nop kernel, callAsync');
+  ctx.log('call: nop kernel, call (async)');
   const small = Buffer.alloc(16);
   const ta = await measure(
     [
-      { key: 'node', name: 'await PackedFunc.callAsync', round: sequential(() => nop.callAsync(arg)) },
+      { key: 'node', name: 'await PackedFunc.call', round: sequential(() => nop.call(arg)) },
       {
         key: 'uv',
         name: 'await crypto.randomFill(16 B)',
@@ -55,7 +55,7 @@ export async function benchCalls(ctx: Ctx): Promise<void> {
     ctx.roundMs,
   );
   ctx.cases.push(
-    makeCase('call', 'nop kernel, callAsync (1 in flight) vs a bare libuv pool round trip', 'ns/call', ta.node, ta.uv, {
+    makeCase('call', 'nop kernel, async call (1 in flight) vs a bare libuv pool round trip', 'ns/call', ta.node, ta.uv, {
       note: 'diagnostic: how much of an async call is the thread hop itself',
     }),
   );
@@ -66,15 +66,15 @@ export async function benchCalls(ctx: Ctx): Promise<void> {
   ctx.log('call: runtime.RuntimeEnabled');
   const t2 = await measure(
     [
-      { key: 'node', name: 'PackedFunc.call', round: hrtimeLoop(() => enabled.call('cpu')) },
+      { key: 'node', name: 'PackedFunc.callSync', round: hrtimeLoop(() => enabled.callSync('cpu')) },
       ctx.peer.contender('py', `${ctx.pyName}: f("cpu")`, 'enabled'),
     ],
     ctx.rounds,
     ctx.roundMs,
   );
   ctx.cases.push(makeCase('call', 'global runtime.RuntimeEnabled("cpu")', 'ns/call', t2.node, t2.py, { goal: '>= 1' }));
-  enabled.dispose();
-  nop.dispose();
-  arg.dispose();
-  mod.dispose();
+  enabled.disposeSync();
+  nop.disposeSync();
+  arg.disposeSync();
+  mod.disposeSync();
 }

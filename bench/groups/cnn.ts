@@ -1,12 +1,12 @@
 /**
  * The `cnn` group: a MobileNetV2 as ONNX, compiled by TVM (see bench/bench-models.ts); Node
- * sync invoke and async run with 1/2/4 in flight vs Python's relax.VirtualMachine on the same
+ * runSync (sync) and run (async) with 1/2/4 in flight vs Python's relax.VirtualMachine on the same
  * .so, and vs onnxruntime-node on the same .onnx.
  */
 import path from 'node:path';
 import type * as Ort from 'onnxruntime-node';
 import { outputsOf, readNpy, Tensor, VirtualMachine } from '../../lib';
-import { repoRoot } from '../../test/fixtures';
+import { repoRoot } from '../fixtures';
 import { compare } from '../bench-models';
 import type { Ctx } from '../context';
 import { hrtimeLoop, makeCase, measure, sequential, type Contender } from '../measure';
@@ -29,7 +29,7 @@ export async function benchCnn(ctx: Ctx): Promise<void> {
   // The same input for everyone, and the onnxruntime (Python) reference output.
   const x = readNpy(file(m.input.file));
   const reference = readNpy(file(m.output.file)).data as Float32Array;
-  const input = Tensor.from(x.data, { shape: x.shape, dtype: x.dtype });
+  const input = Tensor.fromSync(x.data, { shape: x.shape, dtype: x.dtype });
   const vm = await VirtualMachine.load(file(m.library), { concurrency: 4 });
   const fn = m.function;
 
@@ -38,9 +38,9 @@ export async function benchCnn(ctx: Ctx): Promise<void> {
     if (!c.ok) throw new Error(`${name}: ${who} output differs from the reference (max |diff| ${c.maxAbsDiff})`);
     return c.maxAbsDiff;
   };
-  const [y] = outputsOf<Tensor>(vm.invoke(fn, input));
-  const tvmNode = check('tvm-node', y.toFloat32Array());
-  y.dispose();
+  const [y] = outputsOf<Tensor>(vm.runSync(fn, input));
+  const tvmNode = check('tvm-node', y.toFloat32ArraySync());
+  y.disposeSync();
   const py = await ctx.peer.request({
     op: 'vm',
     id: name,
@@ -91,7 +91,7 @@ export async function benchCnn(ctx: Ctx): Promise<void> {
 
   ctx.log(`cnn: ${what}`);
   const contenders: Contender[] = [
-    { key: 'sync', name: 'vm.invoke (sync)', round: hrtimeLoop(() => dropAll(vm.invoke(fn, input))) },
+    { key: 'sync', name: 'vm.runSync', round: hrtimeLoop(() => dropAll(vm.runSync(fn, input))) },
     ...pumpContenders((k) => pumpRuns(vm, fn, [input], k)),
     ctx.peer.contender('py', `${ctx.pyName}: relax.VirtualMachine["${fn}"](x)`, name),
   ];
@@ -99,7 +99,7 @@ export async function benchCnn(ctx: Ctx): Promise<void> {
   if (session) contenders.push({ key: 'ort', name: ortName, round: sequential(() => session!.run(feeds)) });
   const t = await measure(contenders, ctx.rounds, ctx.roundMs, CNN_SETTLE_MS);
 
-  ctx.cases.push(makeCase('cnn', `${what}: sync invoke vs Python`, 'us/run', t.sync, t.py, { goal: '~1 (same kernels)' }));
+  ctx.cases.push(makeCase('cnn', `${what}: runSync vs Python`, 'us/run', t.sync, t.py, { goal: '~1 (same kernels)' }));
   for (const k of IN_FLIGHT) {
     ctx.cases.push(
       makeCase('cnn', `${what}: async run, ${k} in flight vs Python (sync)`, 'us/run', t[`a${k}`], t.py, {
@@ -109,7 +109,7 @@ export async function benchCnn(ctx: Ctx): Promise<void> {
   }
   if (t.ort) {
     ctx.cases.push(
-      makeCase('cnn', `${what}: sync invoke vs onnxruntime-node`, 'us/run', t.sync, t.ort, {
+      makeCase('cnn', `${what}: runSync vs onnxruntime-node`, 'us/run', t.sync, t.ort, {
         note: "kernel quality: untuned portable TVM build vs onnxruntime's own kernels",
       }),
     );
@@ -125,5 +125,5 @@ export async function benchCnn(ctx: Ctx): Promise<void> {
   }
   await session?.release();
   await vm.dispose();
-  input.dispose();
+  input.disposeSync();
 }

@@ -25,7 +25,7 @@ export async function benchCopies(ctx: Ctx): Promise<void> {
     ctx.log(`copy: into a tensor, ${size}`);
     const into = await measure(
       [
-        { key: 'node', name: 'tensor.copyFrom(Float32Array)', round: hrtimeLoop(() => t.copyFrom(src)) },
+        { key: 'node', name: 'tensor.copyFrom(Float32Array)', round: hrtimeLoop(() => t.copyFromSync(src)) },
         { key: 'set', name: 'Float32Array.set', round: hrtimeLoop(() => dst.set(src)) },
         { key: 'buf', name: 'Buffer.copy', round: hrtimeLoop(() => srcBuf.copy(dstBuf)) },
         { key: 'raw', name: 'tensor.handle.copyFromBytes(Float32Array)', round: hrtimeLoop(() => t.handle.copyFromBytes(src)) },
@@ -55,11 +55,11 @@ export async function benchCopies(ctx: Ctx): Promise<void> {
     ctx.cases.push(makeCase('copy', `tensor -> host ${size} (preallocated), vs TypedArray.set`, 'GB/s', out.node, out.set, { bytes, goal: '>= 0.8' }));
     ctx.cases.push(makeCase('copy', `tensor -> host ${size} (preallocated), vs Buffer.copy`, 'GB/s', out.node, out.buf, { bytes, goal: '>= 0.8' }));
 
-    ctx.log(`copy: tensor.toArray(), ${size}`);
+    ctx.log(`copy: tensor.toArraySync(), ${size}`);
     let sink = 0;
     const alloc = await measure(
       [
-        { key: 'node', name: 'tensor.toArray()', round: hrtimeLoop(() => (sink += t.toArray().length)) },
+        { key: 'node', name: 'tensor.toArraySync()', round: hrtimeLoop(() => (sink += t.toArraySync().length)) },
         { key: 'slice', name: 'Float32Array.slice()', round: hrtimeLoop(() => (sink += src.slice().length)) },
       ],
       ctx.rounds,
@@ -67,12 +67,12 @@ export async function benchCopies(ctx: Ctx): Promise<void> {
     );
     if (sink === 0) throw new Error('unreachable');
     ctx.cases.push(
-      makeCase('copy', `tensor -> new array ${size}, toArray() vs slice()`, 'GB/s', alloc.node, alloc.slice, {
+      makeCase('copy', `tensor -> new array ${size}, toArraySync() vs slice()`, 'GB/s', alloc.node, alloc.slice, {
         bytes,
         goal: '>= 0.8',
         note: 'both allocate the result',
       }),
     );
-    t.dispose();
+    t.disposeSync();
   }
 }

@@ -1,18 +1,18 @@
 /**
- * The `model` group: the `mlp` and `conv` fixtures, Node sync invoke and async run with
+ * The `model` group: the `mlp` and `conv` fixtures, Node runSync (sync) and run (async) with
  * 1/2/4 in flight vs Python's relax.VirtualMachine on the same .so. Its pumps (k runs kept in
  * flight) serve the cnn group too.
  */
 import path from 'node:path';
 import { outputsOf, Tensor, VirtualMachine } from '../../lib';
-import { fixture, fixtureDir, inputTensor } from '../../test/fixtures';
+import { fixture, fixtureDir, inputTensor } from '../fixtures';
 import type { Ctx } from '../context';
 import { hrtimeLoop, makeCase, measure, type Contender, type RoundFn } from '../measure';
 
 /** Ops per round of a pump keeping k runs in flight: at least this many times k. */
 export const MIN_RUNS_PER_LANE = 2;
 
-export const dropAll = (out: unknown) => outputsOf<Tensor>(out).forEach((t) => t.dispose());
+export const dropAll = (out: unknown) => outputsOf<Tensor>(out).forEach((t) => t.disposeSync());
 
 /** Keeps `inFlight` vm.run calls going until n have been started; resolves with the wall ns. */
 export function pumpRuns(vm: VirtualMachine, fn: string, inputs: Tensor[], inFlight: number): RoundFn {
@@ -43,7 +43,7 @@ export async function benchModels(ctx: Ctx): Promise<void> {
     const inputs = c.inputs.map(inputTensor);
     const vm = await VirtualMachine.load(fx.path, { concurrency: 4 });
     const fn = fx.function ?? 'main';
-    dropAll(vm.invoke(fn, ...inputs));
+    dropAll(vm.runSync(fn, ...inputs));
     await ctx.peer.request({
       op: 'vm',
       id: name,
@@ -56,7 +56,7 @@ export async function benchModels(ctx: Ctx): Promise<void> {
     const shape = c.inputs.map((s) => `[${s.shape.join(',')}]`).join(', ');
     const t = await measure(
       [
-        { key: 'sync', name: 'vm.invoke (sync)', round: hrtimeLoop(() => dropAll(vm.invoke(fn, ...inputs))) },
+        { key: 'sync', name: 'vm.runSync', round: hrtimeLoop(() => dropAll(vm.runSync(fn, ...inputs))) },
         ...pumpContenders(pump),
         ctx.peer.contender('py', `${ctx.pyName}: relax.VirtualMachine["${fn}"](x)`, name),
       ],
@@ -64,7 +64,7 @@ export async function benchModels(ctx: Ctx): Promise<void> {
       ctx.roundMs,
     );
     const what = `${name} ${shape}`;
-    ctx.cases.push(makeCase('model', `${what}: sync invoke vs Python`, 'us/run', t.sync, t.py, { goal: '>= 1' }));
+    ctx.cases.push(makeCase('model', `${what}: runSync vs Python`, 'us/run', t.sync, t.py, { goal: '>= 1' }));
     for (const k of IN_FLIGHT) {
       ctx.cases.push(
         makeCase('model', `${what}: async run, ${k} in flight vs Python (sync)`, 'us/run', t[`a${k}`], t.py, {
@@ -73,6 +73,6 @@ export async function benchModels(ctx: Ctx): Promise<void> {
       );
     }
     await vm.dispose();
-    inputs.forEach((x) => x.dispose());
+    inputs.forEach((x) => x.disposeSync());
   }
 }

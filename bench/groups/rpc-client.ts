@@ -9,7 +9,7 @@ import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { connect, readNpy, type RPCSession } from '../../lib';
-import { repoRoot } from '../../test/fixtures';
+import { repoRoot } from '../fixtures';
 import { compare } from '../bench-models';
 import { sleep } from '../measure';
 import { RPC_HOST, withTimeout } from '../peers';
@@ -25,12 +25,12 @@ let gcFn: (() => void) | undefined;
 /**
  * Closes a tvm-node RPC session so that it really ends. `session.call()` (and so `infer()`)
  * looks the remote function up anew on every call and never disposes that handle, and each
- * handle keeps the runtime's session alive: after `close()` the server's session lives on
+ * handle keeps the runtime's session alive: after `dispose()` the server's session lives on
  * until the garbage collector finalizes them. A forced collection (V8's gc, exposed at run
  * time) ends it now, so that sessions do not pile up on the server between rounds.
  */
 export async function closeSession(session: RPCSession): Promise<void> {
-  await session.close();
+  await session.dispose();
   if (!gcFn) {
     setFlagsFromString('--expose-gc');
     gcFn = runInNewContext('gc') as () => void;
@@ -98,9 +98,9 @@ async function runClientJob(job: ClientJob): Promise<ClientTimes> {
       const outs = await session.infer(job.model, input);
       if (i === 0) {
         firstNs = nsSince(t0);
-        checkAgainst(outs[0].toFloat32Array(), job.expect, job.tolerance, 'tvm-node client');
+        checkAgainst(outs[0].toFloat32ArraySync(), job.expect, job.tolerance, 'tvm-node client');
       }
-      outs.forEach((t) => t.dispose());
+      outs.forEach((t) => t.disposeSync());
     }
   } finally {
     await closeSession(session);

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { connect, outputsOf, readNpy, RPCServer, Tensor, VirtualMachine } from '../../lib';
 import { decodeTensors, encodeInputs, INFER_FUNCTION } from '../../lib/rpc/infer';
-import { fixture, fixtureDir, repoRoot } from '../../test/fixtures';
+import { fixture, fixtureDir, repoRoot } from '../fixtures';
 import { formatBytes, MiB, type Ctx } from '../context';
 import { makeCase, makeCases, measure, sequential, sleep, stats, type Contender, type RoundFn, type Timed } from '../measure';
 import { PythonPeer, RPC_HOST, TvmRpcServer, withTimeout } from '../peers';
@@ -149,17 +149,17 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
       const x = readNpy(input);
       const hostInput = [{ data: x.data, shape: x.shape }];
       const shape = `[${x.shape.join(',')}]`;
-      const inferOnce = async () => (await session.infer(name, hostInput)).forEach((t) => t.dispose());
-      const inferOnceInf = async () => (await infSession.infer(name, hostInput)).forEach((t) => t.dispose());
+      const inferOnce = async () => (await session.infer(name, hostInput)).forEach((t) => t.disposeSync());
+      const inferOnceInf = async () => (await infSession.infer(name, hostInput)).forEach((t) => t.disposeSync());
       const [yInf] = await withTimeout(infSession.infer(name, hostInput), T, `inference-only infer ${name}`);
-      checkAgainst(yInf.toFloat32Array(), expect, tolerance, `${name}: session.infer, inference-only server`);
+      checkAgainst(yInf.toFloat32ArraySync(), expect, tolerance, `${name}: session.infer, inference-only server`);
       // Diagnostic: tvm_node.infer through a function handle looked up once (session.infer looks it up on every call).
       const inferFn = await withTimeout(session.getFunction(INFER_FUNCTION), T, 'getFunction');
       const cachedOnce = async () => decodeTensors((await inferFn.call(name, encodeInputs(hostInput))) as Buffer);
       checkAgainst((await withTimeout(cachedOnce(), T, 'cached infer'))[0].data as Float32Array, expect, tolerance, `${name}: cached tvm_node.infer`);
       const [y] = await withTimeout(session.infer(name, hostInput), T, `infer ${name}`);
-      checkAgainst(y.toFloat32Array(), expect, tolerance, `${name}: session.infer`);
-      y.dispose();
+      checkAgainst(y.toFloat32ArraySync(), expect, tolerance, `${name}: session.infer`);
+      y.disposeSync();
       // The multi-round-trip path on tvm-node's server: the module uploaded and loaded once.
       await withTimeout(session.upload(fx.path), T, `upload ${fx.file}`);
       const mod = await withTimeout(session.loadModule(fx.file), T, `load ${fx.file}`);
@@ -168,9 +168,9 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
       const multiOnce = async (): Promise<ArrayLike<number>> => {
         const xr = await session.tensor(x.data, { shape: x.shape, dtype: x.dtype });
         const outs = outputsOf<Tensor>(await vm.run(fn, xr));
-        const host = await outs[0].toArrayAsync();
-        outs.forEach((o) => o.dispose());
-        xr.dispose();
+        const host = await outs[0].toArray();
+        outs.forEach((o) => o.disposeSync());
+        xr.disposeSync();
         return host as ArrayLike<number>;
       };
       checkAgainst(await withTimeout(multiOnce(), T, `${name}: remote vm.run`), expect, tolerance, `${name}: remote vm.run`);
@@ -184,7 +184,7 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
         [
           { key: 'node', name: `${OURS}: await session.infer('${name}', [x])`, round: sequential(inferOnce) },
           rpcPeerContender(peer, 'py', `${PY_TVM}: vm["main"](tvm.runtime.tensor(x, r.cpu())).numpy()`, `vm-tvm-${name}`),
-          { key: 'multi', name: `${OURS}: session.tensor(x), vm.run over the remote module, toArrayAsync()`, round: sequential(multiOnce) },
+          { key: 'multi', name: `${OURS}: session.tensor(x), vm.run over the remote module, toArray()`, round: sequential(multiOnce) },
           { key: 'cached', name: `${OURS}: decodeTensors(await f.call('${name}', encodeInputs([x]))), f = tvm_node.infer looked up once`, round: sequential(cachedOnce) },
           rpcPeerContender(peer, 'pyOurs', `${PY_OURS}: vm["main"](tvm.runtime.tensor(x, r.cpu())).numpy()`, `vm-ours-${name}`),
           rpcPeerContender(peer, 'pyInfer', `${PY_OURS}: unpack(r.get_function("tvm_node.infer")("${name}", pack([x])))`, `infer-ours-${name}`),
@@ -248,7 +248,7 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
         ]),
       );
       await vm.dispose();
-      mod.dispose();
+      mod.disposeSync();
     };
     for (const name of s.latencyModels) await latency(name);
     // TVM's server serves one client at a time: free it for the connect cases.
@@ -279,8 +279,8 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
           const sess = await withTimeout(connect(RPC_HOST, p), T, 'connect');
           const outs = first ? await withTimeout(sess.infer(cm, cInput), T, `first infer ${cm}`) : [];
           total += nsSince(t0);
-          if (first) checkAgainst(outs[0].toFloat32Array(), cio.expect, cio.tolerance, `${cm}: first session.infer`);
-          outs.forEach((o) => o.dispose());
+          if (first) checkAgainst(outs[0].toFloat32ArraySync(), cio.expect, cio.tolerance, `${cm}: first session.infer`);
+          outs.forEach((o) => o.disposeSync());
           await closeSession(sess);
           await settle(srv);
         }

@@ -13,9 +13,9 @@ export async function benchWrap(ctx: Ctx): Promise<void> {
   views.forEach((v) => {
     const w = Tensor.wrap(v);
     if (!w.sharesMemory) throw new Error(`Tensor.wrap copied ${formatBytes(v.byteLength)} of aligned memory`);
-    w.dispose();
+    w.disposeSync();
   });
-  const wrapOf = (v: Float32Array): RoundFn => hrtimeLoop(() => Tensor.wrap(v).dispose());
+  const wrapOf = (v: Float32Array): RoundFn => hrtimeLoop(() => Tensor.wrap(v).disposeSync());
   let sink = 0;
   const viewOf = (v: Float32Array): RoundFn => hrtimeLoop(() => (sink += new Float32Array(v.buffer, v.byteOffset, v.length).length));
   const smallest = views[0];
@@ -45,5 +45,5 @@ export async function benchWrap(ctx: Ctx): Promise<void> {
     }
   }
   if (sink === 0) throw new Error('unreachable');
-  for (const b of backing) b.tensor.dispose();
+  for (const b of backing) b.tensor.disposeSync();
 }

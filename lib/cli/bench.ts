@@ -5,6 +5,8 @@
  */
 import path from 'node:path';
 import type { Device } from '../device';
+import { checkInputs } from '../bind';
+import { metadataOfFile } from '../model';
 import { Tensor } from '../tensor';
 import { withHint } from './errors';
 import { bindInputs, describeArray, inputTensor, seededRandom, type DTypeSpec, type InputSpec, type ShapeSpec } from './inputs';
@@ -88,9 +90,13 @@ const noProgress: BenchProgress = { start() {}, tick() {}, stop() {} };
 /** Loads the model and times `runs` calls after `warmup` untimed ones. */
 export async function benchModel(opts: BenchOptions, progress: BenchProgress = noProgress): Promise<BenchResult> {
   fitThreadPool(opts.concurrency);
-  const { vm, fn } = await openModel(opts.model, opts.device, opts.function, opts.concurrency);
+  const { vm, fn: vmFn } = await openModel(opts.model, opts.device, opts.function, opts.concurrency);
   const tensors: Tensor[] = [];
   try {
+    // Inputs by the model's names (the manifest's, e.g. ONNX names, else the parameters'),
+    // checked against its shapes and dtypes before the first call (lib/bind.ts).
+    const meta = metadataOfFile(vm, opts.model, vmFn.name);
+    const fn = { ...vmFn, params: meta.inputs.map((i) => i.name) };
     const bound = bindInputs(fn, opts.inputs, { shapes: opts.shapes, dtypes: opts.dtypes });
     const rand = seededRandom(0x5eed);
     const args = bound.map((b) => {
@@ -109,7 +115,7 @@ export async function benchModel(opts: BenchOptions, progress: BenchProgress = n
       const result = await vm.run(fn.name, ...args);
       await syncDevice(opts.device);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      for (const o of flattenOutputs(result)) if (o.value instanceof Tensor) o.value.dispose();
+      for (const o of flattenOutputs(result)) if (o.value instanceof Tensor) o.value.disposeSync();
       return ms;
     };
     const explain = (err: unknown) => {
@@ -117,6 +123,11 @@ export async function benchModel(opts: BenchOptions, progress: BenchProgress = n
       return withHint(err, `${signatureOf(fn)} was called with ${given || 'no inputs'}; check them against the shapes and dtypes the model was compiled for`);
     };
 
+    try {
+      checkInputs(meta.inputs, args, { model: `model '${meta.name}'` });
+    } catch (err) {
+      throw explain(err);
+    }
     await inFlight(opts.warmup, opts.concurrency, async () => void (await call())).catch((err) => Promise.reject(explain(err)));
     const latencies: number[] = [];
     progress.start(opts.runs);
@@ -146,7 +157,7 @@ export async function benchModel(opts: BenchOptions, progress: BenchProgress = n
       wallSeconds,
     };
   } finally {
-    for (const t of tensors) t.dispose();
+    for (const t of tensors) t.disposeSync();
     await vm.dispose();
   }
 }

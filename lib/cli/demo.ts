@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../binding';
+import { TvmAssertionError, TvmRuntimeError } from '../errors';
 import { cpu } from '../device';
 import { readNpy } from '../npy';
 import { Tensor } from '../tensor';
@@ -20,7 +21,7 @@ function compileDemoModels(): string {
   const python = path.join(packageRoot, 'tvm', '.venv', 'bin', 'python');
   const script = path.join(packageRoot, 'scripts', 'compile_fixtures.py');
   if (!fs.existsSync(python) || !fs.existsSync(script)) {
-    throw new Error('the demo models are compiled from a source checkout; run `npm start` there');
+    throw new TvmRuntimeError('RuntimeError', 'the demo models are compiled from a source checkout; run `npm start` there');
   }
   const out = execFileSync(python, [script, '--only', DEMO_MODELS.join(',')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return out.trim().split('\n').pop()!;
@@ -57,13 +58,15 @@ export async function demo(): Promise<void> {
   const v = versions();
   console.log(`tvm-node ${v.tvmNode} on TVM ${v.tvm} (tvm-ffi ${v.tvmFfi}), Node ${v.node}`);
   const model = demoModel();
-  const vm = await VirtualMachine.load(model.so, { devices: [cpu()] });
+  // The VM owns the module it loads; the input and the output are ours to dispose.
+  await using vm = await VirtualMachine.load(model.so, { devices: [cpu()] });
   console.log(`model ${model.so}`);
   for (const f of vm.functions()) console.log(`  function ${f.name}(${f.params.join(', ')})`);
   const x = readNpy(model.input);
-  const [y] = outputsOf<Tensor>(await vm.run('main', Tensor.from(x.data, { shape: x.shape, dtype: x.dtype })));
+  await using input = await Tensor.from(x.data, { shape: x.shape, dtype: x.dtype });
+  await using y = outputsOf<Tensor>(await vm.run('main', input))[0];
   const ref = readNpy(model.reference).data as Float32Array;
-  const got = y.toArray() as Float32Array;
+  const got = (await y.toArray()) as Float32Array;
   const maxErr = got.reduce((m, g, i) => Math.max(m, Math.abs(g - ref[i])), 0);
   console.log(`input  x: shape [${x.shape}] ${x.dtype}`);
   console.log(`output  : shape [${y.shape}] ${y.dtype}`);
@@ -72,6 +75,5 @@ export async function demo(): Promise<void> {
     console.log(`  [${row.join(' ')}]`);
   }
   console.log(`max |output - numpy reference| = ${maxErr.toExponential(2)}`);
-  await vm.dispose();
-  if (!(maxErr < 1e-4)) throw new Error('demo output does not match the numpy reference');
+  if (!(maxErr < 1e-4)) throw new TvmAssertionError('AssertionError', 'demo output does not match the numpy reference');
 }

@@ -8,28 +8,28 @@ import { TvmError } from '../errors';
 /** Exit statuses a script can rely on. */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
-/** A mistake on the command line: exit status 2. */
-export class UsageError extends Error {
+/** A mistake on the command line, kind `usage`: exit status 2. */
+export class UsageError extends TvmError {
   constructor(
     message: string,
     /** What to do instead; defaults to pointing at `--help`. */
     readonly hint?: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
-    this.name = 'UsageError';
+    super('usage', message, '', options);
   }
 }
 
 /** A runtime failure the CLI explains itself (an unreadable input file, ...): exit status 1. */
-export class CliError extends Error {
+export class CliError extends TvmError {
   constructor(
     message: string,
     /** Shown in brackets after the message, e.g. `IOError`. */
-    readonly kind: string,
+    kind: string,
     readonly hint?: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
-    this.name = 'CliError';
+    super(kind, message, '', options);
   }
 }
 
@@ -44,8 +44,6 @@ export function withHint<E>(err: E, hint: string): E {
 /** The kind shown in brackets: TVM's error kind, a Node error code, or the error's name. */
 export function errorKind(err: unknown): string {
   if (err instanceof TvmError) return err.kind;
-  if (err instanceof CliError) return err.kind;
-  if (err instanceof UsageError) return 'usage';
   const code = (err as { code?: unknown })?.code;
   if (typeof code === 'string' && code) return code;
   return err instanceof Error ? err.name : 'Error';

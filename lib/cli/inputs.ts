@@ -28,21 +28,33 @@ export interface DTypeSpec {
   dtype: DType;
 }
 
-/** Splits `name=value`; no name when there is no `=` or the part before it looks like a path. */
+/**
+ * A parameter name as it may appear before `=`: no `=` or white space, and not starting like
+ * a path (`.`, `/`, `~`). Names may contain `/`, `:` and `.` (ONNX names like `gpu_0/data_0`).
+ */
+const PARAM_NAME = /^[^\s=./~][^\s=]*$/;
+
+/**
+ * Splits `name=value` at the last `=` whose left side is a {@link PARAM_NAME}; no name when
+ * there is none (no `=`, or a path like `./a=b.npy`).
+ */
 function splitNamed(spec: string, what: string, example: string): { name?: string; value: string } {
-  const eq = spec.indexOf('=');
-  if (eq < 0 || spec.slice(0, eq).includes('/')) {
-    if (!spec) throw new UsageError('empty value', `write it as ${example}`);
-    return { value: spec };
+  for (let eq = spec.lastIndexOf('='); eq > 0; eq = spec.lastIndexOf('=', eq - 1)) {
+    const name = spec.slice(0, eq);
+    if (!PARAM_NAME.test(name)) continue;
+    const value = spec.slice(eq + 1);
+    if (!value) throw new UsageError(`nothing after '='`, `write ${what} as ${example}`);
+    return { name, value };
   }
-  const name = spec.slice(0, eq);
-  const value = spec.slice(eq + 1);
-  if (!name) throw new UsageError(`empty name before '='`, `write ${what} as ${example}`);
-  if (!value) throw new UsageError(`nothing after '='`, `write ${what} as ${example}`);
-  return { name, value };
+  if (spec.startsWith('=')) throw new UsageError(`empty name before '='`, `write ${what} as ${example}`);
+  if (!spec) throw new UsageError('empty value', `write it as ${example}`);
+  return { value: spec };
 }
 
-/** Parses `--input`: `x=in.npy` or `in.npy` (prefix `./` for a file whose name has `=`). */
+/**
+ * Parses `--input`: `x=in.npy`, `gpu_0/data_0=in.npy` or `in.npy` (prefix `./` for a file
+ * whose name has `=`: `data/a=b.npy` reads as input `data/a` from `b.npy`).
+ */
 export function parseInputSpec(spec: string): InputSpec {
   const { name, value } = splitNamed(spec, '--input', 'NAME=FILE.npy or FILE.npy');
   return name === undefined ? { file: value } : { name, file: value };
@@ -75,7 +87,7 @@ export function parseDType(text: string): DType {
   try {
     return checkDType(text);
   } catch (err) {
-    throw new UsageError((err as Error).message, `one of ${Object.keys(HOST_ARRAY).join(', ')}`);
+    throw new UsageError((err as Error).message, `one of ${Object.keys(HOST_ARRAY).join(', ')}`, { cause: err });
   }
 }
 
@@ -91,7 +103,7 @@ export function parseDevice(text: string): Device {
   try {
     return deviceOf(text);
   } catch (err) {
-    throw new UsageError((err as Error).message, `write a device as KIND or KIND:INDEX, KIND one of ${Object.keys(DeviceType).join(', ')}`);
+    throw new UsageError((err as Error).message, `write a device as KIND or KIND:INDEX, KIND one of ${Object.keys(DeviceType).join(', ')}`, { cause: err });
   }
 }
 
@@ -139,7 +151,12 @@ export function bindInputs(
     else dtypeOf.set(d.name, d.dtype);
   }
   const named = (name: string, what: string, source: InputSource) => {
-    if (!fn.params.includes(name)) throw new UsageError(`${what} names '${name}', which is not a parameter of ${signature}`, `the parameters are: ${fn.params.join(', ') || '(none)'}`);
+    if (!fn.params.includes(name)) {
+      throw new UsageError(
+        `${what} names '${name}', which is not a parameter of ${signature}`,
+        `the parameters are: ${fn.params.join(', ') || '(none)'}${what === '--input' && name.includes('/') ? ` (for a file whose name has '=', write ./${name}=...)` : ''}`,
+      );
+    }
     if (sources.has(name)) throw new UsageError(`parameter '${name}' of ${signature} is given twice`);
     sources.set(name, source);
   };
@@ -206,7 +223,7 @@ export function randomArray(shape: readonly number[], dtype: DType, rand: () => 
 /** A tensor on `device` for a bound input: the `.npy` file read, or random data. */
 export function inputTensor(input: BoundInput, device: Device, rand?: () => number): Tensor {
   const src = input.source;
-  if (src.kind === 'random') return Tensor.from(randomArray(src.shape, src.dtype, rand), { shape: src.shape, dtype: src.dtype, device });
+  if (src.kind === 'random') return Tensor.fromSync(randomArray(src.shape, src.dtype, rand), { shape: src.shape, dtype: src.dtype, device });
   let arr;
   try {
     arr = readNpy(src.file);
@@ -218,9 +235,10 @@ export function inputTensor(input: BoundInput, device: Device, rand?: () => numb
       `cannot read input '${input.name}' from ${src.file}: ${why}`,
       kind,
       e.code === 'ENOENT' ? 'check the path' : 'inputs are .npy files as numpy.save writes them (C order)',
+      { cause: err },
     );
   }
-  return Tensor.from(arr.data, { shape: arr.shape, dtype: arr.dtype, device });
+  return Tensor.fromSync(arr.data, { shape: arr.shape, dtype: arr.dtype, device });
 }
 
 /** `[4, 16] float32` */

@@ -45,5 +45,5 @@ let streamSync: PackedFunc | undefined;
 export async function syncDevice(device: Device): Promise<void> {
   if (device.deviceType === DeviceType.cpu) return;
   streamSync ??= requireGlobalFunc('runtime.Device_StreamSync');
-  await streamSync.callAsync(device, 0);
+  await streamSync.call(device, 0);
 }

@@ -4,6 +4,7 @@
  * work directories, withdraw from the tracker).
  */
 import type { AddressInfo } from 'node:net';
+import { TvmValueError } from '../errors';
 import { ModelRepository } from '../rpc/repository';
 import { withHint } from './errors';
 import { RPCServer, type RPCServerOptions } from '../rpc/server';
@@ -17,7 +18,7 @@ export interface RpcServerCommand extends RPCServerOptions {
 /** Parses `host:port`. */
 export function parseHostPort(text: string): { host: string; port: number } {
   const m = /^(.+):(\d+)$/.exec(text);
-  if (!m) throw new Error(`expected HOST:PORT, got '${text}'`);
+  if (!m) throw new TvmValueError('ValueError', `expected HOST:PORT, got '${text}'`);
   return { host: m[1], port: Number(m[2]) };
 }
 
@@ -34,10 +35,10 @@ function startHint(err: unknown, o: RpcServerCommand): string | undefined {
 export async function rpcServer(o: RpcServerCommand): Promise<void> {
   const server = new RPCServer(o);
   server
-    .on('session', (id: number, addr: string, pid?: number) => console.log(`session ${id} from ${addr}${pid ? ` (process ${pid})` : ''}`))
-    .on('sessionEnd', (id: number, code: unknown) => console.log(`session ${id} ended (${code})`))
-    .on('refused', (why: string) => console.log(`refused: ${why}`))
-    .on('trackerError', (why: string) => console.error(`tracker: ${why}`));
+    .on('session', (id, addr, pid) => console.log(`session ${id} from ${addr ?? '?'}${pid ? ` (process ${pid})` : ''}`))
+    .on('sessionEnd', (id, end) => console.log(`session ${id} ended (${end})`))
+    .on('refused', (why) => console.log(`refused: ${why}`))
+    .on('trackerError', (why) => console.error(`tracker: ${why}`));
   let addr: AddressInfo;
   try {
     addr = await server.listen();

@@ -5,6 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Device } from '../device';
+import { checkInputs } from '../bind';
+import { metadataOfFile } from '../model';
 import { writeNpy } from '../npy';
 import { Tensor } from '../tensor';
 import { outputsOf } from '../vm';
@@ -63,20 +65,21 @@ export function flattenOutputs(result: unknown): Array<{ name: string; value: un
 }
 
 /** The values of a tensor as numbers / bigints, float16 and bfloat16 decoded. */
-function tensorValues(t: Tensor): ArrayLike<number | bigint> {
-  return t.dtype === 'float16' || t.dtype === 'bfloat16' ? t.toFloat32Array() : (t.toArray() as ArrayLike<number | bigint>);
+async function tensorValues(t: Tensor): Promise<ArrayLike<number | bigint>> {
+  return t.dtype === 'float16' || t.dtype === 'bfloat16' ? t.toFloat32Array() : ((await t.toArray()) as ArrayLike<number | bigint>);
 }
 
-function summarize(name: string, value: unknown, outDir?: string): OutputSummary {
+async function summarize(name: string, value: unknown, outDir?: string): Promise<OutputSummary> {
   if (!(value instanceof Tensor)) {
     return { name, value: String(value), note: outDir ? 'not a tensor, not written' : undefined };
   }
-  const s: OutputSummary = { name, shape: value.shape, dtype: value.dtype, device: String(value.device), stats: valueStats(tensorValues(value)) };
+  const values = await tensorValues(value);
+  const s: OutputSummary = { name, shape: value.shape, dtype: value.dtype, device: String(value.device), stats: valueStats(values) };
   if (outDir) {
     s.file = path.join(outDir, `${name}.npy`);
     if (value.dtype === 'bfloat16') {
       // .npy has no bfloat16: write the values as float32.
-      writeNpy(s.file, { data: value.toFloat32Array(), shape: value.shape, dtype: 'float32' });
+      writeNpy(s.file, { data: values as Float32Array, shape: value.shape, dtype: 'float32' });
       s.note = 'bfloat16 written as float32';
     } else {
       writeNpy(s.file, value);
@@ -87,39 +90,54 @@ function summarize(name: string, value: unknown, outDir?: string): OutputSummary
 
 /** Loads the model, calls the function once and summarizes (and writes) its outputs. */
 export async function runModel(opts: RunOptions): Promise<RunResult> {
-  const { vm, fn } = await openModel(opts.model, opts.device, opts.function, 1);
+  const { vm, fn: vmFn } = await openModel(opts.model, opts.device, opts.function, 1);
   const tensors: Tensor[] = [];
   try {
+    // Inputs by the model's names (the manifest's, e.g. ONNX names, else the parameters'),
+    // checked against its shapes and dtypes before the call (lib/bind.ts).
+    const meta = metadataOfFile(vm, opts.model, vmFn.name);
+    const fn = { ...vmFn, params: meta.inputs.map((i) => i.name) };
     const bound = bindInputs(fn, opts.inputs);
     const inputs = bound.map((b) => {
       const t = inputTensor(b, opts.device);
       tensors.push(t);
       return { name: b.name, shape: t.shape, dtype: t.dtype, file: b.source.kind === 'file' ? b.source.file : '' };
     });
+    const hint = () => {
+      const given = inputs.map((i) => `${i.name} ${describeArray(i.shape, i.dtype)}`).join(', ');
+      return `${signatureOf(fn)} was called with ${given || 'no inputs'}; check them against the shapes and dtypes the model was compiled for`;
+    };
+    try {
+      checkInputs(meta.inputs, tensors, { model: `model '${meta.name}'` });
+    } catch (err) {
+      throw withHint(err, hint());
+    }
     const started = process.hrtime.bigint();
     let result: unknown;
     try {
       result = await vm.run(fn.name, ...tensors);
       await syncDevice(opts.device);
     } catch (err) {
-      const given = inputs.map((i) => `${i.name} ${describeArray(i.shape, i.dtype)}`).join(', ');
-      throw withHint(err, `${signatureOf(fn)} was called with ${given || 'no inputs'}; check them against the shapes and dtypes the model was compiled for`);
+      throw withHint(err, hint());
     }
     const timeMs = Number(process.hrtime.bigint() - started) / 1e6;
     const outputs = flattenOutputs(result);
     for (const o of outputs) if (o.value instanceof Tensor) tensors.push(o.value);
     if (opts.out) fs.mkdirSync(opts.out, { recursive: true });
+    const summaries: OutputSummary[] = [];
+    for (const o of outputs) summaries.push(await summarize(o.name, o.value, opts.out));
     return {
       model: path.resolve(opts.model),
       function: fn.name,
       signature: signatureOf(fn),
       device: String(opts.device),
       inputs,
-      outputs: outputs.map((o) => summarize(o.name, o.value, opts.out)),
+      outputs: summaries,
       timeMs,
     };
   } finally {
-    for (const t of tensors) t.dispose();
+    // The inputs it made and the outputs it got are released here; the VM owns its module.
+    await Promise.all(tensors.map((t) => t.dispose()));
     await vm.dispose();
   }
 }

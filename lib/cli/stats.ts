@@ -1,6 +1,7 @@
 /**
  * Small pure statistics for the CLI: latency percentiles and summaries of output values.
  */
+import { TvmValueError } from '../errors';
 
 /**
  * The `p`-th percentile (0..100) of ascending `sorted` values, interpolating linearly
@@ -8,8 +9,8 @@
  * p100 the maximum, p50 of an even count the mean of the middle two.
  */
 export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) throw new RangeError('percentile of no values');
-  if (!(p >= 0 && p <= 100)) throw new RangeError(`percentile ${p} is outside 0..100`);
+  if (sorted.length === 0) throw new TvmValueError('ValueError', 'percentile of no values');
+  if (!(p >= 0 && p <= 100)) throw new TvmValueError('ValueError', `percentile ${p} is outside 0..100`);
   const rank = ((sorted.length - 1) * p) / 100;
   const lo = Math.floor(rank);
   const hi = Math.min(lo + 1, sorted.length - 1);
@@ -30,7 +31,7 @@ export interface LatencyStats {
 
 /** Summarizes latency samples (any order; not modified). */
 export function latencyStats(samples: readonly number[]): LatencyStats {
-  if (samples.length === 0) throw new RangeError('no latency samples');
+  if (samples.length === 0) throw new TvmValueError('ValueError', 'no latency samples');
   const sorted = [...samples].sort((a, b) => a - b);
   const mean = sorted.reduce((s, v) => s + v, 0) / sorted.length;
   const variance = sorted.reduce((s, v) => s + (v - mean) ** 2, 0) / sorted.length;
@@ -76,10 +77,19 @@ export function valueStats(values: ArrayLike<number | bigint | boolean>): ValueS
   return n === 0 ? { count: values.length, nan, min: NaN, max: NaN, mean: NaN } : { count: values.length, nan, min, max, mean: sum / n };
 }
 
-/** A number for a human: up to `digits` significant digits, no trailing zeros. */
+/**
+ * A number for a human: `digits` significant digits without trailing fractional zeros
+ * (2000.4 -> `2000`, 0.1234567 -> `0.123457`); a number with more integer digits than that
+ * is rounded to a whole number (123456.7 -> `123457`) up to 1e15, beyond which (and below
+ * 1e-6) it is written with an exponent.
+ */
 export function formatNumber(v: number, digits = 6): string {
   if (!Number.isFinite(v)) return String(v);
   if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
-  const s = v.toPrecision(digits);
-  return s.includes('e') ? s.replace(/\.?0+e/, 'e') : s.replace(/\.?0+$/, '');
+  const [mantissa, exponent] = v.toPrecision(digits).split('e');
+  // More integer digits than `digits` (toPrecision gives 1.235e+5): the whole number.
+  if (exponent !== undefined && Number(exponent) >= 0 && Math.abs(v) < 1e15) return String(Math.round(v));
+  // Only zeros after the decimal point are dropped: "2000" keeps its own.
+  const trimmed = mantissa.includes('.') ? mantissa.replace(/0+$/, '').replace(/\.$/, '') : mantissa;
+  return exponent === undefined ? trimmed : `${trimmed}e${exponent}`;
 }

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Device, DeviceType, RPC_SESS_MASK, type DeviceKind } from '../device';
+import { type InputValue, orderInputs } from '../bind';
 import { TvmValueError } from '../errors';
 import { PackedFunc, requireGlobalFunc } from '../function';
 import { Module } from '../module';
@@ -25,7 +26,7 @@ export interface ConnectOptions {
 }
 
 /** A function on the peer; each call is one request in the session's queue. */
-export class RemoteFunction {
+export class RemoteFunction implements AsyncDisposable {
   /** @internal */
   constructor(
     private readonly fn: PackedFunc,
@@ -34,18 +35,27 @@ export class RemoteFunction {
     readonly name: string,
   ) {}
 
-  /** Calls it on the peer; arguments and results cross the socket. */
+  /**
+   * Calls it on the peer; arguments and results cross the socket. A result that holds
+   * resources (a remote tensor, module, ...) is the caller's to dispose.
+   */
   call(...args: unknown[]): Promise<unknown> {
-    return this.queue.run(() => this.fn.callAsync(...args));
+    return this.queue.run(() => this.fn.call(...args));
+  }
+
+  /** Whether {@link RemoteFunction.dispose} was called. */
+  get disposed(): boolean {
+    return this.fn.disposed;
   }
 
   /**
-   * Releases the remote function (a request to the peer, made off the event loop). TVM keeps
-   * a connection open while any remote object is referenced, and TVM's own server serves one
-   * client at a time: release what you are done with.
+   * Releases the remote function (a request to the peer, made off the event loop; idempotent).
+   * TVM keeps a connection open while any remote object is referenced, and TVM's own server
+   * serves one client at a time: release what you are done with.
    */
   dispose(): Promise<void> {
-    return this.queue.run(() => this.fn.disposeAsync());
+    if (this.fn.disposed) return Promise.resolve();
+    return this.queue.run(() => this.fn.dispose());
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -90,9 +100,9 @@ export class RPCSession implements AsyncDisposable {
     return this.device('vulkan', index);
   }
 
-  /** A global function of the peer by name; throws if the peer has none. */
+  /** A global function of the peer by name (the caller's to dispose); throws if the peer has none. */
   async getFunction(name: string): Promise<RemoteFunction> {
-    const fn = await this.queue.run(() => this.module.getFunctionAsync(name));
+    const fn = await this.queue.run(() => this.module.getFunction(name));
     if (!fn) throw new TvmValueError('ValueError', `the peer has no function '${name}'`);
     return new RemoteFunction(fn, this.queue, name);
   }
@@ -131,22 +141,44 @@ export class RPCSession implements AsyncDisposable {
     await this.call('tvm.rpc.server.remove', name);
   }
 
-  /** Loads an uploaded artifact on the peer; its functions and VMs run there. */
+  /** Loads an uploaded artifact on the peer; its functions and VMs run there. The module is the caller's to dispose. */
   async loadModule(name: string): Promise<Module> {
-    const load = requireGlobalFunc('rpc.LoadRemoteModule');
-    return (await this.queue.run(() => load.callAsync(this.module, name))) as Module;
+    using load = requireGlobalFunc('rpc.LoadRemoteModule');
+    return (await this.queue.run(() => load.call(this.module, name))) as Module;
   }
 
   /**
    * Runs a model of the server's repository on `inputs` in one round trip (inputs and
-   * outputs travel inside the request and its answer) and returns the outputs as local tensors.
+   * outputs travel inside the request and its answer) and returns the outputs as local
+   * tensors, which are the caller's to dispose. The server checks the inputs against the
+   * model (lib/bind.ts); a mismatch is a `ValueError` naming the input.
+   *
+   * Inputs by name (`{ x: { data, shape } }`) are put in the order of the model's manifest on
+   * the server (one more round trip, for {@link RPCSession.models}), and the outputs come
+   * back by the manifest's names (`output0`, ... where it names none).
    */
-  async infer(model: string, inputs: readonly InferInput[]): Promise<Tensor[]> {
+  async infer(model: string, inputs: readonly InferInput[]): Promise<Tensor[]>;
+  async infer(model: string, inputs: Readonly<Record<string, InferInput>>): Promise<Record<string, Tensor>>;
+  async infer(model: string, inputs: readonly InferInput[] | Readonly<Record<string, InferInput>>): Promise<Tensor[] | Record<string, Tensor>> {
+    if (!Array.isArray(inputs)) return this.inferByName(model, inputs as Readonly<Record<string, InferInput>>);
     // Looked up once per session, so each inference is exactly one request.
     this.inferFn ??= this.getFunction(INFER_FUNCTION);
     const reply = (await (await this.inferFn).call(model, encodeInputs(inputs))) as Buffer;
     // One copy each, from the reply's bytes into the tensor.
-    return decodeBlob(reply).map((t) => Tensor.from(t.bytes, { shape: t.shape, dtype: t.dtype }));
+    return decodeBlob(reply).map((t) => Tensor.fromSync(t.bytes, { shape: t.shape, dtype: t.dtype }));
+  }
+
+  private async inferByName(model: string, inputs: Readonly<Record<string, InferInput>>): Promise<Record<string, Tensor>> {
+    const info = (await this.models()).find((m) => m.name === model);
+    if (!info) throw new TvmValueError('ValueError', `no model '${model}' in the server's repository`);
+    if (info.error !== undefined) throw new TvmValueError('ValueError', `model '${model}': ${info.error}`);
+    const specs = info.inputs;
+    if (!specs || specs.some((s) => s.name === undefined)) {
+      throw new TvmValueError('ValueError', `model '${model}' has no input names on the server (its manifest names none): pass its inputs in order, as an array`);
+    }
+    const ordered = orderInputs(specs.map((s) => ({ name: s.name! })), inputs as Readonly<Record<string, InputValue>>, { model: `model '${model}'` });
+    const outputs = await this.infer(model, ordered as InferInput[]);
+    return Object.fromEntries(outputs.map((t, i) => [info.outputs?.[i]?.name ?? `output${i}`, t]));
   }
 
   /** The models of the server's repository. */
@@ -154,32 +186,37 @@ export class RPCSession implements AsyncDisposable {
     return JSON.parse(String(await this.call(MODELS_FUNCTION))) as PublicModelInfo[];
   }
 
-  /** A tensor on a device of the peer holding a copy of `data` (one bulk transfer). */
+  /** A tensor on a device of the peer holding a copy of `data` (one bulk transfer); the caller's to dispose. */
   async tensor(data: TensorData, opts: { shape?: readonly number[]; dtype?: DType; device?: Device } = {}): Promise<Tensor> {
-    return Tensor.fromAsync(data, { ...opts, device: opts.device ?? this.cpu() });
+    return Tensor.from(data, { ...opts, device: opts.device ?? this.cpu() });
+  }
+
+  /** Whether {@link RPCSession.dispose} was called. */
+  get disposed(): boolean {
+    return this.closed;
   }
 
   /**
    * Ends the session (the peer cleans up its work directory), even while remote objects
    * taken from it are still referenced: they fail from then on. Idempotent.
    */
-  async close(): Promise<void> {
+  async dispose(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await (await this.inferFn?.catch(() => undefined))?.dispose();
     await this.queue.run(async () => {
       // tvm-node's server ends the session on request; on TVM's own server the session ends
       // when the last reference to it is released.
-      const end = await this.module.getFunctionAsync(END_SESSION_FUNCTION).catch(() => null);
-      await end?.callAsync().catch(() => undefined);
-      await end?.disposeAsync();
+      const end = await this.module.getFunction(END_SESSION_FUNCTION).catch(() => null);
+      await end?.call().catch(() => undefined);
+      await end?.dispose();
       registerSessionQueue(this.tableIndex, undefined);
-      await this.module.disposeAsync();
+      await this.module.dispose();
     });
   }
 
   [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
+    return this.dispose();
   }
 }
 
@@ -189,9 +226,14 @@ export class RPCSession implements AsyncDisposable {
  */
 export async function connect(host: string, port: number, opts: ConnectOptions = {}): Promise<RPCSession> {
   const key = (opts.key ?? '') + (opts.sessionTimeout ? ` -timeout=${opts.sessionTimeout}` : '');
-  const rpcConnect = requireGlobalFunc('rpc.Connect');
+  using rpcConnect = requireGlobalFunc('rpc.Connect');
   // The handshake and InitServer wait on the peer, on a pool thread.
-  const module = (await withRequestSlot(() => rpcConnect.callAsync(host, port, key, false))) as Module;
-  const index = Number(requireGlobalFunc('rpc.SessTableIndex').call(module));
-  return new RPCSession(module, index);
+  const module = (await withRequestSlot(() => rpcConnect.call(host, port, key, false))) as Module;
+  try {
+    using tableIndex = requireGlobalFunc('rpc.SessTableIndex');
+    return new RPCSession(module, Number(tableIndex.callSync(module)));
+  } catch (err) {
+    await module.dispose();
+    throw err;
+  }
 }

@@ -10,8 +10,10 @@
  * offsets are relative to the start of the data area and 64-byte aligned. A Python client:
  * `r.get_function('tvm_node.infer')('mlp', pack([x]))` (see README for `pack`/`unpack`).
  */
+import { bindInputs } from '../bind';
 import { TvmValueError } from '../errors';
 import { type DType, dtypeOfArray, HOST_ARRAY, type TypedArray } from '../dtype';
+import { HandleOwner } from '../handle';
 import { Tensor } from '../tensor';
 import { outputsOf } from '../vm';
 import type { ServedFunction } from './inference-session';
@@ -39,28 +41,33 @@ function hostArray({ bytes, dtype }: BlobTensor): TypedArray {
 
 /**
  * The server side of {@link INFER_FUNCTION} on the JS thread (a session process, where TVM's
- * loop calls it and waits anyway).
+ * loop calls it and waits anyway). The input tensors it builds and the outputs of the run are
+ * released before it returns.
  */
 export function serveInference(repo: ModelRepository): (model: string, request: Buffer) => Buffer {
   return (model, request) => {
-    const loaded = repo.get(model);
+    const loaded = repo.getSync(model);
     const inputs = bindRequest(loaded, request);
     try {
-      return encodeOutputs(loaded.vm.invoke(loaded.info.function, ...inputs));
+      return encodeOutputs(loaded.vm.runSync(loaded.info.function, ...inputs.tensors));
     } finally {
-      for (const t of inputs) t.dispose();
+      inputs.release();
     }
   };
 }
 
-/** The server side of {@link INFER_FUNCTION} off the JS thread: the load and the run use the thread pool. */
+/**
+ * The server side of {@link INFER_FUNCTION} off the JS thread: the load and the run use the
+ * thread pool. The input tensors it builds and the outputs of the run are released before it
+ * resolves.
+ */
 export async function inferAsync(repo: ModelRepository, model: string, request: Buffer): Promise<Buffer> {
-  const loaded = await repo.getAsync(model);
+  const loaded = await repo.get(model);
   const inputs = bindRequest(loaded, request);
   try {
-    return encodeOutputs(await loaded.vm.run(loaded.info.function, ...inputs));
+    return encodeOutputs(await loaded.vm.run(loaded.info.function, ...inputs.tensors));
   } finally {
-    for (const t of inputs) t.dispose();
+    inputs.release();
   }
 }
 
@@ -91,33 +98,36 @@ export function modelsText(repo: ModelRepository): string {
 }
 
 /**
- * A request blob as the model's input tensors (the caller disposes them). The tensor count
- * is checked against the model before any tensor is looked at, and each input is built with
- * at most one copy of its bytes (none when they happen to be 64-byte aligned).
+ * A request blob as the model's input tensors, in parameter order, and those made for it
+ * (the caller releases them). The tensor count is checked against the model before any
+ * tensor is looked at; then each entry is checked against the model's inputs (lib/bind.ts:
+ * dtype, rank, sizes, symbolic sizes, with a message naming the input) and built with at
+ * most one copy of its bytes (none when they happen to be 64-byte aligned).
  */
-function bindRequest({ info, arity }: LoadedModel, request: Buffer): Tensor[] {
+function bindRequest({ info, arity, inputs }: LoadedModel, request: Buffer): { tensors: Tensor[]; release(): void } {
   if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
   const checkCount = (n: number) => {
     if (n !== arity) throw new TvmValueError('ValueError', `model '${info.name}' takes ${arity} input${arity === 1 ? '' : 's'}; the request has ${n}`);
   };
-  const tensors: Tensor[] = [];
-  try {
-    for (const t of decodeBlob(request, { checkCount })) tensors.push(Tensor.wrap(t.bytes, { shape: t.shape, dtype: t.dtype }));
-  } catch (err) {
-    for (const t of tensors) t.dispose();
-    throw err;
-  }
-  return tensors;
+  const entries = decodeBlob(request, { checkCount }).map((t) => ({ data: t.bytes, shape: t.shape, dtype: t.dtype }));
+  return bindInputs(inputs, entries, { model: `model '${info.name}'` });
 }
 
-/** A model's result (a tensor or a tuple of them) as a blob, each output copied once, into place. */
+/**
+ * A model's result (a tensor or a tuple of them) as a blob, each output copied once, into
+ * place; the outputs are released once copied (or when the copy fails).
+ */
 function encodeOutputs(result: unknown): Buffer {
   const outputs = outputsOf<Tensor>(result);
-  return writeBlob(
-    outputs,
-    outputs.map((t) => t.byteLength),
-    (i, view) => outputs[i].handle.copyToBytes(view),
-  );
+  try {
+    return writeBlob(
+      outputs,
+      outputs.map((t) => t.byteLength),
+      (i, view) => outputs[i].handle.copyToBytes(view),
+    );
+  } finally {
+    for (const o of outputs) if (o instanceof HandleOwner) o.disposeSync();
+  }
 }
 
 /** What a client gives {@link RPCSession.infer}: tensors, or host data with a shape. */
@@ -127,7 +137,7 @@ export type InferInput = Tensor | { data: TypedArray; shape: readonly number[]; 
 export function encodeInputs(inputs: readonly InferInput[]): Buffer {
   return encodeBlob(
     inputs.map((i) =>
-      i instanceof Tensor ? { data: i.toArray(), shape: i.shape, dtype: i.dtype } : { data: i.data, shape: i.shape, dtype: i.dtype ?? dtypeOfArray(i.data) },
+      i instanceof Tensor ? { data: i.toArraySync(), shape: i.shape, dtype: i.dtype } : { data: i.data, shape: i.shape, dtype: i.dtype ?? dtypeOfArray(i.data) },
     ),
   );
 }

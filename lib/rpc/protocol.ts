@@ -5,6 +5,7 @@
  * `server:<key>`. After that the binary RPC protocol of TVM's runtime takes over.
  */
 import type { Socket } from 'node:net';
+import { TvmError } from '../errors';
 import { encodeException } from './wire';
 
 export const RPC_MAGIC = 0xff271;
@@ -24,8 +25,12 @@ export interface ClientHello {
   timeout?: number;
 }
 
-/** Why a handshake was refused (the server logs it and closes the socket). */
-export class HandshakeError extends Error {}
+/** Why a handshake was refused (the server logs it and closes the socket); kind `HandshakeError`. */
+export class HandshakeError extends TvmError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('HandshakeError', message, '', options);
+  }
+}
 
 /** Parses `client:<key> [-timeout=S]`. */
 export function parseClientKey(text: string): ClientHello {

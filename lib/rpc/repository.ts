@@ -20,16 +20,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { device as parseDevice } from '../device';
-import { TvmError, TvmValueError } from '../errors';
-import { loadModule, loadModuleAsync, type Module } from '../module';
+import { DisposedError, TvmError, TvmValueError } from '../errors';
+import type { TensorInfo } from '../bind';
+import { fileVersion as versionOf, type Manifest, ManifestError, oneLine, readManifest, type TensorSpec } from '../manifest';
+import { modelMetadata } from '../model';
+import { loadModule, loadModuleSync, type Module } from '../module';
 import { VirtualMachine } from '../vm';
 
-/** An array as a manifest describes it: sizes are numbers, names of dynamic sizes, or null (unknown). */
-export interface TensorSpec {
-  name?: string;
-  shape: (number | string | null)[];
-  dtype: string;
-}
+export type { TensorSpec } from '../manifest';
 
 /** What the repository knows of a model. */
 export interface ModelInfo {
@@ -66,12 +64,20 @@ export interface PublicModelInfo {
   error?: string;
 }
 
-/** A loaded model, as {@link ModelRepository.get} hands it out. */
+/**
+ * A loaded model, as {@link ModelRepository.get} hands it out. It stays the repository's: the
+ * repository disposes it when it is evicted or the repository is disposed (runs in flight
+ * finish first); outputs of runs on its VM are the caller's.
+ */
 export interface LoadedModel {
   vm: VirtualMachine;
   info: ModelInfo;
   /** Number of inputs the model's function (`info.function`) takes. */
   arity: number;
+  /** The function's inputs, from the artifact and the manifest (see lib/model.ts): what requests are bound against. */
+  inputs: TensorInfo[];
+  /** Its outputs, likewise (empty when neither says). */
+  outputs: TensorInfo[];
 }
 
 /** Limits of the cache of loaded models. */
@@ -91,90 +97,12 @@ interface Entry {
   lastUse: number;
 }
 
-/** The manifest's fields, once checked. */
-interface Manifest {
-  inputs?: TensorSpec[];
-  outputs?: TensorSpec[];
-  device?: string;
-  function?: string;
-}
-
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-
-/** A manifest that cannot be used: `problem` completes "manifest X.json ...". */
-class ManifestError extends TvmValueError {
-  constructor(
-    readonly manifestName: string,
-    readonly problem: string,
-  ) {
-    super('ValueError', `manifest ${manifestName} ${problem}`);
-  }
-}
-
-/** What identifies a version of a file (or its absence). */
-function versionOf(st: fs.BigIntStats | undefined): string {
-  return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : '-';
-}
-
-const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
-
-const typeName = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
-
-/**
- * A JSON.parse message without the excerpt of the text V8 may quote (the listing goes to
- * clients), its position as line and column.
- */
-function jsonProblem(message: string, text: string): string {
-  let problem = oneLine(message).replace(/, ".*" is not valid JSON$/, '');
-  const at = / in JSON at position (\d+)(?: \(line \d+ column \d+\))?/.exec(problem);
-  if (at) {
-    const before = text.slice(0, Number(at[1]));
-    const line = before.split('\n').length;
-    problem = problem.replace(at[0], ` at line ${line}, column ${before.length - before.lastIndexOf('\n')}`);
-  }
-  return problem;
-}
-
-/** "has F of <type>: <rule>", or "has no F: <rule>" when it is missing. */
-const wrong = (field: string, value: unknown, rule: string) => (value === undefined ? `has no ${field}: ${rule}` : `has ${field} of ${typeName(value)}: ${rule}`);
-
-/** Checks the parsed contents of a manifest; returns what is wrong, or undefined. */
-function manifestProblem(m: unknown): string | undefined {
-  if (typeof m !== 'object' || m === null || Array.isArray(m)) return `must hold a JSON object, not ${typeName(m)}`;
-  const fields = m as Record<string, unknown>;
-  for (const key of ['inputs', 'outputs'] as const) {
-    const specs = fields[key];
-    if (specs === undefined) continue;
-    if (!Array.isArray(specs)) return `has "${key}" of ${typeName(specs)}: it must be an array of {"name"?, "shape", "dtype"}`;
-    for (const [i, spec] of specs.entries()) {
-      const at = `"${key}"[${i}]`;
-      if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) return `has ${at} of ${typeName(spec)}: it must be an object {"name"?, "shape", "dtype"}`;
-      const { name, shape, dtype } = spec as Record<string, unknown>;
-      if (name !== undefined && typeof name !== 'string') return wrong(`${at}.name`, name, 'it must be a string');
-      if (!Array.isArray(shape)) return wrong(`${at}.shape`, shape, 'it must be an array of sizes');
-      const bad = shape.findIndex((d) => !(typeof d === 'string' || d === null || (typeof d === 'number' && Number.isInteger(d) && d >= 0)));
-      if (bad >= 0) {
-        return `has ${at}.shape[${bad}] = ${JSON.stringify(shape[bad])}: sizes are non-negative integers, names of dynamic sizes (strings) or null`;
-      }
-      if (typeof dtype !== 'string') return wrong(`${at}.dtype`, dtype, 'it must be a string such as "float32"');
-    }
-  }
-  if (fields.device !== undefined) {
-    if (typeof fields.device !== 'string') return `has "device" of ${typeName(fields.device)}: it must be a string such as "cpu" or "cuda:0"`;
-    try {
-      parseDevice(fields.device);
-    } catch (err) {
-      return `has "device" ${JSON.stringify(fields.device)}: ${(err as Error).message}`;
-    }
-  }
-  if (fields.function !== undefined && typeof fields.function !== 'string') return `has "function" of ${typeName(fields.function)}: it must be a string such as "main"`;
-  return undefined;
-}
 
 /** A model's artifact and manifest as they are now, or why the manifest cannot be used. */
 type Probe = { info: ModelInfo; key: string } | { missing: true } | { listing: ModelListing; error: ManifestError };
 
-export class ModelRepository {
+export class ModelRepository implements AsyncDisposable {
   private readonly cache = new Map<string, Entry>();
   private readonly maxModels: number;
   private readonly maxBytes: number;
@@ -182,6 +110,7 @@ export class ModelRepository {
   /** Loads under way, so concurrent requests for one model load it once. */
   private readonly loading = new Map<string, Promise<Entry>>();
   private tick = 0;
+  private disposing?: Promise<void>;
   /** Loads and evictions so far, for tests and metrics. */
   readonly stats = { loads: 0, hits: 0, evictions: 0 };
 
@@ -234,25 +163,35 @@ export class ModelRepository {
     return this.describe(name).info;
   }
 
-  /** The loaded model (from the cache, or loaded now on the JS thread, evicting what LFU says). */
-  get(name: string): LoadedModel {
-    const { info, key } = this.describe(name);
-    return (this.hit(name, key) ?? this.insert(info, key, loadModule(info.file, { privateCopy: true }))).model;
-  }
-
-  /** {@link ModelRepository.get} with the artifact loaded on the thread pool; concurrent calls share one load. */
-  async getAsync(name: string): Promise<LoadedModel> {
+  /**
+   * The loaded model, from the cache or loaded now (evicting what LFU says) with the artifact
+   * loaded on the thread pool; concurrent calls share one load. The model stays the
+   * repository's (see {@link LoadedModel}).
+   */
+  async get(name: string): Promise<LoadedModel> {
+    this.checkOpen();
     const { info, key } = this.describe(name);
     const cached = this.hit(name, key);
     if (cached) return cached.model;
     let pending = this.loading.get(key);
     if (!pending) {
-      pending = loadModuleAsync(info.file, { privateCopy: true })
+      pending = loadModule(info.file, { privateCopy: true })
         .then((mod) => this.insert(info, key, mod))
         .finally(() => this.loading.delete(key));
       this.loading.set(key, pending);
     }
     return (await pending).model;
+  }
+
+  /** {@link ModelRepository.get} with the artifact loaded on the JS thread. */
+  getSync(name: string): LoadedModel {
+    this.checkOpen();
+    const { info, key } = this.describe(name);
+    return (this.hit(name, key) ?? this.insert(info, key, loadModuleSync(info.file, { privateCopy: true }))).model;
+  }
+
+  private checkOpen(): void {
+    if (this.disposing) throw new DisposedError('DisposedError', 'ModelRepository has been disposed');
   }
 
   /** Names of the models in the folder (sorted); a missing or unreadable folder is a {@link TvmValueError}. */
@@ -327,29 +266,8 @@ export class ModelRepository {
   /** The model's manifest (empty when there is none) and its version; a malformed one is a {@link ManifestError}. */
   private readManifest(name: string): { manifest: Manifest; version: string } {
     const manifestName = `${name}.json`;
-    const file = path.join(this.dir, manifestName);
-    let st: fs.BigIntStats;
-    try {
-      st = fs.statSync(file, { bigint: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { manifest: {}, version: versionOf(undefined) };
-      throw new ManifestError(manifestName, `cannot be read (${(err as NodeJS.ErrnoException).code ?? oneLine((err as Error).message)})`);
-    }
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ManifestError(manifestName, `cannot be read (${(err as NodeJS.ErrnoException).code ?? oneLine((err as Error).message)})`);
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      throw new ManifestError(manifestName, `is not valid JSON: ${jsonProblem((err as Error).message, text)}`);
-    }
-    const problem = manifestProblem(parsed);
-    if (problem) throw new ManifestError(manifestName, oneLine(problem));
-    return { manifest: parsed as Manifest, version: versionOf(st) };
+    const { manifest, version } = readManifest(path.join(this.dir, manifestName), manifestName);
+    return { manifest: manifest ?? {}, version };
   }
 
   /** The cached entry for this version of the model, counted as a use; undefined if not loaded. */
@@ -364,14 +282,19 @@ export class ModelRepository {
   }
 
   private insert(info: ModelInfo, key: string, mod: Module): Entry {
+    if (this.disposing) {
+      // Loaded while the repository was being disposed: nobody will ask for it.
+      mod.disposeSync();
+      throw new DisposedError('DisposedError', 'ModelRepository has been disposed');
+    }
     // A synchronous get() may have loaded this very version while an async load was under way.
     const current = this.hit(info.name, key);
     if (current) {
-      mod.dispose();
+      mod.disposeSync();
       return current;
     }
     let vm: VirtualMachine | undefined;
-    let arity: number;
+    let meta: { inputs: TensorInfo[]; outputs: TensorInfo[]; arity: number };
     try {
       vm = new VirtualMachine(mod, { devices: [parseDevice(info.device)], concurrency: this.concurrency });
       const functions = vm.functions();
@@ -382,16 +305,24 @@ export class ModelRepository {
           `model '${info.name}' has no function '${info.function}' (it has ${functions.map((f) => `'${f.name}'`).join(', ') || 'none'}): fix "function" in ${info.name}.json`,
         );
       }
-      arity = fn.arity;
+      // Shapes and dtypes from the artifact, names from the manifest; server paths stay out of messages.
+      meta = modelMetadata(vm, {
+        name: info.name,
+        artifact: `${info.name}.so`,
+        function: info.function,
+        manifest: { inputs: info.inputs, outputs: info.outputs },
+        manifestName: `${info.name}.json`,
+      });
     } catch (err) {
       const loaded = vm;
       if (loaded) void loaded.dispose().then(() => mod.dispose());
-      else mod.dispose();
+      else mod.disposeSync();
+      if (err instanceof ManifestError) throw new TvmValueError('ValueError', `model '${info.name}': ${err.message}`, '', { cause: err });
       throw err instanceof TvmError ? err : new TvmValueError('ValueError', `model '${info.name}': ${(err as Error).message}`);
     }
     if (this.cache.has(info.name)) this.evict(info.name); // the file changed: drop the stale version
     this.makeRoom(info.bytes);
-    const entry: Entry = { key, model: { vm, info, arity }, uses: 1, lastUse: this.tick };
+    const entry: Entry = { key, model: { vm, info, ...meta }, uses: 1, lastUse: this.tick };
     this.cache.set(info.name, entry);
     this.stats.loads++;
     return entry;
@@ -422,13 +353,36 @@ export class ModelRepository {
     if (!e) return;
     this.cache.delete(name);
     this.stats.evictions++;
-    void e.model.vm.dispose().then(() => e.model.vm.module.dispose());
+    void release(e.model);
   }
 
-  /** Releases every loaded model. */
-  async dispose(): Promise<void> {
-    const all = [...this.cache.values()];
-    this.cache.clear();
-    await Promise.all(all.map((e) => e.model.vm.dispose().then(() => e.model.vm.module.dispose())));
+  /** Whether {@link ModelRepository.dispose} was called. */
+  get disposed(): boolean {
+    return this.disposing !== undefined;
   }
+
+  /**
+   * Releases every loaded model once its runs in flight finish (loads under way are waited
+   * for and released too); later calls of {@link ModelRepository.get} throw
+   * {@link DisposedError}. Idempotent.
+   */
+  dispose(): Promise<void> {
+    this.disposing ??= (async () => {
+      await Promise.allSettled([...this.loading.values()]);
+      const all = [...this.cache.values()];
+      this.cache.clear();
+      await Promise.all(all.map((e) => release(e.model)));
+    })();
+    return this.disposing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}
+
+/** Releases a model the repository loaded: its VM (after runs in flight), then its module. */
+async function release(model: LoadedModel): Promise<void> {
+  await model.vm.dispose();
+  await model.vm.module.dispose();
 }

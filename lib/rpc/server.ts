@@ -146,11 +146,24 @@ function resolveOptions(opts: RPCServerOptions): Required<Omit<RPCServerOptions,
   };
 }
 
+/** The events an {@link RPCServer} emits, with the arguments its listeners get. */
+export interface RPCServerEvents {
+  /** A session started: its id, the client's address, the pid of its process (undefined in inference-only mode). */
+  session: [id: number, address: string | undefined, pid: number | undefined];
+  /** A session ended: its id and how ({@link SessionEnd}). */
+  sessionEnd: [id: number, end: SessionEnd];
+  /** A connection was turned away (bad handshake, key mismatch, server busy): why. */
+  refused: [reason: string];
+  /** Registering with the tracker failed: why (the server goes on serving). */
+  trackerError: [reason: string];
+}
+
 /**
- * Events: `session` (id, remote address, pid of its process or undefined in inference-only
- * mode), `sessionEnd` (id, {@link SessionEnd}), `refused` (reason), `trackerError` (reason).
+ * Events ({@link RPCServerEvents}): `session` (id, remote address, pid of its process or
+ * undefined in inference-only mode), `sessionEnd` (id, {@link SessionEnd}), `refused`
+ * (reason), `trackerError` (reason).
  */
-export class RPCServer extends EventEmitter {
+export class RPCServer extends EventEmitter<RPCServerEvents> {
   private readonly server = net.createServer((s) => void this.onConnection(s));
   private readonly sessions = new Map<number, LiveSession>();
   private nextId = 1;
@@ -377,6 +390,15 @@ export class RPCServer extends EventEmitter {
     }
     clearTimeout(timer);
     await this.repository?.dispose();
+  }
+
+  /** {@link RPCServer.close} with its default deadline, for `await using`. */
+  dispose(): Promise<void> {
+    return this.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
   }
 }
 

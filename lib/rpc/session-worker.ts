@@ -15,7 +15,7 @@ import { Socket } from 'node:net';
 import { addon } from '../binding';
 import { TvmNotImplementedError, TvmValueError } from '../errors';
 import { registerFunc, requireGlobalFunc } from '../function';
-import { loadModule } from '../module';
+import { loadModuleSync } from '../module';
 import { confine } from './confine';
 import { END_SESSION_FUNCTION, INFER_FUNCTION, MODELS_FUNCTION, modelsText, serveInference } from './infer';
 import { closeWithError, writeOrWait } from './protocol';
@@ -60,7 +60,7 @@ function registerServerFunctions({ workDir, modelsDir, cache, maxUploadBytes }: 
   // download and remove are the runtime's own and resolve names through workpath.
   registerFunc('tvm.rpc.server.workpath', (name: string) => confine(workDir, name), opts);
   registerFunc('tvm.rpc.server.upload', uploader(workDir, maxUploadBytes), opts);
-  registerFunc('tvm.rpc.server.load_module', (name: string) => loadModule(confine(workDir, name)), opts);
+  registerFunc('tvm.rpc.server.load_module', (name: string) => loadModuleSync(confine(workDir, name)), opts);
   registerFunc('tvm.rpc.server.listdir', (dir: string) => fs.readdirSync(confine(workDir, dir || '.')).join(','), opts);
   // tvm-node's client ends its session explicitly: the runtime keeps a connection open while
   // any remote object (function, tensor, module) is still referenced on the client side.
@@ -178,7 +178,8 @@ async function serve(start: SessionStart, client: Socket): Promise<number> {
   process.send!('ready');
   let code = 0;
   try {
-    await requireGlobalFunc('rpc.ServerLoop').callAsync(tvmEnd);
+    using serverLoop = requireGlobalFunc('rpc.ServerLoop');
+    await serverLoop.call(tvmEnd);
   } catch (err) {
     // A client that vanishes mid-request ends the loop this way; nothing else to do.
     if (!client.destroyed) process.stderr.write(`tvm-node rpc session: ${(err as Error).message}\n`);

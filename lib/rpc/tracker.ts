@@ -34,7 +34,7 @@ export class TrackerConnection {
   private constructor(private readonly socket: net.Socket) {
     socket.on('data', (d) => this.onData(d));
     socket.on('close', () => this.fail(new TvmRuntimeError('RuntimeError', 'the tracker closed the connection')));
-    socket.on('error', (e) => this.fail(new TvmRuntimeError('RuntimeError', `tracker connection: ${e.message}`)));
+    socket.on('error', (e) => this.fail(new TvmRuntimeError('RuntimeError', `tracker connection: ${e.message}`, '', { cause: e })));
   }
 
   /** Connects and checks the tracker's magic. */
@@ -47,7 +47,7 @@ export class TrackerConnection {
       }, timeoutMs);
       socket.once('error', (e) => {
         clearTimeout(timer);
-        reject(new TvmRuntimeError('RuntimeError', `cannot reach tracker ${host}:${port}: ${e.message}`));
+        reject(new TvmRuntimeError('RuntimeError', `cannot reach tracker ${host}:${port}: ${e.message}`, '', { cause: e }));
       });
       socket.once('connect', () => {
         const magic = Buffer.alloc(4);
@@ -109,13 +109,15 @@ export class TrackerConnection {
 }
 
 /** A client of a tracker: finds a free server for a key and connects to it. */
-export class TrackerClient {
+export class TrackerClient implements Disposable, AsyncDisposable {
+  private closed = false;
+
   /** @internal */
   constructor(private readonly conn: TrackerConnection) {}
 
   /**
    * Asks the tracker for a server registered under `key` (waiting until one is free) and
-   * opens a session with it.
+   * opens a session with it; the session is the caller's to dispose.
    */
   async request(key: string, opts: { priority?: number; sessionTimeout?: number } = {}): Promise<RPCSession> {
     const reply = (await this.conn.send([TrackerCode.REQUEST, key, '', opts.priority ?? 1])) as [number, [string, number, string]];
@@ -129,8 +131,30 @@ export class TrackerClient {
     return this.conn.send([TrackerCode.SUMMARY]).then((r) => (r as [number, unknown])[1]);
   }
 
-  close(): void {
+  /** Whether the connection was closed ({@link TrackerClient.dispose}). */
+  get disposed(): boolean {
+    return this.closed;
+  }
+
+  /** Closes the connection to the tracker (idempotent); sessions it opened stay open. */
+  dispose(): Promise<void> {
+    this.disposeSync();
+    return Promise.resolve();
+  }
+
+  /** {@link TrackerClient.dispose}, which completes at once. */
+  disposeSync(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.conn.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.disposeSync();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
   }
 }
 

@@ -10,6 +10,7 @@
  * bytes objects as a second uint32 type index, uint64 length + bytes.
  */
 import { addon } from '../binding';
+import { TvmError } from '../errors';
 
 /** RPC packet codes (RPCCode in rpc_reference.h). */
 export enum RPCCode {
@@ -71,19 +72,14 @@ export type WireValue =
  * A request the server cannot or will not serve; `kind` is the error kind the client sees
  * (ValueError for malformed bytes, PermissionError for what a policy refuses).
  */
-export class WireError extends Error {
-  override name = 'WireError';
-  constructor(
-    message: string,
-    readonly kind = 'ValueError',
-  ) {
-    super(message);
+export class WireError extends TvmError {
+  constructor(message: string, kind = 'ValueError', options?: ErrorOptions) {
+    super(kind, message, '', options);
   }
 }
 
 /** A packet whose announced length is over the limit; `length` is what it announced. */
 export class PacketTooLargeError extends WireError {
-  override name = 'PacketTooLargeError';
   constructor(
     readonly length: bigint,
     readonly limit: number,

@@ -5,10 +5,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import { type Device, outputsOf, Tensor, TvmError, VirtualMachine, type Module } from '../../lib';
 import { connect, type RPCSession } from '../../lib/rpc/client';
 import { assertMatches, fixture, npy, repoRoot } from '../fixtures';
-import { closedPort, HOST, startPythonServer, withTimeout, type PyServer } from './peers';
+import { connectTracker, type TrackerClient } from '../../lib/rpc/tracker';
+import { closedPort, HOST, startPythonServer, waitUntil, withTimeout, type PyServer } from './peers';
 
 describe('RPC client against TVM\'s Python server', function () {
   this.timeout(180000);
@@ -22,7 +24,7 @@ describe('RPC client against TVM\'s Python server', function () {
   });
 
   after(async () => {
-    await session?.close().catch(() => undefined);
+    await session?.dispose().catch(() => undefined);
     await server?.stop();
   });
 
@@ -64,28 +66,28 @@ describe('RPC client against TVM\'s Python server', function () {
         assert.equal(out.length, c.outputs.length);
         for (let i = 0; i < out.length; i++) {
           assert.ok(out[i].device.isRemote, 'the output stays on the peer');
-          const data = await out[i].toArrayAsync();
-          assertMatches(Tensor.from(data, { shape: out[i].shape, dtype: out[i].dtype }), c.outputs[i], fx.tolerance);
+          const data = await out[i].toArray();
+          assertMatches(Tensor.fromSync(data, { shape: out[i].shape, dtype: out[i].dtype }), c.outputs[i], fx.tolerance);
         }
       }
       await vm.dispose();
-      await mod.disposeAsync();
+      await mod.dispose();
     });
   }
 
   it('calls the remote kernel add_one on remote tensors', async () => {
     const fx = fixture('kernels');
     const mod: Module = await session.loadModule(fx.file);
-    const addOne = mod.requireFunction('add_one');
+    const addOne = mod.requireFunctionSync('add_one');
     for (const c of fx.functions!.add_one.cases) {
       const [inSpec, outSpec] = c.args!;
       const a = npy(inSpec);
       const n = a.shape[0];
       const A = await session.tensor(a.data as Float32Array, { shape: [n] });
       const B = await session.tensor(new Float32Array(n));
-      await withTimeout(addOne.callAsync(A, B), 30000, 'add_one');
-      const got = (await B.toArrayAsync()) as Float32Array;
-      assertMatches(Tensor.from(got, { shape: [n] }), outSpec, fx.tolerance);
+      await withTimeout(addOne.call(A, B), 30000, 'add_one');
+      const got = (await B.toArray()) as Float32Array;
+      assertMatches(Tensor.fromSync(got, { shape: [n] }), outSpec, fx.tolerance);
     }
   });
 
@@ -97,14 +99,14 @@ describe('RPC client against TVM\'s Python server', function () {
       const t0 = performance.now();
       const remote = await withTimeout(session.tensor(data), 120000, `${mib} MiB upload`);
       const t1 = performance.now();
-      const back = (await withTimeout(remote.toArrayAsync(), 120000, `${mib} MiB download`)) as Float32Array;
+      const back = (await withTimeout(remote.toArray(), 120000, `${mib} MiB download`)) as Float32Array;
       const t2 = performance.now();
       assert.equal(back.length, n);
       assert.ok(Buffer.from(back.buffer, back.byteOffset, back.byteLength).equals(Buffer.from(data.buffer)), 'round-tripped data differ');
       const up = mib / ((t1 - t0) / 1000);
       const down = mib / ((t2 - t1) / 1000);
       console.log(`      ${mib} MiB vs TVM Python server: host->remote ${up.toFixed(0)} MiB/s, remote->host ${down.toFixed(0)} MiB/s`);
-      remote.dispose();
+      remote.disposeSync();
     });
   }
 
@@ -116,15 +118,15 @@ describe('RPC client against TVM\'s Python server', function () {
     await assert.rejects(session.getFunction('no.such.function'), TvmError);
     // the same session still answers
     const x = await session.tensor(new Float32Array([1.5, -2, 3.25]));
-    assert.deepEqual(Array.from((await x.toArrayAsync()) as Float32Array), [1.5, -2, 3.25]);
+    assert.deepEqual(Array.from((await x.toArray()) as Float32Array), [1.5, -2, 3.25]);
     const fx = fixture('kernels');
-    const addOne = (await session.loadModule(fx.file)).requireFunction('add_one');
+    const addOne = (await session.loadModule(fx.file)).requireFunctionSync('add_one');
     const [inSpec, outSpec] = fx.functions!.add_one.cases[1].args!;
     const a = npy(inSpec);
     const A = await session.tensor(a.data as Float32Array);
     const B = await session.tensor(new Float32Array(a.shape[0]));
-    await addOne.callAsync(A, B);
-    assertMatches(Tensor.from(await B.toArrayAsync(), { shape: a.shape }), outSpec, fx.tolerance);
+    await addOne.call(A, B);
+    assertMatches(Tensor.fromSync(await B.toArray(), { shape: a.shape }), outSpec, fx.tolerance);
   });
 
   it('removes a file from the work directory (listdir: TVM\'s server has none, as with TVM\'s own client)', async () => {
@@ -149,8 +151,8 @@ describe('RPC client against TVM\'s Python server', function () {
       // the right key works, and the connection computes
       const s = await withTimeout(connect(HOST, keyed.port, { key: 'edge' }), 30000, 'connect with the right key');
       const x = await s.tensor(new Float32Array([4, 5]));
-      assert.deepEqual(Array.from((await x.toArrayAsync()) as Float32Array), [4, 5]);
-      await s.close();
+      assert.deepEqual(Array.from((await x.toArray()) as Float32Array), [4, 5]);
+      await s.dispose();
     } finally {
       await keyed.stop();
     }
@@ -166,17 +168,17 @@ describe('RPC client against TVM\'s Python server', function () {
     console.log(`      closed port rejected after ${Date.now() - t0} ms`);
   });
 
-  it('close() after upload/download releases TVM\'s server (it serves one client at a time) for the next client', async () => {
+  it('dispose() after upload/download releases TVM\'s server (it serves one client at a time) for the next client', async () => {
     const own = await startPythonServer();
-    // The first client runs in a child process that stays idle after close(), so no garbage
-    // collection can release the session in close()'s place.
+    // The first client runs in a child process that stays idle after dispose(), so no garbage
+    // collection can release the session in dispose()'s place.
     const script = `
       const { connect } = require('./lib/rpc/client');
       (async () => {
         const s = await connect('${HOST}', ${own.port});
         await s.upload(Buffer.from('abc'), 'a.txt');
         const back = (await s.download('a.txt')).toString();
-        await s.close();
+        await s.dispose();
         console.log(JSON.stringify({ closed: true, back }));
         setTimeout(() => process.exit(0), 30000);
       })().catch((e) => { console.error(e); process.exit(1); });`;
@@ -194,14 +196,47 @@ describe('RPC client against TVM\'s Python server', function () {
       const s2 = await withTimeout(next, 4000, 'the next client to be served after the first one closed');
       console.log(`      next client served ${Date.now() - t0} ms after the first closed`);
       const x = await s2.tensor(new Float32Array([7, 8, 9]));
-      assert.deepEqual(Array.from((await x.toArrayAsync()) as Float32Array), [7, 8, 9]);
-      x.dispose();
-      await s2.close();
+      assert.deepEqual(Array.from((await x.toArray()) as Float32Array), [7, 8, 9]);
+      x.disposeSync();
+      await s2.dispose();
     } finally {
       child.kill('SIGKILL');
       await own.stop();
       // a connect still waiting for the server fails now that it is gone
-      await next?.then((s) => s.close(), () => undefined);
+      await next?.then((s) => s.dispose(), () => undefined);
+    }
+  });
+});
+
+describe('TrackerClient disposal', () => {
+  it('dispose(), disposeSync() and `using` close the tracker connection, idempotently', async () => {
+    // A stand-in tracker: answers the magic, then counts closed connections.
+    let closed = 0;
+    const tracker = net.createServer((socket) => {
+      socket.once('data', (d) => socket.write(d.subarray(0, 4)));
+      socket.on('close', () => closed++);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => tracker.listen(0, HOST, resolve));
+    const port = (tracker.address() as net.AddressInfo).port;
+    try {
+      const a = await connectTracker(HOST, port);
+      assert.equal(a.disposed, false);
+      await a.dispose();
+      await a[Symbol.asyncDispose]();
+      assert.equal(a.disposed, true);
+      const b = await connectTracker(HOST, port);
+      b.disposeSync();
+      b.disposeSync();
+      let c: TrackerClient | undefined;
+      {
+        using t = await connectTracker(HOST, port);
+        c = t;
+      }
+      assert.equal(c.disposed, true);
+      await waitUntil(() => closed === 3, 5000, 'the tracker to see three connections closed');
+    } finally {
+      tracker.close();
     }
   });
 });

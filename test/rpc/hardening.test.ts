@@ -38,6 +38,13 @@ async function rawInfer(peer: RawPeer, handle: bigint, model: string, request: B
   return peer.packet(30000);
 }
 
+/** `n` raw sessions opened one after another (each must see its own 'session' event). */
+async function rawSessions(server: RPCServer, port: number, n: number, endMs: number) {
+  const out: Awaited<ReturnType<typeof watchedRawSession>>[] = [];
+  for (let i = 0; i < n; i++) out.push(await watchedRawSession(server, port, endMs));
+  return out;
+}
+
 const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
 
 describe('RPC server hardening (hostile clients, limits, timeouts)', function () {
@@ -205,7 +212,7 @@ out(first=first, second=second, err=err_text(lambda: infer(r, 'mlp', np.load(A['
   describe('half-sent packets', () => {
     it('a packet that stops one byte short ends its session after readTimeoutMs; bytes held go back to 0', async () => {
       const { server, port } = await start({ readTimeoutMs: 1000, maxMessageBytes: 64 << 20 });
-      const peers = await Promise.all(Array.from({ length: 4 }, () => watchedRawSession(server, port, 30000)));
+      const peers = await rawSessions(server, port, 4, 30000);
       const body = Buffer.alloc(16 << 20, 7);
       const t0 = Date.now();
       for (const { peer } of peers) {
@@ -226,7 +233,7 @@ out(first=first, second=second, err=err_text(lambda: infer(r, 'mlp', np.load(A['
     it("4 clients x 128 MiB half-sent: rss rises, and falls back when their sessions end (no GC needed)", async () => {
       const { server, port } = await start({ readTimeoutMs: 1500, maxMessageBytes: 256 << 20 });
       const rss0 = rssMiB();
-      const peers = await Promise.all(Array.from({ length: 4 }, () => watchedRawSession(server, port, 60000)));
+      const peers = await rawSessions(server, port, 4, 60000);
       const piece = Buffer.alloc(1 << 20, 9);
       for (const { peer } of peers) {
         const head = Buffer.alloc(12);

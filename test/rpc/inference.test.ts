@@ -140,7 +140,7 @@ after('badargs', lambda: f(1, 2))
   });
 
   describe('tvm-node client', () => {
-    it('infer() matches the reference, models() lists the repository, close() ends the session', async () => {
+    it('infer() matches the reference, models() lists the repository, dispose() ends the session', async () => {
       const fx = fixture('mlp');
       const started = nextEvent(server, 'session');
       const s = await withTimeout(connect(HOST, port), 30000, 'connect');
@@ -164,7 +164,7 @@ after('badargs', lambda: f(1, 2))
         const [y2] = await s.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]);
         assertMatches(y2, fx.cases[0].outputs[0], fx.tolerance);
       } finally {
-        await s.close();
+        await s.dispose();
       }
       const [, end] = await ended;
       assert.equal(end, 'closed');
@@ -196,7 +196,7 @@ after('badargs', lambda: f(1, 2))
       // references: the same model run locally (itself checked against numpy in vm.test.ts)
       const local = await VirtualMachine.load(fx.path);
       const refs: Float32Array[] = [];
-      for (const x of inputs) refs.push(((await local.run('main', Tensor.from(x, { shape: x0.shape }))) as Tensor).toArray() as Float32Array);
+      for (const x of inputs) refs.push(((await local.run('main', Tensor.fromSync(x, { shape: x0.shape }))) as Tensor).toArraySync() as Float32Array);
       await local.dispose();
       // The clients run in this process, whose libuv pool also runs the server's inferences:
       // lib/rpc/lock.ts keeps their blocked requests from taking every pool thread.
@@ -212,9 +212,9 @@ after('badargs', lambda: f(1, 2))
               try {
                 const [y] = await s.infer('mlp', [{ data: x, shape: x0.shape }]);
                 await sleep(300); // hold the session, so that they overlap
-                return { shape: y.shape, dtype: y.dtype, data: Array.from(y.toArray() as Float32Array) };
+                return { shape: y.shape, dtype: y.dtype, data: Array.from(y.toArraySync() as Float32Array) };
               } finally {
-                await s.close();
+                await s.dispose();
               }
             }),
           ),
@@ -225,7 +225,7 @@ after('badargs', lambda: f(1, 2))
         server.off('session', count);
       }
       assert.equal(outs.length, 8);
-      assertMatches(Tensor.from(Float32Array.from(outs[0].data), { shape: outs[0].shape }), fx.cases[0].outputs[0], fx.tolerance);
+      assertMatches(Tensor.fromSync(Float32Array.from(outs[0].data), { shape: outs[0].shape }), fx.cases[0].outputs[0], fx.tolerance);
       outs.forEach((y, i) => {
         assert.deepEqual(y.shape, [4, 8]);
         assert.equal(y.dtype, 'float32');

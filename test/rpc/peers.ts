@@ -243,7 +243,7 @@ export async function runPython(code: string, params: unknown = {}, ms = 90000):
 /** Asserts plain numbers (e.g. from a Python client's JSON) equal a fixture reference. */
 export function assertNumbersMatch(values: number[], spec: ArraySpec, tol: { rtol: number; atol: number }): void {
   const ref = npy(spec);
-  assertMatches(Tensor.from(Float32Array.from(values), { shape: ref.shape, dtype: 'float32' }), spec, tol);
+  assertMatches(Tensor.fromSync(Float32Array.from(values), { shape: ref.shape, dtype: 'float32' }), spec, tol);
 }
 
 /** Resolves a port nobody listens on (bound, then closed). */
@@ -483,6 +483,6 @@ export async function goodNodeClient(port: number): Promise<void> {
     const [y] = await withTimeout(s.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]), 30000, 'good client infer');
     assertMatches(y, fx.cases[0].outputs[0], fx.tolerance);
   } finally {
-    await s.close();
+    await s.dispose();
   }
 }

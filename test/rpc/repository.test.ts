@@ -1,14 +1,14 @@
 /**
  * ModelRepository over temp folders holding copies of the compiled fixtures under chosen
  * names: listing and manifests, name checks, the LFU cache (count and byte bounds, ties,
- * changed files) and loads shared by concurrent getAsync() calls.
+ * changed files) and loads shared by concurrent get() calls.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { outputsOf, type Tensor, TvmError, TvmValueError, type VirtualMachine } from '../../lib';
+import { DisposedError, outputsOf, type Tensor, TvmError, TvmValueError, type VirtualMachine } from '../../lib';
 import { type CacheLimits, ModelRepository, type TensorSpec } from '../../lib/rpc/repository';
 import { assertMatches, fixture, inputTensor } from '../fixtures';
 
@@ -54,7 +54,7 @@ async function assertRuns(vm: VirtualMachine, fx: string): Promise<void> {
 }
 
 /** Loads `names` in order with get(), returning the VMs. */
-const getAll = (repo: ModelRepository, names: string[]) => names.map((n) => repo.get(n).vm);
+const getAll = (repo: ModelRepository, names: string[]) => names.map((n) => repo.getSync(n).vm);
 
 const isValueError = (message: RegExp) => (e: unknown) => e instanceof TvmValueError && message.test((e as Error).message);
 
@@ -110,11 +110,11 @@ describe('rpc ModelRepository', () => {
     assert.equal(repo.info('mlp').bytes, sizeOf('mlp'));
   });
 
-  it('get() loads a model once, then serves it from the cache', async () => {
+  it('getSync() loads a model once, then serves it from the cache', async () => {
     const repo = openRepo({ mlp: 'mlp' });
-    const first = repo.get('mlp');
+    const first = repo.getSync('mlp');
     assert.deepEqual(repo.stats, { loads: 1, hits: 0, evictions: 0 });
-    const second = repo.get('mlp');
+    const second = repo.getSync('mlp');
     assert.equal(second.vm, first.vm);
     assert.deepEqual(repo.stats, { loads: 1, hits: 1, evictions: 0 });
     assert.deepEqual(second.info, repo.info('mlp'));
@@ -126,7 +126,7 @@ describe('rpc ModelRepository', () => {
     it('evicts the least frequently used when maxModels is reached', async () => {
       const repo = openRepo({ a: 'mlp', b: 'conv', c: 'multi_out' }, { maxModels: 2 });
       const [a, , b] = getAll(repo, ['a', 'a', 'b']); // a used twice, b once
-      const c = repo.get('c').vm;
+      const c = repo.getSync('c').vm;
       assert.deepEqual(repo.loaded, ['a', 'c']);
       assert.deepEqual(repo.stats, { loads: 3, hits: 1, evictions: 1 });
       assert.equal(b.disposed, true);
@@ -135,7 +135,7 @@ describe('rpc ModelRepository', () => {
       await assertRuns(c, 'multi_out');
 
       // b comes back as a fresh load and pushes out c, now the least used
-      const b2 = repo.get('b').vm;
+      const b2 = repo.getSync('b').vm;
       assert.notEqual(b2, b);
       assert.deepEqual(repo.loaded, ['a', 'b']);
       assert.deepEqual(repo.stats, { loads: 4, hits: 1, evictions: 2 });
@@ -145,7 +145,7 @@ describe('rpc ModelRepository', () => {
     it('breaks ties by evicting the least recently used', () => {
       const repo = openRepo({ a: 'mlp', b: 'conv', c: 'multi_out' }, { maxModels: 2 });
       getAll(repo, ['a', 'b', 'a', 'b']); // two uses each, b last
-      repo.get('c');
+      repo.getSync('c');
       assert.deepEqual(repo.loaded, ['b', 'c']);
       assert.deepEqual(repo.stats, { loads: 3, hits: 2, evictions: 1 });
     });
@@ -158,7 +158,7 @@ describe('rpc ModelRepository', () => {
       getAll(repo, names.slice(0, 8));
       assert.deepEqual(repo.loaded, names.slice(0, 8));
       assert.equal(repo.stats.evictions, 0);
-      repo.get('m8'); // all used once: the least recent goes
+      repo.getSync('m8'); // all used once: the least recent goes
       assert.deepEqual(repo.loaded, names.slice(1));
       assert.deepEqual(repo.stats, { loads: 9, hits: 0, evictions: 1 });
     });
@@ -174,11 +174,11 @@ describe('rpc ModelRepository', () => {
       assert.deepEqual(repo.loaded, ['a', 'b']);
       assert.equal(loadedBytes(), maxBytes);
 
-      repo.get('c'); // one eviction (a, the older of two single uses) makes room
+      repo.getSync('c'); // one eviction (a, the older of two single uses) makes room
       assert.deepEqual(repo.loaded, ['b', 'c']);
       assert.deepEqual(repo.stats, { loads: 3, hits: 0, evictions: 1 });
 
-      repo.get('a');
+      repo.getSync('a');
       assert.deepEqual(repo.loaded, ['c', 'a']);
       assert.equal(repo.stats.evictions, 2);
       assert.ok(loadedBytes() <= maxBytes, `${loadedBytes()} bytes loaded, limit ${maxBytes}`);
@@ -187,12 +187,12 @@ describe('rpc ModelRepository', () => {
 
   it('reloads a model whose file changed, as a new cache entry', async () => {
     const repo = openRepo({ mlp: 'mlp' });
-    const old = repo.get('mlp');
+    const old = repo.getSync('mlp');
     const file = old.info.file;
     const later = new Date(old.info.mtimeMs + 10_000);
     fs.utimesSync(file, later, later);
 
-    const fresh = repo.get('mlp');
+    const fresh = repo.getSync('mlp');
     assert.notEqual(fresh.vm, old.vm);
     // mtimeMs is derived from nanoseconds as a float: within a millisecond of what was set
     assert.ok(Math.abs(fresh.info.mtimeMs - later.getTime()) < 1, `mtime ${fresh.info.mtimeMs}, set ${later.getTime()}`);
@@ -201,27 +201,27 @@ describe('rpc ModelRepository', () => {
     assert.equal(old.vm.disposed, true);
     await assertRuns(fresh.vm, 'mlp');
     // the new version is the cached one from now on
-    assert.equal(repo.get('mlp').vm, fresh.vm);
+    assert.equal(repo.getSync('mlp').vm, fresh.vm);
     assert.equal(repo.stats.hits, 1);
   });
 
-  describe('getAsync()', () => {
+  describe('get() (async)', () => {
     it('loads a model once for concurrent callers', async () => {
       const repo = openRepo({ mlp: 'mlp' }, { concurrency: 2 });
-      const results = await Promise.all(Array.from({ length: 5 }, () => repo.getAsync('mlp')));
+      const results = await Promise.all(Array.from({ length: 5 }, () => repo.get('mlp')));
       assert.deepEqual(repo.stats, { loads: 1, hits: 0, evictions: 0 });
       for (const r of results) assert.equal(r.vm, results[0].vm);
       await Promise.all(results.map((r) => assertRuns(r.vm, 'mlp')));
 
       // once loaded, it is a hit
-      assert.equal((await repo.getAsync('mlp')).vm, results[0].vm);
+      assert.equal((await repo.get('mlp')).vm, results[0].vm);
       assert.deepEqual(repo.stats, { loads: 1, hits: 1, evictions: 0 });
     });
 
     it('rejects an unknown model with TvmValueError', async () => {
       const repo = openRepo({ mlp: 'mlp' });
-      await assert.rejects(repo.getAsync('nope'), isValueError(/^no model 'nope'/));
-      await assert.rejects(repo.getAsync('../mlp'), isValueError(/^bad model name/));
+      await assert.rejects(repo.get('nope'), isValueError(/^no model 'nope'/));
+      await assert.rejects(repo.get('../mlp'), isValueError(/^bad model name/));
       assert.deepEqual(repo.stats, { loads: 0, hits: 0, evictions: 0 });
     });
 
@@ -229,13 +229,13 @@ describe('rpc ModelRepository', () => {
       const repo = openRepo({ mlp: 'mlp' });
       fs.writeFileSync(path.join(repo.dir, 'broken.so'), 'not an ELF file');
       const cannotLoad = (e: unknown) => e instanceof TvmError && /cannot load .*broken\.so/.test((e as Error).message);
-      await assert.rejects(repo.getAsync('broken'), cannotLoad);
-      await assert.rejects(repo.getAsync('broken'), cannotLoad);
+      await assert.rejects(repo.get('broken'), cannotLoad);
+      await assert.rejects(repo.get('broken'), cannotLoad);
       assert.deepEqual(repo.loaded, []);
 
       // repaired in place, it loads
       fs.copyFileSync(fixture('mlp').path, path.join(repo.dir, 'broken.so'));
-      await assertRuns((await repo.getAsync('broken')).vm, 'mlp');
+      await assertRuns((await repo.get('broken')).vm, 'mlp');
       assert.deepEqual(repo.stats, { loads: 1, hits: 0, evictions: 0 });
     });
   });
@@ -246,10 +246,10 @@ describe('rpc ModelRepository', () => {
     assert.deepEqual(repo.list().map((m) => m.name), ['mlp']);
   });
 
-  it('a get() during a getAsync() of the same model: one cached VM, the other load dropped', async () => {
+  it('a getSync() during a get() of the same model: one cached VM, the other load dropped', async () => {
     const repo = openRepo({ mlp: 'mlp' });
-    const pending = repo.getAsync('mlp');
-    const sync = repo.get('mlp');
+    const pending = repo.get('mlp');
+    const sync = repo.getSync('mlp');
     const late = await pending;
     assert.equal(late.vm, sync.vm);
     assert.equal(sync.vm.disposed, false);
@@ -262,22 +262,35 @@ describe('rpc ModelRepository', () => {
     const dir = repoFolder({ mlp: 'mlp', conv: 'conv' }, { conv: { device: 'tpu' } });
     const repo = new ModelRepository(dir, { maxModels: 1, maxBytes: ROOMY });
     opened.push(repo);
-    repo.get('mlp');
-    assert.throws(() => repo.get('conv'), isValueError(/unknown device 'tpu'/));
+    repo.getSync('mlp');
+    assert.throws(() => repo.getSync('conv'), isValueError(/unknown device 'tpu'/));
     assert.deepEqual(repo.loaded, ['mlp']);
     assert.equal(repo.stats.evictions, 0);
   });
 
-  it('dispose() releases every loaded model', async () => {
+  it('dispose() releases every loaded model, VMs and modules; it is idempotent and later gets are refused', async () => {
     const repo = openRepo({ a: 'mlp', b: 'conv' });
-    // getAsync's hit must be the same VM get() loaded, released with the rest
-    const vms = [...getAll(repo, ['a', 'b']), (await repo.getAsync('a')).vm];
+    // get()'s hit must be the same VM getSync() loaded, released with the rest
+    const vms = [...getAll(repo, ['a', 'b']), (await repo.get('a')).vm];
     assert.equal(vms[2], vms[0]);
     assert.deepEqual(repo.loaded, ['a', 'b']);
     await repo.dispose();
     assert.deepEqual(repo.loaded, []);
+    assert.equal(repo.disposed, true);
     assert.deepEqual(vms.map((vm) => vm.disposed), [true, true, true]);
+    assert.deepEqual(vms.map((vm) => vm.module.disposed), [true, true, true]);
     await assert.rejects(vms[0].run('main', inputTensor(fixture('mlp').cases[0].inputs[0])), /disposed/);
+    await repo.dispose();
+    await assert.rejects(repo.get('a'), DisposedError);
+    assert.throws(() => repo.getSync('a'), DisposedError);
+  });
+
+  it('dispose() during a load releases what that load brings', async () => {
+    const repo = openRepo({ a: 'mlp' });
+    const loading = repo.get('a');
+    await repo.dispose();
+    await assert.rejects(loading, DisposedError);
+    assert.deepEqual(repo.loaded, []);
   });
 
   describe('a replaced artifact (hot reload)', () => {
@@ -299,10 +312,10 @@ describe('rpc ModelRepository', () => {
     };
 
     for (const [how, replace] of Object.entries(REPLACE)) {
-      it(`EXPECTED FAILURE - ${how}: the next get()/getAsync() serves the new model; runs in flight finish on the old one`, async () => {
+      it(`EXPECTED FAILURE - ${how}: the next getSync()/get() serves the new model; runs in flight finish on the old one`, async () => {
         const repo = openRepo({ model: 'mlp' }, { concurrency: 2 });
         const file = path.join(repo.dir, 'model.so');
-        const old = repo.get('model');
+        const old = repo.getSync('model');
         await assertRuns(old.vm, 'mlp');
         // The repository never maps the artifact itself, so nothing can write under a loaded model.
         assert.ok(!mappedFiles().has(file), `${file} is mapped`);
@@ -310,7 +323,7 @@ describe('rpc ModelRepository', () => {
         const mlp = fixture('mlp');
         const inFlight = old.vm.run('main', ...mlp.cases[0].inputs.map(inputTensor));
         replace(file, 'conv');
-        const fresh = repo.get('model');
+        const fresh = repo.getSync('model');
         assert.notEqual(fresh.vm, old.vm);
         await assertRuns(fresh.vm, 'conv');
         // The old run completes on the old model, which is released after it.
@@ -320,25 +333,25 @@ describe('rpc ModelRepository', () => {
 
         // Again, through the thread pool, with concurrent callers sharing one load.
         replace(file, 'multi_out');
-        const [a, b] = await Promise.all([repo.getAsync('model'), repo.getAsync('model')]);
+        const [a, b] = await Promise.all([repo.get('model'), repo.get('model')]);
         assert.equal(a.vm, b.vm);
         await assertRuns(a.vm, 'multi_out');
         assert.equal(repo.stats.loads, 3);
         // And the cached new model is what later calls get.
-        assert.equal(repo.get('model').vm, a.vm);
-        await assertRuns(repo.get('model').vm, 'multi_out');
+        assert.equal(repo.getSync('model').vm, a.vm);
+        await assertRuns(repo.getSync('model').vm, 'multi_out');
       });
     }
 
     it('EXPECTED FAILURE - a model replaced while another repository (another session) holds the old one: each serves its own view', async () => {
       const first = openRepo({ model: 'mlp' });
-      const old = first.get('model');
+      const old = first.getSync('model');
       // A second repository over the same folder, as each full-mode session process has.
       const second = new ModelRepository(first.dir, { maxBytes: ROOMY });
       opened.push(second);
       REPLACE['written beside it and renamed over it'](path.join(first.dir, 'model.so'), 'conv');
-      await assertRuns((await second.getAsync('model')).vm, 'conv');
-      await assertRuns(first.get('model').vm, 'conv');
+      await assertRuns((await second.get('model')).vm, 'conv');
+      await assertRuns(first.getSync('model').vm, 'conv');
       assert.equal(old.vm.disposed, true);
     });
   });
@@ -369,30 +382,30 @@ describe('rpc ModelRepository', () => {
       // The bad ones throw, naming the manifest and what is wrong with it...
       const badJson = isValueError(/^model 'bad': manifest bad\.json is not valid JSON: \S/);
       assert.throws(() => repo.info('bad'), badJson);
-      assert.throws(() => repo.get('bad'), badJson);
-      await assert.rejects(repo.getAsync('bad'), badJson);
-      assert.throws(() => repo.get('typed'), isValueError(/^model 'typed': manifest typed\.json has "inputs" of a string/));
+      assert.throws(() => repo.getSync('bad'), badJson);
+      await assert.rejects(repo.get('bad'), badJson);
+      assert.throws(() => repo.getSync('typed'), isValueError(/^model 'typed': manifest typed\.json has "inputs" of a string/));
       assert.equal(repo.stats.loads, 0);
       // ...while the others are served.
-      await assertRuns(repo.get('good').vm, 'mlp');
-      await assertRuns((await repo.getAsync('plain')).vm, 'fp16');
+      await assertRuns(repo.getSync('good').vm, 'mlp');
+      await assertRuns((await repo.get('plain')).vm, 'fp16');
 
       // Fixed, the model is served.
       fs.writeFileSync(path.join(dir, 'bad.json'), JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 32, 32], dtype: 'float32' }] }));
-      await assertRuns(repo.get('bad').vm, 'conv');
+      await assertRuns(repo.getSync('bad').vm, 'conv');
       assert.equal(repo.list().find((m) => m.name === 'bad')!.error, undefined);
     });
 
     it('EXPECTED FAILURE - an edited, added or deleted manifest is picked up like a changed artifact', async () => {
       const repo = openRepo({ mlp: 'mlp' });
       const manifest = path.join(repo.dir, 'mlp.json');
-      const v1 = repo.get('mlp');
+      const v1 = repo.getSync('mlp');
       assert.equal(v1.info.inputs, undefined);
-      assert.equal(repo.get('mlp').vm, v1.vm); // unchanged: a hit
+      assert.equal(repo.getSync('mlp').vm, v1.vm); // unchanged: a hit
 
       const inputs: TensorSpec[] = [{ name: 'x', shape: [4, 16], dtype: 'float32' }];
       fs.writeFileSync(manifest, JSON.stringify({ inputs }));
-      const v2 = repo.get('mlp');
+      const v2 = repo.getSync('mlp');
       assert.deepEqual(v2.info.inputs, inputs);
       assert.notEqual(v2.vm, v1.vm);
       assert.deepEqual(repo.stats, { loads: 2, hits: 1, evictions: 1 });
@@ -401,16 +414,16 @@ describe('rpc ModelRepository', () => {
       // An edit in place (same inode), of another size.
       const outputs: TensorSpec[] = [{ name: 'y', shape: [4, 8], dtype: 'float32' }];
       fs.writeFileSync(manifest, JSON.stringify({ inputs, outputs }));
-      const v3 = await repo.getAsync('mlp');
+      const v3 = await repo.get('mlp');
       assert.deepEqual(v3.info.outputs, outputs);
       assert.notEqual(v3.vm, v2.vm);
 
       // A function the model lacks fails the load, naming what it has.
       fs.writeFileSync(manifest, JSON.stringify({ function: 'forward' }));
-      assert.throws(() => repo.get('mlp'), isValueError(/^model 'mlp' has no function 'forward' \(it has 'main'\): fix "function" in mlp\.json$/));
+      assert.throws(() => repo.getSync('mlp'), isValueError(/^model 'mlp' has no function 'forward' \(it has 'main'\): fix "function" in mlp\.json$/));
 
       fs.rmSync(manifest);
-      const v4 = repo.get('mlp');
+      const v4 = repo.getSync('mlp');
       assert.equal(v4.info.outputs, undefined);
       assert.equal(v4.info.function, 'main');
       assert.notEqual(v4.vm, v3.vm);
@@ -418,13 +431,13 @@ describe('rpc ModelRepository', () => {
       assert.deepEqual(repo.loaded, ['mlp']);
     });
 
-    it('EXPECTED FAILURE - get()/getAsync() give the arity of the model\'s function', async () => {
+    it('EXPECTED FAILURE - getSync()/get() give the arity of the model\'s function', async () => {
       const repo = openRepo({ mlp: 'mlp', dyn: 'dynamic' });
-      const sync = repo.get('mlp');
+      const sync = repo.getSync('mlp');
       assert.equal(sync.arity, 1);
       assert.equal(sync.arity, sync.vm.functions().find((f) => f.name === 'main')!.arity);
-      assert.equal((await repo.getAsync('dyn')).arity, 1);
-      assert.equal((await repo.getAsync('mlp')).arity, 1); // cached
+      assert.equal((await repo.get('dyn')).arity, 1);
+      assert.equal((await repo.get('mlp')).arity, 1); // cached
     });
   });
 

@@ -88,13 +88,13 @@ async function goodNodeClient(port: number, opts: { key?: string } = {}): Promis
     const a = npy(inSpec);
     const A = await s.tensor(a.data as Float32Array, { shape: a.shape });
     const B = await s.tensor(new Float32Array(a.shape[0]));
-    const addOne = mod.requireFunction('add_one');
-    await withTimeout(addOne.callAsync(A, B), 30000, 'good client add_one');
-    assertMatches(Tensor.from(await B.toArrayAsync(), { shape: a.shape }), outSpec, fx.tolerance);
-    // release every remote object, so that close() really ends the session
-    for (const h of [A, B, addOne, mod]) h.dispose();
+    const addOne = mod.requireFunctionSync('add_one');
+    await withTimeout(addOne.call(A, B), 30000, 'good client add_one');
+    assertMatches(Tensor.fromSync(await B.toArray(), { shape: a.shape }), outSpec, fx.tolerance);
+    // release every remote object, so that dispose() really ends the session
+    for (const h of [A, B, addOne, mod]) h.disposeSync();
   } finally {
-    await s.close();
+    await s.dispose();
   }
 }
 
@@ -105,11 +105,11 @@ async function remoteMlp(s: RPCSession, x: Float32Array, shape: number[]): Promi
   const vm = new VirtualMachine(mod, { devices: [s.cpu()] });
   const rx = await s.tensor(x, { shape });
   const out = outputsOf<Tensor>(await withTimeout(vm.run('main', rx), 60000, 'remote mlp'))[0];
-  const host = Tensor.from(await out.toArrayAsync(), { shape: out.shape, dtype: out.dtype });
-  out.dispose();
-  rx.dispose();
+  const host = Tensor.fromSync(await out.toArray(), { shape: out.shape, dtype: out.dtype });
+  out.disposeSync();
+  rx.disposeSync();
   await vm.dispose();
-  mod.dispose();
+  mod.disposeSync();
   return host;
 }
 
@@ -225,29 +225,29 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
         // still serving after the errors
         assertMatches(await remoteMlp(s, x.data as Float32Array, x.shape), mlp.cases[0].outputs[0], mlp.tolerance);
       } finally {
-        await s.close();
+        await s.dispose();
       }
     });
 
-    it('close() ends the session on the server even while remote objects are still referenced; they fail from then on', async () => {
+    it('session.dispose() ends the session on the server even while remote objects are still referenced; they fail from then on', async () => {
       const started = nextEvent(server, 'session');
       const s = await withTimeout(connect(HOST, port), 30000, 'connect');
       const [id] = await started;
       const x = await s.tensor(new Float32Array([1, 2, 3]));
-      assert.deepEqual(Array.from((await x.toArrayAsync()) as Float32Array), [1, 2, 3]);
+      assert.deepEqual(Array.from((await x.toArray()) as Float32Array), [1, 2, 3]);
       const ended = nextEvent(server, 'sessionEnd', 5000, (endId) => endId === id);
-      await s.close();
+      await s.dispose();
       await ended.catch((e: Error) => {
-        x.dispose(); // let the session go, so the other tests are not disturbed
-        throw new Error(`${e.message}: the session outlived close() while a remote tensor was alive`);
+        x.disposeSync(); // let the session go, so the other tests are not disturbed
+        throw new Error(`${e.message}: the session outlived dispose() while a remote tensor was alive`);
       });
       // the tensor outlived its session: using it fails (no hang, no crash)
-      await assert.rejects(withTimeout(x.toArrayAsync(), 15000, 'use of a remote tensor after close()'), (e: Error) => !/timed out after/.test(e.message));
-      x.dispose();
+      await assert.rejects(withTimeout(x.toArray(), 15000, 'use of a remote tensor after dispose()'), (e: Error) => !/timed out after/.test(e.message));
+      x.disposeSync();
     });
 
-    it('close() ends the session on the server after upload/download/listdir (nothing left to dispose)', async () => {
-      // The client runs in a child process that stays idle after close(), so that no garbage
+    it('session.dispose() ends the session on the server after upload/download/listdir (nothing left to dispose)', async () => {
+      // The client runs in a child process that stays idle after dispose(), so that no garbage
       // collection can end the session in its place.
       const script = `
         const { connect } = require('./lib/rpc/client');
@@ -256,7 +256,7 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
           await s.upload(Buffer.from('abc'), 'a.txt');
           const back = (await s.download('a.txt')).toString();
           const ls = await s.listdir();
-          await s.close();
+          await s.dispose();
           console.log(JSON.stringify({ closed: true, back, ls }));
           setTimeout(() => process.exit(0), 6000);
         })().catch((e) => { console.error(e); process.exit(1); });`;
@@ -276,7 +276,7 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
         assert.deepEqual(res.ls, ['a.txt']);
         await ended;
         const took = Date.now() - closedAt;
-        assert.ok(took < 3000, `the session ended ${took} ms after close() (when the client process exited), not at close()`);
+        assert.ok(took < 3000, `the session ended ${took} ms after dispose() (when the client process exited), not at dispose()`);
       } finally {
         child.kill('SIGKILL');
       }
@@ -292,13 +292,13 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
           const t0 = performance.now();
           const remote = await withTimeout(s.tensor(data), 120000, `${mib} MiB upload`);
           const t1 = performance.now();
-          const back = (await withTimeout(remote.toArrayAsync(), 120000, `${mib} MiB download`)) as Float32Array;
+          const back = (await withTimeout(remote.toArray(), 120000, `${mib} MiB download`)) as Float32Array;
           const t2 = performance.now();
-          remote.dispose();
+          remote.disposeSync();
           assert.ok(Buffer.from(back.buffer, back.byteOffset, back.byteLength).equals(Buffer.from(data.buffer)), 'round-tripped data differ');
           console.log(`      ${mib} MiB vs tvm-node server: host->remote ${(mib / ((t1 - t0) / 1000)).toFixed(0)} MiB/s, remote->host ${(mib / ((t2 - t1) / 1000)).toFixed(0)} MiB/s`);
         } finally {
-          await s.close();
+          await s.dispose();
         }
       });
     }
@@ -310,7 +310,7 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
       // references for the other inputs: the same model run locally (itself checked against numpy in vm.test.ts)
       const local = await VirtualMachine.load(fx.path);
       const refs: Float32Array[] = [];
-      for (const x of inputs) refs.push(((await local.run('main', Tensor.from(x, { shape: x0.shape }))) as Tensor).toArray() as Float32Array);
+      for (const x of inputs) refs.push(((await local.run('main', Tensor.fromSync(x, { shape: x0.shape }))) as Tensor).toArraySync() as Float32Array);
       await local.dispose();
       const t0 = Date.now();
       const outs = await withTimeout(
@@ -321,7 +321,7 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
               await s.upload(fx.path);
               return await remoteMlp(s, x, x0.shape);
             } finally {
-              await s.close();
+              await s.dispose();
             }
           }),
         ),
@@ -331,12 +331,12 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
       console.log(`      6 concurrent sessions done in ${Date.now() - t0} ms`);
       assertMatches(outs[0], fx.cases[0].outputs[0], fx.tolerance);
       outs.forEach((o, i) => {
-        const got = o.toArray() as Float32Array;
+        const got = o.toArraySync() as Float32Array;
         assert.equal(got.length, refs[i].length);
         for (let j = 0; j < got.length; j++) assert.ok(Math.abs(got[j] - refs[i][j]) <= 1e-5 + 1e-5 * Math.abs(refs[i][j]), `client ${i} [${j}]: ${got[j]} vs ${refs[i][j]}`);
       });
       // distinct inputs gave distinct outputs (each session computed its own)
-      assert.notDeepEqual(Array.from(outs[1].toArray() as Float32Array), Array.from(outs[2].toArray() as Float32Array));
+      assert.notDeepEqual(Array.from(outs[1].toArraySync() as Float32Array), Array.from(outs[2].toArraySync() as Float32Array));
     });
   });
 
@@ -662,10 +662,10 @@ out(first=first, err=err_text(lambda: r.get_function('tvm.rpc.server.workpath')(
       const { server: s, port: p } = await start({ sessionTimeout: 1 });
       const s1 = await connect(HOST, p);
       const x = await s1.tensor(new Float32Array([1, 2, 3]));
-      assert.deepEqual(Array.from((await x.toArrayAsync()) as Float32Array), [1, 2, 3]);
+      assert.deepEqual(Array.from((await x.toArray()) as Float32Array), [1, 2, 3]);
       await waitUntil(() => s.activeSessions === 0, 10000, 'the session to time out');
-      await assert.rejects(withTimeout(x.toArrayAsync(), 15000, 'call after the timeout'), /RPCSessionTimeoutError|closed|connection|socket|RPC/i);
-      await s1.close().catch(() => undefined);
+      await assert.rejects(withTimeout(x.toArray(), 15000, 'call after the timeout'), /RPCSessionTimeoutError|closed|connection|socket|RPC/i);
+      await s1.dispose().catch(() => undefined);
     });
   });
 
@@ -721,10 +721,35 @@ out(error=err_text(lambda: r.download('held.bin')))
     });
   });
 
+  describe('disposal', () => {
+    it('session `await using` ends the session; server dispose() and `await using` stop it as close() does (idempotent)', async () => {
+      const { server: s, port: p, workRoot: root } = await start({ prestartSessions: 0 });
+      let session: RPCSession | undefined;
+      {
+        await using sess = await withTimeout(connect(HOST, p), 30000, 'connect');
+        session = sess;
+        assert.deepEqual(await withTimeout(sess.listdir(), 30000, 'listdir'), []);
+      }
+      assert.equal(session.disposed, true);
+      await waitUntil(() => s.activeSessions === 0, 10000, 'the session to end');
+      await withTimeout(s.dispose(), 10000, 'dispose()');
+      await withTimeout(s[Symbol.asyncDispose](), 10000, 'dispose() again');
+      assert.deepEqual(fs.readdirSync(root), []);
+      await assert.rejects(withTimeout(connect(HOST, p), 15000, 'connect after dispose'));
+
+      let port2 = 0;
+      {
+        await using s2 = new RPCServer({ host: HOST, port: 0, workRoot: newRoot(), prestartSessions: 0 });
+        port2 = (await withTimeout(s2.listen(), 10000, 'listen')).port;
+      }
+      await assert.rejects(withTimeout(connect(HOST, port2), 15000, 'connect after `await using`'));
+    });
+  });
+
   describe('afterwards', () => {
     it('the shared server is still serving and has no leftover sessions', async () => {
       await goodNodeClient(port);
-      // (sessions may linger until GC after close(): see the close() test above)
+      // (sessions may linger until GC after dispose(): see the session.dispose() tests above)
       await sleep(500);
       assert.equal(fs.readdirSync(workRoot).length, server.activeSessions, 'work directories of ended sessions were left behind');
     });
