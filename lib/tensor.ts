@@ -6,7 +6,7 @@ import { addon, registerWrapper, type DLPackCapsule, type NativeTensor } from '.
 import { cpu, Device } from './device';
 import { callerStack, TvmTypeError, TvmValueError } from './errors';
 import { bytesPerElement, checkDType, type DType, dtypeOfArray, fromFloat32, HOST_ARRAY, toFloat32, type TypedArray } from './dtype';
-import { onDevice } from './rpc/lock';
+import { onDevice } from './scheduling';
 import { Shape } from './values';
 
 /** Where and how to create a tensor. */

@@ -17,7 +17,7 @@ import { cpu, Device, DeviceType } from './device';
 import { DisposedError, TvmAttributeError, TvmIndexError } from './errors';
 import { PackedFunc } from './function';
 import { loadModule, loadModuleSync, Module } from './module';
-import { onDevice } from './rpc/lock';
+import { onDevice } from './scheduling';
 
 /** How a VM allocates memory: `pooled` reuses freed blocks (TVM's default), `naive` does not. */
 export type MemoryConfig = 'pooled' | 'naive';

@@ -14,7 +14,7 @@ import type { DType } from '../dtype';
 import { Tensor, type TensorData } from '../tensor';
 import { encodeInputs, END_SESSION_FUNCTION, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
 import { decodeBlob } from './tni1';
-import { registerSessionQueue, SerialQueue, withRequestSlot } from './lock';
+import { registerSessionQueue, SerialQueue, withRequestSlot } from '../scheduling';
 import type { PublicModelInfo } from './repository';
 
 /** Options of {@link connect}. */

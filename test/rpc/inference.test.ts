@@ -199,7 +199,7 @@ after('badargs', lambda: f(1, 2))
       for (const x of inputs) refs.push(((await local.run('main', Tensor.fromSync(x, { shape: x0.shape }))) as Tensor).toArraySync() as Float32Array);
       await local.dispose();
       // The clients run in this process, whose libuv pool also runs the server's inferences:
-      // lib/rpc/lock.ts keeps their blocked requests from taking every pool thread.
+      // lib/scheduling.ts keeps their blocked requests from taking every pool thread.
       let most = 0;
       const count = () => (most = Math.max(most, server.activeSessions));
       server.on('session', count);

@@ -1,4 +1,7 @@
 /**
+ * Scheduling of work on devices (a core module: tensors and VMs use it for every device, RPC
+ * sessions register their queues here).
+ *
  * One request at a time per RPC session: a TVM RPC session is a single request/response
  * stream, so calls, remote tensor copies and remote VM runs on it are queued in order.
  * Work on local devices is not affected.
@@ -9,7 +12,7 @@
  * sessions, whose model runs need the pool), at most pool size - 1 requests of all sessions
  * together are in flight; raise UV_THREADPOOL_SIZE for more.
  */
-import type { Device } from '../device';
+import type { Device } from './device';
 
 /** A counting semaphore: at most `limit` jobs at once, the rest wait in FIFO order. */
 class Slots {
