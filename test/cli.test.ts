@@ -224,20 +224,21 @@ describe('tvm-node CLI', function () {
     assert.match(r.stdout, /^input x\s+\[4, 16\] float32/m);
   });
 
-  it('run: writes the three multi_out outputs with their dtypes (positional --input)', () => {
+  it('run: writes the three multi_out outputs under their manifest names, with their dtypes (positional --input)', () => {
     const fx = fixture('multi_out');
     const c = fx.cases[0];
     const out = path.join(tmp, 'multi-out');
     const r = cli('run', fx.path, '--input', fixtureFile(c.inputs[0]), '--out', out, '--device', 'cpu:0');
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(fs.readdirSync(out).sort(), ['output0.npy', 'output1.npy', 'output2.npy']);
+    const names = ['doubled', 'row_sum', 'row_argmax'];
+    assert.deepEqual(fs.readdirSync(out).sort(), names.map((n) => `${n}.npy`).sort());
     const dtypes = c.outputs.map((spec, i) => {
-      const got = readNpy(path.join(out, `output${i}.npy`));
-      assertClose(got, readNpy(fixtureFile(spec)), fx.tolerance, `output${i}`);
+      const got = readNpy(path.join(out, `${names[i]}.npy`));
+      assertClose(got, readNpy(fixtureFile(spec)), fx.tolerance, names[i]);
       return got.dtype;
     });
     assert.deepEqual(dtypes, ['float32', 'float32', 'int64']);
-    assert.match(r.stdout, /^output2\s+\[2\] int64\s+min \d+\s+max \d+/m);
+    assert.match(r.stdout, /^row_argmax\s+\[2\] int64\s+min \d+\s+max \d+/m);
   });
 
   it('run --json: prints the summary as JSON', () => {
@@ -248,9 +249,9 @@ describe('tvm-node CLI', function () {
     assert.equal(j.signature, 'main(x)');
     assert.equal(j.device, 'cpu(0)');
     assert.deepEqual(j.outputs.map((o: { name: string; dtype: string; shape: number[] }) => [o.name, o.dtype, o.shape]), [
-      ['output0', 'float32', [2, 5]],
-      ['output1', 'float32', [2]],
-      ['output2', 'int64', [2]],
+      ['doubled', 'float32', [2, 5]],
+      ['row_sum', 'float32', [2]],
+      ['row_argmax', 'int64', [2]],
     ]);
     const ref = readNpy(fixtureFile(fx.cases[0].outputs[1])).data as Float32Array;
     assert.ok(Math.abs(j.outputs[1].stats.max - Math.max(...ref)) < 1e-4);

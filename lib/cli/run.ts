@@ -21,13 +21,13 @@ export interface RunOptions {
   inputs: readonly InputSpec[];
   device: Device;
   function: string;
-  /** Folder to write `output<i>.npy` into (created if missing). */
+  /** Folder to write `<output name>.npy` into (created if missing). */
   out?: string;
 }
 
 /** One output of the call. */
 export interface OutputSummary {
-  /** `output<i>`; an output nested in a tuple output is `output<i>_<j>`. */
+  /** The model's name for it (manifest), else `output<i>`; nested in a tuple output: `<name>_<j>`. */
   name: string;
   /** Tensors have shape, dtype, device and stats; other values (shapes, scalars) a `value`. */
   shape?: number[];
@@ -53,14 +53,17 @@ export interface RunResult {
   timeMs: number;
 }
 
-/** Flattens a VM result (nested tuples included) into named outputs. */
-export function flattenOutputs(result: unknown): Array<{ name: string; value: unknown }> {
+/**
+ * Flattens a VM result (nested tuples included) into named outputs: output i takes `names[i]`
+ * (the model's output names) or `output<i>`; an output nested in a tuple is `<name>_<j>`.
+ */
+export function flattenOutputs(result: unknown, names: readonly string[] = []): Array<{ name: string; value: unknown }> {
   const out: Array<{ name: string; value: unknown }> = [];
   const walk = (v: unknown, name: string) => {
     if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${name}_${i}`));
     else out.push({ name, value: v });
   };
-  outputsOf(result).forEach((v, i) => walk(v, `output${i}`));
+  outputsOf(result).forEach((v, i) => walk(v, names[i] ?? `output${i}`));
   return out;
 }
 
@@ -121,7 +124,7 @@ export async function runModel(opts: RunOptions): Promise<RunResult> {
       throw withHint(err, hint());
     }
     const timeMs = Number(process.hrtime.bigint() - started) / 1e6;
-    const outputs = flattenOutputs(result);
+    const outputs = flattenOutputs(result, meta.outputs.map((o) => o.name));
     for (const o of outputs) if (o.value instanceof Tensor) tensors.push(o.value);
     if (opts.out) fs.mkdirSync(opts.out, { recursive: true });
     const summaries: OutputSummary[] = [];
