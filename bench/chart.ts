@@ -116,8 +116,10 @@ export function ratioChart(r: BenchReport): string {
     const color = c.ratio.median >= 1 ? FASTER : SLOWER;
     const s = c.ratio;
     out.push(
-      `<g><title>${esc(`${c.group}: ${c.name}\nratio median ${fmtRatio(s.median)}, p25–p75 ${fmtRatio(s.p25)}–${fmtRatio(s.p75)}, ` +
-        `min–max ${fmtRatio(s.min)}–${fmtRatio(s.max)} over ${s.rounds} rounds\ntvm-node: ${c.subject.name}\npeer: ${c.peer.name}`)}</title>`,
+      `<g><title>${esc(
+        `${c.group}: ${c.name}\nratio median ${fmtRatio(s.median)}, p25–p75 ${fmtRatio(s.p25)}–${fmtRatio(s.p75)}, ` +
+          `min–max ${fmtRatio(s.min)}–${fmtRatio(s.max)} over ${s.rounds} rounds\ntvm-node: ${c.subject.name}\npeer: ${c.peer.name}`,
+      )}</title>`,
       `<text x="${LABEL_W}" y="${mid + 4}" text-anchor="end">${esc(label)}</text>`,
       `<line x1="${clampX(s.min).toFixed(1)}" y1="${mid}" x2="${clampX(s.max).toFixed(1)}" y2="${mid}" stroke="${color}" stroke-width="1.2"/>`,
       `<rect x="${clampX(s.p25).toFixed(1)}" y="${mid - 5}" width="${Math.max(1, clampX(s.p75) - clampX(s.p25)).toFixed(1)}" ` +

@@ -5,7 +5,7 @@
 import type * as Ort from 'onnxruntime-node';
 import type { BuiltModels } from './bench-models';
 import type { PythonPeer } from './peers';
-import type { BenchCase, CnnModelInfo, RpcSettings, SkippedEntry } from './types';
+import type { BenchCase, CnnModelInfo, RpcSettings, SkippedEntry, ThreadsGroupSettings } from './types';
 
 export interface Ctx {
   quick: boolean;
@@ -23,6 +23,8 @@ export interface Ctx {
   cnn?: BuiltModels;
   ort?: { module: typeof Ort; version: string } | null;
   rpc: RpcSettings;
+  /** Set by the threads group. */
+  threadsGroup?: ThreadsGroupSettings;
 }
 
 export const KiB = 1024;

@@ -12,8 +12,20 @@ export const repoRoot = path.resolve(__dirname, '..');
 /** The pinned toolchain's Python (tvm/.venv). */
 export const python = path.join(repoRoot, 'tvm', '.venv', 'bin', 'python');
 
-export interface ArraySpec { name?: string; shape: (number | string | null)[]; dtype: string; file: string; role?: string }
-export interface Case { name: string; inputs: ArraySpec[]; outputs: ArraySpec[]; stdout?: string; args?: ArraySpec[] }
+export interface ArraySpec {
+  name?: string;
+  shape: (number | string | null)[];
+  dtype: string;
+  file: string;
+  role?: string;
+}
+export interface Case {
+  name: string;
+  inputs: ArraySpec[];
+  outputs: ArraySpec[];
+  stdout?: string;
+  args?: ArraySpec[];
+}
 export interface Fixture {
   kind: 'vm' | 'kernels';
   file: string;

@@ -4,7 +4,7 @@
  * (`python -m tvm.exec.rpc_server`) in a process group of its own, killed with its workers on
  * early exit, and {@link withTimeout}, the bound on every wait for them.
  */
-import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { type ChildProcess, type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
 import { python, repoRoot } from './fixtures';

@@ -70,7 +70,8 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
     `| Python peer (bench/peer.py) | Python ${v.python.python}, tvm ${v.python.tvm}, tvm-ffi ${v.python.tvmFfi}, numpy ${v.python.numpy} |`,
     `| onnxruntime-node | ${v.onnxruntimeNode ?? 'not loaded'} |`,
     ...r.models.map(
-      (x) => `| ${x.name} built with | onnx ${x.toolchain.onnx} (graph), tvm ${x.toolchain.tvm} (compiler), onnxruntime ${x.toolchain.onnxruntime} (reference output) |`,
+      (x) =>
+        `| ${x.name} built with | onnx ${x.toolchain.onnx} (graph), tvm ${x.toolchain.tvm} (compiler), onnxruntime ${x.toolchain.onnxruntime} (reference output) |`,
     ),
     '',
     '## Settings',
@@ -80,14 +81,29 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
     `- Threads: TVM_NUM_THREADS=${t.tvmNumThreads} for tvm-node and the Python peer (TVM reports ${t.tvmReported.node} ` +
       `on Node's main thread, ${t.tvmReported.python} in Python); onnxruntime-node intraOpNumThreads=${t.ortIntraOpNumThreads}, ` +
       `interOpNumThreads=${t.ortInterOpNumThreads}, executionMode sequential, graphOptimizationLevel all, CPU execution provider. ` +
-      'Each thread that runs TVM kernels has its own pool of that size: `vm.run` with k in flight uses k libuv threads, ' +
-      `so up to k x ${t.tvmNumThreads} TVM threads share the ${m.cores} cores.`,
+      'Each thread that runs TVM kernels has its own pool: ' +
+      `${t.tvmNode.numThreads} workers on a JS thread (runSync), ${t.tvmNode.poolThreadWorkers} on each libuv pool thread (vm.run, k in flight: k pool threads), ` +
+      `TVM_BIND_THREADS=${t.tvmNode.bindThreads ? 1 : 0}, TVM_THREAD_POOL_SPIN_COUNT=${t.tvmNode.spinCount}` +
+      (t.tvmNode.setByTvmNode.length ? ` (${t.tvmNode.setByTvmNode.join(', ')}: tvm-node's defaults, lib/threads.ts)` : '') +
+      '; the Python peer inherits the same environment.',
     `- Runs with k in flight: at least ${r.settings.minRunsPerLane} x k runs per round.`,
-    `- cnn: ${r.settings.cnnSettleMs} ms idle before each contender's round. TVM's and onnxruntime's worker threads spin for a ` +
-      "while after each parallel job, and TVM pins each pool's workers to cores; without the gap a contender is timed against " +
-      "the previous one's spinning threads (on 2 cores that made the tiny CNN's runSync ~10x slower).",
+    `- cnn: ${r.settings.cnnSettleMs} ms idle before each contender's round. onnxruntime's worker threads (and TVM's, under TVM's ` +
+      'own settings: 300000 spins, pinned pools) spin for a while after each parallel job; without the gap a contender is timed ' +
+      "against the previous one's spinning threads (on 2 cores, under TVM's settings, that made the tiny CNN's runSync ~10x slower; " +
+      'the threads group measures that case).',
     `- Copy/wrap sizes: ${r.settings.copySizes.map(formatBytes).join(', ')}.`,
   ];
+  const tg = r.settings.threadsGroup;
+  if (tg) {
+    const d = (s: typeof tg.tvm) =>
+      `TVM_NUM_THREADS=${s.numThreads}, ${s.poolThreadWorkers} workers per libuv pool thread, TVM_BIND_THREADS=${s.bindThreads ? 1 : 0}, TVM_THREAD_POOL_SPIN_COUNT=${s.spinCount}`;
+    lines.push(
+      `- threads: two child processes on the same CNN, tvm-node's settings (${d(tg.tvmNode)}) and TVM's own (${d(tg.tvm)}); ` +
+        `each round, each child in turn times ${tg.runsPerPhase} runs per phase: runSync at rest, a mixed burst (4 async runs in flight, ` +
+        `runSync on the JS thread between them), runSync right after it, async runs 1 and 4 in flight, runSync while a worker_thread keeps one core busy; ` +
+        `${tg.settleMs} ms idle before each phase.`,
+    );
+  }
   const rpc = r.settings.rpc;
   if (r.settings.groups.includes('rpc')) {
     lines.push(
@@ -126,19 +142,19 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
     '- `cnn` vs Python runs the *same* compiled kernels, so a ratio near 1 says the binding adds nothing measurable to a ' +
       'real model; "k in flight" shows the throughput of `vm.run` (wall time / runs) when k runs overlap.',
     '- `cnn` vs onnxruntime-node compares *compilers*, not bindings: an untuned, portable TVM build (generic schedule, ' +
-      'baseline ISA) against onnxruntime\'s hand-written kernels (AVX2/AVX-512 picked at run time). It says how far an untuned ' +
+      "baseline ISA) against onnxruntime's hand-written kernels (AVX2/AVX-512 picked at run time). It says how far an untuned " +
       'TVM artifact is from a tuned library; tuning (MetaSchedule) and `-mcpu=native` are what close it.',
     ...(r.settings.groups.includes('rpc')
       ? [
-          '- `rpc` compares a whole stack against a whole stack: tvm-node\'s server and client against TVM\'s Python server and the ' +
-            'stock Python client, both over TVM\'s RPC protocol. **upload**: MB/s of one upload on an open session. **infer vs Python ' +
-            'client on TVM\'s server**: µs per inference, host array in to host array out, on an open session with the model already ' +
-            'loaded; tvm-node sends inputs and gets outputs in one call of its server\'s `tvm_node.infer` (`session.infer`, which today ' +
+          "- `rpc` compares a whole stack against a whole stack: tvm-node's server and client against TVM's Python server and the " +
+            "stock Python client, both over TVM's RPC protocol. **upload**: MB/s of one upload on an open session. **infer vs Python " +
+            "client on TVM's server**: µs per inference, host array in to host array out, on an open session with the model already " +
+            "loaded; tvm-node sends inputs and gets outputs in one call of its server's `tvm_node.infer` (`session.infer`, which today " +
             'also looks that function up on every call: one more round trip, see the "looked up once" diagnostic), the stock client ' +
             'does what TVM\'s server allows: `tvm.runtime.tensor(x, r.cpu())`, `vm["main"]`, `.numpy()` (several round trips). **connect**: handshake to a session ready for requests. **connect to first result**: what a new ' +
-            'client pays before its first answer (tvm-node\'s server loads the model from its repository; the stock client uploads and ' +
-            'loads the .so). **k concurrent clients**: inferences/s over the wall time of all clients\' whole sessions, setup ' +
-            'included; TVM\'s server serves one session at a time, so its clients queue. `diagnostic` rows swap one part at a ' +
+            "client pays before its first answer (tvm-node's server loads the model from its repository; the stock client uploads and " +
+            "loads the .so). **k concurrent clients**: inferences/s over the wall time of all clients' whole sessions, setup " +
+            "included; TVM's server serves one session at a time, so its clients queue. `diagnostic` rows swap one part at a " +
             'time: "Python client: tvm-node server vs TVM\'s server" puts the same stock client on both servers (the server alone); ' +
             '"multi-round-trip" runs the same remote calls on both stacks; "infer vs multi-round-trip" is what one round trip saves.',
         ]
@@ -152,7 +168,15 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
     const cases = r.cases.filter((c) => c.group === g);
     if (cases.length === 0) continue;
     const units = [...new Set(cases.map((c) => UNIT_NOTE[c.unit]))].join(', ');
-    lines.push('', `## ${g}`, '', `Unit: ${units}.`, '', '| case | unit | tvm-node | peer | ratio | min–max ratio | goal / note |', '|---|---|---|---|---|---|---|');
+    lines.push(
+      '',
+      `## ${g}`,
+      '',
+      `Unit: ${units}.`,
+      '',
+      '| case | unit | tvm-node | peer | ratio | min–max ratio | goal / note |',
+      '|---|---|---|---|---|---|---|',
+    );
     for (const c of cases) {
       lines.push(
         `| ${c.name} | ${c.unit} | ${cell(c.subject.stats)} ${c.subject.name} | ${cell(c.peer.stats)} ${c.peer.name} | ` +

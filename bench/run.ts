@@ -20,6 +20,10 @@
  *          and async run with 1/2/4 in flight vs Python's relax.VirtualMachine on the same
  *          .so, and vs onnxruntime-node on the same .onnx. Thread counts are set explicitly
  *          (TVM_NUM_THREADS, onnxruntime intraOpNumThreads; default: the available cores).
+ *   threads  the cnn group's CNN in two child processes, one under the TVM thread settings
+ *          tvm-node chooses, one under TVM's own (pinned pools, 300000 spins, every pool
+ *          TVM_NUM_THREADS workers): runSync at rest and right after sync and async runs
+ *          mixed, the mixed burst itself, and async runs with 1 and 4 in flight.
  *   rpc    on loopback, tvm-node's RPC server + client (lib/rpc) vs TVM's Python server
  *          (`python -m tvm.exec.rpc_server`) + the stock Python client (bench/rpc_peer.py),
  *          on the mlp and conv fixtures: upload throughput, per-inference latency on an open
@@ -35,25 +39,27 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import { requireGlobalFunc, versions } from '../lib';
+import { requireGlobalFunc, threadSettings, versions } from '../lib';
+import { addon } from '../lib/binding';
+import { type BuiltModels, buildBenchModels, loadOrt } from './bench-models';
+import { type Ctx, KiB, MiB } from './context';
 import { fixtureDir, repoRoot } from './fixtures';
-import { buildBenchModels, loadOrt, type BuiltModels } from './bench-models';
-import { KiB, MiB, type Ctx } from './context';
 import { benchCalls } from './groups/call';
 import { benchCnn, CNN_MODEL, CNN_SETTLE_MS } from './groups/cnn';
 import { benchCopies } from './groups/copy';
 import { benchModels, MIN_RUNS_PER_LANE } from './groups/model';
 import { benchRpc, rpcSettings } from './groups/rpc';
+import { benchThreads } from './groups/threads';
 import { benchWrap } from './groups/wrap';
 import { PythonPeer } from './peers';
 import { chartFileName, toMarkdown, writeReport } from './report';
-import { GROUPS, type BenchOptions, type BenchReport, type CnnModelInfo, type Group, type Machine, type SkippedEntry } from './types';
+import { type BenchOptions, type BenchReport, type CnnModelInfo, GROUPS, type Group, type Machine, type SkippedEntry } from './types';
 
+export { formatBytes } from './context';
+export { HIGHER_IS_BETTER, stats } from './measure';
 // What other files import from here (test/bench.test.ts): the report's types, and the pieces
 // of the suite that now live in their own modules.
 export * from './types';
-export { formatBytes } from './context';
-export { HIGHER_IS_BETTER, stats } from './measure';
 export { buildBenchModels, CNN_MODEL, chartFileName, toMarkdown, writeReport };
 
 // ---------------------------------------------------------------------------------------
@@ -93,11 +99,16 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
   const started = Date.now();
   const loadStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
   const envThreads = process.env.TVM_NUM_THREADS;
+  const userThreads = !threadSettings().setByTvmNode.includes('TVM_NUM_THREADS');
   const threads = threadCount(opts);
   // TVM sizes each calling thread's pool from TVM_NUM_THREADS when that thread first runs a
-  // parallel kernel (Node's main thread for runSync, each libuv worker for run), and the
-  // Python peer inherits it: set it before anything runs.
+  // parallel kernel (Node's main thread for runSync), and the Python peer inherits it: set it
+  // before anything runs. Without --threads this is tvm-node's own choice (lib/threads.ts),
+  // which also gives each libuv pool thread (run) its share of the cores; --threads is the
+  // user's, as if TVM_NUM_THREADS had been set before start: every pool gets that many.
   process.env.TVM_NUM_THREADS = String(threads);
+  const poolThreadWorkers = addon.threadSettings().poolThreadConcurrency;
+  if (opts.threads !== undefined) addon.threadSettings(0);
   const skipped: SkippedEntry[] = [];
   const models: CnnModelInfo[] = [];
   const peer = new PythonPeer();
@@ -106,7 +117,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
     fixtureDir();
     let cnn: BuiltModels | undefined;
     let ort: Ctx['ort'];
-    if (groups.includes('cnn')) {
+    if (groups.includes('cnn') || groups.includes('threads')) {
       cnn = buildBenchModels([quick ? CNN_MODEL.quick : CNN_MODEL.full]);
       if (quick) {
         skipped.push({
@@ -143,7 +154,15 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
       ort,
       rpc: rpcSettings(quick),
     };
-    const run: Record<Group, (c: Ctx) => Promise<void>> = { call: benchCalls, copy: benchCopies, wrap: benchWrap, model: benchModels, cnn: benchCnn, rpc: benchRpc };
+    const run: Record<Group, (c: Ctx) => Promise<void>> = {
+      call: benchCalls,
+      copy: benchCopies,
+      wrap: benchWrap,
+      model: benchModels,
+      cnn: benchCnn,
+      threads: benchThreads,
+      rpc: benchRpc,
+    };
     for (const g of groups) await run[g](ctx);
     const v = versions();
     const { numThreads: pyThreads, ...pyVersions } = py;
@@ -161,12 +180,15 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
           tvmReported: { node: nodeThreads, python: Number(pyThreads) },
           ortIntraOpNumThreads: threads,
           ortInterOpNumThreads: 1,
+          tvmNode: threadSettings(),
         },
         minRunsPerLane: MIN_RUNS_PER_LANE,
         cnnSettleMs: CNN_SETTLE_MS,
         rpc: ctx.rpc,
+        ...(ctx.threadsGroup ? { threadsGroup: ctx.threadsGroup } : {}),
       },
-      machine: { ...machine(loadStart), tvmNumThreads: envThreads ?? null },
+      // TVM_NUM_THREADS as the user set it (not tvm-node's default).
+      machine: { ...machine(loadStart), tvmNumThreads: (userThreads && envThreads) || null },
       versions: { tvmNode: v.tvmNode, tvm: v.tvm, tvmFfi: v.tvmFfi, python: pyVersions, onnxruntimeNode: ort ? ort.version : null },
       models,
       cases: ctx.cases,
@@ -174,6 +196,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
     };
   } finally {
     await peer.close();
+    addon.threadSettings(poolThreadWorkers);
     if (envThreads === undefined) delete process.env.TVM_NUM_THREADS;
     else process.env.TVM_NUM_THREADS = envThreads;
   }

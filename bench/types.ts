@@ -3,9 +3,10 @@
  * settings, what was skipped) and how it is run (BenchOptions). Types only, plus the list of
  * groups; bench/run.ts re-exports all of it.
  */
+import type { ThreadSettings as TvmThreadSettings } from '../lib';
 
-export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'rpc';
-export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'rpc'];
+export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'threads' | 'rpc';
+export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'threads', 'rpc'];
 
 /** Order statistics over the rounds. */
 export interface Stats {
@@ -69,6 +70,19 @@ export interface ThreadSettings {
   /** onnxruntime-node session options of the cnn group. */
   ortIntraOpNumThreads: number;
   ortInterOpNumThreads: number;
+  /** TVM's thread settings in this process (tvm-node's defaults unless set; the Python peer inherits them). */
+  tvmNode: TvmThreadSettings;
+}
+
+/** How the threads group was run. */
+export interface ThreadsGroupSettings {
+  /** Runs per phase of a round (runSync at rest, mixed burst, runSync after it, 1 and 4 in flight, runSync beside a busy thread). */
+  runsPerPhase: number;
+  /** Idle gap before each phase, ms. */
+  settleMs: number;
+  /** The settings of its two child processes. */
+  tvmNode: TvmThreadSettings;
+  tvm: TvmThreadSettings;
 }
 
 /** A CNN of the cnn group, as built by scripts/compile_bench_models.py. */
@@ -145,6 +159,8 @@ export interface BenchReport {
     cnnSettleMs: number;
     /** The rpc group's own settings. */
     rpc: RpcSettings;
+    /** The threads group's own settings, when it ran. */
+    threadsGroup?: ThreadsGroupSettings;
   };
   machine: Machine;
   versions: {

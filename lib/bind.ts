@@ -125,7 +125,12 @@ function describeValue(v: unknown): string {
   if (Array.isArray(v)) return 'an array';
   if (ArrayBuffer.isView(v)) return article(v.constructor.name);
   if (v instanceof ArrayBuffer) return 'an ArrayBuffer';
-  if (typeof v === 'object') return `an object with keys ${Object.keys(v as object).map((k) => `'${k}'`).join(', ') || '(none)'}`;
+  if (typeof v === 'object')
+    return `an object with keys ${
+      Object.keys(v as object)
+        .map((k) => `'${k}'`)
+        .join(', ') || '(none)'
+    }`;
   return article(typeof v);
 }
 
@@ -145,7 +150,11 @@ export function orderInputs(specs: readonly Pick<TensorInfo, 'name'>[], inputs: 
     return [...inputs];
   }
   if (typeof inputs !== 'object' || inputs === null || isTypedArray(inputs) || inputs instanceof Tensor) {
-    throw new InputError(undefined, 'type', `${model}: inputs must be an object of inputs by name or an array in parameter order; got ${inputs instanceof Tensor ? 'a Tensor' : describeValue(inputs)}`);
+    throw new InputError(
+      undefined,
+      'type',
+      `${model}: inputs must be an object of inputs by name or an array in parameter order; got ${inputs instanceof Tensor ? 'a Tensor' : describeValue(inputs)}`,
+    );
   }
   const given = inputs as Readonly<Record<string, InputValue>>;
   const unknown = Object.keys(given).filter((k) => !names.includes(k));
@@ -154,7 +163,11 @@ export function orderInputs(specs: readonly Pick<TensorInfo, 'name'>[], inputs: 
   }
   const missing = names.filter((n) => !Object.hasOwn(given, n) || given[n] === undefined);
   if (missing.length) {
-    throw new InputError(missing[0], 'missing', `${model}: missing input${missing.length === 1 ? '' : 's'} ${list(missing)} (${takes.slice(model.length + 1)})`);
+    throw new InputError(
+      missing[0],
+      'missing',
+      `${model}: missing input${missing.length === 1 ? '' : 's'} ${list(missing)} (${takes.slice(model.length + 1)})`,
+    );
   }
   return names.map((n) => given[n]);
 }
@@ -183,7 +196,11 @@ export function checkInputs(specs: readonly TensorInfo[], inputs: Inputs, opts: 
           setBy[d] = spec.name;
         } else if (dims[d] !== got) {
           const from = setBy[d] === spec.name ? `earlier in input '${spec.name}'` : `set by input '${setBy[d]}'`;
-          throw new InputError(spec.name, 'shape', `${model}: input '${spec.name}' has size ${got} at dimension ${k}, which is '${d}' = ${dims[d]} (${from}); shape ${fmtShape(c.shape)} for ${fmtShape(rule)}`);
+          throw new InputError(
+            spec.name,
+            'shape',
+            `${model}: input '${spec.name}' has size ${got} at dimension ${k}, which is '${d}' = ${dims[d]} (${from}); shape ${fmtShape(c.shape)} for ${fmtShape(rule)}`,
+          );
         }
       });
     }
@@ -215,7 +232,8 @@ function checkOne(spec: TensorInfo, value: InputValue, model: string, dims: Read
     shape = shapeForArray(spec, value.length, dims, (text) => fail('shape', text));
   } else if (typeof value === 'object' && value !== null && !Array.isArray(value) && 'data' in value && 'shape' in value) {
     const host = value as HostInput;
-    if (!isTypedArray(host.data)) throw fail('type', `has data of ${describeValue(host.data)}: it must be a TypedArray (or a Buffer of raw bytes with a dtype)`);
+    if (!isTypedArray(host.data))
+      throw fail('type', `has data of ${describeValue(host.data)}: it must be a TypedArray (or a Buffer of raw bytes with a dtype)`);
     if (!Array.isArray(host.shape) || host.shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
       throw fail('type', `has shape ${JSON.stringify(host.shape)}: it must be an array of non-negative integers`);
     }
@@ -228,7 +246,10 @@ function checkOne(spec: TensorInfo, value: InputValue, model: string, dims: Read
       }
       const Host = HOST_ARRAY[dtype];
       if (!Buffer.isBuffer(host.data) && !(host.data instanceof Host)) {
-        throw fail('type', `has data of ${article(host.data.constructor.name)} for dtype ${dtype}: ${dtype} data is ${article(Host.name)} (or a Buffer of raw bytes)`);
+        throw fail(
+          'type',
+          `has data of ${article(host.data.constructor.name)} for dtype ${dtype}: ${dtype} data is ${article(Host.name)} (or a Buffer of raw bytes)`,
+        );
       }
     } else {
       dtype = dtypeOfArray(host.data);
@@ -251,17 +272,22 @@ function checkOne(spec: TensorInfo, value: InputValue, model: string, dims: Read
   }
   if (spec.shape !== null) {
     if (shape.length !== spec.shape.length) {
-      throw fail('rank', `must have ${spec.shape.length} dimension${spec.shape.length === 1 ? '' : 's'} ${fmtShape(spec.shape)}; got ${shape.length}: ${fmtShape(shape)}`);
+      throw fail(
+        'rank',
+        `must have ${spec.shape.length} dimension${spec.shape.length === 1 ? '' : 's'} ${fmtShape(spec.shape)}; got ${shape.length}: ${fmtShape(shape)}`,
+      );
     }
     spec.shape.forEach((d, k) => {
-      if (typeof d === 'number' && shape[k] !== d) throw fail('shape', `must have size ${d} at dimension ${k} (shape ${fmtShape(spec.shape!)}); got ${shape[k]}: ${fmtShape(shape)}`);
+      if (typeof d === 'number' && shape[k] !== d)
+        throw fail('shape', `must have size ${d} at dimension ${k} (shape ${fmtShape(spec.shape!)}); got ${shape[k]}: ${fmtShape(shape)}`);
     });
   }
   if (data) {
     const want = numel(shape);
     const bytes = Buffer.isBuffer(data) && !(HOST_ARRAY[dtype] === Uint8Array) ? data.byteLength : undefined;
     if (bytes !== undefined) {
-      if (bytes !== want * bytesPerElement(dtype)) throw fail('size', `has ${bytes} bytes of data; shape ${fmtShape(shape)} of ${dtype} needs ${want * bytesPerElement(dtype)}`);
+      if (bytes !== want * bytesPerElement(dtype))
+        throw fail('size', `has ${bytes} bytes of data; shape ${fmtShape(shape)} of ${dtype} needs ${want * bytesPerElement(dtype)}`);
     } else if (data.length !== want) {
       throw fail('size', `has ${data.length} element${data.length === 1 ? '' : 's'}; shape ${fmtShape(shape)} needs ${want}`);
     }

@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import { makeTvmError, TvmRuntimeError } from './errors';
+import { applyThreadDefaults } from './threads';
 
 /** Native tensor: one reference to a TVM tensor (DLPack-compatible). */
 export interface NativeTensor {
@@ -126,6 +127,13 @@ export interface Addon {
   resizeHostBuffer(buffer: ArrayBuffer, size: number): ArrayBuffer;
   /** Unmaps the pages now and detaches `buffer` (views of it read as empty). */
   freeHostBuffer(buffer: ArrayBuffer): void;
+  /**
+   * Sets the TVM workers of each libuv pool thread when given (0: TVM's own, from
+   * TVM_NUM_THREADS), and reports it with TVM's MaxConcurrency on the calling thread.
+   */
+  threadSettings(poolThreadConcurrency?: number): { poolThreadConcurrency: number; maxConcurrency: number };
+  /** A variable of the process environment (what TVM reads), set to `defaultValue` first when unset. */
+  processEnv(name: string, defaultValue?: string): { value: string | null; setByTvmNode: boolean };
 }
 
 /** Package root: lib/ in a source checkout, dist/lib/ when built. */
@@ -153,6 +161,12 @@ function loadAddon(): Addon {
 /** The loaded addon, with lib/'s factories installed. */
 export const addon: Addon = loadAddon();
 
+// TVM's thread-pool settings (TVM_NUM_THREADS, TVM_BIND_THREADS, TVM_THREAD_POOL_SPIN_COUNT,
+// and the libuv pool threads' workers) must be in place before the first kernel runs: TVM
+// reads them when a thread first creates its pool. lib/threads.ts says what is chosen and why;
+// a variable already set is never changed.
+applyThreadDefaults(addon);
+
 /** lib/ classes over native handles, by native class; each registers itself on import. */
 const wrappers = new Map<unknown, (handle: never) => unknown>();
 
@@ -166,7 +180,7 @@ export const factories: Factories = {
   error: makeTvmError,
   device: (deviceType, deviceId) => ({ deviceType, deviceId }),
   shape: (dims) => dims,
-  wrap: (h) => (wrappers.get(Object.getPrototypeOf(h).constructor)?.(h as never) ?? h),
+  wrap: (h) => wrappers.get(Object.getPrototypeOf(h).constructor)?.(h as never) ?? h,
 };
 addon.setFactories({
   error: (k, m, b) => factories.error(k, m, b),

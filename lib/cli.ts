@@ -14,8 +14,8 @@ import { describeFailure, EXIT, UsageError } from './cli/errors';
 import { info } from './cli/info';
 import { type DTypeSpec, type InputSpec, parseCount, parseDevice, parseDTypeSpec, parseInputSpec, parseShapeSpec, type ShapeSpec } from './cli/inputs';
 import { progressBar } from './cli/progress';
-import { formatRunResult, runModel } from './cli/run';
 import { parseHostPort, rpcServer } from './cli/rpc-server';
+import { formatRunResult, runModel } from './cli/run';
 // The package entry, so every factory the native layer calls back is registered.
 import { cpu, type Device, versions } from './index';
 
@@ -32,7 +32,12 @@ function fail(err: unknown): void {
     }
     // Help shown in place of an error (e.g. no command given): the help says it all.
     if (err.code !== 'commander.help') {
-      const message = err.message.replace(/^error: /, '').split('\n').map((l) => l.trim()).filter(Boolean).join(' ');
+      const message = err.message
+        .replace(/^error: /, '')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean)
+        .join(' ');
       process.stderr.write(`tvm-node: ${message} [usage]\nhint: run \`tvm-node ${command ? `${command} ` : ''}--help\` for usage\n`);
     }
     process.exitCode = EXIT.usage;
@@ -71,7 +76,9 @@ function repeated<T>(flag: string, parse: (text: string) => T): (text: string, p
 }
 
 const deviceOption = () =>
-  new Option('-d, --device <device>', 'device to run on: cpu, cuda:0, cuda:1, vulkan, opencl, ...').default(cpu(), 'cpu').argParser(parsed('--device', parseDevice));
+  new Option('-d, --device <device>', 'device to run on: cpu, cuda:0, cuda:1, vulkan, opencl, ...')
+    .default(cpu(), 'cpu')
+    .argParser(parsed('--device', parseDevice));
 const functionOption = () => new Option('-f, --function <name>', 'function of the model to call').default('main');
 const inputOption = () =>
   new Option(
@@ -201,44 +208,103 @@ handleExits(program.command('rpc-server'))
   .option('--tracker <host:port>', 'register with this TVM RPC tracker')
   .option('--models <dir>', 'serve the .so models in DIR by name (tvm_node.infer / session.infer)')
   .option('--demo-models', 'serve the bundled demo models (compiled on first use in a source checkout)')
-  .addOption(new Option('--cache-models <n>', 'most models kept loaded (per session; shared in --inference-only)').default(8).argParser(parsed('--cache-models', (t) => parseCount(t, 1))))
+  .addOption(
+    new Option('--cache-models <n>', 'most models kept loaded (per session; shared in --inference-only)')
+      .default(8)
+      .argParser(parsed('--cache-models', (t) => parseCount(t, 1))),
+  )
   .option('--trust-remote-clients', 'allow a non-loopback bind: clients can run any code they upload')
   .option('--inference-only', 'serve only the models (tvm_node.infer/models): no upload, no other function, no remote memory; needs --models or --demo-models')
-  .addOption(new Option('--max-message-mib <n>', 'largest RPC message a client may send, in MiB').default(512).argParser(parsed('--max-message-mib', (t) => parseCount(t, 1))))
-  .addOption(new Option('--max-upload-mib <n>', 'most bytes a session may upload, in MiB').default(256).argParser(parsed('--max-upload-mib', (t) => parseCount(t, 1))))
+  .addOption(
+    new Option('--max-message-mib <n>', 'largest RPC message a client may send, in MiB')
+      .default(512)
+      .argParser(parsed('--max-message-mib', (t) => parseCount(t, 1))),
+  )
+  .addOption(
+    new Option('--max-upload-mib <n>', 'most bytes a session may upload, in MiB').default(256).argParser(parsed('--max-upload-mib', (t) => parseCount(t, 1))),
+  )
   .addOption(new Option('--max-sessions <n>', 'sessions at once').default(16).argParser(parsed('--max-sessions', (t) => parseCount(t, 1))))
-  .addOption(new Option('--prestart-sessions <n>', 'session processes kept started ahead of need (full TVM mode)').default(2).argParser(parsed('--prestart-sessions', (t) => parseCount(t, 0))))
-  .addOption(new Option('--max-sessions-per-address <n>', 'sessions one client address may hold at once (default: half of --max-sessions)').argParser(parsed('--max-sessions-per-address', (t) => parseCount(t, 1))))
+  .addOption(
+    new Option('--prestart-sessions <n>', 'session processes kept started ahead of need (full TVM mode)')
+      .default(2)
+      .argParser(parsed('--prestart-sessions', (t) => parseCount(t, 0))),
+  )
+  .addOption(
+    new Option('--max-sessions-per-address <n>', 'sessions one client address may hold at once (default: half of --max-sessions)').argParser(
+      parsed('--max-sessions-per-address', (t) => parseCount(t, 1)),
+    ),
+  )
   .addOption(new Option('--session-timeout <s>', 'longest session, in seconds').argParser(parsed('--session-timeout', seconds)))
   .addOption(new Option('--idle-timeout <s>', 'a session that sends no request this long is ended').default(120).argParser(parsed('--idle-timeout', seconds)))
-  .addOption(new Option('--read-timeout <s>', 'a request whose bytes stop arriving this long ends its session').default(30).argParser(parsed('--read-timeout', seconds)))
-  .addOption(new Option('--max-pending-mib <n>', 'bytes of incomplete requests all sessions may hold, in MiB (--inference-only)').default(1024).argParser(parsed('--max-pending-mib', (t) => parseCount(t, 1))))
-  .addOption(new Option('--shutdown-deadline <s>', 'seconds sessions get to finish on SIGTERM/SIGINT').default(10).argParser(parsed('--shutdown-deadline', (t) => parseCount(t, 0))))
+  .addOption(
+    new Option('--read-timeout <s>', 'a request whose bytes stop arriving this long ends its session').default(30).argParser(parsed('--read-timeout', seconds)),
+  )
+  .addOption(
+    new Option('--max-pending-mib <n>', 'bytes of incomplete requests all sessions may hold, in MiB (--inference-only)')
+      .default(1024)
+      .argParser(parsed('--max-pending-mib', (t) => parseCount(t, 1))),
+  )
+  .addOption(
+    new Option('--shutdown-deadline <s>', 'seconds sessions get to finish on SIGTERM/SIGINT')
+      .default(10)
+      .argParser(parsed('--shutdown-deadline', (t) => parseCount(t, 0))),
+  )
   .addHelpText('after', EXIT_HELP)
-  .action(async (o: { host: string; port: number; key: string; tracker?: string; models?: string; demoModels?: boolean; cacheModels: number; trustRemoteClients?: boolean; inferenceOnly?: boolean; maxMessageMib: number; maxUploadMib: number; maxSessions: number; maxSessionsPerAddress?: number; prestartSessions: number; sessionTimeout?: number; idleTimeout: number; readTimeout: number; maxPendingMib: number; shutdownDeadline: number }) => {
-    let tracker: { host: string; port: number } | undefined;
-    if (o.tracker) {
-      try {
-        tracker = parseHostPort(o.tracker);
-      } catch (err) {
-        throw new UsageError(`--tracker: ${(err as Error).message}`, undefined, { cause: err });
+  .action(
+    async (o: {
+      host: string;
+      port: number;
+      key: string;
+      tracker?: string;
+      models?: string;
+      demoModels?: boolean;
+      cacheModels: number;
+      trustRemoteClients?: boolean;
+      inferenceOnly?: boolean;
+      maxMessageMib: number;
+      maxUploadMib: number;
+      maxSessions: number;
+      maxSessionsPerAddress?: number;
+      prestartSessions: number;
+      sessionTimeout?: number;
+      idleTimeout: number;
+      readTimeout: number;
+      maxPendingMib: number;
+      shutdownDeadline: number;
+    }) => {
+      let tracker: { host: string; port: number } | undefined;
+      if (o.tracker) {
+        try {
+          tracker = parseHostPort(o.tracker);
+        } catch (err) {
+          throw new UsageError(`--tracker: ${(err as Error).message}`, undefined, { cause: err });
+        }
       }
-    }
-    const modelsDir = o.demoModels ? demoRepository() : o.models;
-    if (o.inferenceOnly && !modelsDir) throw new UsageError('--inference-only serves a model repository: give --models DIR or --demo-models');
-    await rpcServer({
-      ...o,
-      tracker,
-      modelsDir,
-      cache: { maxModels: o.cacheModels },
-      trustRemoteClients: o.trustRemoteClients ?? false,
-      inferenceOnly: o.inferenceOnly ?? false,
-      maxMessageBytes: o.maxMessageMib * 2 ** 20,
-      maxUploadBytes: o.maxUploadMib * 2 ** 20,
-      maxPendingBytes: o.maxPendingMib * 2 ** 20,
-      idleTimeoutMs: o.idleTimeout * 1000,
-      readTimeoutMs: o.readTimeout * 1000,
-    });
-  });
+      const modelsDir = o.demoModels ? demoRepository() : o.models;
+      if (o.inferenceOnly && !modelsDir) throw new UsageError('--inference-only serves a model repository: give --models DIR or --demo-models');
+      // Only RPCServer's own options (it refuses unknown ones): not commander's raw values.
+      const { host, port, key, maxSessions, maxSessionsPerAddress, prestartSessions, sessionTimeout, shutdownDeadline } = o;
+      await rpcServer({
+        host,
+        port,
+        key,
+        maxSessions,
+        maxSessionsPerAddress,
+        prestartSessions,
+        sessionTimeout,
+        shutdownDeadline,
+        tracker,
+        modelsDir,
+        cache: { maxModels: o.cacheModels },
+        trustRemoteClients: o.trustRemoteClients ?? false,
+        inferenceOnly: o.inferenceOnly ?? false,
+        maxMessageBytes: o.maxMessageMib * 2 ** 20,
+        maxUploadBytes: o.maxUploadMib * 2 ** 20,
+        maxPendingBytes: o.maxPendingMib * 2 ** 20,
+        idleTimeoutMs: o.idleTimeout * 1000,
+        readTimeoutMs: o.readTimeout * 1000,
+      });
+    },
+  );
 
 program.parseAsync(process.argv).catch(fail);

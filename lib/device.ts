@@ -2,7 +2,8 @@
  * Devices: where tensors live and models run. Mirrors TVM's `tvm.cpu()`, `tvm.cuda(i)`, ...
  */
 import { addon, factories } from './binding';
-import { DeviceError, TvmValueError } from './errors';
+import { DeviceError, TvmTypeError, TvmValueError } from './errors';
+import { checkNumber, received } from './options';
 
 /** DLPack device type codes (dlpack.h), as TVM uses them. */
 export const DeviceType = {
@@ -20,9 +21,7 @@ export const DeviceType = {
 /** A device kind name: `'cpu'`, `'cuda'`, `'vulkan'`, `'opencl'`, `'metal'`, ... */
 export type DeviceKind = keyof typeof DeviceType;
 
-const KIND_OF: Record<number, DeviceKind> = Object.fromEntries(
-  Object.entries(DeviceType).map(([k, v]) => [v, k as DeviceKind]),
-) as Record<number, DeviceKind>;
+const KIND_OF: Record<number, DeviceKind> = Object.fromEntries(Object.entries(DeviceType).map(([k, v]) => [v, k as DeviceKind])) as Record<number, DeviceKind>;
 
 /** TVM's DeviceAttrKind codes (tvm/runtime/device_api.h). */
 const Attr = {
@@ -169,27 +168,51 @@ export class Device {
   }
 }
 
-/** A device by kind name and index; an unknown name is a {@link TvmValueError}. */
-export function device(kind: DeviceKind | string, index = 0): Device {
-  const [name, id] = kind.includes(':') ? kind.split(':') : [kind, String(index)];
-  const type = DeviceType[name as DeviceKind];
-  if (type === undefined) {
-    throw new TvmValueError('ValueError', `unknown device '${kind}' (known: ${Object.keys(DeviceType).join(', ')})`);
+/** Largest device index: DLPack's `device_id` is an int32. */
+const MAX_INDEX = 2 ** 31 - 1;
+
+/**
+ * `index` checked for a device of `kind`: a whole number >= 0; for the CPU only 0, since TVM
+ * has one CPU device (its `cpu(i)` ignores `i`; its threads are set with `TVM_NUM_THREADS`).
+ * Whether a GPU index exists is told when the device is used ({@link Device.assertAvailable}).
+ * @internal
+ */
+export function checkIndex(caller: string, kind: string, index: unknown): number {
+  const i = checkNumber(`${caller}: index`, index, { min: 0, max: MAX_INDEX, integer: true }, 0);
+  if (kind === 'cpu' && i !== 0) {
+    throw new TvmValueError('ValueError', `${caller}: index must be 0 (TVM has one CPU device, cpu(0); set its threads with TVM_NUM_THREADS), got ${i}`);
   }
-  const idx = Number(id);
-  if (!Number.isInteger(idx) || idx < 0) throw new TvmValueError('ValueError', `bad device index in '${kind}'`);
-  return new Device(type, idx);
+  return i;
 }
 
-/** The host CPU. */
-export const cpu = (index = 0): Device => new Device(DeviceType.cpu, index);
+/**
+ * A device by kind name and index: `device('cuda', 1)` or `device('cuda:1')`. An unknown
+ * kind, a malformed name, a negative or fractional index, or a CPU index other than 0 is a
+ * {@link TvmValueError}.
+ */
+export function device(kind: DeviceKind | string, index?: number): Device {
+  if (typeof kind !== 'string') throw new TvmTypeError('TypeError', `device: kind must be a device name such as 'cpu' or 'cuda:0', got ${received(kind)}`);
+  const [name, id, ...rest] = kind.split(':');
+  const type = Object.hasOwn(DeviceType, name) ? DeviceType[name as DeviceKind] : undefined;
+  if (type === undefined || rest.length > 0) {
+    throw new TvmValueError('ValueError', `unknown device '${kind}' (known: ${Object.keys(DeviceType).join(', ')}; write KIND or KIND:INDEX)`);
+  }
+  const caller = `device(${received(kind)})`;
+  if (id === undefined) return new Device(type, checkIndex(caller, name, index));
+  if (index !== undefined) throw new TvmValueError('ValueError', `${caller}: the name gives the index; give no index argument, got ${received(index)}`);
+  if (!/^\d+$/.test(id)) throw new TvmValueError('ValueError', `${caller}: index must be a whole number >= 0, got ${received(id)}`);
+  return new Device(type, checkIndex(caller, name, Number(id)));
+}
+
+/** The host CPU; TVM has one, `cpu(0)` (another index is a {@link TvmValueError}). */
+export const cpu = (index?: number): Device => new Device(DeviceType.cpu, index === undefined ? 0 : checkIndex('cpu', 'cpu', index));
 /** An NVIDIA GPU (needs the CUDA runtime sidecar and libcudart). */
-export const cuda = (index = 0): Device => new Device(DeviceType.cuda, index);
+export const cuda = (index?: number): Device => new Device(DeviceType.cuda, checkIndex('cuda', 'cuda', index));
 /** A Vulkan device (needs a TVM runtime built with USE_VULKAN). */
-export const vulkan = (index = 0): Device => new Device(DeviceType.vulkan, index);
+export const vulkan = (index?: number): Device => new Device(DeviceType.vulkan, checkIndex('vulkan', 'vulkan', index));
 /** An OpenCL device, e.g. RK3588's Mali GPU (needs a TVM runtime built with USE_OPENCL). */
-export const opencl = (index = 0): Device => new Device(DeviceType.opencl, index);
+export const opencl = (index?: number): Device => new Device(DeviceType.opencl, checkIndex('opencl', 'opencl', index));
 /** An Apple GPU (needs a TVM runtime built with Metal). */
-export const metal = (index = 0): Device => new Device(DeviceType.metal, index);
+export const metal = (index?: number): Device => new Device(DeviceType.metal, checkIndex('metal', 'metal', index));
 
 factories.device = (type, id) => new Device(type, id);

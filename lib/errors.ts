@@ -71,6 +71,22 @@ export function makeTvmError(kind: string, message: string, backtrace = '', opti
 }
 
 /**
+ * Re-targets an async native error at its callers, from the `catch` of the async function
+ * `fn` that awaited it: the native error has no JS stack, so the stack captured here — `fn`
+ * and, through V8's async stack traces, every async function awaiting it — is grafted on.
+ * Unlike {@link callerStack} it costs nothing when the call succeeds (capturing a stack
+ * before each call cost ~2-3 µs, a tenth of a small model's async run).
+ */
+export function atCallers(err: unknown, fn: (...args: never[]) => unknown): unknown {
+  if (err instanceof Error) {
+    const holder: { stack?: string } = {};
+    Error.captureStackTrace(holder, fn);
+    if (holder.stack) err.stack = `${err.name}: ${err.message}\n${holder.stack.split('\n').slice(1).join('\n')}`;
+  }
+  return err;
+}
+
+/**
  * Returns a function that re-targets an async native error at the caller: the native
  * error has no JS stack, so the stack captured before the call is grafted on.
  */

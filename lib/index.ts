@@ -13,49 +13,51 @@
  * {@link PackedFunc}, {@link Tensor}, and TVM RPC.
  * @packageDocumentation
  */
-export { cpu, cuda, device, Device, DeviceType, metal, opencl, vulkan, type DeviceKind } from './device';
-export { type DType, type TypedArray, toFloat32, fromFloat32 } from './dtype';
-export * from './errors';
-export { getGlobalFunc, listGlobalFuncs, PackedFunc, registerFunc, requireGlobalFunc, type Registration } from './function';
-export { loadModule, loadModuleSync, Module, type LoadOptions } from './module';
-export { encodeNpy, parseNpy, readNpy, tensorFromNpy, writeNpy, type NpyArray } from './npy';
-export { Tensor, type TensorData, type TensorOptions } from './tensor';
-export { dataType, float, int, Shape } from './values';
+
 export {
-  ABI_GENERATIONS,
-  abiFingerprint,
-  checkAbiGenerations,
-  checkRuntimeVersions,
-  loadedLibraries,
-  versions,
-  type AbiFingerprint,
-  type LoadedLibrary,
-  type Versions,
-} from './versions';
-export { outputsOf, VirtualMachine, type MemoryConfig, type VMFunctionInfo, type VMOptions } from './vm';
-export { Model, type ModelOptions, type ModelOutputs, type ModelRunOptions } from './model';
-export {
-  bindInputs,
-  bindInputsAsync,
-  checkInputs,
-  InputError,
-  orderInputs,
   type BindOptions,
   type BoundInputs,
+  bindInputs,
+  bindInputsAsync,
   type CheckedInput,
   type CheckedInputs,
+  checkInputs,
   type Dim,
   type HostInput,
+  InputError,
   type InputProblem,
   type Inputs,
   type InputValue,
+  orderInputs,
   type TensorInfo,
 } from './bind';
-export { checkManifest, ManifestError, manifestPathOf, parseManifest, readManifest, type Manifest, type ManifestFile, type TensorSpec } from './manifest';
-export { runtimeLibraries } from './runtime';
 export type { DLPackCapsule, RuntimeLibrary } from './binding';
-export { connect, RemoteFunction, RPCSession, type ConnectOptions } from './rpc/client';
-export { RPCServer, type RPCServerEvents, type RPCServerOptions, type SessionEnd } from './rpc/server';
+export { cpu, cuda, Device, type DeviceKind, DeviceType, device, metal, opencl, vulkan } from './device';
+export { type DType, fromFloat32, type TypedArray, toFloat32 } from './dtype';
+export * from './errors';
+export { getGlobalFunc, listGlobalFuncs, PackedFunc, type Registration, registerFunc, requireGlobalFunc } from './function';
+export { checkManifest, type Manifest, ManifestError, type ManifestFile, manifestPathOf, parseManifest, readManifest, type TensorSpec } from './manifest';
+export { Model, type ModelOptions, type ModelOutputs, type ModelRunOptions } from './model';
+export { type LoadOptions, loadModule, loadModuleSync, Module } from './module';
+export { encodeNpy, type NpyArray, parseNpy, readNpy, tensorFromNpy, writeNpy } from './npy';
+export { type ConnectOptions, connect, RemoteFunction, RPCSession } from './rpc/client';
 export type { InferInput } from './rpc/infer';
 export type { CacheLimits, LoadedModel, ModelInfo, ModelListing, ModelRepository, PublicModelInfo } from './rpc/repository';
+export { RPCServer, type RPCServerEvents, type RPCServerOptions, type SessionEnd } from './rpc/server';
 export { connectTracker, TrackerClient } from './rpc/tracker';
+export { runtimeLibraries, threadSettings } from './runtime';
+export { Tensor, type TensorData, type TensorOptions } from './tensor';
+export type { ThreadSettings } from './threads';
+export { dataType, float, int, Shape } from './values';
+export {
+  ABI_GENERATIONS,
+  type AbiFingerprint,
+  abiFingerprint,
+  checkAbiGenerations,
+  checkRuntimeVersions,
+  type LoadedLibrary,
+  loadedLibraries,
+  type Versions,
+  versions,
+} from './versions';
+export { type MemoryConfig, outputsOf, VirtualMachine, type VMFunctionInfo, type VMOptions } from './vm';

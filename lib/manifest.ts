@@ -53,8 +53,7 @@ export class ManifestError extends TvmValueError {
 export const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, ' ').trim();
 
 /** "a string", "an array", "null", ... for messages about a JSON value. */
-export const typeName = (v: unknown): string =>
-  v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `a ${typeof v}`;
+export const typeName = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
 
 /**
  * A JSON.parse message without the excerpt of the text V8 may quote (listings go to clients),
@@ -86,7 +85,8 @@ export function manifestProblem(m: unknown): string | undefined {
     const seen = new Map<string, number>();
     for (const [i, spec] of specs.entries()) {
       const at = `"${key}"[${i}]`;
-      if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) return `has ${at} of ${typeName(spec)}: it must be an object {"name"?, "shape", "dtype"}`;
+      if (typeof spec !== 'object' || spec === null || Array.isArray(spec))
+        return `has ${at} of ${typeName(spec)}: it must be an object {"name"?, "shape", "dtype"}`;
       const { name, shape, dtype } = spec as Record<string, unknown>;
       if (name !== undefined && typeof name !== 'string') return wrong(`${at}.name`, name, 'it must be a string');
       if (typeof name === 'string') {
@@ -109,7 +109,8 @@ export function manifestProblem(m: unknown): string | undefined {
       return `has "device" ${JSON.stringify(fields.device)}: ${(err as Error).message}`;
     }
   }
-  if (fields.function !== undefined && typeof fields.function !== 'string') return `has "function" of ${typeName(fields.function)}: it must be a string such as "main"`;
+  if (fields.function !== undefined && typeof fields.function !== 'string')
+    return `has "function" of ${typeName(fields.function)}: it must be a string such as "main"`;
   return undefined;
 }
 

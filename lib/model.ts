@@ -24,11 +24,12 @@ import { Device, device as parseDevice } from './device';
 import { DisposedError, TvmTypeError, TvmValueError } from './errors';
 import { checkManifest, type Manifest, ManifestError, manifestPathOf, readManifest, type TensorSpec } from './manifest';
 import { loadModule, loadModuleSync, type Module } from './module';
+import { checkOptions } from './options';
 import { type ArtifactTensor, readSignature } from './signature';
 import { Tensor } from './tensor';
 import { type MemoryConfig, VirtualMachine } from './vm';
 
-export { InputError, type Dim, type HostInput, type InputProblem, type InputValue, type Inputs, type TensorInfo } from './bind';
+export { type Dim, type HostInput, InputError, type InputProblem, type Inputs, type InputValue, type TensorInfo } from './bind';
 
 /** Options of {@link Model.load}. */
 export interface ModelOptions {
@@ -76,11 +77,19 @@ interface Plan {
 
 const MODEL_OPTIONS = new Set(['device', 'function', 'concurrency', 'memory', 'manifest', 'privateCopy']);
 
-const got = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v) : typeof v === 'number' || typeof v === 'boolean' || v == null ? String(v) : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
+const got = (v: unknown) =>
+  typeof v === 'string'
+    ? JSON.stringify(v)
+    : typeof v === 'number' || typeof v === 'boolean' || v == null
+      ? String(v)
+      : Array.isArray(v)
+        ? 'an array'
+        : `a ${typeof v}`;
 
 function plan(file: unknown, opts: unknown, caller: string): Plan {
   if (typeof file !== 'string' || file === '') throw new TvmTypeError('TypeError', `${caller}: path must be a non-empty string; got ${got(file)}`);
-  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TvmTypeError('TypeError', `${caller}: options must be an object; got ${got(opts)}`);
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts))
+    throw new TvmTypeError('TypeError', `${caller}: options must be an object; got ${got(opts)}`);
   const o = opts as ModelOptions;
   const extra = Object.keys(o).filter((k) => !MODEL_OPTIONS.has(k));
   if (extra.length) throw new TvmValueError('ValueError', `${caller}: unknown option '${extra[0]}' (options: ${[...MODEL_OPTIONS].join(', ')})`);
@@ -126,7 +135,12 @@ function plan(file: unknown, opts: unknown, caller: string): Plan {
   try {
     dev = deviceName instanceof Device ? deviceName : parseDevice(deviceName);
   } catch (err) {
-    throw new TvmValueError('ValueError', `${caller}: ${(err as Error).message}${o.device === undefined && manifest?.device ? ` (the device of manifest ${manifestName})` : ''}`, '', { cause: err });
+    throw new TvmValueError(
+      'ValueError',
+      `${caller}: ${(err as Error).message}${o.device === undefined && manifest?.device ? ` (the device of manifest ${manifestName})` : ''}`,
+      '',
+      { cause: err },
+    );
   }
   return {
     file: resolved,
@@ -185,7 +199,9 @@ export function modelMetadata(vm: VirtualMachine, t: MetadataTarget): { inputs: 
   const m = t.manifest ?? {};
   const bad = (problem: string) => new ManifestError(t.manifestName ?? '', problem);
   if (m.inputs && m.inputs.length !== fn.arity) {
-    throw bad(`lists ${m.inputs.length} input${m.inputs.length === 1 ? '' : 's'}, but function '${fn.name}' of ${t.artifact} takes ${fn.arity} (${fn.params.join(', ') || 'none'})`);
+    throw bad(
+      `lists ${m.inputs.length} input${m.inputs.length === 1 ? '' : 's'}, but function '${fn.name}' of ${t.artifact} takes ${fn.arity} (${fn.params.join(', ') || 'none'})`,
+    );
   }
   if (m.outputs && sig.outputs && m.outputs.length !== sig.outputs.length) {
     throw bad(`lists ${m.outputs.length} output${m.outputs.length === 1 ? '' : 's'}, but function '${fn.name}' of ${t.artifact} returns ${sig.outputs.length}`);
@@ -195,10 +211,14 @@ export function modelMetadata(vm: VirtualMachine, t: MetadataTarget): { inputs: 
   const outputs = Array.from({ length: count }, (_, i) =>
     merge(sig.outputs?.[i] ?? { shape: null, dtype: null }, m.outputs?.[i], m.outputs?.[i]?.name ?? `output${i}`, `"outputs"[${i}]`, t.artifact, bad),
   );
-  for (const [what, infos] of [['inputs', inputs], ['outputs', outputs]] as const) {
+  for (const [what, infos] of [
+    ['inputs', inputs],
+    ['outputs', outputs],
+  ] as const) {
     const names = infos.map((t) => t.name);
     const twice = names.find((n, i) => names.indexOf(n) !== i);
-    if (twice !== undefined) throw new TvmValueError('ValueError', `model '${t.name}': two ${what} are named '${twice}'${t.manifestName ? ` (see manifest ${t.manifestName})` : ''}`);
+    if (twice !== undefined)
+      throw new TvmValueError('ValueError', `model '${t.name}': two ${what} are named '${twice}'${t.manifestName ? ` (see manifest ${t.manifestName})` : ''}`);
   }
   return { inputs, outputs, arity: fn.arity };
 }
@@ -218,7 +238,14 @@ export function metadataOfFile(vm: VirtualMachine, file: string, fn: string): { 
 
 /** {@link modelMetadata} of what {@link Model.load} planned. */
 function describe(vm: VirtualMachine, p: Plan): { inputs: TensorInfo[]; outputs: TensorInfo[] } {
-  return modelMetadata(vm, { name: p.name, artifact: p.file, function: p.fn, functionFromManifest: p.fnFromManifest, manifest: p.manifest, manifestName: p.manifestName });
+  return modelMetadata(vm, {
+    name: p.name,
+    artifact: p.file,
+    function: p.fn,
+    functionFromManifest: p.fnFromManifest,
+    manifest: p.manifest,
+    manifestName: p.manifestName,
+  });
 }
 
 /**
@@ -411,13 +438,18 @@ export class Model implements AsyncDisposable {
   private prepare(opts: ModelRunOptions): Set<string> | undefined {
     if (this.disposed) throw new DisposedError('DisposedError', `${this.label} has been disposed`);
     if (typeof opts !== 'object' || opts === null) throw new TvmTypeError('TypeError', `${this.label}: run options must be an object; got ${got(opts)}`);
+    checkOptions(`${this.label}: run`, opts, ['outputs']);
     if (opts.outputs === undefined) return undefined;
     if (!Array.isArray(opts.outputs) || opts.outputs.some((n) => typeof n !== 'string')) {
       throw new TvmTypeError('TypeError', `${this.label}: option 'outputs' must be an array of output names; got ${got(opts.outputs)}`);
     }
     const names = this.outputNames;
     const unknown = opts.outputs.find((n) => !names.includes(n));
-    if (unknown !== undefined) throw new TvmValueError('ValueError', `${this.label} has no output '${unknown}'; its outputs are ${names.map((n) => `'${n}'`).join(', ') || '(unknown)'}`);
+    if (unknown !== undefined)
+      throw new TvmValueError(
+        'ValueError',
+        `${this.label} has no output '${unknown}'; its outputs are ${names.map((n) => `'${n}'`).join(', ') || '(unknown)'}`,
+      );
     return new Set(opts.outputs);
   }
 

@@ -15,10 +15,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isMainThread } from 'node:worker_threads';
-import { HandleOwner } from './handle';
-import { addon, registerWrapper, type NativeModule } from './binding';
+import { addon, type NativeModule, registerWrapper } from './binding';
 import { callerStack, TvmAttributeError, TvmError, TvmRuntimeError, TvmValueError, VersionMismatchError } from './errors';
 import { PackedFunc } from './function';
+import { HandleOwner } from './handle';
+import { checkBoolean, checkOptions, requireString } from './options';
 import { checkRuntimeVersions } from './versions';
 
 /** A TVM runtime module: a loaded library of packed functions (`ffi.Module`). */
@@ -44,7 +45,7 @@ export class Module extends HandleOwner<NativeModule> {
 
   /** {@link Module.getFunction} on the JS thread (a local lookup; over RPC, a blocking round trip). */
   getFunctionSync(name: string, opts: { queryImports?: boolean } = {}): PackedFunc | null {
-    const h = this.handle.getFunction(name, opts.queryImports ?? true);
+    const h = this.handle.getFunction(name, queryImports('Module.getFunctionSync', opts));
     return h ? new PackedFunc(h, name) : null;
   }
 
@@ -64,8 +65,19 @@ export class Module extends HandleOwner<NativeModule> {
 
   /** Whether the module implements `name`. */
   implementsFunction(name: string, opts: { queryImports?: boolean } = {}): boolean {
-    return this.handle.implementsFunction(name, opts.queryImports ?? true);
+    return this.handle.implementsFunction(name, queryImports('Module.implementsFunction', opts));
   }
+}
+
+/** The `queryImports` option of a lookup, checked (default true). */
+function queryImports(caller: string, opts: { queryImports?: boolean }): boolean {
+  return checkBoolean(`${caller}: queryImports`, checkOptions(caller, opts, ['queryImports']).queryImports, true);
+}
+
+/** Checks the arguments of {@link loadModule} / {@link loadModuleSync}. */
+function checkLoadArgs(caller: string, file: unknown, opts: LoadOptions | undefined): void {
+  requireString(`${caller}: path`, file);
+  checkBoolean(`${caller}: privateCopy`, checkOptions(caller, opts, ['privateCopy']).privateCopy);
 }
 
 /** Files the runtime loads with the dynamic loader (TVM maps `.dll`, `.dylib`, `.dso` to its `.so` loader). */
@@ -112,7 +124,8 @@ function inspect(file: string, sharedLibrary: boolean): fs.BigIntStats {
 function fileError(file: string, err: unknown): TvmError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ENOENT' || code === 'ENOTDIR') return new TvmRuntimeError('RuntimeError', cannotLoad(file, 'no such file'), '', { cause: err });
-  if (code === 'EACCES' || code === 'EPERM') return new TvmRuntimeError('RuntimeError', cannotLoad(file, 'permission denied (the file must be readable)'), '', { cause: err });
+  if (code === 'EACCES' || code === 'EPERM')
+    return new TvmRuntimeError('RuntimeError', cannotLoad(file, 'permission denied (the file must be readable)'), '', { cause: err });
   return new TvmRuntimeError('RuntimeError', cannotLoad(file, (err as Error).message), '', { cause: err });
 }
 
@@ -174,7 +187,8 @@ function checkElf(file: string, header: Buffer): void {
       cannotLoad(file, `built for ${built}, but this process runs on ${MACHINE_NAMES[expected[0]]} (${process.arch}): compile it for this machine's target`),
     );
   }
-  if (type === 1) throw new TvmValueError('ValueError', cannotLoad(file, 'an object file (ELF relocatable), not a shared library: link it into one (TVM: export_library)'));
+  if (type === 1)
+    throw new TvmValueError('ValueError', cannotLoad(file, 'an object file (ELF relocatable), not a shared library: link it into one (TVM: export_library)'));
   if (type === 2) throw new TvmValueError('ValueError', cannotLoad(file, 'an executable, not a shared library'));
   if (type === 4) throw new TvmValueError('ValueError', cannotLoad(file, 'a core dump, not a shared library'));
   if (type !== 3) throw new TvmValueError('ValueError', cannotLoad(file, `an ELF file of unknown type ${type}, not a shared library`));
@@ -212,7 +226,10 @@ function processDir(): string {
   // Someone else's folder under our name would let them swap the copies we load.
   const st = fs.lstatSync(PROCESS_DIR);
   if (!st.isDirectory() || (process.getuid && st.uid !== process.getuid()) || (st.mode & 0o022) !== 0) {
-    throw new TvmRuntimeError('RuntimeError', `${PROCESS_DIR} is not a private folder of this process (owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)}): remove it`);
+    throw new TvmRuntimeError(
+      'RuntimeError',
+      `${PROCESS_DIR} is not a private folder of this process (owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)}): remove it`,
+    );
   }
   return PROCESS_DIR;
 }
@@ -298,7 +315,10 @@ function isMapped(st: fs.BigIntStats): boolean {
 /** A new name for a private copy of `file` as `st` identifies it. */
 function copyName(file: string, st: fs.BigIntStats): string {
   const ext = path.extname(file);
-  const stem = path.basename(file, ext).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64);
+  const stem = path
+    .basename(file, ext)
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(0, 64);
   // Named by the identity, and unique per load: no load removes a copy another is opening.
   return path.join(PROCESS_DIR, `${stem}-${sha(`${file}\0${identityOf(st)}`).slice(0, 16)}-${crypto.randomBytes(6).toString('hex')}${ext}`);
 }
@@ -314,12 +334,18 @@ function plan(file: string, opts: LoadOptions): Plan {
   const shared = SHARED_LIBRARY.test(file);
   const st = inspect(file, shared);
   if (!shared) return { file, st };
-  let byName: boolean;
+  let byName = false;
   try {
-    byName = opts.privateCopy ? (processDir(), false) : loadableByName(file, st);
+    if (opts.privateCopy) processDir();
+    else byName = loadableByName(file, st);
   } catch (err) {
     if (err instanceof TvmError) throw err;
-    throw new TvmRuntimeError('RuntimeError', cannotLoad(file, `the temporary folder ${PROCESS_DIR} is not usable (${(err as Error).message}); set TMPDIR to a writable folder`), '', { cause: err });
+    throw new TvmRuntimeError(
+      'RuntimeError',
+      cannotLoad(file, `the temporary folder ${PROCESS_DIR} is not usable (${(err as Error).message}); set TMPDIR to a writable folder`),
+      '',
+      { cause: err },
+    );
   }
   return byName ? { file, st } : { file, st, copy: copyName(file, st) };
 }
@@ -330,11 +356,17 @@ function copyIsFaithful(p: Plan, now: fs.BigIntStats | undefined, copySize: bigi
 }
 
 const COPY_ATTEMPTS = 3;
-const keptChanging = (file: string) => new TvmRuntimeError('RuntimeError', cannotLoad(file, 'it kept changing while being copied; try again once it is written'));
+const keptChanging = (file: string) =>
+  new TvmRuntimeError('RuntimeError', cannotLoad(file, 'it kept changing while being copied; try again once it is written'));
 
 function copyFailed(p: Plan, err: unknown): TvmError {
   if ((err as NodeJS.ErrnoException).code === 'ENOENT') return fileError(p.file, err);
-  return new TvmRuntimeError('RuntimeError', cannotLoad(p.file, `could not copy it to ${PROCESS_DIR} (${(err as Error).message}); set TMPDIR to a writable folder`), '', { cause: err });
+  return new TvmRuntimeError(
+    'RuntimeError',
+    cannotLoad(p.file, `could not copy it to ${PROCESS_DIR} (${(err as Error).message}); set TMPDIR to a writable folder`),
+    '',
+    { cause: err },
+  );
 }
 
 /** Plans the load of `file` and makes its private copy when it needs one (synchronously). */
@@ -399,7 +431,10 @@ function explainLoadError(p: Plan, err: unknown): unknown {
     const v = checkRuntimeVersions();
     return new VersionMismatchError(
       'VersionMismatchError',
-      cannotLoad(p.file, `${message.trim()} (tvm-node runs TVM runtime ${v.tvm}, tvm-ffi ${v.tvmFfi}: a symbol the artifact needs is missing, so it was probably compiled by another TVM version; compile it with a matching TVM)`),
+      cannotLoad(
+        p.file,
+        `${message.trim()} (tvm-node runs TVM runtime ${v.tvm}, tvm-ffi ${v.tvmFfi}: a symbol the artifact needs is missing, so it was probably compiled by another TVM version; compile it with a matching TVM)`,
+      ),
       backtrace,
       { cause: err },
     );
@@ -444,6 +479,7 @@ export async function loadModule(file: string, opts: LoadOptions = {}): Promise<
   const rethrow = callerStack();
   let p: Plan;
   try {
+    checkLoadArgs('loadModule', file, opts);
     checkRuntimeVersions();
     p = await prepareAsync(path.resolve(file), opts);
   } catch (err) {
@@ -460,6 +496,7 @@ export async function loadModule(file: string, opts: LoadOptions = {}): Promise<
 
 /** {@link loadModule} on the JS thread, blocking the event loop for the whole load: prefer {@link loadModule} in servers. */
 export function loadModuleSync(file: string, opts: LoadOptions = {}): Module {
+  checkLoadArgs('loadModuleSync', file, opts);
   checkRuntimeVersions();
   const p = prepare(path.resolve(file), opts);
   try {

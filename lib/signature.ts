@@ -36,11 +36,7 @@ export interface ArtifactSignature {
 const UNKNOWN: ArtifactTensor = { shape: null, dtype: null };
 
 /** A constant of the pool, as `stats()` prints it. */
-type Constant =
-  | { kind: 'dtype'; dtype: string }
-  | { kind: 'shape'; dims: number[] }
-  | { kind: 'string'; text: string }
-  | { kind: 'other' };
+type Constant = { kind: 'dtype'; dtype: string } | { kind: 'shape'; dims: number[] } | { kind: 'string'; text: string } | { kind: 'other' };
 
 // ---------------------------------------------------------------------------------------------
 // The constant pool
@@ -316,7 +312,7 @@ function traceOutputs(code: Instr[], pool: Constant[], inputs: ArtifactTensor[],
     }
     if (!arg?.startsWith('%')) return null;
     const w = writer(arg, before);
-    if (!w || w.instr.fn !== 'vm.builtin.make_shape') return null;
+    if (w?.instr.fn !== 'vm.builtin.make_shape') return null;
     const args = w.instr.args;
     const ndim = imm(args[1]);
     if (ndim === undefined || args.length !== 2 + 2 * ndim) return null;

@@ -1,11 +1,13 @@
 /**
  * Tensors: n-dimensional arrays on a device, moved to and from JS TypedArrays in bulk.
  */
-import { HandleOwner } from './handle';
-import { addon, registerWrapper, type DLPackCapsule, type NativeTensor } from './binding';
+
+import { addon, type DLPackCapsule, type NativeTensor, registerWrapper } from './binding';
 import { cpu, Device } from './device';
+import { bytesPerElement, checkDType, type DType, dtypeOfArray, fromFloat32, HOST_ARRAY, type TypedArray, toFloat32 } from './dtype';
 import { callerStack, TvmTypeError, TvmValueError } from './errors';
-import { bytesPerElement, checkDType, type DType, dtypeOfArray, fromFloat32, HOST_ARRAY, toFloat32, type TypedArray } from './dtype';
+import { HandleOwner } from './handle';
+import { checkInstance, checkOptions, received } from './options';
 import { onDevice } from './scheduling';
 import { Shape } from './values';
 
@@ -19,20 +21,64 @@ export interface TensorOptions {
   device?: Device;
 }
 
-/** What tensors can be created from. */
-export type TensorData = TypedArray | Buffer | readonly number[] | readonly bigint[] | readonly boolean[];
+/**
+ * What tensors can be created from: a TypedArray, a Buffer of raw bytes, or a plain array of
+ * numbers, booleans and bigints (any other element is a {@link TvmTypeError} naming its index).
+ */
+export type TensorData = TypedArray | Buffer | readonly (number | bigint | boolean)[];
 
-function checkShape(shape: readonly number[]): number[] {
+const SHAPE = 'an array of whole numbers >= 0';
+
+function checkShape(caller: string, shape: unknown): number[] {
+  if (!Array.isArray(shape)) throw new TvmTypeError('TypeError', `${caller}: shape must be ${SHAPE}, got ${received(shape)}`);
   for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new TvmValueError('ValueError', `bad shape [${shape.join(', ')}]`);
+    if (!Number.isSafeInteger(d) || d < 0) {
+      const Err = typeof d === 'number' ? TvmValueError : TvmTypeError;
+      throw new Err(
+        Err === TvmValueError ? 'ValueError' : 'TypeError',
+        `${caller}: shape must be ${SHAPE}, got [${shape.map((v) => (typeof v === 'number' ? String(v) : received(v))).join(', ')}]`,
+      );
+    }
   }
   return [...shape];
+}
+
+function checkDTypeArg(caller: string, dtype: unknown): DType {
+  if (typeof dtype !== 'string') throw new TvmTypeError('TypeError', `${caller}: dtype must be a dtype name such as 'float32', got ${received(dtype)}`);
+  return checkDType(dtype);
+}
+
+const checkDevice = (caller: string, device: unknown): Device => checkInstance(`${caller}: device`, device, Device, 'a Device (e.g. cpu(), cuda(0))');
+
+/**
+ * Checks the elements of a plain array before they are converted: numbers, booleans or
+ * bigints (anything else would silently become NaN or 0), whole numbers for 64-bit dtypes.
+ * Returns what the host array constructor takes (bigints as numbers for 32-bit dtypes).
+ */
+function checkElements(caller: string, data: readonly unknown[], dtype: DType, wide: boolean): readonly unknown[] {
+  let bigints = false;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    switch (typeof v) {
+      case 'number':
+        if (wide && !Number.isInteger(v)) throw new TvmValueError('ValueError', `${caller}: data[${i}] must be a whole number for ${dtype}, got ${v}`);
+        break;
+      case 'bigint':
+        bigints = true;
+        break;
+      case 'boolean':
+        break;
+      default:
+        throw new TvmTypeError('TypeError', `${caller}: data[${i}] must be a number, a boolean or a bigint, got ${received(v)}`);
+    }
+  }
+  return bigints && !wide ? data.map(Number) : data;
 }
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** Turns JS data into the host array of `dtype` (a view when it already is one). */
-function toHostArray(data: TensorData, dtype: DType): ArrayBufferView {
+function toHostArray(caller: string, data: TensorData, dtype: DType): ArrayBufferView {
   const Ctor = HOST_ARRAY[dtype];
   if (ArrayBuffer.isView(data)) {
     // A Buffer is raw bytes for any dtype; any other TypedArray must be the dtype's own host
@@ -43,30 +89,46 @@ function toHostArray(data: TensorData, dtype: DType): ArrayBufferView {
       `a ${data.constructor.name} cannot hold ${dtype} data (expected ${Ctor.name}, a Buffer of raw bytes, or a plain array)`,
     );
   }
+  if (!Array.isArray(data)) {
+    throw new TvmTypeError('TypeError', `${caller}: data must be a TypedArray, a Buffer or an array of numbers, got ${received(data)}`);
+  }
+  const wide = Ctor === BigInt64Array || Ctor === BigUint64Array;
+  data = checkElements(caller, data, dtype, wide) as TensorData;
   if (dtype === 'float16' || dtype === 'bfloat16') return fromFloat32(data as number[], dtype);
   if (dtype === 'bool') return Uint8Array.from(data as boolean[], (v) => (v ? 1 : 0));
-  if (Ctor === BigInt64Array || Ctor === BigUint64Array) {
-    return (Ctor as unknown as { from(a: ArrayLike<unknown>, f: (v: unknown) => bigint): ArrayBufferView }).from(
-      data,
-      (v) => BigInt(v as number),
-    );
+  if (wide) {
+    return (Ctor as unknown as { from(a: ArrayLike<unknown>, f: (v: unknown) => bigint): ArrayBufferView }).from(data, (v) => BigInt(v as number));
   }
   return (Ctor as unknown as { from(a: ArrayLike<unknown>): ArrayBufferView }).from(data as number[]);
 }
 
-function resolve(data: TensorData, opts: TensorOptions): { dtype: DType; shape: number[]; host: ArrayBufferView } {
-  const dtype = checkDType(opts.dtype ?? (ArrayBuffer.isView(data) && !Buffer.isBuffer(data) ? dtypeOfArray(data as TypedArray) : Buffer.isBuffer(data) ? 'uint8' : 'float32'));
-  const host = toHostArray(data, dtype);
-  const shape = checkShape(opts.shape ?? [host.byteLength / bytesPerElement(dtype)]);
+function resolve(
+  caller: string,
+  data: TensorData,
+  opts: TensorOptions | undefined,
+  known: readonly (keyof TensorOptions)[],
+): { dtype: DType; shape: number[]; host: ArrayBufferView; device?: Device } {
+  const o = checkOptions(caller, opts, known);
+  const device = o.device === undefined ? undefined : checkDevice(caller, o.device);
+  const dtype =
+    o.dtype !== undefined
+      ? checkDTypeArg(caller, o.dtype)
+      : ArrayBuffer.isView(data) && !Buffer.isBuffer(data)
+        ? dtypeOfArray(data as TypedArray)
+        : Buffer.isBuffer(data)
+          ? 'uint8'
+          : 'float32';
+  const host = toHostArray(caller, data, dtype);
+  const shape = o.shape !== undefined ? checkShape(caller, o.shape) : [host.byteLength / bytesPerElement(dtype)];
   const want = numel(shape) * bytesPerElement(dtype);
   if (host.byteLength !== want) {
-    throw new TvmValueError(
-      'ValueError',
-      `data has ${host.byteLength} bytes but shape [${shape.join(', ')}] of ${dtype} needs ${want}`,
-    );
+    throw new TvmValueError('ValueError', `data has ${host.byteLength} bytes but shape [${shape.join(', ')}] of ${dtype} needs ${want}`);
   }
-  return { dtype, shape, host };
+  return { dtype, shape, host, device };
 }
+
+const FROM_OPTIONS = ['shape', 'dtype', 'device'] as const;
+const WRAP_OPTIONS = ['shape', 'dtype'] as const;
 
 /**
  * An n-dimensional array on a device (TVM's `runtime.Tensor`, DLPack-compatible).
@@ -82,22 +144,23 @@ export class Tensor extends HandleOwner<NativeTensor> {
 
   /** An uninitialized tensor. */
   static empty(shape: readonly number[], dtype: DType | string = 'float32', device: Device = cpu()): Tensor {
-    device.assertAvailable();
-    return new Tensor(addon.NativeTensor.empty(checkShape(shape), checkDType(dtype), device.deviceType, device.deviceId));
+    const dims = checkShape('Tensor.empty', shape);
+    const type = checkDTypeArg('Tensor.empty', dtype);
+    checkDevice('Tensor.empty', device).assertAvailable();
+    return new Tensor(addon.NativeTensor.empty(dims, type, device.deviceType, device.deviceId));
   }
 
   /** A new tensor holding a copy of `data`, the copy made on a worker thread. */
   static async from(data: TensorData, opts: TensorOptions = {}): Promise<Tensor> {
-    const { dtype, shape, host } = resolve(data, opts);
-    const device = opts.device ?? cpu();
+    const { dtype, shape, host, device = cpu() } = resolve('Tensor.from', data, opts, FROM_OPTIONS);
     const t = await onDevice(device, async () => Tensor.empty(shape, dtype, device));
     return t.copyFrom(host as TypedArray).catch(disposeAndThrow(t));
   }
 
   /** {@link Tensor.from} on the JS thread. */
   static fromSync(data: TensorData, opts: TensorOptions = {}): Tensor {
-    const { dtype, shape, host } = resolve(data, opts);
-    const t = Tensor.empty(shape, dtype, opts.device ?? cpu());
+    const { dtype, shape, host, device = cpu() } = resolve('Tensor.fromSync', data, opts, FROM_OPTIONS);
+    const t = Tensor.empty(shape, dtype, device);
     try {
       t.handle.copyFromBytes(host);
     } catch (err) {
@@ -114,7 +177,7 @@ export class Tensor extends HandleOwner<NativeTensor> {
    * {@link Tensor.hostView} gives the other direction: JS views of tensor memory.
    */
   static wrap(data: TypedArray | Buffer, opts: Omit<TensorOptions, 'device'> = {}): Tensor {
-    const { dtype, shape, host } = resolve(data, opts);
+    const { dtype, shape, host } = resolve('Tensor.wrap', data, opts, WRAP_OPTIONS);
     const shared = addon.NativeTensor.fromHost(host, new Shape(shape), dtype);
     if (shared) {
       const t = new Tensor(shared);
@@ -169,9 +232,8 @@ export class Tensor extends HandleOwner<NativeTensor> {
    */
   async copyFrom(src: TensorData | Tensor): Promise<this> {
     const rethrow = callerStack();
-    const copy = src instanceof Tensor
-      ? () => this.handle.copyFromAsync(this.checkedSource(src).handle)
-      : () => this.handle.copyFromBytesAsync(this.checkedHost(src));
+    const copy =
+      src instanceof Tensor ? () => this.handle.copyFromAsync(this.checkedSource(src).handle) : () => this.handle.copyFromBytesAsync(this.checkedHost(src));
     // A copy touching an RPC peer takes its turn on that session (either side may be remote).
     const remote = src instanceof Tensor && src.device.isRemote ? src.device : this.device;
     await onDevice(remote, copy).catch(rethrow);
@@ -187,7 +249,7 @@ export class Tensor extends HandleOwner<NativeTensor> {
 
   /** Host data for a copy into this tensor; a size mismatch is a {@link TvmValueError}. */
   private checkedHost(src: TensorData): ArrayBufferView {
-    const host = toHostArray(src, this.dtype);
+    const host = toHostArray('Tensor.copyFrom', src, this.dtype);
     if (host.byteLength !== this.byteLength) {
       throw new TvmValueError(
         'ValueError',
@@ -244,12 +306,14 @@ export class Tensor extends HandleOwner<NativeTensor> {
 
   /** A copy of this tensor on `device` (the caller's to dispose), made on a worker thread. */
   async copyTo(device: Device): Promise<Tensor> {
+    checkDevice('Tensor.copyTo', device);
     const t = await onDevice(device, async () => Tensor.empty(this.shape, this.dtype, device));
     return t.copyFrom(this).catch(disposeAndThrow(t));
   }
 
   /** {@link Tensor.copyTo} on the JS thread. */
   copyToSync(device: Device): Tensor {
+    checkDevice('Tensor.copyToSync', device);
     const t = Tensor.empty(this.shape, this.dtype, device);
     try {
       return t.copyFromSync(this);
@@ -273,8 +337,6 @@ export class Tensor extends HandleOwner<NativeTensor> {
   toDLPack(): DLPackCapsule {
     return this.handle.toDLPack();
   }
-
-
 
   toString(): string {
     return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device})`;

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { addon, packageRoot } from './binding';
 import { VersionMismatchError } from './errors';
+import { requireString } from './options';
 
 /** What {@link versions} reports. */
 export interface Versions {
@@ -98,6 +99,7 @@ export interface AbiFingerprint {
 
 /** Reads a library file and tells which tvm-ffi generation it was built against. */
 export function abiFingerprint(file: string): AbiFingerprint {
+  requireString('abiFingerprint: file', file);
   const bytes = fs.readFileSync(file);
   const found = ABI_GENERATIONS.filter((g) => bytes.includes(`${g.namespace}::`));
   return found.length === 1 ? { file, ...found[0] } : { file, namespace: null, generation: null };
@@ -149,7 +151,10 @@ export function loadedLibraries(): LoadedLibrary[] {
   loadedCache = [
     lib('tvm-ffi', paths.ffi, `tvm-ffi ${v.tvmFfi}${v.tvmFfiPackage ? ` (apache-tvm-ffi ${v.tvmFfiPackage})` : ''}`),
     lib('TVM runtime', paths.runtime, `TVM ${v.tvm}`),
-    ...addon.runtimeLibraries().filter((l) => l.loaded).map((l) => lib('TVM runtime sidecar', l.path, `TVM ${v.tvm}`)),
+    ...addon
+      .runtimeLibraries()
+      .filter((l) => l.loaded)
+      .map((l) => lib('TVM runtime sidecar', l.path, `TVM ${v.tvm}`)),
     lib('tvm-node addon', paths.addon, `tvm-node ${v.tvmNode}, tvm-ffi headers ${v.tvmFfiHeaders}`),
   ];
   return loadedCache;

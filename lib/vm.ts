@@ -14,9 +14,10 @@
  * the caller. Outputs of runs are the caller's to dispose.
  */
 import { cpu, Device, DeviceType } from './device';
-import { DisposedError, TvmAttributeError, TvmIndexError } from './errors';
-import { PackedFunc } from './function';
+import { atCallers, DisposedError, TvmAttributeError, TvmIndexError } from './errors';
+import { type PackedFunc, unwrapArgs } from './function';
 import { loadModule, loadModuleSync, Module } from './module';
+import { checkArrayOf, checkEnum, checkInstance, checkNumber, checkOptions, requireString } from './options';
 import { onDevice } from './scheduling';
 
 /** How a VM allocates memory: `pooled` reuses freed blocks (TVM's default), `naive` does not. */
@@ -44,6 +45,16 @@ export interface VMFunctionInfo {
 
 const ALLOCATOR = { naive: 1, pooled: 2 } as const;
 
+/** Checks {@link VMOptions} at the public boundary (`caller` names the entry point in messages). */
+function checkVMOptions(caller: string, opts: VMOptions | undefined): { devices?: Device[]; memory: MemoryConfig; concurrency: number } {
+  const o = checkOptions(caller, opts, ['devices', 'memory', 'concurrency']);
+  return {
+    devices: checkArrayOf(`${caller}: devices`, o.devices, Device, 'Device', { nonEmpty: true }),
+    memory: checkEnum(`${caller}: memory`, o.memory, ['pooled', 'naive'], 'pooled'),
+    concurrency: checkNumber(`${caller}: concurrency`, o.concurrency, { min: 1, integer: true }, 4),
+  };
+}
+
 /** One VM instance over the executable, with its entry functions cached. */
 class Instance {
   private readonly funcs = new Map<string, PackedFunc>();
@@ -52,6 +63,11 @@ class Instance {
 
   func(name: string): PackedFunc {
     return this.funcs.get(name) ?? this.cached(name, this.vm.getFunctionSync(name, { queryImports: false }));
+  }
+
+  /** The function when it was looked up before. */
+  lookedUp(name: string): PackedFunc | undefined {
+    return this.funcs.get(name);
   }
 
   /** {@link Instance.func} with the lookup on the thread pool (over RPC it is a round trip). */
@@ -102,15 +118,17 @@ export class VirtualMachine implements AsyncDisposable {
     /** @internal the loader, when {@link VirtualMachine.create} looked it up already */
     loader?: PackedFunc | null,
   ) {
-    const devices = [...(opts.devices ?? [cpu()])];
+    checkInstance('VirtualMachine: module', module, Module, 'a Module');
+    const o = checkVMOptions('VirtualMachine', opts);
+    const devices = [...(o.devices ?? [cpu()])];
     const last = devices[devices.length - 1];
     if (!last || last.localType !== DeviceType.cpu) devices.push(last?.isRemote ? new Device(last.deviceType - last.localType + DeviceType.cpu) : cpu());
     for (const d of devices) d.assertAvailable();
     this.devices = devices;
     // An RPC session serves one request at a time: a VM on a peer runs one call at a time.
     this.remote = devices.some((d) => d.isRemote);
-    this.concurrency = this.remote ? 1 : Math.max(1, opts.concurrency ?? 4);
-    const alloc = ALLOCATOR[opts.memory ?? 'pooled'];
+    this.concurrency = this.remote ? 1 : o.concurrency;
+    const alloc = ALLOCATOR[o.memory];
     // The VM runs where the module lives: on a peer, device types are the peer's own.
     this.initArgs = devices.flatMap((d) => [d.localType, d.deviceId, alloc]);
     const load = loader === undefined ? module.getFunctionSync('vm_load_executable') : loader;
@@ -129,6 +147,8 @@ export class VirtualMachine implements AsyncDisposable {
    * {@link VirtualMachine.dispose} disposes the module too.
    */
   static async load(path: string, opts: VMOptions = {}): Promise<VirtualMachine> {
+    requireString('VirtualMachine.load: path', path);
+    checkVMOptions('VirtualMachine.load', opts);
     const module = await loadModule(path);
     try {
       const vm = await VirtualMachine.create(module, opts);
@@ -142,6 +162,8 @@ export class VirtualMachine implements AsyncDisposable {
 
   /** {@link VirtualMachine.load} on the JS thread (the VM owns the module it loads). */
   static loadSync(path: string, opts: VMOptions = {}): VirtualMachine {
+    requireString('VirtualMachine.loadSync: path', path);
+    checkVMOptions('VirtualMachine.loadSync', opts);
     const module = loadModuleSync(path);
     try {
       const vm = new VirtualMachine(module, opts);
@@ -159,6 +181,8 @@ export class VirtualMachine implements AsyncDisposable {
    * caller's.
    */
   static async create(module: Module, opts: VMOptions = {}): Promise<VirtualMachine> {
+    checkInstance('VirtualMachine.create: module', module, Module, 'a Module');
+    checkVMOptions('VirtualMachine.create', opts);
     const loader = await module.getFunction('vm_load_executable');
     try {
       return new VirtualMachine(module, opts, loader);
@@ -180,7 +204,8 @@ export class VirtualMachine implements AsyncDisposable {
       vm.disposeSync();
       throw err;
     }
-    return (this.syncInstance = new Instance(vm));
+    this.syncInstance = new Instance(vm);
+    return this.syncInstance;
   }
 
   /** A new instance for the run pool, set up on the thread pool. */
@@ -230,7 +255,9 @@ export class VirtualMachine implements AsyncDisposable {
    */
   runSync(fn: string, ...inputs: unknown[]): unknown {
     this.checkOpen();
-    return this.syncInstanceOf().func(fn).callSync(...inputs);
+    return this.syncInstanceOf()
+      .func(fn)
+      .callSync(...inputs);
   }
 
   /**
@@ -240,6 +267,28 @@ export class VirtualMachine implements AsyncDisposable {
    */
   async run(fn: string, ...inputs: unknown[]): Promise<unknown> {
     this.checkOpen();
+    // The common case in one await, with no allocation of its own beyond the native call's:
+    // a local VM with an idle instance that has run `fn` before. (What a run costs and which
+    // part is the thread hop itself: bench group `model`, "async run ... breakdown".)
+    const inst = this.remote ? undefined : this.idle.pop();
+    const f = inst?.lookedUp(fn);
+    if (!inst || !f) {
+      if (inst) this.idle.push(inst);
+      return await this.runQueued(fn, inputs);
+    }
+    this.active++;
+    try {
+      return await f.handle.callAsync(unwrapArgs(inputs));
+    } catch (err) {
+      throw atCallers(err, VirtualMachine.prototype.run);
+    } finally {
+      this.release(inst);
+      if (--this.active === 0) this.drained?.();
+    }
+  }
+
+  /** {@link VirtualMachine.run} that waits: for an instance, a first lookup of `fn`, or its RPC session's turn. */
+  private async runQueued(fn: string, inputs: unknown[]): Promise<unknown> {
     this.active++;
     try {
       // A VM on a peer: the whole run (set-up included) is one turn in the session's queue.

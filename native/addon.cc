@@ -3,11 +3,39 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <set>
+
 #include <tvm/runtime/device_api.h>
 
 #include "common.h"
 
+// TVM's thread-pool sizing, exported by libtvm_runtime (TVM_RUNTIME_DLL in TVM's
+// src/runtime/threading_backend.h, a header the wheel does not ship). Both act on the
+// calling thread only: TVM keeps one pool per thread that launches parallel kernels.
+namespace tvm::runtime::threading {
+__attribute__((visibility("default"))) int MaxConcurrency();
+__attribute__((visibility("default"))) void SetMaxConcurrency(int value);
+}  // namespace tvm::runtime::threading
+
 namespace tvmnode {
+
+namespace {
+// TVM workers for each libuv pool thread that runs kernels (0: TVM's own choice, from
+// TVM_NUM_THREADS). Process-wide, like the libuv pool; lib/binding.ts sets it.
+std::atomic<int> g_pool_thread_concurrency{0};
+}  // namespace
+
+void PreparePoolThread() {
+  // Applied before the thread's first kernel creates its TVM pool (the pool's size is fixed
+  // then); 1 makes TVM run parallel loops inline on this thread, with no pool at all.
+  thread_local int applied = 0;
+  const int want = g_pool_thread_concurrency.load(std::memory_order_relaxed);
+  if (want != applied) {
+    tvm::runtime::threading::SetMaxConcurrency(want);
+    applied = want;
+  }
+}
 
 const napi_type_tag kTensorTag = {0x7f3c1a0e5b2d4c11ULL, 0x9a8b7c6d5e4f3a21ULL};
 const napi_type_tag kFunctionTag = {0x7f3c1a0e5b2d4c12ULL, 0x9a8b7c6d5e4f3a22ULL};
@@ -18,11 +46,12 @@ bool EnvState::Post(std::function<void(Napi::Env)> job) {
   std::lock_guard<std::mutex> lock(mu);
   if (!alive) return false;
   auto* heap_job = new std::function<void(Napi::Env)>(std::move(job));
-  napi_status st = dispatcher.NonBlockingCall(heap_job, [](Napi::Env env, Napi::Function, std::function<void(Napi::Env)>* j) {
-    // env is null when the environment is tearing down: the job is dropped, not run.
-    if (env != nullptr) (*j)(env);
-    delete j;
-  });
+  napi_status st =
+      dispatcher.NonBlockingCall(heap_job, [](Napi::Env env, Napi::Function, std::function<void(Napi::Env)>* j) {
+        // env is null when the environment is tearing down: the job is dropped, not run.
+        if (env != nullptr) (*j)(env);
+        delete j;
+      });
   if (st != napi_ok) {
     delete heap_job;
     return false;
@@ -133,6 +162,47 @@ Napi::Value Versions(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// threadSettings(poolThreadConcurrency?): sets the TVM workers of libuv pool threads when
+// given (a non-negative integer; 0 = TVM's default), and reports them with the TVM workers
+// of the calling thread's pool.
+Napi::Value ThreadSettings(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsNumber())
+      throw KindError(env, "TypeError", std::string("threadSettings: expected a number, got ") + TypeOf(info[0]));
+    const int32_t n = info[0].As<Napi::Number>().Int32Value();
+    if (n < 0) throw KindError(env, "ValueError", "threadSettings: expected a non-negative integer");
+    g_pool_thread_concurrency.store(n, std::memory_order_relaxed);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("poolThreadConcurrency", Napi::Number::New(env, g_pool_thread_concurrency.load(std::memory_order_relaxed)));
+  out.Set("maxConcurrency", Napi::Number::New(env, tvm::runtime::threading::MaxConcurrency()));
+  return out;
+}
+
+// processEnv(name, default?): the variable `name` of the process environment (what TVM's
+// getenv reads; a worker_thread's process.env is only a copy), set to `default` first when
+// it is unset. Returns { value (null when unset), setByTvmNode }. lib/threads.ts sets TVM's
+// thread defaults this way, never over a value that is already there.
+Napi::Value ProcessEnv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  static std::mutex mu;
+  static std::set<std::string> ours;  // variables tvm-node set, in any environment of the process
+  if (!info[0].IsString())
+    throw KindError(env, "TypeError", std::string("processEnv: name must be a string, got ") + TypeOf(info[0]));
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  std::lock_guard<std::mutex> lock(mu);
+  const char* value = getenv(name.c_str());
+  if (value == nullptr && info.Length() > 1 && info[1].IsString()) {
+    if (setenv(name.c_str(), info[1].As<Napi::String>().Utf8Value().c_str(), 0) == 0) ours.insert(name);
+    value = getenv(name.c_str());
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("value", value == nullptr ? env.Null() : Napi::String::New(env, value));
+  out.Set("setByTvmNode", Napi::Boolean::New(env, ours.count(name) > 0));
+  return out;
+}
+
 Napi::Value SetFactories(const Napi::CallbackInfo& info) {
   Napi::Object f = info[0].As<Napi::Object>();
   AddonData* d = Data(info.Env());
@@ -171,6 +241,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("runtimeLibraries", Napi::Function::New(env, RuntimeLibraries, "runtimeLibraries"));
   exports.Set("libraryPaths", Napi::Function::New(env, LibraryPaths, "libraryPaths"));
   exports.Set("setFactories", Napi::Function::New(env, SetFactories, "setFactories"));
+  exports.Set("threadSettings", Napi::Function::New(env, ThreadSettings, "threadSettings"));
+  exports.Set("processEnv", Napi::Function::New(env, ProcessEnv, "processEnv"));
   InitDevice(env, exports);
   InitTensor(env, exports);
   InitFunction(env, exports);

@@ -14,6 +14,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   /*! Queues `work`; `keep_alive` are JS values the work reads or writes. */
   static Napi::Promise Start(Napi::Env env, const char* name, Work work, std::vector<Napi::Value> keep_alive = {}) {
     auto* w = new PromiseWorker(env, name, std::move(work));
+    w->keep_.reserve(keep_alive.size());
     for (const Napi::Value& v : keep_alive) {
       if (v.IsObject()) w->keep_.push_back(Napi::Persistent(v.As<Napi::Object>()));
     }
@@ -24,6 +25,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
+    PreparePoolThread();
     try {
       result_ = work_();
     } catch (const ffi::Error& e) {

@@ -99,16 +99,20 @@ struct CallError {
 
 // Runs `body` and turns TVM, N-API and C++ exceptions into pending typed JS exceptions
 // (N-API's own errors are argument errors: TypeError; anything else is a RuntimeError).
-#define TVMNODE_TRY(env, ...)                                                                \
-  try {                                                                                      \
-    __VA_ARGS__;                                                                             \
-  } catch (const ::tvm::ffi::Error& e) {                                                     \
-    ::tvmnode::ThrowTvm(env, e);                                                             \
-  } catch (const Napi::Error& e) {                                                           \
-    ::tvmnode::WithKind(env, e, "TypeError").ThrowAsJavaScriptException();                   \
-  } catch (const std::exception& e) {                                                        \
-    ::tvmnode::KindError(env, "RuntimeError", e.what()).ThrowAsJavaScriptException();        \
+#define TVMNODE_TRY(env, ...)                                                         \
+  try {                                                                               \
+    __VA_ARGS__;                                                                      \
+  } catch (const ::tvm::ffi::Error& e) {                                              \
+    ::tvmnode::ThrowTvm(env, e);                                                      \
+  } catch (const Napi::Error& e) {                                                    \
+    ::tvmnode::WithKind(env, e, "TypeError").ThrowAsJavaScriptException();            \
+  } catch (const std::exception& e) {                                                 \
+    ::tvmnode::KindError(env, "RuntimeError", e.what()).ThrowAsJavaScriptException(); \
   }
+
+// ---- threads (addon.cc) ----
+/*! Sizes TVM's pool for the calling libuv thread as lib/ chose; called before each job. */
+void PreparePoolThread();
 
 // ---- conversions (convert.cc) ----
 /*! Converts one JS value into an owned TVM value; throws Napi::Error on what cannot map. */

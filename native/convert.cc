@@ -16,8 +16,7 @@ namespace tvmnode {
 DLDataType ParseDType(const std::string& s) { return ffi::StringToDLDataType(s); }
 
 DLDevice ToDevice(const Napi::Value& type, const Napi::Value& id) {
-  return DLDevice{static_cast<DLDeviceType>(type.As<Napi::Number>().Int32Value()),
-                  id.As<Napi::Number>().Int32Value()};
+  return DLDevice{static_cast<DLDeviceType>(type.As<Napi::Number>().Int32Value()), id.As<Napi::Number>().Int32Value()};
 }
 
 ffi::Any ToAnyUnchecked(Napi::Env env, const Napi::Value& v);
@@ -64,7 +63,8 @@ ffi::Shape ShapeFromJs(Napi::Env env, const Napi::Value& dims) {
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value d = arr.Get(i);
     if (!d.IsBigInt() && !d.IsNumber()) {
-      throw KindError(env, "TypeError", "shape dimension " + std::to_string(i) + " must be an integer, got " + TypeOf(d));
+      throw KindError(env, "TypeError",
+                      "shape dimension " + std::to_string(i) + " must be an integer, got " + TypeOf(d));
     }
     out[i] = d.IsBigInt() ? d.As<Napi::BigInt>().Int64Value(nullptr) : d.As<Napi::Number>().Int64Value();
   }
@@ -123,7 +123,8 @@ Napi::Value MapToJs(Napi::Env env, const ffi::Map<ffi::Any, ffi::Any>& map) {
 
 Napi::Value ShapeToJs(Napi::Env env, const ffi::Shape& shape) {
   Napi::Array dims = Napi::Array::New(env, shape.size());
-  for (size_t i = 0; i < shape.size(); ++i) dims.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
+  for (size_t i = 0; i < shape.size(); ++i)
+    dims.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
   return Data(env)->make_shape.Call({dims});
 }
 
@@ -157,18 +158,12 @@ ffi::Any ToAny(Napi::Env env, const Napi::Value& v) {
 ffi::Any ToAnyUnchecked(Napi::Env env, const Napi::Value& v) {
   switch (v.Type()) {
     case napi_undefined:
-    case napi_null:
-      return ffi::Any(nullptr);
-    case napi_boolean:
-      return ffi::Any(v.As<Napi::Boolean>().Value());
-    case napi_number:
-      return NumberToAny(v.As<Napi::Number>().DoubleValue());
-    case napi_bigint:
-      return BigIntToAny(v.As<Napi::BigInt>());
-    case napi_string:
-      return ffi::Any(ffi::String(v.As<Napi::String>().Utf8Value()));
-    case napi_object:
-      return ObjectToAny(env, v.As<Napi::Object>());
+    case napi_null: return ffi::Any(nullptr);
+    case napi_boolean: return ffi::Any(v.As<Napi::Boolean>().Value());
+    case napi_number: return NumberToAny(v.As<Napi::Number>().DoubleValue());
+    case napi_bigint: return BigIntToAny(v.As<Napi::BigInt>());
+    case napi_string: return ffi::Any(ffi::String(v.As<Napi::String>().Utf8Value()));
+    case napi_object: return ObjectToAny(env, v.As<Napi::Object>());
     default:
       throw KindError(env, "TypeError", "cannot pass a JS function or symbol to TVM directly (use registerFunc)");
   }
@@ -176,14 +171,10 @@ ffi::Any ToAnyUnchecked(Napi::Env env, const Napi::Value& v) {
 
 Napi::Value FromAny(Napi::Env env, const ffi::Any& v) {
   switch (v.type_index()) {
-    case ffi::TypeIndex::kTVMFFINone:
-      return env.Null();
-    case ffi::TypeIndex::kTVMFFIInt:
-      return IntToJs(env, v.cast<int64_t>());
-    case ffi::TypeIndex::kTVMFFIBool:
-      return Napi::Boolean::New(env, v.cast<bool>());
-    case ffi::TypeIndex::kTVMFFIFloat:
-      return Napi::Number::New(env, v.cast<double>());
+    case ffi::TypeIndex::kTVMFFINone: return env.Null();
+    case ffi::TypeIndex::kTVMFFIInt: return IntToJs(env, v.cast<int64_t>());
+    case ffi::TypeIndex::kTVMFFIBool: return Napi::Boolean::New(env, v.cast<bool>());
+    case ffi::TypeIndex::kTVMFFIFloat: return Napi::Number::New(env, v.cast<double>());
     case ffi::TypeIndex::kTVMFFIOpaquePtr:
       return Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(v.cast<void*>())));
     case ffi::TypeIndex::kTVMFFIDataType:
@@ -193,25 +184,18 @@ Napi::Value FromAny(Napi::Env env, const ffi::Any& v) {
       return Data(env)->make_device.Call({Napi::Number::New(env, d.device_type), Napi::Number::New(env, d.device_id)});
     }
     case ffi::TypeIndex::kTVMFFISmallStr:
-    case ffi::TypeIndex::kTVMFFIStr:
-      return Napi::String::New(env, std::string(v.cast<ffi::String>()));
+    case ffi::TypeIndex::kTVMFFIStr: return Napi::String::New(env, std::string(v.cast<ffi::String>()));
     case ffi::TypeIndex::kTVMFFISmallBytes:
     case ffi::TypeIndex::kTVMFFIBytes: {
       ffi::Bytes b = v.cast<ffi::Bytes>();
       return Napi::Buffer<char>::Copy(env, b.data(), b.size());
     }
-    case ffi::TypeIndex::kTVMFFITensor:
-      return ToLibClass(env, WrapTensor(env, v.cast<ffi::Tensor>()));
-    case ffi::TypeIndex::kTVMFFIFunction:
-      return ToLibClass(env, WrapFunction(env, v.cast<ffi::Function>()));
-    case ffi::TypeIndex::kTVMFFIModule:
-      return ToLibClass(env, WrapModule(env, v.cast<ffi::Module>()));
-    case ffi::TypeIndex::kTVMFFIShape:
-      return ShapeToJs(env, v.cast<ffi::Shape>());
-    case ffi::TypeIndex::kTVMFFIArray:
-      return ArrayToJs(env, v.cast<ffi::Array<ffi::Any>>());
-    case ffi::TypeIndex::kTVMFFIMap:
-      return MapToJs(env, v.cast<ffi::Map<ffi::Any, ffi::Any>>());
+    case ffi::TypeIndex::kTVMFFITensor: return ToLibClass(env, WrapTensor(env, v.cast<ffi::Tensor>()));
+    case ffi::TypeIndex::kTVMFFIFunction: return ToLibClass(env, WrapFunction(env, v.cast<ffi::Function>()));
+    case ffi::TypeIndex::kTVMFFIModule: return ToLibClass(env, WrapModule(env, v.cast<ffi::Module>()));
+    case ffi::TypeIndex::kTVMFFIShape: return ShapeToJs(env, v.cast<ffi::Shape>());
+    case ffi::TypeIndex::kTVMFFIArray: return ArrayToJs(env, v.cast<ffi::Array<ffi::Any>>());
+    case ffi::TypeIndex::kTVMFFIMap: return MapToJs(env, v.cast<ffi::Map<ffi::Any, ffi::Any>>());
     case ffi::TypeIndex::kTVMFFIError: {
       ffi::Error e = v.cast<ffi::Error>();
       return MakeJsError(env, e.kind(), e.message(), e.backtrace());

@@ -29,10 +29,12 @@ Napi::Value DeviceAttr(const Napi::CallbackInfo& info) {
   auto kind = static_cast<DeviceAttrKind>(info[2].As<Napi::Number>().Int32Value());
   TVMNODE_TRY(env, {
     DeviceAPI* api = ApiFor(dev);
-    if (api == nullptr) return kind == tvm::runtime::kExist ? Napi::Value(Napi::Boolean::New(env, false)) : env.Undefined();
+    if (api == nullptr)
+      return kind == tvm::runtime::kExist ? Napi::Value(Napi::Boolean::New(env, false)) : env.Undefined();
     ffi::Any rv;
     api->GetAttr(dev, kind, &rv);
-    if (kind == tvm::runtime::kExist) return Napi::Value(Napi::Boolean::New(env, rv != nullptr && rv.cast<int64_t>() != 0));
+    if (kind == tvm::runtime::kExist)
+      return Napi::Value(Napi::Boolean::New(env, rv != nullptr && rv.cast<int64_t>() != 0));
     if (rv == nullptr) return env.Undefined();
     return FromAny(env, rv);
   });
@@ -44,7 +46,8 @@ Napi::Value DeviceSync(const Napi::CallbackInfo& info) {
   DLDevice dev = ToDevice(info[0], info[1]);
   TVMNODE_TRY(env, {
     DeviceAPI* api = ApiFor(dev);
-    if (api == nullptr) throw KindError(env, "DeviceError", "no device API for device type " + std::to_string(dev.device_type));
+    if (api == nullptr)
+      throw KindError(env, "DeviceError", "no device API for device type " + std::to_string(dev.device_type));
     api->StreamSync(dev, nullptr);
   });
   return env.Undefined();

@@ -9,8 +9,8 @@ Napi::Value MakeJsError(Napi::Env env, const std::string& kind, const std::strin
                         const std::string& backtrace) {
   AddonData* d = Data(env);
   if (d != nullptr && !d->make_error.IsEmpty()) {
-    return d->make_error.Call({Napi::String::New(env, kind), Napi::String::New(env, message),
-                               Napi::String::New(env, backtrace)});
+    return d->make_error.Call(
+        {Napi::String::New(env, kind), Napi::String::New(env, message), Napi::String::New(env, backtrace)});
   }
   Napi::Error e = Napi::Error::New(env, kind + ": " + message);
   e.Value().Set("tvmKind", kind);
@@ -38,8 +38,8 @@ Napi::Error WithKind(Napi::Env env, const Napi::Error& err, const char* kind) {
   Napi::Error typed = KindError(env, kind, message);
   if (!original.IsEmpty()) {
     // As `new Error(message, { cause })` does: an own, non-enumerable property.
-    typed.Value().DefineProperty(
-        Napi::PropertyDescriptor::Value("cause", original, static_cast<napi_property_attributes>(napi_writable | napi_configurable)));
+    typed.Value().DefineProperty(Napi::PropertyDescriptor::Value(
+        "cause", original, static_cast<napi_property_attributes>(napi_writable | napi_configurable)));
   }
   return typed;
 }
@@ -47,7 +47,9 @@ Napi::Error WithKind(Napi::Env env, const Napi::Error& err, const char* kind) {
 ffi::Error JsExceptionToTvm(const Napi::Error& err) {
   // lib/'s TvmError carries TVM's kind as `kind`; anything else is a RuntimeError. Reading
   // the error can itself fail in an environment that is shutting down.
-  std::string kind = "RuntimeError", message = "the JavaScript function failed and its error could not be read (is its environment shutting down?)";
+  std::string kind = "RuntimeError",
+              message =
+                  "the JavaScript function failed and its error could not be read (is its environment shutting down?)";
   try {
     Napi::Value v = err.Value();
     if (v.IsObject()) {

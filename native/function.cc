@@ -65,7 +65,8 @@ class FunctionWrap : public Handle<FunctionWrap, ffi::Function> {
   // callAsync(argsArray): runs on the thread pool; resolves with the result.
   Napi::Value CallAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsArray()) ThrowKind(env, "TypeError", std::string("callAsync takes its arguments as an array, got ") + TypeOf(info[0]));
+    if (!info[0].IsArray())
+      ThrowKind(env, "TypeError", std::string("callAsync takes its arguments as an array, got ") + TypeOf(info[0]));
     std::vector<ffi::Any> args = ToAnyArgs(env, info[0].As<Napi::Array>());
     ffi::Function f = Get();
     return PromiseWorker::Start(env, "tvm-node:call", [f, args = std::move(args)]() { return CallPacked(f, args); },
@@ -110,8 +111,10 @@ ffi::Function MakeJsBacked(Napi::Env env, int64_t id, std::string name) {
     }
     if (state->sync_depth.load() > 0) {
       throw ffi::Error("RuntimeError",
-                       "JS function '" + name + "' was called from a TVM thread while the JS thread is blocked in a "
-                       "synchronous call; use the async form (run/callAsync) so the JS thread can serve it", "");
+                       "JS function '" + name +
+                           "' was called from a TVM thread while the JS thread is blocked in a "
+                           "synchronous call; use the async form (run/callAsync) so the JS thread can serve it",
+                       "");
     }
     auto done = std::make_shared<std::promise<ffi::Any>>();
     std::future<ffi::Any> result = done->get_future();
@@ -142,7 +145,8 @@ ffi::Function MakeJsBacked(Napi::Env env, int64_t id, std::string name) {
 
 // The string argument `i` (a function name); anything else is a TypeError naming it.
 std::string NameArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (!info[i].IsString()) ThrowKind(info.Env(), "TypeError", std::string(what) + ": the name must be a string, got " + TypeOf(info[i]));
+  if (!info[i].IsString())
+    ThrowKind(info.Env(), "TypeError", std::string(what) + ": the name must be a string, got " + TypeOf(info[i]));
   return info[i].As<Napi::String>().Utf8Value();
 }
 
@@ -165,7 +169,9 @@ Napi::Value ListGlobalFuncs(const Napi::CallbackInfo& info) {
 Napi::Value RegisterFunc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = NameArg(info, 0, "registerFunc");
-  if (!info[1].IsFunction()) ThrowKind(env, "TypeError", std::string("registerFunc: the function must be a JS function, got ") + TypeOf(info[1]));
+  if (!info[1].IsFunction())
+    ThrowKind(env, "TypeError",
+              std::string("registerFunc: the function must be a JS function, got ") + TypeOf(info[1]));
   AddonData* d = Data(env);
   int64_t id = d->next_js_func++;
   d->js_funcs.emplace(id, Napi::Persistent(info[1].As<Napi::Function>()));
@@ -185,7 +191,8 @@ Napi::Value UnregisterFunc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   AddonData* d = Data(env);
   std::string name = NameArg(info, 0, "unregisterFunc");
-  if (!info[1].IsNumber()) ThrowKind(env, "TypeError", std::string("unregisterFunc: the id must be a number, got ") + TypeOf(info[1]));
+  if (!info[1].IsNumber())
+    ThrowKind(env, "TypeError", std::string("unregisterFunc: the id must be a number, got ") + TypeOf(info[1]));
   int64_t id = info[1].As<Napi::Number>().Int64Value();
   TVMNODE_TRY(env, {
     auto it = d->js_globals.find(id);

@@ -55,7 +55,8 @@ size_t SizeArg(const Napi::CallbackInfo& info, size_t i) {
 }
 
 [[noreturn]] void ThrowErrno(Napi::Env env, const char* what, size_t size) {
-  throw KindError(env, "RuntimeError", std::string(what) + " of " + std::to_string(size) + " bytes failed: " + std::strerror(errno));
+  throw KindError(env, "RuntimeError",
+                  std::string(what) + " of " + std::to_string(size) + " bytes failed: " + std::strerror(errno));
 }
 
 // The ArrayBuffer's mapping: its pages become the caller's, and the ArrayBuffer is detached
@@ -66,7 +67,9 @@ Mapping Take(const Napi::CallbackInfo& info) {
   {
     std::lock_guard<std::mutex> lock(live_mutex);
     auto it = taken.data == nullptr ? live.end() : live.find(taken.data);
-    if (it == live.end()) throw KindError(info.Env(), "ValueError", "not a live host buffer (released already, or not made by allocHostBuffer)");
+    if (it == live.end())
+      throw KindError(info.Env(), "ValueError",
+                      "not a live host buffer (released already, or not made by allocHostBuffer)");
     it->second->owned = false;
     live.erase(it);
   }

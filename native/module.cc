@@ -56,16 +56,19 @@ class ModuleWrap : public Handle<ModuleWrap, ffi::Module> {
   Napi::Value GetFunctionAsync(const Napi::CallbackInfo& info) {
     ffi::Module m = Get();
     std::string name = info[0].As<Napi::String>().Utf8Value();
-    return PromiseWorker::Start(info.Env(), "tvm-node:getFunction", [m, name]() {
-      ffi::Optional<ffi::Function> f = m->GetFunction(name, true);
-      return f.has_value() ? ffi::Any(*f) : ffi::Any(nullptr);
-    }, {info.This()});
+    return PromiseWorker::Start(info.Env(), "tvm-node:getFunction",
+                                [m, name]() {
+                                  ffi::Optional<ffi::Function> f = m->GetFunction(name, true);
+                                  return f.has_value() ? ffi::Any(*f) : ffi::Any(nullptr);
+                                },
+                                {info.This()});
   }
 
   Napi::Value ImplementsFunction(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     bool query_imports = info.Length() < 2 || info[1].ToBoolean().Value();
-    TVMNODE_TRY(env, return Napi::Boolean::New(env, Get()->ImplementsFunction(info[0].As<Napi::String>().Utf8Value(), query_imports)));
+    TVMNODE_TRY(env, return Napi::Boolean::New(
+                         env, Get()->ImplementsFunction(info[0].As<Napi::String>().Utf8Value(), query_imports)));
     return env.Undefined();
   }
 

@@ -133,7 +133,8 @@ class TensorWrap : public Handle<TensorWrap, ffi::Tensor> {
       size_t need = ffi::GetDataSize(static_cast<size_t>(shape.Product()), dtype);
       if (need != bytes.size) {
         ThrowKind(env, "ValueError",
-                  "host buffer has " + std::to_string(bytes.size) + " bytes but shape and dtype need " + std::to_string(need));
+                  "host buffer has " + std::to_string(bytes.size) + " bytes but shape and dtype need " +
+                      std::to_string(need));
       }
       Napi::Value owner = info[0].IsTypedArray() ? info[0].As<Napi::TypedArray>().ArrayBuffer() : info[0];
       auto* b = new BorrowedBuffer();
@@ -165,10 +166,18 @@ class TensorWrap : public Handle<TensorWrap, ffi::Tensor> {
   Napi::Value DType(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), std::string(ffi::DLDataTypeToString(Get().dtype())));
   }
-  Napi::Value DeviceType(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Get().device().device_type); }
-  Napi::Value DeviceId(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Get().device().device_id); }
-  Napi::Value ByteLength(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(ByteSize(Get()))); }
-  Napi::Value IsContiguous(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), Get().IsContiguous()); }
+  Napi::Value DeviceType(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), Get().device().device_type);
+  }
+  Napi::Value DeviceId(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), Get().device().device_id);
+  }
+  Napi::Value ByteLength(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(ByteSize(Get())));
+  }
+  Napi::Value IsContiguous(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), Get().IsContiguous());
+  }
 
   // Host <-> tensor copies. The host view must have exactly the tensor's byte size.
   enum class Direction { kToTensor, kToHost };
@@ -195,10 +204,12 @@ class TensorWrap : public Handle<TensorWrap, ffi::Tensor> {
     HostBytes host = ViewBytes(env, info[0]);
     ffi::Tensor t = Get();
     CheckSameSize(env, host.size, t);
-    return PromiseWorker::Start(env, "tvm-node:copyBytes", [t, host, dir]() {
-      CopyBytes(t, host, dir);
-      return ffi::Any();
-    }, {info[0], info.This()});
+    return PromiseWorker::Start(env, "tvm-node:copyBytes",
+                                [t, host, dir]() {
+                                  CopyBytes(t, host, dir);
+                                  return ffi::Any();
+                                },
+                                {info[0], info.This()});
   }
 
   Napi::Value CopyFromBytes(const Napi::CallbackInfo& info) { return CopyBytesSync(info, Direction::kToTensor); }
@@ -294,7 +305,8 @@ ffi::Tensor UnwrapTensor(Napi::Env env, const Napi::Value& v) {
     Napi::Object o = v.As<Napi::Object>();
     if (o.CheckTypeTag(&kTensorTag)) return TensorWrap::Unwrap(o)->Get();
     Napi::Value h = o.Get("handle");
-    if (h.IsObject() && h.As<Napi::Object>().CheckTypeTag(&kTensorTag)) return TensorWrap::Unwrap(h.As<Napi::Object>())->Get();
+    if (h.IsObject() && h.As<Napi::Object>().CheckTypeTag(&kTensorTag))
+      return TensorWrap::Unwrap(h.As<Napi::Object>())->Get();
   }
   ThrowKind(env, "TypeError", "expected a Tensor");
 }

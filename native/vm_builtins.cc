@@ -37,8 +37,7 @@ Tensor Int64Tensor(const std::vector<int64_t>& values, std::vector<int64_t> shap
 double ElementAsDouble(const DLTensor& t, int64_t i) {
   const char* p = static_cast<const char*>(t.data) + t.byte_offset + i * (t.dtype.bits / 8);
   switch (t.dtype.code) {
-    case kDLBool:
-      return *reinterpret_cast<const bool*>(p);
+    case kDLBool: return *reinterpret_cast<const bool*>(p);
     case kDLInt:
       switch (t.dtype.bits) {
         case 8: return *reinterpret_cast<const int8_t*>(p);
@@ -208,7 +207,8 @@ ffi::Any Unique(ffi::PackedArgs args) {
   for (int64_t j = 0; j < u; ++j) {
     out_first[rank[j]] = first[j];
     out_counts[rank[j]] = counts[j];
-    std::memcpy(static_cast<char*>(values.data_ptr()) + rank[j] * elem, static_cast<const char*>(t.data) + first[j] * elem, elem);
+    std::memcpy(static_cast<char*>(values.data_ptr()) + rank[j] * elem,
+                static_cast<const char*>(t.data) + first[j] * elem, elem);
   }
   for (int64_t& v : inverse) v = rank[v];
   if (!want_index && !want_inverse && !want_counts) return ffi::Any(values);

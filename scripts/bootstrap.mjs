@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // One-shot, idempotent project set-up used by `npm start`, `npm test` and `npm run bench`:
 //   1. npm dependencies (when node_modules is missing or older than the lockfile),
-//   2. the pinned TVM toolchain in tvm/.venv (from tvm/requirements.txt, PyPI only;
-//      reinstalled when that file's hash changes),
+//   2. the pinned TVM toolchain in tvm/.venv (from tvm/requirements.txt, PyPI only), with the
+//      development tools of tvm/requirements-dev.txt (clang-format); reinstalled when either
+//      file's hash changes,
 //   3. the TVM runtime libraries and headers staged into tvm/lib and tvm/include, and checked
 //      to be ABI-compatible with the tvm-ffi staged beside them (scripts/toolchain.mjs),
 //   4. the native addon (cmake-js) when it is missing or older than its sources.
@@ -65,12 +66,15 @@ function pythonForVenv() {
 function ensureVenv() {
   const venv = path.join(root, 'tvm', '.venv');
   const py = path.join(venv, 'bin', 'python');
-  const reqFile = path.join(root, 'tvm', 'requirements.txt');
-  const want = createHash('sha256').update(fs.readFileSync(reqFile)).digest('hex');
+  // The toolchain, and the development tools (clang-format) beside it.
+  const reqFiles = ['requirements.txt', 'requirements-dev.txt'].map((f) => path.join(root, 'tvm', f));
+  const hash = createHash('sha256');
+  for (const f of reqFiles) hash.update(fs.readFileSync(f));
+  const want = hash.digest('hex');
   const stampFile = path.join(venv, '.requirements.sha256');
   if (fs.existsSync(py) && fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === want) return py;
   if (!fs.existsSync(py)) run(pythonForVenv(), ['-m', 'venv', venv]);
-  run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '-r', reqFile]);
+  run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', ...reqFiles.flatMap((f) => ['-r', f])]);
   fs.writeFileSync(stampFile, want);
   return py;
 }

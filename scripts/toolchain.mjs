@@ -115,9 +115,7 @@ function locateWheels(python) {
 function locateTvmHome(home) {
   const candidates = (...rels) => rels.map((r) => path.join(home, r)).filter((d) => fs.existsSync(d));
   const versionFile = path.join(home, 'python', 'tvm', '_version.py');
-  const tvmVersion = fs.existsSync(versionFile)
-    ? (fs.readFileSync(versionFile, 'utf8').match(/version\s*=\s*['"]([^'"]+)/) ?? [])[1] ?? 'source'
-    : 'source';
+  const tvmVersion = fs.existsSync(versionFile) ? ((fs.readFileSync(versionFile, 'utf8').match(/version\s*=\s*['"]([^'"]+)/) ?? [])[1] ?? 'source') : 'source';
   return {
     source: `TVM_HOME=${home}`,
     tvmVersion,

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chartFileName, CNN_MODEL, GROUPS, HIGHER_IS_BETTER, runBenchmarks, toMarkdown, writeReport, type BenchReport, type Stats } from '../bench/run';
+import { type BenchReport, CNN_MODEL, chartFileName, GROUPS, HIGHER_IS_BETTER, runBenchmarks, type Stats, toMarkdown, writeReport } from '../bench/run';
 
 function assertStats(s: Stats, what: string, rounds: number): void {
   for (const k of ['median', 'p25', 'p75', 'min', 'max'] as const) {
@@ -29,7 +29,11 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
   it('reports every group, with finite positive figures for every case', () => {
     assert.ok(report.quick);
     assert.deepEqual(report.settings.groups, [...GROUPS]);
-    for (const g of GROUPS) assert.ok(report.cases.some((c) => c.group === g), `no ${g} case`);
+    for (const g of GROUPS)
+      assert.ok(
+        report.cases.some((c) => c.group === g),
+        `no ${g} case`,
+      );
     const rpc = report.settings.rpc;
     for (const c of report.cases) {
       const what = `${c.group}: ${c.name}`;
@@ -49,7 +53,11 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
 
   it('covers the cases the suite promises', () => {
     const names = report.cases.map((c) => c.name);
-    const has = (re: RegExp) => assert.ok(names.some((n) => re.test(n)), `no case matching ${re}`);
+    const has = (re: RegExp) =>
+      assert.ok(
+        names.some((n) => re.test(n)),
+        `no case matching ${re}`,
+      );
     has(/^nop kernel/);
     has(/RuntimeEnabled/);
     for (const bytes of report.settings.copySizes) {
@@ -61,6 +69,7 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
     for (const model of ['mlp', 'conv']) {
       has(new RegExp(`^${model} .*runSync vs Python`));
       for (const k of [1, 2, 4]) has(new RegExp(`^${model} .*async run, ${k} in flight`));
+      has(new RegExp(`^${model} .*async run, 1 in flight vs a bare libuv pool round trip`));
     }
     // The CNN: quick mode runs the tiny variant against both peers.
     const cnn = CNN_MODEL.quick;
@@ -72,7 +81,7 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
     }
   });
 
-  it('runs the rpc group: upload, latency, connect and concurrent clients against TVM\'s Python server', () => {
+  it("runs the rpc group: upload, latency, connect and concurrent clients against TVM's Python server", () => {
     const rpc = report.settings.rpc;
     assert.deepEqual(rpc.uploadSizes, [1024 * 1024]);
     assert.deepEqual(rpc.clients, [1, 2]);
@@ -128,6 +137,37 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
     assert.equal(t.tvmReported.python, t.tvmNumThreads);
     assert.ok(t.tvmReported.node >= 1);
     assert.equal(process.env.TVM_NUM_THREADS, envThreads, 'TVM_NUM_THREADS is restored after the run');
+  });
+
+  it("runs the threads group: the CNN mixing runSync and run under tvm-node's thread settings and TVM's own", () => {
+    const tg = report.settings.threadsGroup;
+    assert.ok(tg, 'no threads group settings');
+    // The child left to tvm-node: no pinning, no spinning, all three variables tvm-node's.
+    assert.equal(tg.tvmNode.bindThreads, false);
+    assert.equal(tg.tvmNode.spinCount, 0);
+    assert.deepEqual([...tg.tvmNode.setByTvmNode].sort(), ['TVM_BIND_THREADS', 'TVM_NUM_THREADS', 'TVM_THREAD_POOL_SPIN_COUNT']);
+    // TVM's own, at the same thread count: every pool that size, pinned, spinning.
+    assert.equal(tg.tvm.bindThreads, true);
+    assert.equal(tg.tvm.spinCount, 300000);
+    assert.equal(tg.tvm.numThreads, tg.tvmNode.numThreads);
+    assert.equal(tg.tvm.poolThreadWorkers, tg.tvm.numThreads);
+    assert.deepEqual(tg.tvm.setByTvmNode, []);
+    const names = report.cases.filter((c) => c.group === 'threads').map((c) => c.name);
+    for (const re of [
+      /: runSync after mixed runs vs at rest, tvm-node settings$/,
+      /: runSync after mixed runs vs at rest, TVM settings$/,
+      /: runSync after mixed runs, tvm-node vs TVM settings$/,
+      /: mixed runSync \+ run \(4 in flight\), tvm-node vs TVM settings$/,
+      /: runSync at rest, tvm-node vs TVM settings$/,
+      /: runSync beside a busy thread, tvm-node vs TVM settings$/,
+      /: async run, [14] in flight, tvm-node vs TVM settings$/,
+    ]) {
+      assert.ok(
+        names.some((n) => re.test(n)),
+        `no threads case matching ${re}`,
+      );
+    }
+    assert.ok(report.settings.threads.tvmNode.numThreads >= 1);
   });
 
   it('records the machine and versions, and writes JSON, markdown and the chart', () => {

@@ -114,12 +114,12 @@ describe('node-gyp build (binding.gyp)', function () {
     assert.equal(v.napi, 8);
   });
 
-  it('finds the TVM runtime through $ORIGIN rpaths only (readelf -d)', function () {
+  it('finds the TVM runtime through $ORIGIN rpaths only (readelf -d)', () => {
     assert.ok(haveReadelf(), 'readelf (binutils, which comes with g++) is needed to check the rpaths');
     assertPortableLinkage(built);
   });
 
-  it('the cmake-js build (build/Release/tvm_node.node) has the same rpaths', function () {
+  it('the cmake-js build (build/Release/tvm_node.node) has the same rpaths', () => {
     assert.ok(haveReadelf(), 'readelf (binutils, which comes with g++) is needed to check the rpaths');
     const cmakeBuilt = path.join(repoRoot, 'build', 'Release', 'tvm_node.node');
     assert.ok(fs.existsSync(cmakeBuilt), `${cmakeBuilt} missing (npm run setup builds it)`);

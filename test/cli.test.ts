@@ -3,12 +3,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { readNpy, TvmRuntimeError, TvmValueError, type NpyArray } from '../lib';
+import { type NpyArray, readNpy, TvmRuntimeError, TvmValueError } from '../lib';
+import { inFlight } from '../lib/cli/bench';
 import { describeFailure, UsageError, withHint } from '../lib/cli/errors';
 import { bindInputs, parseDevice, parseDTypeSpec, parseInputSpec, parseShape, parseShapeSpec, randomArray, seededRandom } from '../lib/cli/inputs';
-import { inFlight } from '../lib/cli/bench';
-import { connect } from '../lib/rpc/client';
 import { formatNumber, latencyStats, percentile, valueStats } from '../lib/cli/stats';
+import { connect } from '../lib/rpc/client';
 import { fixture, fixtureDir, fixtureFile, repoRoot } from './fixtures';
 
 interface Result {
@@ -131,14 +131,33 @@ describe('CLI helpers', () => {
     const files = (b: ReturnType<typeof bindInputs>) => b.map((x) => (x.source.kind === 'file' ? x.source.file : x.source.shape.join('x')));
     assert.deepEqual(files(bindInputs(fn, [{ file: '1' }, { file: '2' }, { file: '3' }])), ['1', '2', '3']);
     assert.deepEqual(files(bindInputs(fn, [{ name: 'b', file: 'B' }, { file: '1' }, { file: '2' }])), ['1', 'B', '2']);
-    const mixed = bindInputs(fn, [{ name: 'c', file: 'C' }], { shapes: [{ shape: [2, 3] }, { name: 'a', shape: [4] }], dtypes: [{ dtype: 'int32' }, { name: 'a', dtype: 'float16' }] });
+    const mixed = bindInputs(fn, [{ name: 'c', file: 'C' }], {
+      shapes: [{ shape: [2, 3] }, { name: 'a', shape: [4] }],
+      dtypes: [{ dtype: 'int32' }, { name: 'a', dtype: 'float16' }],
+    });
     assert.deepEqual(files(mixed), ['4', '2x3', 'C']);
-    assert.deepEqual(mixed.map((x) => (x.source.kind === 'random' ? x.source.dtype : 'file')), ['float16', 'int32', 'file']);
-    assert.throws(() => bindInputs(fn, [{ file: '1' }, { file: '2' }]), (e: UsageError) => e instanceof UsageError && /no input for parameter 'c'/.test(e.message));
+    assert.deepEqual(
+      mixed.map((x) => (x.source.kind === 'random' ? x.source.dtype : 'file')),
+      ['float16', 'int32', 'file'],
+    );
+    assert.throws(
+      () => bindInputs(fn, [{ file: '1' }, { file: '2' }]),
+      (e: UsageError) => e instanceof UsageError && /no input for parameter 'c'/.test(e.message),
+    );
     assert.throws(() => bindInputs(fn, [{ file: '1' }, { file: '2' }, { file: '3' }, { file: '4' }]), /takes 3 input\(s\), but 4 were given/);
     assert.throws(() => bindInputs(fn, [{ name: 'z', file: 'Z' }]), /'z', which is not a parameter of main\(a, b, c\)/);
-    assert.throws(() => bindInputs(fn, [{ name: 'a', file: '1' }, { name: 'a', file: '2' }]), /given twice/);
-    assert.throws(() => bindInputs(fn, [{ name: 'a', file: '1' }], { shapes: [{ shape: [1] }, { shape: [1] }], dtypes: [{ name: 'a', dtype: 'int8' }] }), /read from a file/);
+    assert.throws(
+      () =>
+        bindInputs(fn, [
+          { name: 'a', file: '1' },
+          { name: 'a', file: '2' },
+        ]),
+      /given twice/,
+    );
+    assert.throws(
+      () => bindInputs(fn, [{ name: 'a', file: '1' }], { shapes: [{ shape: [1] }, { shape: [1] }], dtypes: [{ name: 'a', dtype: 'int8' }] }),
+      /read from a file/,
+    );
   });
 
   it('makes deterministic random inputs in the documented ranges', () => {
@@ -248,11 +267,14 @@ describe('tvm-node CLI', function () {
     const j = JSON.parse(r.stdout);
     assert.equal(j.signature, 'main(x)');
     assert.equal(j.device, 'cpu(0)');
-    assert.deepEqual(j.outputs.map((o: { name: string; dtype: string; shape: number[] }) => [o.name, o.dtype, o.shape]), [
-      ['doubled', 'float32', [2, 5]],
-      ['row_sum', 'float32', [2]],
-      ['row_argmax', 'int64', [2]],
-    ]);
+    assert.deepEqual(
+      j.outputs.map((o: { name: string; dtype: string; shape: number[] }) => [o.name, o.dtype, o.shape]),
+      [
+        ['doubled', 'float32', [2, 5]],
+        ['row_sum', 'float32', [2]],
+        ['row_argmax', 'int64', [2]],
+      ],
+    );
     const ref = readNpy(fixtureFile(fx.cases[0].outputs[1])).data as Float32Array;
     assert.ok(Math.abs(j.outputs[1].stats.max - Math.max(...ref)) < 1e-4);
     assert.ok(Number.isFinite(j.timeMs) && j.timeMs > 0);
@@ -338,7 +360,7 @@ describe('tvm-node CLI', function () {
       assertFailure(cli('run', mlp, '--input', `x=${junk}`), 1, /./, /cannot read input 'x' from .*junk\.npy/);
     });
 
-    it('a device this runtime lacks', function () {
+    it('a device this runtime lacks', () => {
       const r = cli('run', fixture('mlp').path, '--device', 'metal:0', '--input', 'x.npy');
       assertFailure(r, 1, /^DeviceError$/, /metal\(0\)/);
       assert.match(r.stderr, /hint: `tvm-node info`/);
@@ -366,10 +388,14 @@ describe('tvm-node CLI', function () {
   it('rpc-server --inference-only: binds 0.0.0.0 without the trust flag, serves inference, stops on SIGTERM', async () => {
     const models = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-cli-models-'));
     fs.copyFileSync(fixture('mlp').path, path.join(models, 'mlp.so'));
-    const server = spawn(process.execPath, ['--require', 'tsx/cjs', 'lib/cli.ts', 'rpc-server', '--inference-only', '--models', models, '--host', '0.0.0.0', '--port', '0'], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const server = spawn(
+      process.execPath,
+      ['--require', 'tsx/cjs', 'lib/cli.ts', 'rpc-server', '--inference-only', '--models', models, '--host', '0.0.0.0', '--port', '0'],
+      {
+        cwd: repoRoot,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     server.stdout.on('data', (c) => (stdout += c));
     const exited = new Promise<number | null>((resolve) => server.once('exit', (code) => resolve(code)));
@@ -389,7 +415,12 @@ describe('tvm-node CLI', function () {
       const [y] = await session.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]);
       await session.dispose();
       const want = readNpy(fixtureFile(c.outputs[0]));
-      assertClose({ data: y.toArraySync(), shape: y.shape, dtype: y.dtype } as NpyArray, want, fixture('mlp').tolerance, 'mlp over rpc-server --inference-only');
+      assertClose(
+        { data: y.toArraySync(), shape: y.shape, dtype: y.dtype } as NpyArray,
+        want,
+        fixture('mlp').tolerance,
+        'mlp over rpc-server --inference-only',
+      );
       server.kill('SIGTERM');
       assert.equal(await exited, 0);
       assert.match(stdout, /SIGTERM: stopping/);
@@ -404,6 +435,9 @@ describe('tvm-node CLI', function () {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^tvm-node\s+\d+\.\d+\.\d+/);
     assert.match(r.stdout, /^device\s+cpu\(0\)\s+present/m);
+    // TVM's thread settings in effect, and who chose them.
+    assert.match(r.stdout, /^threads\s+TVM_NUM_THREADS=\d+ \(.+\), TVM_BIND_THREADS=[01] \(.+\), TVM_THREAD_POOL_SPIN_COUNT=\d+ \(.+\)$/m);
+    assert.match(r.stdout, /^threads\s+runSync\/callSync: \d+ TVM workers? per JS thread; run\/call: \d+ per libuv pool thread/m);
   });
 
   it('demo still works', () => {

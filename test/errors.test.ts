@@ -11,8 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   cpu,
-  dataType,
   DisposedError,
+  dataType,
   getGlobalFunc,
   int,
   loadModuleSync,
@@ -31,8 +31,8 @@ import { CliError, describeFailure, UsageError } from '../lib/cli/errors';
 import { inputTensor as cliInputTensor, parseInputSpec, parseShape } from '../lib/cli/inputs';
 import { percentile } from '../lib/cli/stats';
 import { dtypeOfArray } from '../lib/dtype';
-import { HandshakeError, parseClientKey } from '../lib/rpc/protocol';
 import { decodeTensors } from '../lib/rpc/infer';
+import { HandshakeError, parseClientKey } from '../lib/rpc/protocol';
 import { WireDecoder, WireError } from '../lib/rpc/wire';
 import { fixture } from './fixtures';
 
@@ -368,7 +368,7 @@ describe('errors: one hierarchy, stable kinds', () => {
         call: () => undefined,
         cls: TvmRuntimeError,
         kind: 'RuntimeError',
-        message: new RegExp(`^cannot load ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: libtvmnodegone\.so: cannot open shared object file`),
+        message: new RegExp(`^cannot load ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: libtvmnodegone\\.so: cannot open shared object file`),
         cause: (c) => {
           // TVM's own error, untouched: its kind, its message naming the file it was given.
           assert.ok(c instanceof TvmError, `cause: ${String(c)}`);
@@ -399,7 +399,10 @@ describe('errors: one hierarchy, stable kinds', () => {
     assert.equal(dtypeOfArray(Buffer.alloc(1)), 'uint8');
     assert.equal(dtypeOfArray(new BigUint64Array(1)), 'uint64');
     assert.equal(Tensor.fromSync(new Uint16Array(2)).dtype, 'uint16');
-    assert.throws(() => dtypeOfArray(new Uint8ClampedArray(1)), (e: unknown) => e instanceof TvmTypeError && /Uint8ClampedArray/.test(e.message));
+    assert.throws(
+      () => dtypeOfArray(new Uint8ClampedArray(1)),
+      (e: unknown) => e instanceof TvmTypeError && /Uint8ClampedArray/.test(e.message),
+    );
   });
 
   it('the CLI keeps its exit statuses and its one-line format for the TvmError subclasses', () => {

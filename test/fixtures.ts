@@ -6,13 +6,25 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { readNpy, type NpyArray, Tensor } from '../lib';
+import { type NpyArray, readNpy, Tensor } from '../lib';
 
 export const repoRoot = path.resolve(__dirname, '..');
 export const python = path.join(repoRoot, 'tvm', '.venv', 'bin', 'python');
 
-export interface ArraySpec { name?: string; shape: (number | string | null)[]; dtype: string; file: string; role?: string }
-export interface Case { name: string; inputs: ArraySpec[]; outputs: ArraySpec[]; stdout?: string; args?: ArraySpec[] }
+export interface ArraySpec {
+  name?: string;
+  shape: (number | string | null)[];
+  dtype: string;
+  file: string;
+  role?: string;
+}
+export interface Case {
+  name: string;
+  inputs: ArraySpec[];
+  outputs: ArraySpec[];
+  stdout?: string;
+  args?: ArraySpec[];
+}
 export interface Fixture {
   kind: 'vm' | 'kernels';
   file: string;
@@ -68,7 +80,10 @@ export function assertMatches(actual: Tensor, spec: ArraySpec, tol = { rtol: 1e-
     return;
   }
   const got = actual.toFloat32ArraySync();
-  const want = ref.dtype === 'float16' ? Tensor.fromSync(ref.data, { shape: ref.shape, dtype: 'float16' }).toFloat32ArraySync() : Float32Array.from(ref.data as Float32Array);
+  const want =
+    ref.dtype === 'float16'
+      ? Tensor.fromSync(ref.data, { shape: ref.shape, dtype: 'float16' }).toFloat32ArraySync()
+      : Float32Array.from(ref.data as Float32Array);
   let worst = 0;
   for (let i = 0; i < want.length; i++) {
     const err = Math.abs(got[i] - want[i]) - (tol.atol + tol.rtol * Math.abs(want[i]));

@@ -9,7 +9,21 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { checkInputs, DisposedError, InputError, type InputProblem, ManifestError, Model, readNpy, Tensor, type TensorInfo, TvmError, TvmTypeError, TvmValueError, writeNpy } from '../lib';
+import {
+  checkInputs,
+  DisposedError,
+  InputError,
+  type InputProblem,
+  ManifestError,
+  Model,
+  readNpy,
+  Tensor,
+  type TensorInfo,
+  TvmError,
+  TvmTypeError,
+  TvmValueError,
+  writeNpy,
+} from '../lib';
 import { connect } from '../lib/rpc/client';
 import { decodeTensors, inferAsync } from '../lib/rpc/infer';
 import { ModelRepository } from '../lib/rpc/repository';
@@ -21,7 +35,10 @@ import { type ArraySpec, assertMatches, fixture, fixtureDir, npy, python, repoRo
 /** The fields of a VM fixture's index entry this file reads (scripts/compile_fixtures.py). */
 interface VMEntry {
   manifest: string;
-  signature: { inputs: Array<{ name: string; shape: (number | string | null)[]; dtype: string }>; outputs: Array<{ name: string; shape: (number | string | null)[]; dtype: string }> };
+  signature: {
+    inputs: Array<{ name: string; shape: (number | string | null)[]; dtype: string }>;
+    outputs: Array<{ name: string; shape: (number | string | null)[]; dtype: string }>;
+  };
 }
 const entry = (name: string) => fixture(name) as unknown as ReturnType<typeof fixture> & VMEntry;
 
@@ -66,8 +83,14 @@ describe('Model (model API)', () => {
         assert.equal(model.manifestPath, path.join(fixtureDir(), fx.manifest));
         assert.deepEqual(model.inputs, fx.signature.inputs);
         assert.deepEqual(model.outputs, fx.signature.outputs);
-        assert.deepEqual(model.inputNames, fx.signature.inputs.map((i) => i.name));
-        assert.deepEqual(model.outputNames, fx.signature.outputs.map((o) => o.name));
+        assert.deepEqual(
+          model.inputNames,
+          fx.signature.inputs.map((i) => i.name),
+        );
+        assert.deepEqual(
+          model.outputNames,
+          fx.signature.outputs.map((o) => o.name),
+        );
         assert.equal(model.name, name);
         assert.equal(model.function, 'main');
       });
@@ -94,7 +117,13 @@ describe('Model (model API)', () => {
       const file = path.join(tmp, 'named.json');
       fs.writeFileSync(
         file,
-        JSON.stringify({ inputs: [{ name: 'a', shape: ['batch', 4], dtype: 'float32' }, { name: 'b', shape: [null, null], dtype: 'float32' }], outputs: [{ name: 'sum', shape: ['batch', 4], dtype: 'float32' }] }),
+        JSON.stringify({
+          inputs: [
+            { name: 'a', shape: ['batch', 4], dtype: 'float32' },
+            { name: 'b', shape: [null, null], dtype: 'float32' },
+          ],
+          outputs: [{ name: 'sum', shape: ['batch', 4], dtype: 'float32' }],
+        }),
       );
       await using model = await Model.load(fx.path, { manifest: file });
       assert.equal(model.manifestPath, file);
@@ -114,12 +143,28 @@ describe('Model (model API)', () => {
       const fx = entry('mlp');
       const cases: Array<[object, RegExp]> = [
         [{ inputs: [{ name: 'x', shape: [4, 16], dtype: 'float16' }] }, /has "inputs"\[0\] \('x'\) of dtype float16, but .*mlp\.so takes float32 there$/],
-        [{ inputs: [{ name: 'x', shape: [4, 16, 1], dtype: 'float32' }] }, /has "inputs"\[0\] \('x'\) of shape \[4, 16, 1\], but .*mlp\.so has rank 2 there: \[4, 16\]$/],
+        [
+          { inputs: [{ name: 'x', shape: [4, 16, 1], dtype: 'float32' }] },
+          /has "inputs"\[0\] \('x'\) of shape \[4, 16, 1\], but .*mlp\.so has rank 2 there: \[4, 16\]$/,
+        ],
         [{ inputs: [{ name: 'x', shape: [8, 16], dtype: 'float32' }] }, /has "inputs"\[0\] \('x'\) of shape \[8, 16\], but .*mlp\.so has \[4, 16\] there$/],
         [{ inputs: [] }, /lists 0 inputs, but function 'main' of .*mlp\.so takes 1 \(x\)$/],
-        [{ outputs: [{ name: 'a', shape: [4, 8], dtype: 'float32' }, { name: 'b', shape: [4, 8], dtype: 'float32' }] }, /lists 2 outputs, but function 'main' of .*mlp\.so returns 1$/],
         [
-          { outputs: [{ name: 'a', shape: [4, 8], dtype: 'float32' }, { name: 'a', shape: [4, 8], dtype: 'float32' }] },
+          {
+            outputs: [
+              { name: 'a', shape: [4, 8], dtype: 'float32' },
+              { name: 'b', shape: [4, 8], dtype: 'float32' },
+            ],
+          },
+          /lists 2 outputs, but function 'main' of .*mlp\.so returns 1$/,
+        ],
+        [
+          {
+            outputs: [
+              { name: 'a', shape: [4, 8], dtype: 'float32' },
+              { name: 'a', shape: [4, 8], dtype: 'float32' },
+            ],
+          },
           /has "outputs"\[1\]\.name "a", the name of "outputs"\[0\] too: names must differ$/,
         ],
       ];
@@ -157,7 +202,12 @@ describe('Model (model API)', () => {
         [fx.path, { function: '' }, TvmTypeError, `Model.load: option 'function' must be a non-empty string; got ""`],
         [fx.path, { manifest: 1 }, TvmTypeError, "Model.load: option 'manifest' must be a path, a manifest object or false; got 1"],
         [fx.path, { manifest: path.join(tmp, 'none.json') }, TvmValueError, `Model.load: manifest ${path.join(tmp, 'none.json')} does not exist`],
-        [fx.path, { devices: [] }, TvmValueError, "Model.load: unknown option 'devices' (options: device, function, concurrency, memory, manifest, privateCopy)"],
+        [
+          fx.path,
+          { devices: [] },
+          TvmValueError,
+          "Model.load: unknown option 'devices' (options: device, function, concurrency, memory, manifest, privateCopy)",
+        ],
       ];
       for (const [file, opts, Type, message] of bad) {
         await assert.rejects(Model.load(file as string, opts as never), (err: Error) => {
@@ -254,7 +304,10 @@ describe('Model (model API)', () => {
       const y = new Float32Array(12).fill(2);
       const { z } = await pair.run({ x, y });
       assert.deepEqual(z.shape, [3, 4]);
-      assert.deepEqual(Array.from((await z.toArray()) as Float32Array), Array.from(x, (v) => v * 2 + v));
+      assert.deepEqual(
+        Array.from((await z.toArray()) as Float32Array),
+        Array.from(x, (v) => v * 2 + v),
+      );
       await z.dispose();
     });
 
@@ -289,29 +342,183 @@ describe('Model (model API)', () => {
 
     const f32 = (n: number) => new Float32Array(n);
     const cases: Array<{ what: string; model: () => Model; inputs: () => unknown; problem: InputProblem; input?: string; message: string }> = [
-      { what: 'an unknown name', model: () => mlp, inputs: () => ({ x: f32(64), z: f32(1) }), problem: 'unknown', input: 'z', message: "model 'mlp' has no input 'z'; its inputs are 'x'" },
-      { what: 'a missing input', model: () => pair, inputs: () => ({ x: f32(8) }), problem: 'missing', input: 'y', message: "model 'pair': missing input 'y' (takes 2 inputs (x, y))" },
-      { what: 'an undefined input', model: () => pair, inputs: () => ({ x: f32(8), y: undefined }), problem: 'missing', input: 'y', message: "model 'pair': missing input 'y' (takes 2 inputs (x, y))" },
+      {
+        what: 'an unknown name',
+        model: () => mlp,
+        inputs: () => ({ x: f32(64), z: f32(1) }),
+        problem: 'unknown',
+        input: 'z',
+        message: "model 'mlp' has no input 'z'; its inputs are 'x'",
+      },
+      {
+        what: 'a missing input',
+        model: () => pair,
+        inputs: () => ({ x: f32(8) }),
+        problem: 'missing',
+        input: 'y',
+        message: "model 'pair': missing input 'y' (takes 2 inputs (x, y))",
+      },
+      {
+        what: 'an undefined input',
+        model: () => pair,
+        inputs: () => ({ x: f32(8), y: undefined }),
+        problem: 'missing',
+        input: 'y',
+        message: "model 'pair': missing input 'y' (takes 2 inputs (x, y))",
+      },
       { what: 'too few positional inputs', model: () => pair, inputs: () => [f32(8)], problem: 'count', message: "model 'pair' takes 2 inputs (x, y); got 1" },
-      { what: 'a lone TypedArray instead of inputs', model: () => mlp, inputs: () => f32(64), problem: 'type', message: "model 'mlp': inputs must be an object of inputs by name or an array in parameter order; got a Float32Array" },
-      { what: 'a value of the wrong JS type', model: () => mlp, inputs: () => ({ x: 'hello' }), problem: 'type', input: 'x', message: "model 'mlp': input 'x' must be a Tensor, a TypedArray or { data, shape, dtype? }; got a string" },
-      { what: 'a plain array', model: () => mlp, inputs: () => ({ x: [1, 2, 3] }), problem: 'type', input: 'x', message: "model 'mlp': input 'x' must be a Tensor, a TypedArray or { data, shape, dtype? }; got an array" },
-      { what: 'host data without a TypedArray', model: () => mlp, inputs: () => ({ x: { data: [1, 2], shape: [2] } }), problem: 'type', input: 'x', message: "model 'mlp': input 'x' has data of an array: it must be a TypedArray (or a Buffer of raw bytes with a dtype)" },
-      { what: 'a bad shape', model: () => mlp, inputs: () => ({ x: { data: f32(64), shape: [4, -16] } }), problem: 'type', input: 'x', message: "model 'mlp': input 'x' has shape [4,-16]: it must be an array of non-negative integers" },
-      { what: 'an unknown dtype', model: () => mlp, inputs: () => ({ x: { data: f32(64), shape: [4, 16], dtype: 'float12' } }), problem: 'dtype', input: 'x', message: /^model 'mlp': input 'x' has dtype 'float12': unsupported dtype 'float12'/ as never },
-      { what: 'data not of the dtype', model: () => mlp, inputs: () => ({ x: { data: new Int32Array(64), shape: [4, 16], dtype: 'float32' } }), problem: 'type', input: 'x', message: "model 'mlp': input 'x' has data of an Int32Array for dtype float32: float32 data is a Float32Array (or a Buffer of raw bytes)" },
-      { what: 'a TypedArray of the wrong dtype', model: () => mlp, inputs: () => ({ x: new Int32Array(64) }), problem: 'dtype', input: 'x', message: "model 'mlp': input 'x' must be float32; got an Int32Array (int32)" },
-      { what: 'a Tensor of the wrong dtype', model: () => mlp, inputs: () => ({ x: Tensor.fromSync(new Float64Array(64), { shape: [4, 16] }) }), problem: 'dtype', input: 'x', message: "model 'mlp': input 'x' must be float32; got a float64 Tensor" },
-      { what: 'float16 bits without the dtype', model: () => fp16, inputs: () => ({ x: new Uint16Array(64) }), problem: 'dtype', input: 'x', message: "model 'fp16': input 'x' must be float16; got a Uint16Array (uint16) (float16 data is raw bits in a Uint16Array: pass { data, shape, dtype: 'float16' }; fromFloat32() makes the bits)" },
-      { what: 'the wrong rank', model: () => mlp, inputs: () => ({ x: { data: f32(64), shape: [64] } }), problem: 'rank', input: 'x', message: "model 'mlp': input 'x' must have 2 dimensions [4, 16]; got 1: [64]" },
-      { what: 'a wrong static size', model: () => mlp, inputs: () => ({ x: { data: f32(64), shape: [8, 8] } }), problem: 'shape', input: 'x', message: "model 'mlp': input 'x' must have size 4 at dimension 0 (shape [4, 16]); got 8: [8, 8]" },
-      { what: 'a Tensor of a wrong size', model: () => mlp, inputs: () => ({ x: Tensor.fromSync(f32(32), { shape: [2, 16] }) }), problem: 'shape', input: 'x', message: "model 'mlp': input 'x' must have size 4 at dimension 0 (shape [4, 16]); got 2: [2, 16]" },
-      { what: 'a symbolic size that differs between inputs', model: () => pair, inputs: () => ({ x: { data: f32(8), shape: [2, 4] }, y: { data: f32(12), shape: [3, 4] } }), problem: 'shape', input: 'y', message: "model 'pair': input 'y' has size 3 at dimension 0, which is 'n' = 2 (set by input 'x'); shape [3, 4] for [n, 4]" },
-      { what: 'data shorter than its shape', model: () => mlp, inputs: () => ({ x: { data: f32(60), shape: [4, 16] } }), problem: 'size', input: 'x', message: "model 'mlp': input 'x' has 60 elements; shape [4, 16] needs 64" },
-      { what: 'raw bytes shorter than their shape', model: () => mlp, inputs: () => ({ x: { data: Buffer.alloc(255), shape: [4, 16], dtype: 'float32' } }), problem: 'size', input: 'x', message: "model 'mlp': input 'x' has 255 bytes of data; shape [4, 16] of float32 needs 256" },
-      { what: 'a bare TypedArray longer than the static shape', model: () => mlp, inputs: () => ({ x: f32(65) }), problem: 'size', input: 'x', message: "model 'mlp': input 'x' has 65 elements; shape [4, 16] needs 64" },
-      { what: 'a bare TypedArray whose length does not fill a symbolic shape', model: () => pair, inputs: () => ({ x: f32(6), y: f32(6) }), problem: 'shape', input: 'x', message: "model 'pair': input 'x' has 6 elements, which do not fill shape [n, 4] (a multiple of 4 is needed); pass { data, shape }" },
-      { what: 'a bare TypedArray whose length disagrees with a size set by an earlier input', model: () => pair, inputs: () => ({ x: { data: f32(12), shape: [3, 4] }, y: f32(16) }), problem: 'size', input: 'y', message: "model 'pair': input 'y' has 16 elements; shape [3, 4] needs 12" },
+      {
+        what: 'a lone TypedArray instead of inputs',
+        model: () => mlp,
+        inputs: () => f32(64),
+        problem: 'type',
+        message: "model 'mlp': inputs must be an object of inputs by name or an array in parameter order; got a Float32Array",
+      },
+      {
+        what: 'a value of the wrong JS type',
+        model: () => mlp,
+        inputs: () => ({ x: 'hello' }),
+        problem: 'type',
+        input: 'x',
+        message: "model 'mlp': input 'x' must be a Tensor, a TypedArray or { data, shape, dtype? }; got a string",
+      },
+      {
+        what: 'a plain array',
+        model: () => mlp,
+        inputs: () => ({ x: [1, 2, 3] }),
+        problem: 'type',
+        input: 'x',
+        message: "model 'mlp': input 'x' must be a Tensor, a TypedArray or { data, shape, dtype? }; got an array",
+      },
+      {
+        what: 'host data without a TypedArray',
+        model: () => mlp,
+        inputs: () => ({ x: { data: [1, 2], shape: [2] } }),
+        problem: 'type',
+        input: 'x',
+        message: "model 'mlp': input 'x' has data of an array: it must be a TypedArray (or a Buffer of raw bytes with a dtype)",
+      },
+      {
+        what: 'a bad shape',
+        model: () => mlp,
+        inputs: () => ({ x: { data: f32(64), shape: [4, -16] } }),
+        problem: 'type',
+        input: 'x',
+        message: "model 'mlp': input 'x' has shape [4,-16]: it must be an array of non-negative integers",
+      },
+      {
+        what: 'an unknown dtype',
+        model: () => mlp,
+        inputs: () => ({ x: { data: f32(64), shape: [4, 16], dtype: 'float12' } }),
+        problem: 'dtype',
+        input: 'x',
+        message: /^model 'mlp': input 'x' has dtype 'float12': unsupported dtype 'float12'/ as never,
+      },
+      {
+        what: 'data not of the dtype',
+        model: () => mlp,
+        inputs: () => ({ x: { data: new Int32Array(64), shape: [4, 16], dtype: 'float32' } }),
+        problem: 'type',
+        input: 'x',
+        message: "model 'mlp': input 'x' has data of an Int32Array for dtype float32: float32 data is a Float32Array (or a Buffer of raw bytes)",
+      },
+      {
+        what: 'a TypedArray of the wrong dtype',
+        model: () => mlp,
+        inputs: () => ({ x: new Int32Array(64) }),
+        problem: 'dtype',
+        input: 'x',
+        message: "model 'mlp': input 'x' must be float32; got an Int32Array (int32)",
+      },
+      {
+        what: 'a Tensor of the wrong dtype',
+        model: () => mlp,
+        inputs: () => ({ x: Tensor.fromSync(new Float64Array(64), { shape: [4, 16] }) }),
+        problem: 'dtype',
+        input: 'x',
+        message: "model 'mlp': input 'x' must be float32; got a float64 Tensor",
+      },
+      {
+        what: 'float16 bits without the dtype',
+        model: () => fp16,
+        inputs: () => ({ x: new Uint16Array(64) }),
+        problem: 'dtype',
+        input: 'x',
+        message:
+          "model 'fp16': input 'x' must be float16; got a Uint16Array (uint16) (float16 data is raw bits in a Uint16Array: pass { data, shape, dtype: 'float16' }; fromFloat32() makes the bits)",
+      },
+      {
+        what: 'the wrong rank',
+        model: () => mlp,
+        inputs: () => ({ x: { data: f32(64), shape: [64] } }),
+        problem: 'rank',
+        input: 'x',
+        message: "model 'mlp': input 'x' must have 2 dimensions [4, 16]; got 1: [64]",
+      },
+      {
+        what: 'a wrong static size',
+        model: () => mlp,
+        inputs: () => ({ x: { data: f32(64), shape: [8, 8] } }),
+        problem: 'shape',
+        input: 'x',
+        message: "model 'mlp': input 'x' must have size 4 at dimension 0 (shape [4, 16]); got 8: [8, 8]",
+      },
+      {
+        what: 'a Tensor of a wrong size',
+        model: () => mlp,
+        inputs: () => ({ x: Tensor.fromSync(f32(32), { shape: [2, 16] }) }),
+        problem: 'shape',
+        input: 'x',
+        message: "model 'mlp': input 'x' must have size 4 at dimension 0 (shape [4, 16]); got 2: [2, 16]",
+      },
+      {
+        what: 'a symbolic size that differs between inputs',
+        model: () => pair,
+        inputs: () => ({ x: { data: f32(8), shape: [2, 4] }, y: { data: f32(12), shape: [3, 4] } }),
+        problem: 'shape',
+        input: 'y',
+        message: "model 'pair': input 'y' has size 3 at dimension 0, which is 'n' = 2 (set by input 'x'); shape [3, 4] for [n, 4]",
+      },
+      {
+        what: 'data shorter than its shape',
+        model: () => mlp,
+        inputs: () => ({ x: { data: f32(60), shape: [4, 16] } }),
+        problem: 'size',
+        input: 'x',
+        message: "model 'mlp': input 'x' has 60 elements; shape [4, 16] needs 64",
+      },
+      {
+        what: 'raw bytes shorter than their shape',
+        model: () => mlp,
+        inputs: () => ({ x: { data: Buffer.alloc(255), shape: [4, 16], dtype: 'float32' } }),
+        problem: 'size',
+        input: 'x',
+        message: "model 'mlp': input 'x' has 255 bytes of data; shape [4, 16] of float32 needs 256",
+      },
+      {
+        what: 'a bare TypedArray longer than the static shape',
+        model: () => mlp,
+        inputs: () => ({ x: f32(65) }),
+        problem: 'size',
+        input: 'x',
+        message: "model 'mlp': input 'x' has 65 elements; shape [4, 16] needs 64",
+      },
+      {
+        what: 'a bare TypedArray whose length does not fill a symbolic shape',
+        model: () => pair,
+        inputs: () => ({ x: f32(6), y: f32(6) }),
+        problem: 'shape',
+        input: 'x',
+        message: "model 'pair': input 'x' has 6 elements, which do not fill shape [n, 4] (a multiple of 4 is needed); pass { data, shape }",
+      },
+      {
+        what: 'a bare TypedArray whose length disagrees with a size set by an earlier input',
+        model: () => pair,
+        inputs: () => ({ x: { data: f32(12), shape: [3, 4] }, y: f32(16) }),
+        problem: 'size',
+        input: 'y',
+        message: "model 'pair': input 'y' has 16 elements; shape [3, 4] needs 12",
+      },
       {
         what: 'a disposed Tensor',
         model: () => mlp,
@@ -370,7 +577,10 @@ describe('Model (model API)', () => {
       assert.equal(output0.disposed, false, 'outputs outlive the model');
       assertMatches(output0, fx.cases[0].outputs[0], fx.tolerance);
       await output0.dispose();
-      await assert.rejects(model.run({ x: new Float32Array(64) }), (err: Error) => err instanceof DisposedError && err.message === "model 'mlp' has been disposed");
+      await assert.rejects(
+        model.run({ x: new Float32Array(64) }),
+        (err: Error) => err instanceof DisposedError && err.message === "model 'mlp' has been disposed",
+      );
       assert.throws(() => model.runSync({ x: new Float32Array(64) }), DisposedError);
     });
 
@@ -440,7 +650,15 @@ describe('the model repository binds TNI1 requests the same way (lib/rpc/infer.t
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-model-repo-'));
     for (const name of ['pair', 'mlp']) fs.copyFileSync(fixture(name).path, path.join(dir, `${name}.so`));
-    fs.writeFileSync(path.join(dir, 'pair.json'), JSON.stringify({ inputs: [{ name: 'left', shape: ['rows', 4], dtype: 'float32' }, { name: 'right', shape: ['rows', 4], dtype: 'float32' }] }));
+    fs.writeFileSync(
+      path.join(dir, 'pair.json'),
+      JSON.stringify({
+        inputs: [
+          { name: 'left', shape: ['rows', 4], dtype: 'float32' },
+          { name: 'right', shape: ['rows', 4], dtype: 'float32' },
+        ],
+      }),
+    );
     repo = new ModelRepository(dir);
   });
   after(async () => {
@@ -450,18 +668,30 @@ describe('the model repository binds TNI1 requests the same way (lib/rpc/infer.t
 
   it('loaded models carry the merged metadata; requests are checked against it, naming the input', async () => {
     const pair = await repo.get('pair');
-    assert.deepEqual(pair.inputs.map((i) => [i.name, i.shape, i.dtype]), [
-      ['left', ['rows', 4], 'float32'],
-      ['right', ['rows', 4], 'float32'],
-    ]);
+    assert.deepEqual(
+      pair.inputs.map((i) => [i.name, i.shape, i.dtype]),
+      [
+        ['left', ['rows', 4], 'float32'],
+        ['right', ['rows', 4], 'float32'],
+      ],
+    );
     assert.deepEqual((await repo.get('mlp')).inputs, [{ name: 'x', shape: [4, 16], dtype: 'float32' }], 'no manifest: the artifact alone');
     const fx = fixture('pair');
     const c = fx.cases[1];
     const reply = decodeTensors(await inferAsync(repo, 'pair', encodeBlob(c.inputs.map((spec) => host(spec)))));
     assert.equal(reply.length, 1);
     assertMatches(Tensor.fromSync(reply[0].data, { shape: reply[0].shape }), c.outputs[0], fx.tolerance);
-    const two = (a: number, b: number) => encodeBlob([{ data: new Float32Array(a * 4), shape: [a, 4], dtype: 'float32' }, { data: new Float32Array(b * 4), shape: [b, 4], dtype: 'float32' }]);
-    await rejectsInput(() => inferAsync(repo, 'pair', two(2, 3)), 'shape', 'right', "model 'pair': input 'right' has size 3 at dimension 0, which is 'rows' = 2 (set by input 'left'); shape [3, 4] for [rows, 4]");
+    const two = (a: number, b: number) =>
+      encodeBlob([
+        { data: new Float32Array(a * 4), shape: [a, 4], dtype: 'float32' },
+        { data: new Float32Array(b * 4), shape: [b, 4], dtype: 'float32' },
+      ]);
+    await rejectsInput(
+      () => inferAsync(repo, 'pair', two(2, 3)),
+      'shape',
+      'right',
+      "model 'pair': input 'right' has size 3 at dimension 0, which is 'rows' = 2 (set by input 'left'); shape [3, 4] for [rows, 4]",
+    );
     await rejectsInput(
       () => inferAsync(repo, 'mlp', encodeBlob([{ data: new Int32Array(64), shape: [4, 16], dtype: 'int32' }])),
       'dtype',
@@ -515,7 +745,10 @@ describe("session.infer by name, against tvm-node's inference-only server (lib/r
     assertMatches(z, c.outputs[0], pair.tolerance);
     await z.dispose();
 
-    await assert.rejects(session.infer('pair', { x: host(c.inputs[0]) as never }), { name: 'InputError', message: "model 'pair': missing input 'y' (takes 2 inputs (x, y))" });
+    await assert.rejects(session.infer('pair', { x: host(c.inputs[0]) as never }), {
+      name: 'InputError',
+      message: "model 'pair': missing input 'y' (takes 2 inputs (x, y))",
+    });
     const wrong = { x: { data: new Float32Array(8), shape: [2, 4] }, y: { data: new Float32Array(12), shape: [3, 4] } };
     await assert.rejects(session.infer('pair', wrong), (err: Error) => {
       // The server's InputError, as TVM's RPC client raises a peer's error.
@@ -534,7 +767,13 @@ describe("session.infer by name, against tvm-node's inference-only server (lib/r
 });
 
 describe('the CLI checks its inputs the same way (lib/cli/run.ts, lib/cli/bench.ts)', () => {
-  const cli = (...args: string[]) => spawnSync(process.execPath, ['--require', 'tsx/cjs', 'lib/cli.ts', ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 90_000, env: { ...process.env, FORCE_COLOR: '0' } });
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, ['--require', 'tsx/cjs', 'lib/cli.ts', ...args], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 90_000,
+      env: { ...process.env, FORCE_COLOR: '0' },
+    });
   let tmp: string;
   before(() => (tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-model-cli-'))));
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -545,8 +784,14 @@ describe('the CLI checks its inputs the same way (lib/cli/run.ts, lib/cli/bench.
     const r = cli('run', fixture('pair').path, '--input', `x=${path.join(tmp, 'x.npy')}`, '--input', `y=${path.join(tmp, 'y.npy')}`);
     assert.equal(r.status, 1, r.stderr);
     const [line, hint] = r.stderr.trim().split('\n');
-    assert.equal(line, "tvm-node: model 'pair': input 'y' has size 3 at dimension 0, which is 'n' = 2 (set by input 'x'); shape [3, 4] for [n, 4] [ValueError]");
-    assert.equal(hint, 'hint: main(x, y) was called with x [2, 4] float32, y [3, 4] float32; check them against the shapes and dtypes the model was compiled for');
+    assert.equal(
+      line,
+      "tvm-node: model 'pair': input 'y' has size 3 at dimension 0, which is 'n' = 2 (set by input 'x'); shape [3, 4] for [n, 4] [ValueError]",
+    );
+    assert.equal(
+      hint,
+      'hint: main(x, y) was called with x [2, 4] float32, y [3, 4] float32; check them against the shapes and dtypes the model was compiled for',
+    );
   });
 
   it('bench: inputs by the names of the manifest', () => {
@@ -555,10 +800,16 @@ describe('the CLI checks its inputs the same way (lib/cli/run.ts, lib/cli/bench.
     fs.writeFileSync(path.join(tmp, 'renamed.json'), JSON.stringify({ inputs: [{ name: 'gpu_0/data_0', shape: [4, 16], dtype: 'float32' }] }));
     const ok = cli('bench', file, '--shape', 'gpu_0/data_0=4x16', '-n', '3', '-w', '0', '--json');
     assert.equal(ok.status, 0, ok.stderr);
-    assert.deepEqual(JSON.parse(ok.stdout).inputs.map((i: { name: string }) => i.name), ['gpu_0/data_0']);
+    assert.deepEqual(
+      JSON.parse(ok.stdout).inputs.map((i: { name: string }) => i.name),
+      ['gpu_0/data_0'],
+    );
     const bad = cli('bench', file, '--shape', 'gpu_0/data_0=4x15', '-n', '3');
     assert.equal(bad.status, 1);
-    assert.match(bad.stderr, /^tvm-node: model 'renamed': input 'gpu_0\/data_0' must have size 16 at dimension 1 \(shape \[4, 16\]\); got 15: \[4, 15\] \[ValueError\]\n/);
+    assert.match(
+      bad.stderr,
+      /^tvm-node: model 'renamed': input 'gpu_0\/data_0' must have size 16 at dimension 1 \(shape \[4, 16\]\); got 15: \[4, 15\] \[ValueError\]\n/,
+    );
   });
 });
 
@@ -590,12 +841,32 @@ describe('bind (lib/bind.ts) without a model', () => {
       { name: 'q', shape: ['constructor'], dtype: 'float32' },
     ];
     assert.deepEqual(checkInputs(odd, [new Float32Array(3), new Float32Array(3)]).dims, { constructor: 3 });
-    await rejectsInput(() => checkInputs(odd, [new Float32Array(3), { data: new Float32Array(2), shape: [2] }]), 'shape', 'q', "the model: input 'q' has size 2 at dimension 0, which is 'constructor' = 3 (set by input 'p'); shape [2] for [constructor]");
+    await rejectsInput(
+      () => checkInputs(odd, [new Float32Array(3), { data: new Float32Array(2), shape: [2] }]),
+      'shape',
+      'q',
+      "the model: input 'q' has size 2 at dimension 0, which is 'constructor' = 3 (set by input 'p'); shape [2] for [constructor]",
+    );
   });
   it('checks an unknown rank or dtype only against the data', async () => {
-    await rejectsInput(() => checkInputs(specs, [new Float32Array(6), { data: new Float32Array(2), shape: [2] }, new BigInt64Array(1)]), 'rank', 'b', "the model: input 'b' must have 3 dimensions [N, M, ?]; got 1: [2]");
-    await rejectsInput(() => checkInputs(specs, [new Float32Array(6), new Float32Array(2), new BigInt64Array(1)]), 'shape', 'b', "the model: input 'b' has shape [N, M, ?], which a TypedArray alone does not settle: pass { data, shape }");
-    await rejectsInput(() => checkInputs(specs, [new Float32Array(6), { data: new Float32Array(2), shape: [2, 1, 1] }, new BigInt64Array(1)], { model: 'm' }), 'shape', 'c', "m: input 'c' has no known shape: pass { data, shape }");
+    await rejectsInput(
+      () => checkInputs(specs, [new Float32Array(6), { data: new Float32Array(2), shape: [2] }, new BigInt64Array(1)]),
+      'rank',
+      'b',
+      "the model: input 'b' must have 3 dimensions [N, M, ?]; got 1: [2]",
+    );
+    await rejectsInput(
+      () => checkInputs(specs, [new Float32Array(6), new Float32Array(2), new BigInt64Array(1)]),
+      'shape',
+      'b',
+      "the model: input 'b' has shape [N, M, ?], which a TypedArray alone does not settle: pass { data, shape }",
+    );
+    await rejectsInput(
+      () => checkInputs(specs, [new Float32Array(6), { data: new Float32Array(2), shape: [2, 1, 1] }, new BigInt64Array(1)], { model: 'm' }),
+      'shape',
+      'c',
+      "m: input 'c' has no known shape: pass { data, shape }",
+    );
   });
 });
 
@@ -636,7 +907,8 @@ describe('the artifact signature (lib/signature.ts)', () => {
   });
 
   it('traces outputs through make_tuple and alloc_tensor when there is no return check', () => {
-    const stats = '  Constant pool (# 5): [float32, "ErrorContext(fn=main, loc=param[0], param=x, annotation=R.Tensor((n, 4), dtype="float32")) ", shapetuple[4, 8], int64, uint8]\n  Globals (#1): [main]\n';
+    const stats =
+      '  Constant pool (# 5): [float32, "ErrorContext(fn=main, loc=param[0], param=x, annotation=R.Tensor((n, 4), dtype="float32")) ", shapetuple[4, 8], int64, uint8]\n  Globals (#1): [main]\n';
     const text = [
       '@main:',
       '  call  vm.builtin.alloc_shape_heap in: %vm, i1      dst: %1',

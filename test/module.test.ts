@@ -7,8 +7,8 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
   DisposedError,
-  loadModuleSync,
   loadModule,
+  loadModuleSync,
   Module,
   outputsOf,
   PackedFunc,
@@ -20,7 +20,7 @@ import {
   VersionMismatchError,
   VirtualMachine,
 } from '../lib';
-import { assertMatches, fixture, fixtureFile, inputTensor, npy, repoRoot, type Case } from './fixtures';
+import { assertMatches, type Case, fixture, fixtureFile, inputTensor, npy, repoRoot } from './fixtures';
 
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
@@ -100,7 +100,10 @@ describe('Module (TIR kernel library)', () => {
     const data = Float32Array.from({ length: 128 }, (_, i) => (i % 7) - 3.5);
     const out = Tensor.empty([4, 32]);
     relu.callSync(Tensor.fromSync(data, { shape: [4, 32] }), out);
-    assert.deepEqual(Array.from(out.toArraySync() as Float32Array), Array.from(data, (v) => Math.max(v, 0)));
+    assert.deepEqual(
+      Array.from(out.toArraySync() as Float32Array),
+      Array.from(data, (v) => Math.max(v, 0)),
+    );
 
     // Disposing the executable leaves the import wrapper (its own reference) usable.
     m.disposeSync();
@@ -141,7 +144,8 @@ describe('Module (TIR kernel library)', () => {
 
         // The inputs are left untouched.
         c.args!.forEach((spec, i) => {
-          if (spec.role === 'input') assert.deepEqual(Array.from(syncArgs[i].toArraySync() as ArrayLike<number>), Array.from(npy(spec).data as ArrayLike<number>));
+          if (spec.role === 'input')
+            assert.deepEqual(Array.from(syncArgs[i].toArraySync() as ArrayLike<number>), Array.from(npy(spec).data as ArrayLike<number>));
         });
         for (const t of [...syncArgs, ...asyncArgs]) t.disposeSync();
       }
@@ -178,7 +182,7 @@ describe('Module (TIR kernel library)', () => {
     assert.deepEqual(Array.from(x.toArraySync() as Float32Array), [0.5]);
   });
 
-  it('loadModule (async) gives a module equivalent to loadModuleSync\'s', async () => {
+  it("loadModule (async) gives a module equivalent to loadModuleSync's", async () => {
     const m = await loadModule(fx.path);
     assert.ok(m instanceof Module);
     assert.equal(m.typeKey, 'library');
@@ -203,7 +207,12 @@ describe('Module (TIR kernel library)', () => {
     const inputs = Array.from({ length: 24 }, (_, k) => Float32Array.from({ length: 100 + k }, (_, i) => i * 0.5 - k));
     const outs = inputs.map((a) => Tensor.empty([a.length]));
     await Promise.all(inputs.map((a, k) => f.call(Tensor.fromSync(a), outs[k])));
-    outs.forEach((o, k) => assert.deepEqual(Array.from(o.toArraySync() as Float32Array), Array.from(inputs[k], (v) => v + 1)));
+    outs.forEach((o, k) =>
+      assert.deepEqual(
+        Array.from(o.toArraySync() as Float32Array),
+        Array.from(inputs[k], (v) => v + 1),
+      ),
+    );
   });
 
   it('EXPECTED FAILURE - a missing file or a directory is a TvmRuntimeError naming the path (sync and async)', async () => {
@@ -226,9 +235,17 @@ describe('Module (TIR kernel library)', () => {
   it('EXPECTED FAILURE - a file that is not a shared library says so, without blaming TVM versions, and the process survives', async () => {
     const files: Array<[string, string | Buffer, RegExp]> = [
       ['x.so', 'this is not a shared library\n', /: not a shared library \(no ELF header: the file starts with text "this is not a shared library"\)$/],
-      ['lfs.so', 'version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n', /no ELF header: the file starts with a Git LFS pointer: fetch the real file \(git lfs pull\)\)$/],
+      [
+        'lfs.so',
+        'version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n',
+        /no ELF header: the file starts with a Git LFS pointer: fetch the real file \(git lfs pull\)\)$/,
+      ],
       ['empty.so', '', /: the file is empty, not a shared library$/],
-      ['random.so', Buffer.concat([Buffer.from([0x00, 0xff, 0x10, 0x80]), crypto.randomBytes(8188)]), /no ELF header: the file starts with bytes 00 ff 10 80( [0-9a-f]{2}){4}\)$/],
+      [
+        'random.so',
+        Buffer.concat([Buffer.from([0x00, 0xff, 0x10, 0x80]), crypto.randomBytes(8188)]),
+        /no ELF header: the file starts with bytes 00 ff 10 80( [0-9a-f]{2}){4}\)$/,
+      ],
       ['short.so', Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1]), /: a truncated ELF file \(6 bytes\)$/],
     ];
     for (const [name, content, why] of files) {
@@ -268,16 +285,25 @@ describe('Module (TIR kernel library)', () => {
     assert.throws(() => loadModuleSync(foreign), isError(TvmValueError, wrongArch));
     await assert.rejects(loadModule(foreign), isError(TvmValueError, wrongArch));
     assert.throws(() => loadModuleSync(patched('gpu.so', 18, 190)), isError(TvmValueError, /built for CUDA, but this process runs on/));
-    assert.throws(() => loadModuleSync(patched('object.so', 16, 1)), isError(TvmValueError, /: an object file \(ELF relocatable\), not a shared library: link it into one/));
+    assert.throws(
+      () => loadModuleSync(patched('object.so', 16, 1)),
+      isError(TvmValueError, /: an object file \(ELF relocatable\), not a shared library: link it into one/),
+    );
     assert.throws(() => loadModuleSync(patched('exec.so', 16, 2)), isError(TvmValueError, /: an executable, not a shared library$/));
     // A position-independent executable looks like a shared object: the loader's own words.
     const pie = path.join(tmp, 'pie.so');
     fs.copyFileSync('/bin/true', pie);
-    assert.throws(() => loadModuleSync(pie), (e: unknown) => {
-      assert.ok(e instanceof TvmRuntimeError || e instanceof TvmValueError, String(e));
-      assert.match((e as Error).message, new RegExp(`^cannot load ${escapeRe(pie)}: (cannot dynamically load position-independent executable|an executable, not a shared library)$`));
-      return true;
-    });
+    assert.throws(
+      () => loadModuleSync(pie),
+      (e: unknown) => {
+        assert.ok(e instanceof TvmRuntimeError || e instanceof TvmValueError, String(e));
+        assert.match(
+          (e as Error).message,
+          new RegExp(`^cannot load ${escapeRe(pie)}: (cannot dynamically load position-independent executable|an executable, not a shared library)$`),
+        );
+        return true;
+      },
+    );
   });
 
   it('EXPECTED FAILURE - a missing symbol is a VersionMismatchError naming the symbol and the runtime versions', async function () {
@@ -297,13 +323,15 @@ describe('Module (TIR kernel library)', () => {
     await assert.rejects(loadModule(lib), isError(VersionMismatchError, re));
   });
 
-  it('EXPECTED FAILURE - a kernel called with the wrong dtype raises TVM\'s TypeError (sync and async)', async () => {
+  it("EXPECTED FAILURE - a kernel called with the wrong dtype raises TVM's TypeError (sync and async)", async () => {
     const addOne = mod.requireFunctionSync('add_one');
     const scale = mod.requireFunctionSync('scale_int32');
     const i32 = Tensor.fromSync(new Int32Array([1, 2, 3]));
     const f32 = Tensor.fromSync(new Float32Array([1, 2, 3]));
     const re = (fn: string, dtype: string, arg: string, idx: number) =>
-      new RegExp(`Mismatched ${arg}\\.dtype on argument #${idx} when calling:[\\s\\S]*${signature(fn, dtype).replace(/[()[\]]/g, '\\$&')}[\\s\\S]*expected ${dtype}`);
+      new RegExp(
+        `Mismatched ${arg}\\.dtype on argument #${idx} when calling:[\\s\\S]*${signature(fn, dtype).replace(/[()[\]]/g, '\\$&')}[\\s\\S]*expected ${dtype}`,
+      );
     assert.throws(() => addOne.callSync(i32, Tensor.empty([3])), isError(TvmTypeError, re('add_one', 'float32', 'A', 0)));
     assert.throws(() => addOne.callSync(f32, Tensor.empty([3], 'float64')), isError(TvmTypeError, re('add_one', 'float32', 'B', 1)));
     assert.throws(() => scale.callSync(f32, Tensor.empty([3], 'int32')), isError(TvmTypeError, re('scale_int32', 'int32', 'A', 0)));
@@ -318,21 +346,27 @@ describe('Module (TIR kernel library)', () => {
     assert.deepEqual(Array.from(out.toArraySync() as Float32Array), [2, 3, 4]);
   });
 
-  it('EXPECTED FAILURE - a kernel called with the wrong shape raises TVM\'s ValueError (sync and async)', async () => {
+  it("EXPECTED FAILURE - a kernel called with the wrong shape raises TVM's ValueError (sync and async)", async () => {
     const addOne = mod.requireFunctionSync('add_one');
     const nop = mod.requireFunctionSync('nop');
     const a = Tensor.fromSync([1, 2, 3]);
-    assert.throws(() => addOne.callSync(a, Tensor.empty([4])), isError(TvmValueError, /Mismatched B\.shape\[0\] on argument #1[\s\S]*expected to match A\.shape\[0\]/));
+    assert.throws(
+      () => addOne.callSync(a, Tensor.empty([4])),
+      isError(TvmValueError, /Mismatched B\.shape\[0\] on argument #1[\s\S]*expected to match A\.shape\[0\]/),
+    );
     assert.throws(() => addOne.callSync(Tensor.empty([3, 1]), Tensor.empty([3])), isError(TvmValueError, /Mismatched A\.ndim on argument #0[\s\S]*expected 1/));
     await assert.rejects(addOne.call(a, Tensor.empty([2])), isError(TvmValueError, /Mismatched B\.shape\[0\]/));
     // nop's shape is static: [1].
-    assert.throws(() => nop.callSync(a), isError(TvmValueError, /Invalid A\.shape\[0\] on argument #0 when calling:[\s\S]*nop\(A: Tensor\(\[1\], float32\)\)[\s\S]*expected 1/));
+    assert.throws(
+      () => nop.callSync(a),
+      isError(TvmValueError, /Invalid A\.shape\[0\] on argument #0 when calling:[\s\S]*nop\(A: Tensor\(\[1\], float32\)\)[\s\S]*expected 1/),
+    );
     const out = Tensor.empty([3]);
     addOne.callSync(a, out);
     assert.deepEqual(Array.from(out.toArraySync() as Float32Array), [2, 3, 4]);
   });
 
-  it('EXPECTED FAILURE - a kernel called with the wrong number of arguments raises TVM\'s TypeError', async () => {
+  it("EXPECTED FAILURE - a kernel called with the wrong number of arguments raises TVM's TypeError", async () => {
     const addOne = mod.requireFunctionSync('add_one');
     const a = Tensor.fromSync([1, 2, 3]);
     const b = Tensor.empty([3]);
@@ -436,7 +470,14 @@ function overwriteInPlace(file: string, fx: string): void {
 /** This process's folder of private copies (lib/module.ts). */
 const PROCESS_DIR = path.join(os.tmpdir(), `tvm-node-${process.pid}`);
 /** The files the dynamic loader has mapped now, as /proc/self/maps names them. */
-const mapped = () => new Set(fs.readFileSync('/proc/self/maps', 'utf8').split('\n').map((l) => l.split(/\s+/).slice(5).join(' ')).filter(Boolean));
+const mapped = () =>
+  new Set(
+    fs
+      .readFileSync('/proc/self/maps', 'utf8')
+      .split('\n')
+      .map((l) => l.split(/\s+/).slice(5).join(' '))
+      .filter(Boolean),
+  );
 
 describe('loadModule of a changed file, relative paths', () => {
   let dir: string;
@@ -486,7 +527,10 @@ describe('loadModule of a changed file, relative paths', () => {
       const copies = [...mapped()].filter((m) => m.startsWith(`${PROCESS_DIR}/${stem}-`));
       assert.ok(copies.length >= 2, `copies mapped: ${copies.join(', ')}`);
       for (const c of copies) assert.match(c, new RegExp(`^${escapeRe(PROCESS_DIR)}/${stem}-[0-9a-f]{16}-[0-9a-f]{12}\\.so \\(deleted\\)$`));
-      assert.deepEqual(fs.readdirSync(PROCESS_DIR).filter((f) => f.startsWith(`${stem}-`)), []);
+      assert.deepEqual(
+        fs.readdirSync(PROCESS_DIR).filter((f) => f.startsWith(`${stem}-`)),
+        [],
+      );
     });
   }
 
@@ -516,11 +560,21 @@ describe('loadModule of a changed file, relative paths', () => {
       })().catch((e) => { fs.writeSync(2, String((e && e.stack) || e)); process.kill(process.pid, 'SIGKILL'); });
     `;
     const [mlp, conv] = [fixture('mlp'), fixture('conv')];
-    const env = { ...process.env, LIB: path.join(repoRoot, 'lib'), FILE: file, MLP_IN: fixtureFile(mlp.cases[0].inputs[0]), CONV_IN: fixtureFile(conv.cases[0].inputs[0]), CONV_SO: conv.path };
+    const env = {
+      ...process.env,
+      LIB: path.join(repoRoot, 'lib'),
+      FILE: file,
+      MLP_IN: fixtureFile(mlp.cases[0].inputs[0]),
+      CONV_IN: fixtureFile(conv.cases[0].inputs[0]),
+      CONV_SO: conv.path,
+    };
     const r = spawnSync(process.execPath, ['-r', require.resolve('tsx/cjs'), '-e', child], { env, encoding: 'utf8', timeout: 60_000 });
     fs.rmSync(path.join(os.tmpdir(), `tvm-node-${r.pid}`), { recursive: true, force: true });
     assert.equal(r.signal, 'SIGKILL', `child ended with ${r.status}/${r.signal}: ${r.stderr}`);
-    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<'before' | 'sync' | 'later', Array<{ shape: number[]; data: number[] }>> & { ino: number; inoAfter: number };
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<'before' | 'sync' | 'later', Array<{ shape: number[]; data: number[] }>> & {
+      ino: number;
+      inoAfter: number;
+    };
     assert.equal(report.inoAfter, report.ino, 'the scenario must overwrite the same inode');
     const check = (got: Array<{ shape: number[]; data: number[] }>, fx: typeof mlp) => {
       assert.equal(got.length, 1);
@@ -547,7 +601,7 @@ describe('loadModule of a changed file, relative paths', () => {
     assert.ok(!mapped().has(file), 'loaded from the file itself');
   });
 
-  it('EXPECTED FAILURE - what was loaded is recorded for the whole process: a worker thread\'s old model does not come back', async () => {
+  it("EXPECTED FAILURE - what was loaded is recorded for the whole process: a worker thread's old model does not come back", async () => {
     const file = path.join(dir, 'threads.so');
     fs.copyFileSync(fixture('mlp').path, file);
     const code = `
@@ -563,12 +617,16 @@ describe('loadModule of a changed file, relative paths', () => {
       });
     `;
     const mlp = fixture('mlp');
-    const worker = new Worker(code, { eval: true, workerData: { tsx: require.resolve('tsx/cjs'), lib: path.join(repoRoot, 'lib'), file, input: fixtureFile(mlp.cases[0].inputs[0]) } });
+    const worker = new Worker(code, {
+      eval: true,
+      workerData: { tsx: require.resolve('tsx/cjs'), lib: path.join(repoRoot, 'lib'), file, input: fixtureFile(mlp.cases[0].inputs[0]) },
+    });
     try {
-      const next = () => new Promise<unknown>((resolve, reject) => {
-        worker.once('message', resolve);
-        worker.once('error', reject);
-      });
+      const next = () =>
+        new Promise<unknown>((resolve, reject) => {
+          worker.once('message', resolve);
+          worker.once('error', reject);
+        });
       assert.equal(await next(), 'loaded');
       // This thread has never loaded the file; the worker holds the old version.
       REPLACE['renamed over the old one'](file, 'conv');
@@ -594,7 +652,10 @@ describe('loadModule of a changed file, relative paths', () => {
       disposeLater.push(vm.module, vm);
       await assertModel(vm, 'mlp');
       // An error names the file it looked for.
-      assert.throws(() => loadModuleSync('nope.so'), isError(TvmRuntimeError, new RegExp(`^cannot load ${escapeRe(path.join(here, 'nope.so'))}: no such file$`)));
+      assert.throws(
+        () => loadModuleSync('nope.so'),
+        isError(TvmRuntimeError, new RegExp(`^cannot load ${escapeRe(path.join(here, 'nope.so'))}: no such file$`)),
+      );
     } finally {
       process.chdir(cwd);
     }

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { encodeNpy, type NpyArray, parseNpy, readNpy, Tensor, tensorFromNpy, toFloat32, TvmValueError, writeNpy, type DType } from '../lib';
+import { type DType, encodeNpy, type NpyArray, parseNpy, readNpy, Tensor, TvmValueError, tensorFromNpy, toFloat32, writeNpy } from '../lib';
 import { HOST_ARRAY } from '../lib/dtype';
 import { type ArraySpec, fixture, fixtureDir, python } from './fixtures';
 
@@ -16,7 +16,11 @@ function numpyLoad(file: string): { dtype: string; shape: number[]; values: stri
   assert.ok(m, `unexpected numpy output: ${out}`);
   return {
     dtype: m[1],
-    shape: m[2].split(',').map((s) => s.trim()).filter(Boolean).map(Number),
+    shape: m[2]
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+      .map(Number),
     values: m[3] ? m[3].split(', ') : [],
   };
 }
@@ -38,7 +42,11 @@ function assertNumpySees(file: string, dtype: DType, shape: number[], values: un
   const np = numpyLoad(file);
   assert.equal(np.dtype, dtype, `numpy dtype of ${file}`);
   assert.deepEqual(np.shape, shape, `numpy shape of ${file}`);
-  assert.deepEqual(np.values.map((v) => fromPython(v, dtype)), values, `numpy values of ${file}`);
+  assert.deepEqual(
+    np.values.map((v) => fromPython(v, dtype)),
+    values,
+    `numpy values of ${file}`,
+  );
 }
 
 /** Arrays of every dtype with a standard .npy form, at their extremes. */
@@ -73,7 +81,7 @@ describe('.npy files', () => {
       ['fp16 output', fixture('fp16').cases[0].outputs[0], 'float16', [8, 8]],
     ];
 
-    it('gives the dtype and shape the fixture index says, in the dtype\'s host array', () => {
+    it("gives the dtype and shape the fixture index says, in the dtype's host array", () => {
       for (const [what, spec, dtype, shape] of specs()) {
         const a = readNpy(path.join(fixtureDir(), spec.file));
         assert.equal(spec.dtype, dtype, `index dtype of ${what}`);
@@ -81,7 +89,11 @@ describe('.npy files', () => {
         assert.equal(a.dtype, dtype, what);
         assert.deepEqual(a.shape, shape, what);
         assert.ok(a.data instanceof HOST_ARRAY[dtype], `${what}: ${a.data.constructor.name}`);
-        assert.equal(a.data.length, shape.reduce((x, y) => x * y, 1), what);
+        assert.equal(
+          a.data.length,
+          shape.reduce((x, y) => x * y, 1),
+          what,
+        );
       }
     });
 
@@ -154,7 +166,7 @@ describe('.npy files', () => {
   });
 
   describe('files written by numpy', () => {
-    it('readNpy reads numpy\'s bool, uint16, int64 (beyond 2^53), float16 and float64 files', () => {
+    it("readNpy reads numpy's bool, uint16, int64 (beyond 2^53), float16 and float64 files", () => {
       const script = `
 import numpy as np, sys, os
 d = sys.argv[1]
@@ -202,8 +214,14 @@ np.save(os.path.join(d, 'f8.npy'), np.array([0.1, -1e-300], dtype=np.float64))`;
     });
 
     it('EXPECTED FAILURE - files that are not .npy, or are truncated, are a TvmValueError', () => {
-      assert.throws(() => parseNpy(Buffer.from('not an npy file at all')), (e: Error) => e instanceof TvmValueError && /not a readable \.npy file: Not an \.npy file/.test(e.message));
-      assert.throws(() => parseNpy(new Uint8Array([0x93, 0x4e])), (e: Error) => e instanceof TvmValueError && /not a readable \.npy file/.test(e.message));
+      assert.throws(
+        () => parseNpy(Buffer.from('not an npy file at all')),
+        (e: Error) => e instanceof TvmValueError && /not a readable \.npy file: Not an \.npy file/.test(e.message),
+      );
+      assert.throws(
+        () => parseNpy(new Uint8Array([0x93, 0x4e])),
+        (e: Error) => e instanceof TvmValueError && /not a readable \.npy file/.test(e.message),
+      );
       const whole = encodeNpy({ dtype: 'float64', shape: [4], data: new Float64Array([1, 2, 3, 4]) });
       assert.throws(
         () => parseNpy(whole.subarray(0, whole.length - 16)),

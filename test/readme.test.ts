@@ -49,7 +49,12 @@ function mobilenet(): { so: string; manifest: string } {
 }
 
 /** Runs a command to its end (killed after `ms`): its status, signal and output. */
-function run(cmd: string, args: string[], cwd: string, ms: number): Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+function run(
+  cmd: string,
+  args: string[],
+  cwd: string,
+  ms: number,
+): Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -73,7 +78,10 @@ describe('README examples, copied into a fresh folder and run as written', funct
 
   before(async () => {
     // The package as an installed dependency: dist/ built by tsc, resolved through `exports`.
-    execFileSync(process.execPath, [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: repoRoot, stdio: 'inherit' });
+    execFileSync(process.execPath, [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
+      cwd: repoRoot,
+      stdio: 'inherit',
+    });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-readme-'));
     fs.mkdirSync(path.join(dir, 'node_modules'));
     fs.symlinkSync(repoRoot, path.join(dir, 'node_modules', 'tvm-node'));
@@ -112,7 +120,11 @@ describe('README examples, copied into a fresh folder and run as written', funct
       const tsx = pathToFileURL(path.join(repoRoot, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
       // Not spawnSync: the RPC example's server runs in this process and must keep serving.
       const r = await run(process.execPath, ['--import', tsx, file], dir, 240000);
-      assert.equal(r.status, 0, `example ${i + 1} failed (status ${r.status}, signal ${r.signal})\n--- code ---\n${ex.code}\n--- stderr ---\n${r.stderr}\n--- stdout ---\n${r.stdout}`);
+      assert.equal(
+        r.status,
+        0,
+        `example ${i + 1} failed (status ${r.status}, signal ${r.signal})\n--- code ---\n${ex.code}\n--- stderr ---\n${r.stderr}\n--- stdout ---\n${r.stdout}`,
+      );
       assert.ok(r.stdout.trim().length > 0 || !/console\.log/.test(ex.code), `example ${i + 1} printed nothing`);
     });
   }

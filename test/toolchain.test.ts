@@ -14,14 +14,14 @@ import {
   checkAbiGenerations,
   checkRuntimeVersions,
   cpu,
+  type LoadedLibrary,
   loadedLibraries,
   outputsOf,
   readNpy,
   Tensor,
   VersionMismatchError,
-  versions,
   VirtualMachine,
-  type LoadedLibrary,
+  versions,
 } from '../lib';
 import { python, repoRoot } from './fixtures';
 
@@ -182,7 +182,10 @@ print(json.dumps({"tvm": tvm.__version__, "json_chars": len(text),
         assert.equal(error, undefined);
         assert.deepEqual(result, abiFingerprint(f), f);
       }
-      assert.deepEqual(ABI_GENERATIONS.map((g) => g.namespace), ['tvm::ffi::details', 'tvm::ffi::detail']);
+      assert.deepEqual(
+        ABI_GENERATIONS.map((g) => g.namespace),
+        ['tvm::ffi::details', 'tvm::ffi::detail'],
+      );
     });
   });
 
@@ -287,7 +290,10 @@ print(json.dumps({"tvm": tvm.__version__, "json_chars": len(text),
       );
       const failing = path.join(tmp, 'python-fail');
       fs.writeFileSync(failing, '#!/bin/sh\necho "ImportError: no tvm" >&2\nexit 1\n', { mode: 0o755 });
-      assert.match(toolchain('probeSerialization', failing, found).error!, /failed a tvm\.ir\.save_json\/load_json round trip .*\(exit 1: ImportError: no tvm\)/);
+      assert.match(
+        toolchain('probeSerialization', failing, found).error!,
+        /failed a tvm\.ir\.save_json\/load_json round trip .*\(exit 1: ImportError: no tvm\)/,
+      );
       // And the real pinned venv passes it.
       assert.deepEqual(toolchain('probeSerialization', python, { ...found, ffiVersion: pinned('apache-tvm-ffi') }), { log: [] });
     });
@@ -298,7 +304,13 @@ print(json.dumps({"tvm": tvm.__version__, "json_chars": len(text),
       const r = spawnSync(process.execPath, ['--require', 'tsx/cjs', 'lib/cli.ts', 'info'], { cwd: repoRoot, encoding: 'utf8', timeout: 90_000 });
       assert.equal(r.status, 0, r.stderr);
       const v = versions();
-      assert.match(r.stdout, new RegExp(`^tvm-ffi\\s+apache-tvm-ffi ${pinned('apache-tvm-ffi').replace(/\./g, '\\.')}, library reports ${v.tvmFfi}, tvm-node built against headers ${v.tvmFfiHeaders}$`, 'm'));
+      assert.match(
+        r.stdout,
+        new RegExp(
+          `^tvm-ffi\\s+apache-tvm-ffi ${pinned('apache-tvm-ffi').replace(/\./g, '\\.')}, library reports ${v.tvmFfi}, tvm-node built against headers ${v.tvmFfiHeaders}$`,
+          'm',
+        ),
+      );
       for (const [role, file] of [
         ['tvm-ffi', path.join(stagedDir, 'libtvm_ffi.so')],
         ['TVM runtime', path.join(stagedDir, 'libtvm_runtime.so')],
@@ -307,7 +319,7 @@ print(json.dumps({"tvm": tvm.__version__, "json_chars": len(text),
         const line = `loaded     ${role.padEnd(20)} ${fs.realpathSync(file)}  [tvm::ffi::details (tvm-ffi 0.1.14 or earlier)]`;
         assert.ok(r.stdout.split('\n').includes(line), `missing line: ${line}\n${r.stdout}`);
       }
-      assert.match(r.stdout, /^abi check  ok: the loaded libraries are built for the loaded tvm-ffi$/m);
+      assert.match(r.stdout, /^abi check {2}ok: the loaded libraries are built for the loaded tvm-ffi$/m);
     });
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpu, DisposedError, TvmError, outputsOf, Tensor, TvmAttributeError, VirtualMachine, loadModule, loadModuleSync } from '../lib';
+import { cpu, DisposedError, loadModule, loadModuleSync, outputsOf, Tensor, TvmAttributeError, TvmError, VirtualMachine } from '../lib';
 import { assertMatches, fixture, inputTensor, repoRoot } from './fixtures';
 
 describe('VirtualMachine (Relax VM)', () => {
@@ -27,7 +27,10 @@ describe('VirtualMachine (Relax VM)', () => {
     const vm = await VirtualMachine.load(fx.path);
     const out = await vm.run('main', inputTensor(fx.cases[0].inputs[0]));
     assert.ok(Array.isArray(out));
-    assert.deepEqual((out as Tensor[]).map((t) => t.dtype), ['float32', 'float32', 'int64']);
+    assert.deepEqual(
+      (out as Tensor[]).map((t) => t.dtype),
+      ['float32', 'float32', 'int64'],
+    );
     await vm.dispose();
   });
 
@@ -139,7 +142,10 @@ describe('VirtualMachine (Relax VM)', () => {
     const vm = await VirtualMachine.load(fx.path);
     await assert.rejects(vm.run('main', Tensor.empty([3, 16])), (e: Error) => e instanceof TvmError && /shape\[0\] mismatch/.test(e.message));
     await assert.rejects(vm.run('main', Tensor.empty([4, 16], 'int32')), (e: Error) => e instanceof TvmError && /dtype|float32/.test(e.message));
-    assert.throws(() => vm.runSync('main'), (e: Error) => e instanceof TvmError && /expects 1 arguments/.test(e.message));
+    assert.throws(
+      () => vm.runSync('main'),
+      (e: Error) => e instanceof TvmError && /expects 1 arguments/.test(e.message),
+    );
     assert.throws(() => vm.runSync('nope'), TvmAttributeError);
     assertMatches(vm.runSync('main', inputTensor(fx.cases[0].inputs[0])) as Tensor, fx.cases[0].outputs[0], fx.tolerance);
     await vm.dispose();

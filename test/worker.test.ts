@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { threadId, Worker } from 'node:worker_threads';
 import { getGlobalFunc, outputsOf, requireGlobalFunc, Tensor, TvmRuntimeError, VirtualMachine } from '../lib';
-import { assertMatches, fixture, inputTensor, repoRoot, type ArraySpec } from './fixtures';
+import { type ArraySpec, assertMatches, fixture, inputTensor, repoRoot } from './fixtures';
 
 /**
  * Code run by each worker thread: loads the library through tsx, as an application would,
@@ -149,9 +149,15 @@ describe('worker_threads (context-aware addon)', () => {
       const f = getGlobalFunc(name);
       assert.ok(f, 'the global is still registered');
       const re = new RegExp(`the JavaScript environment that registered '${name.replace(/\./g, '\\.')}' has exited`);
-      assert.throws(() => f.callSync(1), (e: unknown) => e instanceof TvmRuntimeError && re.test(e.message));
+      assert.throws(
+        () => f.callSync(1),
+        (e: unknown) => e instanceof TvmRuntimeError && re.test(e.message),
+      );
       await assert.rejects(f.call(1), (e: unknown) => e instanceof TvmRuntimeError && re.test(e.message));
-      assert.throws(() => requireGlobalFunc(`${name}.where`).callSync(), (e: unknown) => e instanceof TvmRuntimeError && /has exited/.test(e.message));
+      assert.throws(
+        () => requireGlobalFunc(`${name}.where`).callSync(),
+        (e: unknown) => e instanceof TvmRuntimeError && /has exited/.test(e.message),
+      );
     } finally {
       const remove = requireGlobalFunc('ffi.FunctionRemoveGlobal');
       remove.callSync(name);
@@ -221,7 +227,11 @@ describe('worker_threads (context-aware addon)', () => {
         process.stdout.write(JSON.stringify(Array.from(await out.toArray())));
       })();`;
     const input = path.join(path.dirname(fx.path), spec.inputs[0].file);
-    const stdout = execFileSync(process.execPath, ['--require', TSX, '-e', script, input], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const stdout = execFileSync(process.execPath, ['--require', TSX, '-e', script, input], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const out = Float32Array.from(JSON.parse(stdout) as number[]);
     assertMatches(Tensor.fromSync(out, { shape: spec.outputs[0].shape as number[] }), spec.outputs[0], fx.tolerance);
   });

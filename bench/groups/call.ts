@@ -4,9 +4,9 @@
  * lib/'s wrappers and of the async thread hop.
  */
 import { randomFill } from 'node:crypto';
-import { loadModuleSync, requireGlobalFunc, Tensor, type PackedFunc } from '../../lib';
-import { fixture } from '../fixtures';
+import { loadModuleSync, type PackedFunc, requireGlobalFunc, Tensor } from '../../lib';
 import type { Ctx } from '../context';
+import { fixture } from '../fixtures';
 import { hrtimeLoop, makeCase, measure, sequential } from '../measure';
 
 export async function benchCalls(ctx: Ctx): Promise<void> {

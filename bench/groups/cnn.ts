@@ -6,10 +6,10 @@
 import path from 'node:path';
 import type * as Ort from 'onnxruntime-node';
 import { outputsOf, readNpy, Tensor, VirtualMachine } from '../../lib';
-import { repoRoot } from '../fixtures';
 import { compare } from '../bench-models';
 import type { Ctx } from '../context';
-import { hrtimeLoop, makeCase, measure, sequential, type Contender } from '../measure';
+import { repoRoot } from '../fixtures';
+import { type Contender, hrtimeLoop, makeCase, measure, sequential } from '../measure';
 import { dropAll, IN_FLIGHT, pumpContenders, pumpRuns } from './model';
 
 /** The CNN of the `cnn` group, per mode (scripts/compile_bench_models.py builds both). */

@@ -3,7 +3,7 @@
  * Buffer.copy, per size.
  */
 import { Tensor } from '../../lib';
-import { formatBytes, type Ctx } from '../context';
+import { type Ctx, formatBytes } from '../context';
 import { hrtimeLoop, makeCase, measure } from '../measure';
 
 function filled(n: number): Float32Array {

@@ -1,13 +1,15 @@
 /**
  * The `model` group: the `mlp` and `conv` fixtures, Node runSync (sync) and run (async) with
- * 1/2/4 in flight vs Python's relax.VirtualMachine on the same .so. Its pumps (k runs kept in
- * flight) serve the cnn group too.
+ * 1/2/4 in flight vs Python's relax.VirtualMachine on the same .so, and (diagnostic) one async
+ * run against a bare libuv pool round trip, the part of it no addon can avoid. Its pumps (k
+ * runs kept in flight) serve the cnn group too.
  */
+import { randomFill } from 'node:crypto';
 import path from 'node:path';
-import { outputsOf, Tensor, VirtualMachine } from '../../lib';
-import { fixture, fixtureDir, inputTensor } from '../fixtures';
+import { outputsOf, type Tensor, VirtualMachine } from '../../lib';
 import type { Ctx } from '../context';
-import { hrtimeLoop, makeCase, measure, type Contender, type RoundFn } from '../measure';
+import { fixture, fixtureDir, inputTensor } from '../fixtures';
+import { type Contender, hrtimeLoop, makeCase, measure, type RoundFn, sequential } from '../measure';
 
 /** Ops per round of a pump keeping k runs in flight: at least this many times k. */
 export const MIN_RUNS_PER_LANE = 2;
@@ -52,6 +54,7 @@ export async function benchModels(ctx: Ctx): Promise<void> {
       inputs: c.inputs.map((s) => path.join(fixtureDir(), s.file)),
     });
     const pump = (k: number) => pumpRuns(vm, fn, inputs, k);
+    const small = Buffer.alloc(16);
     ctx.log(`model: ${name}`);
     const shape = c.inputs.map((s) => `[${s.shape.join(',')}]`).join(', ');
     const t = await measure(
@@ -59,6 +62,8 @@ export async function benchModels(ctx: Ctx): Promise<void> {
         { key: 'sync', name: 'vm.runSync', round: hrtimeLoop(() => dropAll(vm.runSync(fn, ...inputs))) },
         ...pumpContenders(pump),
         ctx.peer.contender('py', `${ctx.pyName}: relax.VirtualMachine["${fn}"](x)`, name),
+        // Diagnostic: the thread hop alone, as Node's own pool work pays it.
+        { key: 'uv', name: 'await crypto.randomFill(16 B)', round: sequential(() => uvRoundTrip(small)) },
       ],
       ctx.rounds,
       ctx.roundMs,
@@ -72,7 +77,19 @@ export async function benchModels(ctx: Ctx): Promise<void> {
         }),
       );
     }
+    ctx.cases.push(
+      makeCase('model', `${what}: async run, 1 in flight vs a bare libuv pool round trip`, 'us/run', t.a1, t.uv, {
+        note:
+          'diagnostic: what an async run costs beyond the thread hop every pool job pays (a libuv queue + wake-up of a pool ' +
+          'thread + completion back on the event loop); the rest is the run itself (runSync) and its set-up',
+      }),
+    );
     await vm.dispose();
     inputs.forEach((x) => x.disposeSync());
   }
+}
+
+/** One job through libuv's pool that does (almost) nothing: Node's own cost of a thread hop. */
+export function uvRoundTrip(buf: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => randomFill(buf, (err) => (err ? reject(err) : resolve())));
 }

@@ -4,13 +4,13 @@
  * k inferences and closes, one job at a time; and what the rpc group shares with it
  * (closeSession, checkAgainst, the clock, the connect retries).
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { connect, readNpy, type RPCSession } from '../../lib';
-import { repoRoot } from '../fixtures';
+import { connect, type RPCSession, readNpy } from '../../lib';
 import { compare } from '../bench-models';
+import { repoRoot } from '../fixtures';
 import { sleep } from '../measure';
 import { RPC_HOST, withTimeout } from '../peers';
 
@@ -129,7 +129,11 @@ export class NodeRpcClient {
 
   constructor() {
     const ts = !__filename.endsWith('.js');
-    this.proc = fork(__filename, [RPC_CLIENT_FLAG], { cwd: repoRoot, execArgv: ts ? ['--require', 'tsx/cjs'] : [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc = fork(__filename, [RPC_CLIENT_FLAG], {
+      cwd: repoRoot,
+      execArgv: ts ? ['--require', 'tsx/cjs'] : [],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     this.started = new Promise<void>((resolve, reject) => {
       this.proc.on('message', (m: 'ready' | { ok: ClientTimes } | { error: string }) => {
         if (m === 'ready') return resolve();

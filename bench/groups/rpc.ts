@@ -7,25 +7,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { connect, outputsOf, readNpy, RPCServer, Tensor, VirtualMachine } from '../../lib';
+import { connect, outputsOf, RPCServer, readNpy, type Tensor, VirtualMachine } from '../../lib';
 import { decodeTensors, encodeInputs, INFER_FUNCTION } from '../../lib/rpc/infer';
+import { type Ctx, formatBytes, MiB } from '../context';
 import { fixture, fixtureDir, repoRoot } from '../fixtures';
-import { formatBytes, MiB, type Ctx } from '../context';
-import { makeCase, makeCases, measure, sequential, sleep, stats, type Contender, type RoundFn, type Timed } from '../measure';
+import { type Contender, makeCase, makeCases, measure, type RoundFn, sequential, sleep, stats, type Timed } from '../measure';
 import { PythonPeer, RPC_HOST, TvmRpcServer, withTimeout } from '../peers';
 import { fmt } from '../report';
 import type { RpcSettings } from '../types';
-import {
-  checkAgainst,
-  closeSession,
-  hrNow,
-  NodeRpcClient,
-  nsSince,
-  RPC_CONNECT_ATTEMPTS,
-  RPC_RETRY_MS,
-  type ClientJob,
-  type ClientTimes,
-} from './rpc-client';
+import { type ClientJob, type ClientTimes, checkAgainst, closeSession, hrNow, NodeRpcClient, nsSince, RPC_CONNECT_ATTEMPTS, RPC_RETRY_MS } from './rpc-client';
 
 /** Bound on one request to a peer or client process outside the concurrency rounds. */
 const RPC_REQUEST_MS = 180000;
@@ -56,7 +46,7 @@ export function rpcSettings(quick: boolean): RpcSettings {
       `tvm-node RPCServer({ port: 0, modelsDir, maxSessions: 64 }) in the benchmark process, serving mlp.so and conv.so as a model ` +
       `repository; every session is a forked Node process (lib/rpc/session-worker${workerJs ? '.js' : '.ts, run under tsx since lib/ is not compiled'})`,
     pythonServer:
-      'TVM\'s `python -m tvm.exec.rpc_server --host 127.0.0.1` (tvm/.venv): one session at a time, each in a forked process, ' +
+      "TVM's `python -m tvm.exec.rpc_server --host 127.0.0.1` (tvm/.venv): one session at a time, each in a forked process, " +
       'listen backlog 1; a client that connects while another is served waits in the kernel (or TCP retries its SYN) until it is accepted',
   };
 }
@@ -185,7 +175,11 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
           { key: 'node', name: `${OURS}: await session.infer('${name}', [x])`, round: sequential(inferOnce) },
           rpcPeerContender(peer, 'py', `${PY_TVM}: vm["main"](tvm.runtime.tensor(x, r.cpu())).numpy()`, `vm-tvm-${name}`),
           { key: 'multi', name: `${OURS}: session.tensor(x), vm.run over the remote module, toArray()`, round: sequential(multiOnce) },
-          { key: 'cached', name: `${OURS}: decodeTensors(await f.call('${name}', encodeInputs([x]))), f = tvm_node.infer looked up once`, round: sequential(cachedOnce) },
+          {
+            key: 'cached',
+            name: `${OURS}: decodeTensors(await f.call('${name}', encodeInputs([x]))), f = tvm_node.infer looked up once`,
+            round: sequential(cachedOnce),
+          },
           rpcPeerContender(peer, 'pyOurs', `${PY_OURS}: vm["main"](tvm.runtime.tensor(x, r.cpu())).numpy()`, `vm-ours-${name}`),
           rpcPeerContender(peer, 'pyInfer', `${PY_OURS}: unpack(r.get_function("tvm_node.infer")("${name}", pack([x])))`, `infer-ours-${name}`),
           { key: 'inf', name: `${INF}: await session.infer('${name}', [x])`, round: sequential(inferOnceInf) },
@@ -201,7 +195,8 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
             `${what}: session.infer vs Python client on TVM's server (tensor, main, numpy)`,
             t.node,
             t.py,
-            'open session, model already loaded on the server; µs per inference, host input to host output. session.infer ' + 'sends inputs and gets outputs in one tvm_node.infer call, but looks the function up first: 2 round trips',
+            'open session, model already loaded on the server; µs per inference, host input to host output. session.infer ' +
+              'sends inputs and gets outputs in one tvm_node.infer call, but looks the function up first: 2 round trips',
           ],
           [
             `${what}: inference-only server: session.infer vs Python client on TVM's server (tensor, main, numpy)`,
@@ -227,12 +222,7 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
             t.py,
             'diagnostic: the same remote calls on both sides',
           ],
-          [
-            `${what}: tvm-node client + server, infer vs multi-round-trip`,
-            t.node,
-            t.multi,
-            'diagnostic: what one round trip saves, same client, same server',
-          ],
+          [`${what}: tvm-node client + server, infer vs multi-round-trip`, t.node, t.multi, 'diagnostic: what one round trip saves, same client, same server'],
           [
             `${what}: Python client, multi-round-trip: tvm-node server vs TVM's server`,
             t.pyOurs,
@@ -306,10 +296,25 @@ export async function benchRpc(ctx: Ctx): Promise<void> {
     );
     ctx.cases.push(
       ...makeCases('rpc', 'ms/session', [
-        ["connect: tvm-node server + client vs TVM's Python server + client", tc.node, tc.py, `handshake to a session ready for requests (tvm-node: a Node process start per session); ${settleMs} ms idle after each close, untimed`],
+        [
+          "connect: tvm-node server + client vs TVM's Python server + client",
+          tc.node,
+          tc.py,
+          `handshake to a session ready for requests (tvm-node: a Node process start per session); ${settleMs} ms idle after each close, untimed`,
+        ],
         ["connect, Python client: tvm-node server vs TVM's Python server", tc.pyOurs, tc.py, 'diagnostic: the same stock client on both, so the server alone'],
-        ["connect: tvm-node inference-only server + client vs TVM's Python server + client", tc.inf, tc.py, 'inference-only sessions are served in the server process: no process start'],
-        ["connect, Python client: tvm-node inference-only server vs TVM's Python server", tc.pyInf, tc.py, 'diagnostic: the same stock client on both, so the server alone'],
+        [
+          "connect: tvm-node inference-only server + client vs TVM's Python server + client",
+          tc.inf,
+          tc.py,
+          'inference-only sessions are served in the server process: no process start',
+        ],
+        [
+          "connect, Python client: tvm-node inference-only server vs TVM's Python server",
+          tc.pyInf,
+          tc.py,
+          'diagnostic: the same stock client on both, so the server alone',
+        ],
       ]),
     );
     ctx.log('rpc: connect to first result');

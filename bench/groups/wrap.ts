@@ -3,8 +3,8 @@
  * per size.
  */
 import { Tensor } from '../../lib';
-import { formatBytes, type Ctx } from '../context';
-import { hrtimeLoop, makeCase, measure, type Contender, type RoundFn } from '../measure';
+import { type Ctx, formatBytes } from '../context';
+import { type Contender, hrtimeLoop, makeCase, measure, type RoundFn } from '../measure';
 
 export async function benchWrap(ctx: Ctx): Promise<void> {
   // Tensor memory is 64-byte aligned; its hostView is aligned memory JS owns a view of.

@@ -4,15 +4,15 @@
  * `.npy` files or at random from `--shape`/`--dtype`, and reused by every call.
  */
 import path from 'node:path';
-import type { Device } from '../device';
 import { checkInputs } from '../bind';
+import type { Device } from '../device';
 import { metadataOfFile } from '../model';
 import { Tensor } from '../tensor';
 import { withHint } from './errors';
-import { bindInputs, describeArray, inputTensor, seededRandom, type DTypeSpec, type InputSpec, type ShapeSpec } from './inputs';
+import { bindInputs, type DTypeSpec, describeArray, type InputSpec, inputTensor, type ShapeSpec, seededRandom } from './inputs';
 import { openModel, signatureOf, syncDevice } from './model';
 import { flattenOutputs } from './run';
-import { formatNumber, latencyStats, type LatencyStats } from './stats';
+import { formatNumber, type LatencyStats, latencyStats } from './stats';
 
 /** What `bench` was asked to do. */
 export interface BenchOptions {

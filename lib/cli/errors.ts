@@ -63,7 +63,11 @@ function defaultHint(err: unknown, command: string): string {
 /** The two stderr lines and the exit status for an error raised by `command`. */
 export function describeFailure(err: unknown, command = ''): { lines: [string, string]; exitCode: number } {
   const raw = err instanceof Error ? err.message : String(err);
-  const message = raw.split('\n').map((l) => l.trim()).find((l) => l) ?? 'unknown error';
+  const message =
+    raw
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l) ?? 'unknown error';
   const hint =
     (typeof err === 'object' && err !== null ? HINTS.get(err) : undefined) ??
     (err instanceof UsageError || err instanceof CliError ? err.hint : undefined) ??

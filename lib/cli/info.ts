@@ -3,7 +3,7 @@
  */
 import { cpu, cuda, metal, opencl, vulkan } from '../device';
 import { VersionMismatchError } from '../errors';
-import { runtimeLibraries } from '../runtime';
+import { runtimeLibraries, threadSettings } from '../runtime';
 import { checkRuntimeVersions, loadedLibraries, versions } from '../versions';
 
 /**
@@ -31,6 +31,22 @@ export function info(): void {
   }
   console.log(`abi check  ${verdict}`);
   for (const lib of runtimeLibraries()) console.log(`library    ${lib.name}: ${lib.loaded ? 'loaded' : `not loaded (${lib.error})`}`);
+  // TVM's thread pools: what each variable is and who chose it (lib/threads.ts says why).
+  const t = threadSettings();
+  const by = (name: string) =>
+    t.setByTvmNode.includes(name) ? 'tvm-node default' : process.env[name] === undefined ? "TVM's default" : 'from the environment';
+  const numThreadsBy = t.setByTvmNode.includes('TVM_NUM_THREADS')
+    ? `tvm-node default: ${t.cores} physical core${t.cores === 1 ? '' : 's'} available`
+    : process.env.TVM_NUM_THREADS !== undefined || process.env.OMP_NUM_THREADS !== undefined
+      ? 'from the environment'
+      : "TVM's default";
+  console.log(
+    `threads    TVM_NUM_THREADS=${t.numThreads} (${numThreadsBy}), TVM_BIND_THREADS=${t.bindThreads ? 1 : 0} (${by('TVM_BIND_THREADS')}), TVM_THREAD_POOL_SPIN_COUNT=${t.spinCount} (${by('TVM_THREAD_POOL_SPIN_COUNT')})`,
+  );
+  console.log(
+    `threads    runSync/callSync: ${t.numThreads} TVM worker${t.numThreads === 1 ? '' : 's'} per JS thread; run/call: ` +
+      `${t.poolThreadWorkers} per libuv pool thread${t.poolThreadWorkers === 1 ? ' (kernels run inline)' : ''}, ${t.uvThreadpoolSize} threads (UV_THREADPOOL_SIZE)`,
+  );
   for (const d of [cpu(), cuda(), vulkan(), opencl(), metal()]) {
     const state = d.exists ? `present${d.name ? ` (${d.name})` : ''}` : d.enabled ? 'runtime present, no device' : 'not in this runtime';
     console.log(`device     ${String(d).padEnd(10)} ${state}`);

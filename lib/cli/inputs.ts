@@ -3,10 +3,10 @@
  * dtypes and devices, bound to a model function's parameters and turned into tensors.
  * Parsers throw {@link UsageError} (exit status 2); reading files throws {@link CliError}.
  */
-import { Device, device as deviceOf, DeviceType } from '../device';
+import { type Device, DeviceType, device as deviceOf } from '../device';
 import { checkDType, type DType, fromFloat32, HOST_ARRAY, type TypedArray } from '../dtype';
 import { TvmError } from '../errors';
-import { readNpy } from '../npy';
+import { type NpyArray, readNpy } from '../npy';
 import { Tensor } from '../tensor';
 import { CliError, UsageError } from './errors';
 
@@ -62,7 +62,10 @@ export function parseInputSpec(spec: string): InputSpec {
 
 /** Parses dimensions: `1x3x224x224`, `1,3,224,224` or `[1, 3, 224, 224]`; `scalar` or `[]` is 0-d. */
 export function parseShape(text: string): number[] {
-  const t = text.trim().replace(/^\[(.*)\]$/, '$1').trim();
+  const t = text
+    .trim()
+    .replace(/^\[(.*)\]$/, '$1')
+    .trim();
   if (t === '' || t === 'scalar') {
     if (text.trim() === '') throw new UsageError('empty shape', 'write a shape as 1x3x224x224');
     return [];
@@ -135,11 +138,7 @@ export interface BindTarget {
  * exactly one source. `random` (commands that can generate inputs) gives the `--shape`s
  * and the `--dtype`s of generated inputs (default float32).
  */
-export function bindInputs(
-  fn: BindTarget,
-  files: readonly InputSpec[],
-  random?: { shapes: readonly ShapeSpec[]; dtypes: readonly DTypeSpec[] },
-): BoundInput[] {
+export function bindInputs(fn: BindTarget, files: readonly InputSpec[], random?: { shapes: readonly ShapeSpec[]; dtypes: readonly DTypeSpec[] }): BoundInput[] {
   const shapes = random?.shapes ?? [];
   const dtypes = random?.dtypes ?? [];
   const signature = `${fn.name}(${fn.params.join(', ')})`;
@@ -175,14 +174,13 @@ export function bindInputs(
   if (missing.length) {
     throw new UsageError(
       `no input for parameter${missing.length > 1 ? 's' : ''} ${missing.map((m) => `'${m}'`).join(', ')} of ${signature}`,
-      random
-        ? `give --input ${missing[0]}=FILE.npy, or --shape ${missing[0]}=DIMS for random data`
-        : `give --input ${missing[0]}=FILE.npy`,
+      random ? `give --input ${missing[0]}=FILE.npy, or --shape ${missing[0]}=DIMS for random data` : `give --input ${missing[0]}=FILE.npy`,
     );
   }
   for (const [name, dtype] of dtypeOf) {
     const src = sources.get(name);
-    if (!src) throw new UsageError(`--dtype names '${name}', which is not a parameter of ${signature}`, `the parameters are: ${fn.params.join(', ') || '(none)'}`);
+    if (!src)
+      throw new UsageError(`--dtype names '${name}', which is not a parameter of ${signature}`, `the parameters are: ${fn.params.join(', ') || '(none)'}`);
     if (src.kind !== 'random') throw new UsageError(`--dtype ${name}=${dtype}: '${name}' is read from a file, which has its own dtype`);
     src.dtype = dtype;
   }
@@ -207,7 +205,11 @@ export function seededRandom(seed: number): () => number {
  */
 export function randomArray(shape: readonly number[], dtype: DType, rand: () => number = seededRandom(0x5eed)): TypedArray {
   const n = shape.reduce((a, b) => a * b, 1);
-  if (dtype === 'float16' || dtype === 'bfloat16') return fromFloat32(Array.from({ length: n }, () => rand() * 2 - 1), dtype);
+  if (dtype === 'float16' || dtype === 'bfloat16')
+    return fromFloat32(
+      Array.from({ length: n }, () => rand() * 2 - 1),
+      dtype,
+    );
   const out = new HOST_ARRAY[dtype](n);
   if (out instanceof BigInt64Array || out instanceof BigUint64Array) {
     for (let i = 0; i < n; i++) out[i] = BigInt(Math.floor(rand() * 8));
@@ -224,7 +226,7 @@ export function randomArray(shape: readonly number[], dtype: DType, rand: () => 
 export function inputTensor(input: BoundInput, device: Device, rand?: () => number): Tensor {
   const src = input.source;
   if (src.kind === 'random') return Tensor.fromSync(randomArray(src.shape, src.dtype, rand), { shape: src.shape, dtype: src.dtype, device });
-  let arr;
+  let arr: NpyArray;
   try {
     arr = readNpy(src.file);
   } catch (err) {

@@ -24,10 +24,7 @@ export async function openModel(path: string, device: Device, fnName: string, co
     const fns = vm.functions();
     const fn = fns.find((f) => f.name === fnName);
     if (!fn) {
-      throw new UsageError(
-        `the model has no function '${fnName}'`,
-        `its functions: ${fns.map(signatureOf).join(', ') || '(none)'}; pick one with --function`,
-      );
+      throw new UsageError(`the model has no function '${fnName}'`, `its functions: ${fns.map(signatureOf).join(', ') || '(none)'}; pick one with --function`);
     }
     return { vm, fn };
   } catch (err) {

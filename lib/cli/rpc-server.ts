@@ -6,8 +6,8 @@
 import type { AddressInfo } from 'node:net';
 import { TvmValueError } from '../errors';
 import { ModelRepository } from '../rpc/repository';
-import { withHint } from './errors';
 import { RPCServer, type RPCServerOptions } from '../rpc/server';
+import { withHint } from './errors';
 
 /** Options of {@link rpcServer}. */
 export interface RpcServerCommand extends RPCServerOptions {
@@ -33,7 +33,8 @@ function startHint(err: unknown, o: RpcServerCommand): string | undefined {
 }
 
 export async function rpcServer(o: RpcServerCommand): Promise<void> {
-  const server = new RPCServer(o);
+  const { shutdownDeadline: _deadline, ...serverOptions } = o;
+  const server = new RPCServer(serverOptions);
   server
     .on('session', (id, addr, pid) => console.log(`session ${id} from ${addr ?? '?'}${pid ? ` (process ${pid})` : ''}`))
     .on('sessionEnd', (id, end) => console.log(`session ${id} ended (${end})`))

@@ -4,16 +4,16 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Device } from '../device';
 import { checkInputs } from '../bind';
+import type { Device } from '../device';
 import { metadataOfFile } from '../model';
 import { writeNpy } from '../npy';
 import { Tensor } from '../tensor';
 import { outputsOf } from '../vm';
 import { withHint } from './errors';
-import { bindInputs, describeArray, inputTensor, type InputSpec } from './inputs';
+import { bindInputs, describeArray, type InputSpec, inputTensor } from './inputs';
 import { openModel, signatureOf, syncDevice } from './model';
-import { formatNumber, valueStats, type ValueStats } from './stats';
+import { formatNumber, type ValueStats, valueStats } from './stats';
 
 /** What `run` was asked to do. */
 export interface RunOptions {
@@ -124,7 +124,10 @@ export async function runModel(opts: RunOptions): Promise<RunResult> {
       throw withHint(err, hint());
     }
     const timeMs = Number(process.hrtime.bigint() - started) / 1e6;
-    const outputs = flattenOutputs(result, meta.outputs.map((o) => o.name));
+    const outputs = flattenOutputs(
+      result,
+      meta.outputs.map((o) => o.name),
+    );
     for (const o of outputs) if (o.value instanceof Tensor) tensors.push(o.value);
     if (opts.out) fs.mkdirSync(opts.out, { recursive: true });
     const summaries: OutputSummary[] = [];
@@ -159,9 +162,7 @@ export function formatRunResult(r: RunResult): string {
       continue;
     }
     const st = o.stats;
-    const stats = !st
-      ? 'empty'
-      : `min ${formatNumber(st.min)}  max ${formatNumber(st.max)}  mean ${formatNumber(st.mean)}${st.nan ? `  (${st.nan} NaN)` : ''}`;
+    const stats = !st ? 'empty' : `min ${formatNumber(st.min)}  max ${formatNumber(st.max)}  mean ${formatNumber(st.mean)}${st.nan ? `  (${st.nan} NaN)` : ''}`;
     row(o.name, `${describeArray(o.shape!, o.dtype!)}  ${stats}`);
     if (o.file) row('', `-> ${o.file}${o.note ? `  (${o.note})` : ''}`);
   }

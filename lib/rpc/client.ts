@@ -5,17 +5,18 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Device, DeviceType, RPC_SESS_MASK, type DeviceKind } from '../device';
 import { type InputValue, orderInputs } from '../bind';
-import { TvmValueError } from '../errors';
-import { PackedFunc, requireGlobalFunc } from '../function';
-import { Module } from '../module';
+import { checkIndex, Device, type DeviceKind, DeviceType, RPC_SESS_MASK } from '../device';
 import type { DType } from '../dtype';
-import { Tensor, type TensorData } from '../tensor';
-import { encodeInputs, END_SESSION_FUNCTION, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
-import { decodeBlob } from './tni1';
+import { TvmTypeError, TvmValueError } from '../errors';
+import { type PackedFunc, requireGlobalFunc } from '../function';
+import type { Module } from '../module';
+import { checkEnum, checkNumber, checkOptions, checkString, received, requireNumber, requireString } from '../options';
 import { registerSessionQueue, SerialQueue, withRequestSlot } from '../scheduling';
+import { Tensor, type TensorData } from '../tensor';
+import { END_SESSION_FUNCTION, encodeInputs, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
 import type { PublicModelInfo } from './repository';
+import { decodeBlob } from './tni1';
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -81,7 +82,8 @@ export class RPCSession implements AsyncDisposable {
 
   /** A device of the peer, e.g. `session.device('cuda', 0)`. */
   device(kind: DeviceKind, index = 0): Device {
-    return new Device(DeviceType[kind] + (this.tableIndex + 1) * RPC_SESS_MASK, index);
+    checkEnum('RPCSession.device: kind', kind, Object.keys(DeviceType) as DeviceKind[]);
+    return new Device(DeviceType[kind] + (this.tableIndex + 1) * RPC_SESS_MASK, checkIndex(`RPCSession.device(${received(kind)})`, kind, index));
   }
   /** The peer's CPU. */
   cpu(index = 0): Device {
@@ -102,6 +104,7 @@ export class RPCSession implements AsyncDisposable {
 
   /** A global function of the peer by name (the caller's to dispose); throws if the peer has none. */
   async getFunction(name: string): Promise<RemoteFunction> {
+    requireString('RPCSession.getFunction: name', name);
     const fn = await this.queue.run(() => this.module.getFunction(name));
     if (!fn) throw new TvmValueError('ValueError', `the peer has no function '${name}'`);
     return new RemoteFunction(fn, this.queue, name);
@@ -109,6 +112,7 @@ export class RPCSession implements AsyncDisposable {
 
   /** Calls a global function of the peer by name. */
   async call(name: string, ...args: unknown[]): Promise<unknown> {
+    requireString('RPCSession.call: name', name);
     const fn = await this.getFunction(name);
     try {
       return await fn.call(...args);
@@ -119,6 +123,10 @@ export class RPCSession implements AsyncDisposable {
 
   /** Sends bytes (or a local file) into the session's work directory on the peer. */
   async upload(data: Buffer | string, target?: string): Promise<void> {
+    if (typeof data === 'string') requireString('RPCSession.upload: data', data);
+    else if (!(data instanceof Uint8Array))
+      throw new TvmTypeError('TypeError', `RPCSession.upload: data must be a Buffer (bytes) or a local file path, got ${received(data)}`);
+    checkString('RPCSession.upload: target', target, { nonEmpty: true });
     const bytes = typeof data === 'string' ? await fs.promises.readFile(data) : data;
     const name = target ?? (typeof data === 'string' ? path.basename(data) : undefined);
     if (!name) throw new TvmValueError('ValueError', 'upload of bytes needs a target file name');
@@ -127,6 +135,7 @@ export class RPCSession implements AsyncDisposable {
 
   /** Fetches a file from the session's work directory. */
   async download(name: string): Promise<Buffer> {
+    requireString('RPCSession.download: name', name);
     return (await this.call('tvm.rpc.server.download', name)) as Buffer;
   }
 
@@ -138,11 +147,13 @@ export class RPCSession implements AsyncDisposable {
 
   /** Removes a file from the session's work directory. */
   async remove(name: string): Promise<void> {
+    requireString('RPCSession.remove: name', name);
     await this.call('tvm.rpc.server.remove', name);
   }
 
   /** Loads an uploaded artifact on the peer; its functions and VMs run there. The module is the caller's to dispose. */
   async loadModule(name: string): Promise<Module> {
+    requireString('RPCSession.loadModule: name', name);
     using load = requireGlobalFunc('rpc.LoadRemoteModule');
     return (await this.queue.run(() => load.call(this.module, name))) as Module;
   }
@@ -160,6 +171,7 @@ export class RPCSession implements AsyncDisposable {
   async infer(model: string, inputs: readonly InferInput[]): Promise<Tensor[]>;
   async infer(model: string, inputs: Readonly<Record<string, InferInput>>): Promise<Record<string, Tensor>>;
   async infer(model: string, inputs: readonly InferInput[] | Readonly<Record<string, InferInput>>): Promise<Tensor[] | Record<string, Tensor>> {
+    checkInferArgs(model, inputs);
     if (!Array.isArray(inputs)) return this.inferByName(model, inputs as Readonly<Record<string, InferInput>>);
     // Looked up once per session, so each inference is exactly one request.
     this.inferFn ??= this.getFunction(INFER_FUNCTION);
@@ -174,9 +186,16 @@ export class RPCSession implements AsyncDisposable {
     if (info.error !== undefined) throw new TvmValueError('ValueError', `model '${model}': ${info.error}`);
     const specs = info.inputs;
     if (!specs || specs.some((s) => s.name === undefined)) {
-      throw new TvmValueError('ValueError', `model '${model}' has no input names on the server (its manifest names none): pass its inputs in order, as an array`);
+      throw new TvmValueError(
+        'ValueError',
+        `model '${model}' has no input names on the server (its manifest names none): pass its inputs in order, as an array`,
+      );
     }
-    const ordered = orderInputs(specs.map((s) => ({ name: s.name! })), inputs as Readonly<Record<string, InputValue>>, { model: `model '${model}'` });
+    const ordered = orderInputs(
+      specs.map((s) => ({ name: s.name! })),
+      inputs as Readonly<Record<string, InputValue>>,
+      { model: `model '${model}'` },
+    );
     const outputs = await this.infer(model, ordered as InferInput[]);
     return Object.fromEntries(outputs.map((t, i) => [info.outputs?.[i]?.name ?? `output${i}`, t]));
   }
@@ -188,6 +207,7 @@ export class RPCSession implements AsyncDisposable {
 
   /** A tensor on a device of the peer holding a copy of `data` (one bulk transfer); the caller's to dispose. */
   async tensor(data: TensorData, opts: { shape?: readonly number[]; dtype?: DType; device?: Device } = {}): Promise<Tensor> {
+    checkOptions('RPCSession.tensor', opts, ['shape', 'dtype', 'device']);
     return Tensor.from(data, { ...opts, device: opts.device ?? this.cpu() });
   }
 
@@ -225,7 +245,11 @@ export class RPCSession implements AsyncDisposable {
  * A key mismatch, refused connection or wrong protocol is a {@link TvmError}.
  */
 export async function connect(host: string, port: number, opts: ConnectOptions = {}): Promise<RPCSession> {
-  const key = (opts.key ?? '') + (opts.sessionTimeout ? ` -timeout=${opts.sessionTimeout}` : '');
+  requireString('connect: host', host);
+  requireNumber('connect: port', port, { min: 1, max: 65535, integer: true });
+  const o = checkOptions('connect', opts, ['key', 'sessionTimeout']);
+  const timeout = checkNumber('connect: sessionTimeout', o.sessionTimeout, { min: 0 });
+  const key = checkString('connect: key', o.key, {}, '') + (timeout ? ` -timeout=${timeout}` : '');
   using rpcConnect = requireGlobalFunc('rpc.Connect');
   // The handshake and InitServer wait on the peer, on a pool thread.
   const module = (await withRequestSlot(() => rpcConnect.call(host, port, key, false))) as Module;
@@ -235,5 +259,34 @@ export async function connect(host: string, port: number, opts: ConnectOptions =
   } catch (err) {
     await module.dispose();
     throw err;
+  }
+}
+
+/**
+ * Checks {@link RPCSession.infer}'s arguments before anything is sent: the model's name, and
+ * each input a Tensor or `{ data: TypedArray, shape, dtype? }` (the server checks them
+ * against the model).
+ */
+function checkInferArgs(model: unknown, inputs: unknown): void {
+  requireString('RPCSession.infer: model', model);
+  if (typeof inputs !== 'object' || inputs === null || inputs instanceof Tensor || ArrayBuffer.isView(inputs)) {
+    throw new TvmTypeError('TypeError', `RPCSession.infer: inputs must be an array of inputs or an object of inputs by name, got ${received(inputs)}`);
+  }
+  for (const [k, v] of Object.entries(inputs)) {
+    const at = Array.isArray(inputs) ? `inputs[${k}]` : `inputs.${k}`;
+    if (v instanceof Tensor) continue;
+    if (typeof v !== 'object' || v === null || Array.isArray(v) || ArrayBuffer.isView(v)) {
+      throw new TvmTypeError('TypeError', `RPCSession.infer: ${at} must be a Tensor or { data, shape, dtype? }, got ${received(v)}`);
+    }
+    const { data, shape, dtype } = v as { data?: unknown; shape?: unknown; dtype?: unknown };
+    if (!ArrayBuffer.isView(data) || data instanceof DataView)
+      throw new TvmTypeError('TypeError', `RPCSession.infer: ${at}.data must be a TypedArray, got ${received(data)}`);
+    if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+      throw new TvmTypeError(
+        'TypeError',
+        `RPCSession.infer: ${at}.shape must be an array of whole numbers >= 0, got ${Array.isArray(shape) ? `[${shape.map(received).join(', ')}]` : received(shape)}`,
+      );
+    }
+    checkString(`RPCSession.infer: ${at}.dtype`, dtype, { nonEmpty: true });
   }
 }

@@ -11,8 +11,8 @@
  * `r.get_function('tvm_node.infer')('mlp', pack([x]))` (see README for `pack`/`unpack`).
  */
 import { bindInputs } from '../bind';
-import { TvmValueError } from '../errors';
 import { type DType, dtypeOfArray, HOST_ARRAY, type TypedArray } from '../dtype';
+import { TvmValueError } from '../errors';
 import { HandleOwner } from '../handle';
 import { Tensor } from '../tensor';
 import { outputsOf } from '../vm';
@@ -137,7 +137,9 @@ export type InferInput = Tensor | { data: TypedArray; shape: readonly number[]; 
 export function encodeInputs(inputs: readonly InferInput[]): Buffer {
   return encodeBlob(
     inputs.map((i) =>
-      i instanceof Tensor ? { data: i.toArraySync(), shape: i.shape, dtype: i.dtype } : { data: i.data, shape: i.shape, dtype: i.dtype ?? dtypeOfArray(i.data) },
+      i instanceof Tensor
+        ? { data: i.toArraySync(), shape: i.shape, dtype: i.dtype }
+        : { data: i.data, shape: i.shape, dtype: i.dtype ?? dtypeOfArray(i.data) },
     ),
   );
 }

@@ -69,7 +69,12 @@ export interface InferenceSession {
  */
 export function serveInferenceSession(socket: Socket, opts: InferenceSessionOptions): InferenceSession {
   const names = [...opts.functions.keys()];
-  const control = { ending: false, end: () => void (control.ending = true) };
+  const control = {
+    ending: false,
+    end: () => {
+      control.ending = true;
+    },
+  };
   const watchdog = new Watchdog();
   let initialized = false;
   const queue: Array<Buffer | PacketTooLargeError> = [];
@@ -104,7 +109,8 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
   const call = async (d: WireDecoder): Promise<WireValue> => {
     const handle = d.u64();
     const name = names[Number(handle) - HANDLE_BASE];
-    if (handle < HANDLE_BASE || name === undefined) throw new WireError(`inference-only server: no function with handle 0x${handle.toString(16)}`, 'PermissionError');
+    if (handle < HANDLE_BASE || name === undefined)
+      throw new WireError(`inference-only server: no function with handle 0x${handle.toString(16)}`, 'PermissionError');
     return opts.functions.get(name)!(d.values(), control);
   };
 
@@ -147,9 +153,13 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
   const watch = () => {
     if (busy || socket.destroyed) return watchdog.disarm();
     if (reader.midPacket) {
-      watchdog.arm(opts.readTimeoutMs, () => endWith(`RPCSessionTimeoutError: the rest of the request did not arrive within ${opts.readTimeoutMs / 1000} s; the server ended the session`));
+      watchdog.arm(opts.readTimeoutMs, () =>
+        endWith(`RPCSessionTimeoutError: the rest of the request did not arrive within ${opts.readTimeoutMs / 1000} s; the server ended the session`),
+      );
     } else {
-      watchdog.arm(opts.idleTimeoutMs, () => endWith(`RPCSessionTimeoutError: the session sent no request for ${opts.idleTimeoutMs / 1000} s; the server ended it (connect again)`));
+      watchdog.arm(opts.idleTimeoutMs, () =>
+        endWith(`RPCSessionTimeoutError: the session sent no request for ${opts.idleTimeoutMs / 1000} s; the server ended it (connect again)`),
+      );
     }
   };
 

@@ -19,12 +19,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import type { TensorInfo } from '../bind';
 import { device as parseDevice } from '../device';
 import { DisposedError, TvmError, TvmValueError } from '../errors';
-import type { TensorInfo } from '../bind';
-import { fileVersion as versionOf, type Manifest, ManifestError, oneLine, readManifest, type TensorSpec } from '../manifest';
+import { type Manifest, ManifestError, oneLine, readManifest, type TensorSpec, fileVersion as versionOf } from '../manifest';
 import { modelMetadata } from '../model';
 import { loadModule, loadModuleSync, type Module } from '../module';
+import { checkNumber, checkOptions, requireString } from '../options';
 import { VirtualMachine } from '../vm';
 
 export type { TensorSpec } from '../manifest';
@@ -90,6 +91,22 @@ export interface CacheLimits {
   concurrency?: number;
 }
 
+/**
+ * {@link CacheLimits} checked, with defaults filled in. `caller` and `what` name the entry
+ * point and the object in messages (`'ModelRepository'`, `'limits'`; `'RPCServer'`, `'cache'`).
+ * @internal
+ */
+export function checkCacheLimits(caller: string, limits: CacheLimits | undefined, what = 'limits'): Required<CacheLimits> {
+  const o = checkOptions(caller, limits, ['maxModels', 'maxBytes', 'concurrency'], what);
+  const whole = { min: 1, integer: true };
+  const at = (key: string) => `${caller}: ${what}.${key}`;
+  return {
+    maxModels: checkNumber(at('maxModels'), o.maxModels, whole, 8),
+    maxBytes: checkNumber(at('maxBytes'), o.maxBytes, whole, 2 * 2 ** 30),
+    concurrency: checkNumber(at('concurrency'), o.concurrency, whole, 1),
+  };
+}
+
 interface Entry {
   key: string;
   model: LoadedModel;
@@ -118,9 +135,8 @@ export class ModelRepository implements AsyncDisposable {
     readonly dir: string,
     limits: CacheLimits = {},
   ) {
-    this.maxModels = limits.maxModels ?? 8;
-    this.maxBytes = limits.maxBytes ?? 2 * 2 ** 30;
-    this.concurrency = limits.concurrency ?? 1;
+    requireString('ModelRepository: dir', dir);
+    ({ maxModels: this.maxModels, maxBytes: this.maxBytes, concurrency: this.concurrency } = checkCacheLimits('ModelRepository', limits));
   }
 
   /**

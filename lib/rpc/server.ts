@@ -25,14 +25,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { addon } from '../binding';
 import { TvmRuntimeError, TvmValueError } from '../errors';
-import { checkNumber } from '../options';
+import { checkBoolean, checkNumber, checkOptions, checkString, requireNumber, requireString } from '../options';
 import { inferenceFunctions } from './infer';
 import { serveInferenceSession } from './inference-session';
-import { closeWithError, handshakeReply, readHandshake, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, type ClientHello } from './protocol';
-import { type CacheLimits, ModelRepository } from './repository';
+import { type ClientHello, closeWithError, handshakeReply, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, readHandshake, startReading } from './protocol';
+import { type CacheLimits, checkCacheLimits, ModelRepository } from './repository';
 import type { SessionStart } from './session-worker';
-import { randomMatchKey, TrackerCode, TrackerConnection } from './tracker';
 import { longTimeout, type Timer } from './timers';
+import { randomMatchKey, TrackerCode, TrackerConnection } from './tracker';
 import { ByteBudget } from './wire';
 
 /** Options of {@link RPCServer}. */
@@ -115,34 +115,73 @@ export type SessionEnd = number | NodeJS.Signals | 'closed';
 /** Longest timer in seconds a user may ask for: beyond it, Date arithmetic loses meaning. */
 const MAX_SECONDS = 1e9;
 
+/** Every option of {@link RPCServerOptions}, for the unknown-option check. */
+const SERVER_OPTIONS = [
+  'host',
+  'port',
+  'key',
+  'trustRemoteClients',
+  'inferenceOnly',
+  'maxMessageBytes',
+  'maxUploadBytes',
+  'maxPendingBytes',
+  'stallTimeoutMs',
+  'idleTimeoutMs',
+  'readTimeoutMs',
+  'prestartSessions',
+  'maxSessions',
+  'maxSessionsPerAddress',
+  'sessionTimeout',
+  'handshakeTimeoutMs',
+  'workRoot',
+  'modelsDir',
+  'cache',
+  'tracker',
+  'customAddr',
+] as const satisfies readonly (keyof RPCServerOptions)[];
+
 /** The options with defaults filled in and every value checked (a bad one throws, naming it). */
-function resolveOptions(opts: RPCServerOptions): Required<Omit<RPCServerOptions, OptionalKeys>> & Pick<RPCServerOptions, OptionalKeys> {
+function resolveOptions(opts: RPCServerOptions | undefined): Required<Omit<RPCServerOptions, OptionalKeys>> & Pick<RPCServerOptions, OptionalKeys> {
+  const o = checkOptions('RPCServer', opts, SERVER_OPTIONS);
+  const at = (name: string) => `RPCServer: ${name}`;
   const ms = { min: 1, max: MAX_SECONDS * 1000 };
   const bytes = { min: 1, integer: true };
-  const maxSessions = checkNumber('maxSessions', opts.maxSessions, { min: 1, integer: true }, 16);
-  const maxMessageBytes = checkNumber('maxMessageBytes', opts.maxMessageBytes, bytes, 512 * 2 ** 20);
+  const maxSessions = checkNumber(at('maxSessions'), o.maxSessions, { min: 1, integer: true }, 16);
+  const maxMessageBytes = checkNumber(at('maxMessageBytes'), o.maxMessageBytes, bytes, 512 * 2 ** 20);
+  const modelsDir = checkString(at('modelsDir'), o.modelsDir, { nonEmpty: true });
+  if (o.cache !== undefined) checkCacheLimits('RPCServer', o.cache, 'cache');
+  let tracker: RPCServerOptions['tracker'];
+  if (o.tracker !== undefined) {
+    const t = checkOptions('RPCServer', o.tracker, ['host', 'port'], 'tracker');
+    tracker = { host: requireString(at('tracker.host'), t.host), port: requireNumber(at('tracker.port'), t.port, { min: 1, max: 65535, integer: true }) };
+  }
   return {
-    host: opts.host ?? '127.0.0.1',
-    port: checkNumber('port', opts.port, { min: 0, max: 65535, integer: true }, 9090),
-    key: opts.key ?? '',
-    trustRemoteClients: opts.trustRemoteClients ?? false,
-    inferenceOnly: opts.inferenceOnly ?? false,
+    host: checkString(at('host'), o.host, { nonEmpty: true }, '127.0.0.1'),
+    port: checkNumber(at('port'), o.port, { min: 0, max: 65535, integer: true }, 9090),
+    key: checkString(at('key'), o.key, {}, ''),
+    trustRemoteClients: checkBoolean(at('trustRemoteClients'), o.trustRemoteClients, false),
+    inferenceOnly: checkBoolean(at('inferenceOnly'), o.inferenceOnly, false),
     maxMessageBytes,
-    maxUploadBytes: checkNumber('maxUploadBytes', opts.maxUploadBytes, bytes, 256 * 2 ** 20),
-    maxPendingBytes: checkNumber('maxPendingBytes', opts.maxPendingBytes, bytes, 2 ** 30),
-    stallTimeoutMs: checkNumber('stallTimeoutMs', opts.stallTimeoutMs, ms, 30_000),
-    idleTimeoutMs: checkNumber('idleTimeoutMs', opts.idleTimeoutMs, ms, 120_000),
-    readTimeoutMs: checkNumber('readTimeoutMs', opts.readTimeoutMs, ms, 30_000),
-    prestartSessions: checkNumber('prestartSessions', opts.prestartSessions, { min: 0, max: 64, integer: true }, 2),
+    maxUploadBytes: checkNumber(at('maxUploadBytes'), o.maxUploadBytes, bytes, 256 * 2 ** 20),
+    maxPendingBytes: checkNumber(at('maxPendingBytes'), o.maxPendingBytes, bytes, 2 ** 30),
+    stallTimeoutMs: checkNumber(at('stallTimeoutMs'), o.stallTimeoutMs, ms, 30_000),
+    idleTimeoutMs: checkNumber(at('idleTimeoutMs'), o.idleTimeoutMs, ms, 120_000),
+    readTimeoutMs: checkNumber(at('readTimeoutMs'), o.readTimeoutMs, ms, 30_000),
+    prestartSessions: checkNumber(at('prestartSessions'), o.prestartSessions, { min: 0, max: 64, integer: true }, 2),
     maxSessions,
-    maxSessionsPerAddress: checkNumber('maxSessionsPerAddress', opts.maxSessionsPerAddress, { min: 1, integer: true }, Math.max(1, Math.floor(maxSessions / 2))),
-    handshakeTimeoutMs: checkNumber('handshakeTimeoutMs', opts.handshakeTimeoutMs, ms, 5000),
-    workRoot: opts.workRoot ?? os.tmpdir(),
-    sessionTimeout: checkNumber('sessionTimeout', opts.sessionTimeout, { min: 0.001, max: MAX_SECONDS }),
-    tracker: opts.tracker,
-    customAddr: opts.customAddr,
-    modelsDir: opts.modelsDir && path.resolve(opts.modelsDir),
-    cache: opts.cache,
+    maxSessionsPerAddress: checkNumber(
+      at('maxSessionsPerAddress'),
+      o.maxSessionsPerAddress,
+      { min: 1, integer: true },
+      Math.max(1, Math.floor(maxSessions / 2)),
+    ),
+    handshakeTimeoutMs: checkNumber(at('handshakeTimeoutMs'), o.handshakeTimeoutMs, ms, 5000),
+    workRoot: checkString(at('workRoot'), o.workRoot, { nonEmpty: true }, os.tmpdir()),
+    sessionTimeout: checkNumber(at('sessionTimeout'), o.sessionTimeout, { min: 0.001, max: MAX_SECONDS }),
+    tracker,
+    customAddr: checkString(at('customAddr'), o.customAddr, { nonEmpty: true }),
+    modelsDir: modelsDir && path.resolve(modelsDir),
+    cache: o.cache,
   };
 }
 
@@ -218,7 +257,14 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     const { host, port } = this.options;
     return new Promise<AddressInfo>((resolve, reject) => {
       this.server.once('error', (err: NodeJS.ErrnoException) => {
-        const why = err.code === 'EADDRINUSE' ? 'the address is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.code === 'EACCES' ? 'permission denied' : err.message;
+        const why =
+          err.code === 'EADDRINUSE'
+            ? 'the address is in use'
+            : err.code === 'EADDRNOTAVAIL'
+              ? 'no such local address'
+              : err.code === 'EACCES'
+                ? 'permission denied'
+                : err.message;
         reject(new TvmRuntimeError('RuntimeError', `cannot listen on ${host}:${port}: ${why}`, '', { cause: err }));
       });
       this.server.listen(port, host, () => resolve(this.server.address() as AddressInfo));
@@ -275,6 +321,10 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     if (!viaTracker && hello.key !== this.options.key) {
       this.emit('refused', `key mismatch from ${socket.remoteAddress}`);
       socket.end(handshakeReply(RPC_CODE_MISMATCH));
+      // The handshake left the socket unread: read to the client's end so that it closes, and
+      // drop it if the client lingers, or it would hold its descriptor while the server runs.
+      startReading(socket.on('data', () => undefined));
+      setTimeout(() => socket.destroy(), 2000).unref();
       return;
     }
     const address = socket.remoteAddress ?? '?';
@@ -343,7 +393,9 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     child.send(start, socket, { keepOpen: true });
     // The client sends its first RPC bytes as soon as it sees the reply; they must reach the
     // session process, so reply only once it is ready.
-    const ready = new Promise<void>((resolve) => child.once('message', () => socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key), () => resolve())));
+    const ready = new Promise<void>((resolve) =>
+      child.once('message', () => socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key), () => resolve())),
+    );
     /** Set by closeWithError: what the client is told once the session process is gone. */
     let farewell: string | undefined;
     const done = new Promise<SessionEnd>((resolve) => {

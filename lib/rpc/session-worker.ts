@@ -64,13 +64,21 @@ function registerServerFunctions({ workDir, modelsDir, cache, maxUploadBytes }: 
   registerFunc('tvm.rpc.server.listdir', (dir: string) => fs.readdirSync(confine(workDir, dir || '.')).join(','), opts);
   // tvm-node's client ends its session explicitly: the runtime keeps a connection open while
   // any remote object (function, tensor, module) is still referenced on the client side.
-  registerFunc(END_SESSION_FUNCTION, () => {
-    // After this call's answer has gone out, end the loop.
-    setTimeout(endLoop, 20);
-  }, opts);
-  registerFunc('tvm.rpc.server.download_linked_module', () => {
-    throw new TvmNotImplementedError('NotImplementedError', 'linking on the server is not supported: upload a .so');
-  }, opts);
+  registerFunc(
+    END_SESSION_FUNCTION,
+    () => {
+      // After this call's answer has gone out, end the loop.
+      setTimeout(endLoop, 20);
+    },
+    opts,
+  );
+  registerFunc(
+    'tvm.rpc.server.download_linked_module',
+    () => {
+      throw new TvmNotImplementedError('NotImplementedError', 'linking on the server is not supported: upload a .so');
+    },
+    opts,
+  );
 }
 
 /** `tvm.rpc.server.upload(name, data)`, within the session's upload budget. */
@@ -131,7 +139,8 @@ function relay(client: Socket, loop: Socket, { maxMessageBytes, stallTimeoutMs, 
     },
   });
   const watch = () => {
-    if (!splitter.atBoundary) watchdog.arm(readTimeoutMs, timedOut(`the rest of the request did not arrive within ${readTimeoutMs / 1000} s; the server ended the session`));
+    if (!splitter.atBoundary)
+      watchdog.arm(readTimeoutMs, timedOut(`the rest of the request did not arrive within ${readTimeoutMs / 1000} s; the server ended the session`));
     else if (serving) watchdog.disarm();
     else watchdog.arm(idleTimeoutMs, timedOut(`the session sent no request for ${idleTimeoutMs / 1000} s; the server ended it (connect again)`));
   };
@@ -179,6 +188,9 @@ async function serve(start: SessionStart, client: Socket): Promise<number> {
   let code = 0;
   try {
     using serverLoop = requireGlobalFunc('rpc.ServerLoop');
+    // This process serves one client, whose kernels all run on the loop's pool thread: that
+    // thread gets a full TVM pool (TVM_NUM_THREADS), not a share of the cores (lib/threads.ts).
+    addon.threadSettings(0);
     await serverLoop.call(tvmEnd);
   } catch (err) {
     // A client that vanishes mid-request ends the loop this way; nothing else to do.
@@ -188,7 +200,10 @@ async function serve(start: SessionStart, client: Socket): Promise<number> {
   // Let the last replies reach the client (bounded: a client that does not read is cut off).
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, 2000);
-    client.end(() => (clearTimeout(timer), resolve()));
+    client.end(() => {
+      clearTimeout(timer);
+      resolve();
+    });
   });
   return code;
 }

@@ -11,8 +11,9 @@
  * it: entries must lie inside the data and must not overlap, so the tensors a blob describes
  * never hold more bytes than the blob itself (no amplification).
  */
-import { TvmValueError } from '../errors';
+
 import { bytesPerElement, checkDType, type DType } from '../dtype';
+import { TvmValueError } from '../errors';
 
 const MAGIC = Buffer.from('TNI1', 'latin1');
 const ALIGN = 64;

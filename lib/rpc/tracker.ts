@@ -6,6 +6,7 @@
  */
 import net from 'node:net';
 import { TvmRuntimeError } from '../errors';
+import { checkNumber, checkOptions, requireNumber, requireString } from '../options';
 import { connect, type RPCSession } from './client';
 import { RPC_TRACKER_MAGIC } from './protocol';
 
@@ -88,7 +89,10 @@ export class TrackerConnection {
     this.buf = Buffer.concat([this.buf, chunk]);
     while (this.buf.length >= 4) {
       const size = this.buf.readInt32LE(0);
-      if (size < 0 || size > MAX_MESSAGE) return this.fail(new TvmRuntimeError('RuntimeError', `bad tracker message size ${size}`));
+      if (size < 0 || size > MAX_MESSAGE) {
+        this.fail(new TvmRuntimeError('RuntimeError', `bad tracker message size ${size}`));
+        return;
+      }
       if (this.buf.length < 4 + size) return;
       const text = this.buf.subarray(4, 4 + size).toString('utf8');
       this.buf = this.buf.subarray(4 + size);
@@ -120,7 +124,11 @@ export class TrackerClient implements Disposable, AsyncDisposable {
    * opens a session with it; the session is the caller's to dispose.
    */
   async request(key: string, opts: { priority?: number; sessionTimeout?: number } = {}): Promise<RPCSession> {
-    const reply = (await this.conn.send([TrackerCode.REQUEST, key, '', opts.priority ?? 1])) as [number, [string, number, string]];
+    requireString('TrackerClient.request: key', key);
+    const o = checkOptions('TrackerClient.request', opts, ['priority', 'sessionTimeout']);
+    const priority = checkNumber('TrackerClient.request: priority', o.priority, { integer: true }, 1);
+    checkNumber('TrackerClient.request: sessionTimeout', o.sessionTimeout, { min: 0 });
+    const reply = (await this.conn.send([TrackerCode.REQUEST, key, '', priority])) as [number, [string, number, string]];
     if (reply[0] !== TrackerCode.SUCCESS) throw new TvmRuntimeError('RuntimeError', `tracker refused the request: ${JSON.stringify(reply)}`);
     const [host, port, matchKey] = reply[1];
     return connect(host, port, { key: matchKey, sessionTimeout: opts.sessionTimeout });
@@ -160,6 +168,8 @@ export class TrackerClient implements Disposable, AsyncDisposable {
 
 /** Connects to a TVM RPC tracker (`python -m tvm.exec.rpc_tracker`). */
 export async function connectTracker(host: string, port: number): Promise<TrackerClient> {
+  requireString('connectTracker: host', host);
+  requireNumber('connectTracker: port', port, { min: 1, max: 65535, integer: true });
   return new TrackerClient(await TrackerConnection.open(host, port));
 }
 

@@ -404,7 +404,15 @@ export function encodeSyscallReturn(value: WireValue): Buffer {
  * (strings as raw strings, bytes as byte arrays), and the client rebuilds the object.
  */
 export function encodeCallReturn(value: WireValue): Buffer {
-  const typeOf = { none: TypeIndex.None, int: TypeIndex.Int, bool: TypeIndex.Bool, float: TypeIndex.Float, handle: TypeIndex.OpaquePtr, str: TypeIndex.Str, bytes: TypeIndex.Bytes }[value.kind];
+  const typeOf = {
+    none: TypeIndex.None,
+    int: TypeIndex.Int,
+    bool: TypeIndex.Bool,
+    float: TypeIndex.Float,
+    handle: TypeIndex.OpaquePtr,
+    str: TypeIndex.Str,
+    bytes: TypeIndex.Bytes,
+  }[value.kind];
   return encodePacket(RPCCode.Return, encodeValues([{ kind: 'int', value: BigInt(typeOf) }, value]));
 }
 

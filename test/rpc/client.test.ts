@@ -6,13 +6,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import { type Device, outputsOf, Tensor, TvmError, VirtualMachine, type Module } from '../../lib';
+import { type Device, type Module, outputsOf, Tensor, TvmError, VirtualMachine } from '../../lib';
 import { connect, type RPCSession } from '../../lib/rpc/client';
-import { assertMatches, fixture, npy, repoRoot } from '../fixtures';
 import { connectTracker, type TrackerClient } from '../../lib/rpc/tracker';
-import { closedPort, HOST, startPythonServer, waitUntil, withTimeout, type PyServer } from './peers';
+import { assertMatches, fixture, npy, repoRoot } from '../fixtures';
+import { closedPort, HOST, type PyServer, startPythonServer, waitUntil, withTimeout } from './peers';
 
-describe('RPC client against TVM\'s Python server', function () {
+describe("RPC client against TVM's Python server", function () {
   this.timeout(180000);
   let server: PyServer;
   let session: RPCSession;
@@ -28,7 +28,7 @@ describe('RPC client against TVM\'s Python server', function () {
     await server?.stop();
   });
 
-  it('connects and names the peer\'s devices as remote devices', () => {
+  it("connects and names the peer's devices as remote devices", () => {
     const dev = session.cpu();
     assert.ok(dev.isRemote);
     assert.equal(dev.localType, 1);
@@ -92,7 +92,7 @@ describe('RPC client against TVM\'s Python server', function () {
   });
 
   for (const mib of [64, 256]) {
-    it(`round-trips ${mib} MiB of float32 host -> remote tensor -> host`, async function () {
+    it(`round-trips ${mib} MiB of float32 host -> remote tensor -> host`, async () => {
       const n = (mib * 1024 * 1024) / 4;
       const data = new Float32Array(n);
       for (let i = 0; i < n; i++) data[i] = (i % 65521) * 0.5 - 7;
@@ -129,7 +129,7 @@ describe('RPC client against TVM\'s Python server', function () {
     assertMatches(Tensor.fromSync(await B.toArray(), { shape: a.shape }), outSpec, fx.tolerance);
   });
 
-  it('removes a file from the work directory (listdir: TVM\'s server has none, as with TVM\'s own client)', async () => {
+  it("removes a file from the work directory (listdir: TVM's server has none, as with TVM's own client)", async () => {
     const blob = Buffer.from('temporary');
     await session.upload(blob, 'to-remove.txt');
     assert.ok((await session.download('to-remove.txt')).equals(blob));
@@ -168,7 +168,7 @@ describe('RPC client against TVM\'s Python server', function () {
     console.log(`      closed port rejected after ${Date.now() - t0} ms`);
   });
 
-  it('dispose() after upload/download releases TVM\'s server (it serves one client at a time) for the next client', async () => {
+  it("dispose() after upload/download releases TVM's server (it serves one client at a time) for the next client", async () => {
     const own = await startPythonServer();
     // The first client runs in a child process that stays idle after dispose(), so no garbage
     // collection can release the session in dispose()'s place.
@@ -203,7 +203,10 @@ describe('RPC client against TVM\'s Python server', function () {
       child.kill('SIGKILL');
       await own.stop();
       // a connect still waiting for the server fails now that it is gone
-      await next?.then((s) => s.dispose(), () => undefined);
+      await next?.then(
+        (s) => s.dispose(),
+        () => undefined,
+      );
     }
   });
 });

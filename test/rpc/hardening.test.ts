@@ -7,19 +7,35 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import net from 'node:net';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { TvmValueError } from '../../lib';
+import { confine } from '../../lib/rpc/confine';
 import { encodeInputs } from '../../lib/rpc/infer';
 import { RPCServer, type RPCServerOptions } from '../../lib/rpc/server';
 import { decodeBlob, encodeBlob } from '../../lib/rpc/tni1';
 import { RPCCode } from '../../lib/rpc/wire';
-import { confine } from '../../lib/rpc/confine';
 import { fixture, fixtureFile, npy, repoRoot } from '../fixtures';
-import { assertMlp, assertNumbersMatch, callFunc, closedPort, goodNodeClient, HOST, killAllClients, nextEvent, PY_INFER, pyParams, RawPeer, runPython, spawnPython, waitUntil, watchedRawSession, withTimeout } from './peers';
-
+import {
+  assertMlp,
+  assertNumbersMatch,
+  callFunc,
+  closedPort,
+  goodNodeClient,
+  HOST,
+  killAllClients,
+  nextEvent,
+  PY_INFER,
+  pyParams,
+  RawPeer,
+  runPython,
+  spawnPython,
+  waitUntil,
+  watchedRawSession,
+  withTimeout,
+} from './peers';
 
 /** A TNI1 blob with a hand-written header over `data` bytes. */
 function blob(header: unknown, data = Buffer.alloc(0)): Buffer {
@@ -31,10 +47,12 @@ function blob(header: unknown, data = Buffer.alloc(0)): Buffer {
 
 /** Calls tvm_node.infer(model, request) on a raw peer; the reply packet. */
 async function rawInfer(peer: RawPeer, handle: bigint, model: string, request: Buffer) {
-  peer.send(callFunc(handle, [
-    { kind: 'str', value: model },
-    { kind: 'bytes', value: request },
-  ]));
+  peer.send(
+    callFunc(handle, [
+      { kind: 'str', value: model },
+      { kind: 'bytes', value: request },
+    ]),
+  );
   return peer.packet(30000);
 }
 
@@ -152,7 +170,10 @@ describe('RPC server hardening (hostile clients, limits, timeouts)', function ()
     it('tvm_node.models shows names, shapes, dtypes and sizes, never server paths', async () => {
       const res = await runPython(PY_INFER + `out(models=json.loads(r.get_function("tvm_node.models")()))`, pyParams(port));
       const models = res.models as Array<Record<string, unknown>>;
-      assert.deepEqual(models.map((m) => m.name), ['mlp', 'multi_out']);
+      assert.deepEqual(
+        models.map((m) => m.name),
+        ['mlp', 'multi_out'],
+      );
       assert.deepEqual((models[0].inputs as unknown[])[0], { name: 'x', shape: [4, 16], dtype: 'float32' });
       assert.ok(typeof models[0].bytes === 'number' && (models[0].bytes as number) > 0);
       const text = JSON.stringify(models);
@@ -175,7 +196,7 @@ describe('RPC server hardening (hostile clients, limits, timeouts)', function ()
       await goodNodeClient(port);
     });
 
-    it("a stock client idle past the timeout raises RPCSessionTimeoutError on its next call (both modes)", async () => {
+    it('a stock client idle past the timeout raises RPCSessionTimeoutError on its next call (both modes)', async () => {
       for (const inferenceOnly of [true, false]) {
         const { port } = await start({ idleTimeoutMs: 1500, inferenceOnly, prestartSessions: 1 });
         const res = await runPython(
@@ -230,7 +251,7 @@ out(first=first, second=second, err=err_text(lambda: infer(r, 'mlp', np.load(A['
       await goodNodeClient(port);
     });
 
-    it("4 clients x 128 MiB half-sent: rss rises, and falls back when their sessions end (no GC needed)", async () => {
+    it('4 clients x 128 MiB half-sent: rss rises, and falls back when their sessions end (no GC needed)', async () => {
       const { server, port } = await start({ readTimeoutMs: 1500, maxMessageBytes: 256 << 20 });
       const rss0 = rssMiB();
       const peers = await rawSessions(server, port, 4, 60000);
@@ -283,7 +304,8 @@ out(first=first, second=second, err=err_text(lambda: infer(r, 'mlp', np.load(A['
       for (const inferenceOnly of [true, false]) {
         const { port } = await start({ sessionTimeout: 2592000, inferenceOnly, prestartSessions: 1 });
         const res = await runPython(
-          PY_INFER + `
+          PY_INFER +
+            `
 first = infer(r, 'mlp', np.load(A['mlp_x']))
 time.sleep(0.3)
 out(first=first, second=infer(r, 'mlp', np.load(A['mlp_x'])))
@@ -306,7 +328,11 @@ out(first=first, second=infer(r, 'mlp', np.load(A['mlp_x'])))
         [{ port: 70000 }, /port must be a whole number from 0 to 65535, got 70000/],
       ];
       for (const [opts, want] of bad) {
-        assert.throws(() => new RPCServer({ port: 0, inferenceOnly: true, modelsDir, ...opts }), (e: Error) => e instanceof TvmValueError && want.test(e.message), JSON.stringify(opts));
+        assert.throws(
+          () => new RPCServer({ port: 0, inferenceOnly: true, modelsDir, ...opts }),
+          (e: Error) => e instanceof TvmValueError && want.test(e.message),
+          JSON.stringify(opts),
+        );
       }
     });
   });
@@ -316,7 +342,8 @@ out(first=first, second=infer(r, 'mlp', np.load(A['mlp_x'])))
       for (const inferenceOnly of [true, false]) {
         const { server, port } = await start({ inferenceOnly, prestartSessions: 1 });
         const client = spawnPython(
-          PY_INFER + `
+          PY_INFER +
+            `
 out(first=infer(r, 'mlp', np.load(A['mlp_x'])))
 sys.stdin.readline()
 out(err=err_text(lambda: infer(r, 'mlp', np.load(A['mlp_x']))))
@@ -327,7 +354,11 @@ out(err=err_text(lambda: infer(r, 'mlp', np.load(A['mlp_x']))))
         await withTimeout(server.close(300), 15000, 'close');
         client.send('go');
         const { err } = await client.waitFor('err');
-        assert.match(String(err), /RPCServerShutdown: the server is shutting down and ended this session after 0.3 s/, `${inferenceOnly ? 'inference-only' : 'full'}: ${err}`);
+        assert.match(
+          String(err),
+          /RPCServerShutdown: the server is shutting down and ended this session after 0.3 s/,
+          `${inferenceOnly ? 'inference-only' : 'full'}: ${err}`,
+        );
         await client.done();
       }
     });
@@ -373,12 +404,21 @@ describe('TNI1 codec', () => {
     const a = new Float32Array([1, 2, 3, 4, 5, 6]);
     const b = new Int8Array([-1, 2, -3]);
     const c = new BigInt64Array([1n, -2n]);
-    const out = decodeBlob(encodeBlob([
-      { data: a, shape: [2, 3], dtype: 'float32' },
-      { data: b, shape: [3], dtype: 'int8' },
-      { data: c, shape: [2], dtype: 'int64' },
-    ]));
-    assert.deepEqual(out.map((t) => [t.shape, t.dtype]), [[[2, 3], 'float32'], [[3], 'int8'], [[2], 'int64']]);
+    const out = decodeBlob(
+      encodeBlob([
+        { data: a, shape: [2, 3], dtype: 'float32' },
+        { data: b, shape: [3], dtype: 'int8' },
+        { data: c, shape: [2], dtype: 'int64' },
+      ]),
+    );
+    assert.deepEqual(
+      out.map((t) => [t.shape, t.dtype]),
+      [
+        [[2, 3], 'float32'],
+        [[3], 'int8'],
+        [[2], 'int64'],
+      ],
+    );
     assert.deepEqual(Array.from(new Float32Array(Uint8Array.from(out[0].bytes).buffer)), [1, 2, 3, 4, 5, 6]);
     assert.deepEqual(Array.from(new Int8Array(Uint8Array.from(out[1].bytes).buffer)), [-1, 2, -3]);
     assert.deepEqual(Array.from(new BigInt64Array(Uint8Array.from(out[2].bytes).buffer)), [1n, -2n]);
@@ -386,9 +426,16 @@ describe('TNI1 codec', () => {
 
   it('checkCount sees the count before any entry is read', () => {
     const request = blob({ tensors: [1, 2, 3] });
-    assert.throws(() => decodeBlob(request, { checkCount: (n) => { throw new Error(`count ${n}`); } }), /count 3/);
+    assert.throws(
+      () =>
+        decodeBlob(request, {
+          checkCount: (n) => {
+            throw new Error(`count ${n}`);
+          },
+        }),
+      /count 3/,
+    );
   });
-
 });
 
 describe('rpc-server start-up failures (CLI)', function () {
@@ -402,7 +449,11 @@ describe('rpc-server start-up failures (CLI)', function () {
 
   /** Runs `tvm-node rpc-server ...args`; it must exit by itself (a server left running fails the test). */
   function rpcServer(...args: string[]) {
-    const r = spawnSync(process.execPath, ['--require', 'tsx/cjs', 'lib/cli.ts', 'rpc-server', '--port', '0', ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 60000 });
+    const r = spawnSync(process.execPath, ['--require', 'tsx/cjs', 'lib/cli.ts', 'rpc-server', '--port', '0', ...args], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 60000,
+    });
     assert.equal(r.error, undefined, `still running after 60 s: ${r.stdout}${r.stderr}`);
     return { status: r.status, lines: r.stderr.trim().split('\n'), stdout: r.stdout };
   }

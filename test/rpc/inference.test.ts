@@ -192,7 +192,9 @@ after('badargs', lambda: f(1, 2))
     it('serves 8 tvm-node clients at once, each with its own input and the right output', async () => {
       const fx = fixture('mlp');
       const x0 = npy(fx.cases[0].inputs[0]);
-      const inputs = Array.from({ length: 8 }, (_, i) => Float32Array.from(x0.data as Float32Array, (v, j) => (i === 0 ? v : v * (1 + 0.25 * i) - 0.1 * i + 0.01 * (j % 7))));
+      const inputs = Array.from({ length: 8 }, (_, i) =>
+        Float32Array.from(x0.data as Float32Array, (v, j) => (i === 0 ? v : v * (1 + 0.25 * i) - 0.1 * i + 0.01 * (j % 7))),
+      );
       // references: the same model run locally (itself checked against numpy in vm.test.ts)
       const local = await VirtualMachine.load(fx.path);
       const refs: Float32Array[] = [];
@@ -230,7 +232,8 @@ after('badargs', lambda: f(1, 2))
         assert.deepEqual(y.shape, [4, 8]);
         assert.equal(y.dtype, 'float32');
         assert.equal(y.data.length, refs[i].length);
-        for (let j = 0; j < y.data.length; j++) assert.ok(Math.abs(y.data[j] - refs[i][j]) <= 1e-5 + 1e-5 * Math.abs(refs[i][j]), `client ${i} [${j}]: ${y.data[j]} vs ${refs[i][j]}`);
+        for (let j = 0; j < y.data.length; j++)
+          assert.ok(Math.abs(y.data[j] - refs[i][j]) <= 1e-5 + 1e-5 * Math.abs(refs[i][j]), `client ${i} [${j}]: ${y.data[j]} vs ${refs[i][j]}`);
       });
       assert.notDeepEqual(outs[1].data, outs[2].data);
       assert.ok(most >= 2, `at most ${most} sessions at once`);
@@ -238,12 +241,15 @@ after('badargs', lambda: f(1, 2))
     });
 
     it('serves a second client while a first holds its session open', async () => {
-      const a = spawnPython(PY_INFER + `out(first=infer(r, 'mlp', np.load(A['mlp_x'])))\nsys.stdin.readline()\nout(second=infer(r, 'mlp', np.load(A['mlp_x'])))\n`, pyParams(port));
+      const a = spawnPython(
+        PY_INFER + `out(first=infer(r, 'mlp', np.load(A['mlp_x'])))\nsys.stdin.readline()\nout(second=infer(r, 'mlp', np.load(A['mlp_x'])))\n`,
+        pyParams(port),
+      );
       const first = await a.waitFor('first', 30000);
       assertMlp(first.first, 'client A, first');
       assert.equal(server.activeSessions, 1);
       await goodNodeClient(port);
-      assert.equal(server.activeSessions, 1, 'client A\'s session did not stay open');
+      assert.equal(server.activeSessions, 1, "client A's session did not stay open");
       a.send('go');
       const ra = await a.done(30000);
       assert.equal(ra.code, 0, ra.stderr.slice(-3000));
@@ -281,7 +287,10 @@ out(err=err_text(lambda: infer(r, 'mlp', big)), mlp=infer(r, 'mlp', np.load(A['m
       const peer = await RawPeer.open(port);
       await peer.init();
       peer.send(encodePacket(99 as RPCCode, [Buffer.alloc(16, 0xee)]));
-      assert.equal(await peer.exception(), 'PermissionError: inference-only server: code 99 is not served (only tvm_node.infer, tvm_node.models, tvm_node.end_session)');
+      assert.equal(
+        await peer.exception(),
+        'PermissionError: inference-only server: code 99 is not served (only tvm_node.infer, tvm_node.models, tvm_node.end_session)',
+      );
       peer.send(encodePacket(RPCCode.CallFunc, [Buffer.from([1, 2, 3])]));
       assert.match(await peer.exception(), /^ValueError: truncated packet/);
       peer.send(callFunc(0xdeadn, []));

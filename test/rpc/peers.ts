@@ -9,9 +9,9 @@ import type { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import { Tensor } from '../../lib';
-import { encodePacket, encodeValues, RPC_PROTOCOL_VERSION, RPCCode, WireDecoder, type WireValue } from '../../lib/rpc/wire';
 import { connect } from '../../lib/rpc/client';
-import { assertMatches, fixture, fixtureFile, npy, python, repoRoot, type ArraySpec } from '../fixtures';
+import { encodePacket, encodeValues, RPC_PROTOCOL_VERSION, RPCCode, WireDecoder, type WireValue } from '../../lib/rpc/wire';
+import { type ArraySpec, assertMatches, fixture, fixtureFile, npy, python, repoRoot } from '../fixtures';
 
 export const HOST = '127.0.0.1';
 
@@ -407,7 +407,11 @@ export class RawPeer {
   /** The next packet, which must be an exception; its message. */
   async exception(ms = 10000): Promise<string> {
     const p = await this.packet(ms);
-    assert.equal(p.code, RPCCode.Exception, `expected an exception packet, got code ${p.code}: ${JSON.stringify(p.values, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`);
+    assert.equal(
+      p.code,
+      RPCCode.Exception,
+      `expected an exception packet, got code ${p.code}: ${JSON.stringify(p.values, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`,
+    );
     assert.equal(p.values[0].kind, 'str');
     return (p.values[0] as { value: string }).value;
   }

@@ -15,7 +15,14 @@ import { assertMatches, fixture, inputTensor } from '../fixtures';
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** The files this process has mapped now, as /proc/self/maps names them. */
-const mappedFiles = () => new Set(fs.readFileSync('/proc/self/maps', 'utf8').split('\n').map((l) => l.split(/\s+/).slice(5).join(' ')).filter(Boolean));
+const mappedFiles = () =>
+  new Set(
+    fs
+      .readFileSync('/proc/self/maps', 'utf8')
+      .split('\n')
+      .map((l) => l.split(/\s+/).slice(5).join(' '))
+      .filter(Boolean),
+  );
 
 const scratch: string[] = [];
 const opened: ModelRepository[] = [];
@@ -243,7 +250,10 @@ describe('rpc ModelRepository', () => {
   it('list() leaves out files whose names cannot be models, instead of failing', () => {
     const repo = openRepo({ mlp: 'mlp' });
     for (const odd of ['my model.so', '.x.so', '_x.so']) fs.copyFileSync(fixture('mlp').path, path.join(repo.dir, odd));
-    assert.deepEqual(repo.list().map((m) => m.name), ['mlp']);
+    assert.deepEqual(
+      repo.list().map((m) => m.name),
+      ['mlp'],
+    );
   });
 
   it('a getSync() during a get() of the same model: one cached VM, the other load dropped', async () => {
@@ -277,8 +287,14 @@ describe('rpc ModelRepository', () => {
     await repo.dispose();
     assert.deepEqual(repo.loaded, []);
     assert.equal(repo.disposed, true);
-    assert.deepEqual(vms.map((vm) => vm.disposed), [true, true, true]);
-    assert.deepEqual(vms.map((vm) => vm.module.disposed), [true, true, true]);
+    assert.deepEqual(
+      vms.map((vm) => vm.disposed),
+      [true, true, true],
+    );
+    assert.deepEqual(
+      vms.map((vm) => vm.module.disposed),
+      [true, true, true],
+    );
     await assert.rejects(vms[0].run('main', inputTensor(fixture('mlp').cases[0].inputs[0])), /disposed/);
     await repo.dispose();
     await assert.rejects(repo.get('a'), DisposedError);
@@ -367,7 +383,10 @@ describe('rpc ModelRepository', () => {
       opened.push(repo);
 
       const listed = repo.list();
-      assert.deepEqual(listed.map((m) => m.name), ['bad', 'good', 'plain', 'typed']);
+      assert.deepEqual(
+        listed.map((m) => m.name),
+        ['bad', 'good', 'plain', 'typed'],
+      );
       const byName = Object.fromEntries(listed.map((m) => [m.name, m]));
       assert.match(byName.bad.error!, /^manifest bad\.json is not valid JSON: \S.*$/);
       assert.equal(byName.typed.error, 'manifest typed.json has "inputs" of a string: it must be an array of {"name"?, "shape", "dtype"}');
@@ -431,7 +450,7 @@ describe('rpc ModelRepository', () => {
       assert.deepEqual(repo.loaded, ['mlp']);
     });
 
-    it('EXPECTED FAILURE - getSync()/get() give the arity of the model\'s function', async () => {
+    it("EXPECTED FAILURE - getSync()/get() give the arity of the model's function", async () => {
       const repo = openRepo({ mlp: 'mlp', dyn: 'dynamic' });
       const sync = repo.getSync('mlp');
       assert.equal(sync.arity, 1);
@@ -500,7 +519,13 @@ describe('rpc ModelRepository', () => {
           },
         );
         // At run time the same problem affects that model only.
-        assert.equal(repo.list().find((m) => m.name === 'model')!.error?.startsWith('manifest model.json '), true);
+        assert.equal(
+          repo
+            .list()
+            .find((m) => m.name === 'model')!
+            .error?.startsWith('manifest model.json '),
+          true,
+        );
         assert.equal(repo.list().find((m) => m.name === 'fine')!.error, undefined);
       });
     }
@@ -520,7 +545,11 @@ describe('rpc ModelRepository', () => {
     const repo = new ModelRepository(dir);
     const list = repo.publicList();
     assert.deepEqual(JSON.parse(JSON.stringify(list)), [
-      { name: 'broken', bytes: sizeOf('multi_out'), error: 'manifest broken.json has "inputs" of a number: it must be an array of {"name"?, "shape", "dtype"}' },
+      {
+        name: 'broken',
+        bytes: sizeOf('multi_out'),
+        error: 'manifest broken.json has "inputs" of a number: it must be an array of {"name"?, "shape", "dtype"}',
+      },
       { name: 'conv', bytes: sizeOf('conv'), device: 'cpu', function: 'main' },
       { name: 'mlp', bytes: sizeOf('mlp'), inputs, outputs, device: 'cpu', function: 'main' },
     ]);

@@ -21,8 +21,8 @@ import {
   i32,
   killAllClients,
   nextEvent,
-  rawExchange,
   RawPeer,
+  rawExchange,
   runPython,
   sleep,
   spawnPython,
@@ -123,7 +123,6 @@ function isSessionWorker(pid: number): boolean {
     return false; // gone
   }
 }
-
 
 describe('RPCServer (tvm-node) with stock TVM and tvm-node clients', function () {
   this.timeout(180000);
@@ -296,7 +295,9 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
           const t2 = performance.now();
           remote.disposeSync();
           assert.ok(Buffer.from(back.buffer, back.byteOffset, back.byteLength).equals(Buffer.from(data.buffer)), 'round-tripped data differ');
-          console.log(`      ${mib} MiB vs tvm-node server: host->remote ${(mib / ((t1 - t0) / 1000)).toFixed(0)} MiB/s, remote->host ${(mib / ((t2 - t1) / 1000)).toFixed(0)} MiB/s`);
+          console.log(
+            `      ${mib} MiB vs tvm-node server: host->remote ${(mib / ((t1 - t0) / 1000)).toFixed(0)} MiB/s, remote->host ${(mib / ((t2 - t1) / 1000)).toFixed(0)} MiB/s`,
+          );
         } finally {
           await s.dispose();
         }
@@ -306,7 +307,9 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
     it('serves 6 tvm-node clients at once, each with its own input and the right output', async () => {
       const fx = fixture('mlp');
       const x0 = npy(fx.cases[0].inputs[0]);
-      const inputs = Array.from({ length: 6 }, (_, i) => Float32Array.from(x0.data as Float32Array, (v, j) => (i === 0 ? v : v * (1 + 0.25 * i) - 0.1 * i + 0.01 * (j % 7))));
+      const inputs = Array.from({ length: 6 }, (_, i) =>
+        Float32Array.from(x0.data as Float32Array, (v, j) => (i === 0 ? v : v * (1 + 0.25 * i) - 0.1 * i + 0.01 * (j % 7))),
+      );
       // references for the other inputs: the same model run locally (itself checked against numpy in vm.test.ts)
       const local = await VirtualMachine.load(fx.path);
       const refs: Float32Array[] = [];
@@ -333,7 +336,8 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
       outs.forEach((o, i) => {
         const got = o.toArraySync() as Float32Array;
         assert.equal(got.length, refs[i].length);
-        for (let j = 0; j < got.length; j++) assert.ok(Math.abs(got[j] - refs[i][j]) <= 1e-5 + 1e-5 * Math.abs(refs[i][j]), `client ${i} [${j}]: ${got[j]} vs ${refs[i][j]}`);
+        for (let j = 0; j < got.length; j++)
+          assert.ok(Math.abs(got[j] - refs[i][j]) <= 1e-5 + 1e-5 * Math.abs(refs[i][j]), `client ${i} [${j}]: ${got[j]} vs ${refs[i][j]}`);
       });
       // distinct inputs gave distinct outputs (each session computed its own)
       assert.notDeepEqual(Array.from(outs[1].toArraySync() as Float32Array), Array.from(outs[2].toArraySync() as Float32Array));
@@ -341,7 +345,7 @@ out(e1=e1, e2=e2, e3=e3, e4=e4, **flow(r))
   });
 
   describe('concurrency', () => {
-    it('serves a second client while a first holds its session open (TVM\'s server cannot)', async () => {
+    it("serves a second client while a first holds its session open (TVM's server cannot)", async () => {
       let most = 0;
       const count = () => (most = Math.max(most, server.activeSessions));
       server.on('session', count);
@@ -442,7 +446,10 @@ out(inside=wp('fine.txt'), fine=r.download('fine.txt').decode(), ls=r.listdir('.
         Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 97 + 13) & 0xff)),
       ]) {
         let sid: unknown;
-        const started = nextEvent(server, 'session').then((args) => ((sid = args[0]), args));
+        const started = nextEvent(server, 'session').then((args) => {
+          sid = args[0];
+          return args;
+        });
         const ended = nextEvent(server, 'sessionEnd', 30000, (id) => id === sid);
         const sock = net.connect(port, HOST);
         sock.on('error', () => undefined);
@@ -475,7 +482,10 @@ out(inside=wp('fine.txt'), fine=r.download('fine.txt').decode(), ls=r.listdir('.
       const { peer: raw, ended } = await watchedRawSession(server, port);
       await raw.init();
       const upload = await raw.handle('tvm.rpc.server.upload');
-      const packet = callFunc(upload, [{ kind: 'str', value: 'half.bin' }, { kind: 'bytes', value: Buffer.alloc(64 * 2 ** 20, 7) }]);
+      const packet = callFunc(upload, [
+        { kind: 'str', value: 'half.bin' },
+        { kind: 'bytes', value: Buffer.alloc(64 * 2 ** 20, 7) },
+      ]);
       // The announced length, the call and a fifth of the data; then the connection drops.
       await new Promise<void>((resolve) => raw.sock.write(packet.subarray(0, 13 * 2 ** 20), () => resolve()));
       raw.destroy();
@@ -533,7 +543,7 @@ out(error=err_text(lambda: flow(r)))
     });
   });
 
-  describe('limits (checked before TVM\'s loop sees a packet)', () => {
+  describe("limits (checked before TVM's loop sees a packet)", () => {
     const MiB = 2 ** 20;
 
     it('a message over maxMessageBytes and an upload over maxUploadBytes are refused with clear errors; the session goes on', async () => {
@@ -552,7 +562,10 @@ out(e_big=e_big, e_up=e_up, a=len(r.download('a.bin')), **flow(r))
         flowParams(p),
       );
       assert.match(res.e_big, /RPCMessageTooLarge: RPC message of \d+ bytes exceeds the server's limit of 4194304 bytes/);
-      assert.match(res.e_up, /upload of 'c.bin' \(2097152 bytes\) would take this session's uploads to 7340032 bytes, over the server's limit of 6291456 bytes/);
+      assert.match(
+        res.e_up,
+        /upload of 'c.bin' \(2097152 bytes\) would take this session's uploads to 7340032 bytes, over the server's limit of 6291456 bytes/,
+      );
       assert.equal(res.a, MiB);
       assertFlow(res, 'python after refusals');
     });
@@ -576,7 +589,12 @@ out(e_big=e_big, e_up=e_up, a=len(r.download('a.bin')), **flow(r))
       const { peer: raw, ended } = await watchedRawSession(s, p, 60000);
       await raw.init();
       const upload = await raw.handle('tvm.rpc.server.upload');
-      raw.send(callFunc(upload, [{ kind: 'str', value: 'big.bin' }, { kind: 'bytes', value: Buffer.alloc(4 * MiB, 1) }]));
+      raw.send(
+        callFunc(upload, [
+          { kind: 'str', value: 'big.bin' },
+          { kind: 'bytes', value: Buffer.alloc(4 * MiB, 1) },
+        ]),
+      );
       assert.equal((await raw.packet(30000)).code, RPCCode.Return);
       const download = await raw.handle('tvm.rpc.server.download');
       // Ask for 4 MiB twenty times and never read: the replies back up to the server.
@@ -613,7 +631,9 @@ out(e_big=e_big, e_up=e_up, a=len(r.download('a.bin')), **flow(r))
       const b = await runPython(
         `
 def go():
-    ` + PY_CONNECT.trim() + `
+    ` +
+          PY_CONNECT.trim() +
+          `
     r.get_function('tvm.rpc.server.workpath')('a')
 out(err=err_text(go))
 `,
@@ -632,14 +652,20 @@ out(err=err_text(go))
       // the refused clients were told why
       assert.ok(typeof b.err === 'string', 'second (python) session was served');
       assert.notEqual(nodeErr, 'connected', 'second (node) session was served');
-      assert.ok(/RPCServerBusy/.test(b.err) && /RPCServerBusy/.test(nodeErr), `refusals without RPCServerBusy:\n  python: ${b.err}\n  node: ${nodeErr.split('\n')[0]}`);
+      assert.ok(
+        /RPCServerBusy/.test(b.err) && /RPCServerBusy/.test(nodeErr),
+        `refusals without RPCServerBusy:\n  python: ${b.err}\n  node: ${nodeErr.split('\n')[0]}`,
+      );
     });
   });
 
   describe('session timeout', () => {
-    it('a call after the client\'s session_timeout gets RPCSessionTimeoutError; the server keeps serving', async () => {
+    it("a call after the client's session_timeout gets RPCSessionTimeoutError; the server keeps serving", async () => {
       let sid: unknown;
-      void nextEvent(server, 'session', 30000).then(([id]) => (sid = id), () => undefined);
+      void nextEvent(server, 'session', 30000).then(
+        ([id]) => (sid = id),
+        () => undefined,
+      );
       const ended = nextEvent(server, 'sessionEnd', 30000, (id) => id === sid);
       const res = await runPython(
         PY_CONNECT +
@@ -658,7 +684,7 @@ out(first=first, err=err_text(lambda: r.get_function('tvm.rpc.server.workpath')(
       await goodNodeClient(port);
     });
 
-    it('the server\'s sessionTimeout bounds a session too', async () => {
+    it("the server's sessionTimeout bounds a session too", async () => {
       const { server: s, port: p } = await start({ sessionTimeout: 1 });
       const s1 = await connect(HOST, p);
       const x = await s1.tensor(new Float32Array([1, 2, 3]));

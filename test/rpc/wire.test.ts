@@ -196,7 +196,12 @@ describe('rpc wire format', () => {
       it('follows what arrived (at most double), in one growing buffer; the budget gets it all back', () => {
         const budget = new ByteBudget(64 << 20);
         const got: Buffer[] = [];
-        const reader = new PacketReader(8 << 20, (b) => got.push(b), () => assert.fail('too large'), budget);
+        const reader = new PacketReader(
+          8 << 20,
+          (b) => got.push(b),
+          () => assert.fail('too large'),
+          budget,
+        );
         reader.push(head);
         reader.push(body.subarray(0, 1 << 20));
         assert.equal(budget.held, 1 << 20, 'a quarter arrived: only that is held');
@@ -213,12 +218,20 @@ describe('rpc wire format', () => {
       it('a piece over the server-wide budget throws RPCServerBusy and takes nothing', () => {
         const budget = new ByteBudget(2 << 20);
         assert.ok(budget.take(512 << 10), 'another session holds a quarter of the budget');
-        const reader = new PacketReader(8 << 20, () => undefined, () => undefined, budget);
+        const reader = new PacketReader(
+          8 << 20,
+          () => undefined,
+          () => undefined,
+          budget,
+        );
         reader.push(head);
         reader.push(body.subarray(0, 256 << 10));
         assert.throws(
           () => reader.push(body.subarray(256 << 10, 2 << 20)),
-          (e: unknown) => e instanceof WireError && e.kind === 'RPCServerBusy' && /already holds 1572864 bytes of incomplete requests \(its limit is 2097152\)/.test(e.message),
+          (e: unknown) =>
+            e instanceof WireError &&
+            e.kind === 'RPCServerBusy' &&
+            /already holds 1572864 bytes of incomplete requests \(its limit is 2097152\)/.test(e.message),
         );
         assert.equal(budget.held, (512 << 10) + (1 << 20), 'the first 1 MiB buffer stays held, the refused growth took nothing');
         reader.release();
@@ -280,7 +293,10 @@ describe('rpc wire format', () => {
     it('stands at a boundary only between packets', () => {
       const ends = new Set<number>([0]);
       let end = 0;
-      for (const p of ALL_REQUESTS) ends.add((end += p.length));
+      for (const p of ALL_REQUESTS) {
+        end += p.length;
+        ends.add(end);
+      }
 
       const headers: bigint[] = [];
       const body: Buffer[] = [];
@@ -290,7 +306,10 @@ describe('rpc wire format', () => {
         splitter.push(STREAM.subarray(pos - 1, pos));
         assert.equal(splitter.atBoundary, ends.has(pos), `after ${pos} bytes`);
       }
-      assert.deepEqual(headers, ALL_REQUESTS.map((p) => BigInt(p.length - 8)));
+      assert.deepEqual(
+        headers,
+        ALL_REQUESTS.map((p) => BigInt(p.length - 8)),
+      );
       assert.deepEqual(Buffer.concat(body), Buffer.concat(ALL_REQUESTS.map(bodyOf)));
     });
   });
@@ -298,14 +317,17 @@ describe('rpc wire format', () => {
   describe('WireDecoder', () => {
     it('decodes the captured requests', () => {
       const str = (value: string): WireValue => ({ kind: 'str', value });
-      assert.deepEqual(ALL_REQUESTS.map((p) => decodeRequest(bodyOf(p))), [
-        { code: RPCCode.InitServer, version: '0.8.0', args: [] },
-        { code: RPCCode.GetGlobalFunc, args: [str('tvm.rpc.server.workpath')] },
-        { code: RPCCode.CallFunc, handle: HANDLE, args: [str('abc')] },
-        { code: RPCCode.GetGlobalFunc, args: [str('no.such.fn')] },
-        { code: RPCCode.FreeHandle, args: [{ kind: 'handle', value: HANDLE }] },
-        { code: RPCCode.Shutdown },
-      ]);
+      assert.deepEqual(
+        ALL_REQUESTS.map((p) => decodeRequest(bodyOf(p))),
+        [
+          { code: RPCCode.InitServer, version: '0.8.0', args: [] },
+          { code: RPCCode.GetGlobalFunc, args: [str('tvm.rpc.server.workpath')] },
+          { code: RPCCode.CallFunc, handle: HANDLE, args: [str('abc')] },
+          { code: RPCCode.GetGlobalFunc, args: [str('no.such.fn')] },
+          { code: RPCCode.FreeHandle, args: [{ kind: 'handle', value: HANDLE }] },
+          { code: RPCCode.Shutdown },
+        ],
+      );
       assert.equal(RPC_PROTOCOL_VERSION, '0.8.0');
     });
 
