@@ -6,35 +6,11 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+// The fixture index's shapes and the toolchain's paths are the bench's too (bench/ never imports test/).
+import { type ArraySpec, type Fixture, python, repoRoot } from '../bench/fixtures';
 import { type NpyArray, readNpy, Tensor } from '../lib';
 
-export const repoRoot = path.resolve(__dirname, '..');
-export const python = path.join(repoRoot, 'tvm', '.venv', 'bin', 'python');
-
-export interface ArraySpec {
-  name?: string;
-  shape: (number | string | null)[];
-  dtype: string;
-  file: string;
-  role?: string;
-}
-export interface Case {
-  name: string;
-  inputs: ArraySpec[];
-  outputs: ArraySpec[];
-  stdout?: string;
-  args?: ArraySpec[];
-}
-export interface Fixture {
-  kind: 'vm' | 'kernels';
-  file: string;
-  function?: string;
-  returns?: 'tensor' | 'tuple';
-  cases: Case[];
-  functions?: Record<string, { args: ArraySpec[]; cases: Case[] }>;
-  tolerance: { rtol: number; atol: number };
-  needs_host_functions?: string[];
-}
+export { type ArraySpec, type Case, type Fixture, python, repoRoot } from '../bench/fixtures';
 
 let dir: string | undefined;
 let index: { fixtures: Record<string, Fixture> } | undefined;
