@@ -110,7 +110,7 @@ describe('Device', () => {
   });
 
   describe('CUDA', () => {
-    it('EXPECTED FAILURE - cuda() when libtvm_runtime_cuda.so cannot load (no libcudart): DeviceError naming the device and cause', function () {
+    it('cuda() when libtvm_runtime_cuda.so cannot load (no libcudart): DeviceError naming the device and cause', function () {
       // Only where the CUDA sidecar did not load, e.g. a machine without the CUDA runtime.
       if (cudaLib()?.loaded) this.skip();
       const d = cuda();
@@ -139,7 +139,7 @@ describe('Device', () => {
       );
     });
 
-    it('EXPECTED FAILURE - cuda(n) past the last GPU is a DeviceError "does not exist" (skipped without the CUDA runtime)', function () {
+    it('cuda(n) past the last GPU is a DeviceError "does not exist" (skipped without the CUDA runtime)', function () {
       if (!cuda().enabled) this.skip(); // needs a loadable libtvm_runtime_cuda.so
       const d = cuda(64);
       assert.equal(d.enabled, true);
@@ -173,7 +173,7 @@ describe('Device', () => {
       ['opencl', opencl],
       ['metal', metal],
     ] as const) {
-      it(`EXPECTED FAILURE - ${kind}(): enabled/exists false and use is a DeviceError naming ${kind} and the fix (skipped if built in)`, function () {
+      it(`${kind}(): enabled/exists false and use is a DeviceError naming ${kind} and the fix (skipped if built in)`, function () {
         const d = make();
         if (d.enabled) this.skip(); // vulkan/opencl/metal built into this runtime: no missing-device error to check
         assert.equal(d.exists, false);
@@ -186,7 +186,7 @@ describe('Device', () => {
       });
     }
 
-    it('EXPECTED FAILURE - a device type TVM does not know is disabled and a DeviceError, not a process abort', () => {
+    it('a device type TVM does not know is disabled and a DeviceError, not a process abort', () => {
       const d = new Device(99);
       assert.deepEqual([d.kind, d.toString(), d.enabled, d.exists], ['type99', 'type99(0)', false, false]);
       assert.throws(

@@ -85,7 +85,7 @@ describe('PackedFunc and the global registry', () => {
       assert.equal(getGlobalFunc(''), null);
     });
 
-    it('EXPECTED FAILURE - requireGlobalFunc of a missing name is a TvmAttributeError', () => {
+    it('requireGlobalFunc of a missing name is a TvmAttributeError', () => {
       assert.throws(
         () => requireGlobalFunc('tvm_node.test.no_such_function'),
         isError(TvmAttributeError, /no global function 'tvm_node\.test\.no_such_function' is registered/),
@@ -283,7 +283,7 @@ describe('PackedFunc and the global registry', () => {
   });
 
   describe('errors raised by JS functions', () => {
-    it('EXPECTED FAILURE - a thrown TvmValueError reaches the caller as a TvmValueError with its message', async () => {
+    it('a thrown TvmValueError reaches the caller as a TvmValueError with its message', async () => {
       register('test.throws_value', (x: number) => {
         throw new TvmValueError('ValueError', `bad value ${x}`);
       });
@@ -300,14 +300,14 @@ describe('PackedFunc and the global registry', () => {
       await assert.rejects(f.call(7), isError(TvmValueError, /^bad value 7$/));
     });
 
-    it('EXPECTED FAILURE - other TvmError kinds keep their kind', () => {
+    it('other TvmError kinds keep their kind', () => {
       register('test.throws_index', () => {
         throw new TvmTypeError('TypeError', 'wrong type here');
       });
       assert.throws(() => requireGlobalFunc('test.throws_index').callSync(), isError(TvmTypeError, /^wrong type here$/));
     });
 
-    it('EXPECTED FAILURE - a thrown plain Error (or TypeError) reaches the caller as a TvmRuntimeError', async () => {
+    it('a thrown plain Error (or TypeError) reaches the caller as a TvmRuntimeError', async () => {
       register('test.throws_plain', () => {
         throw new Error('plain boom');
       });
@@ -366,7 +366,7 @@ describe('PackedFunc and the global registry', () => {
   });
 
   describe('registering and unregistering', () => {
-    it('EXPECTED FAILURE - registering an existing name without override throws; with override it replaces', () => {
+    it('registering an existing name without override throws; with override it replaces', () => {
       register('test.dup', () => 'first');
       assert.throws(() => registerFunc('test.dup', () => 'second'), isError(TvmRuntimeError, /Global Function `test\.dup` is already registered/));
       assert.equal(requireGlobalFunc('test.dup').callSync(), 'first');
@@ -377,7 +377,7 @@ describe('PackedFunc and the global registry', () => {
       assert.equal(held.callSync(), 'first');
     });
 
-    it('EXPECTED FAILURE - a runtime global cannot be replaced without override', () => {
+    it('a runtime global cannot be replaced without override', () => {
       assert.throws(() => registerFunc('relax.run.unique', () => null), isError(TvmRuntimeError, /relax\.run\.unique` is already registered/));
       // Still the native implementation.
       assertTensor(requireGlobalFunc('relax.run.unique').callSync(Tensor.fromSync(new Int32Array([2, 1, 2])), 1, 0, 0, 0), 'int32', [2], [1, 2]);
@@ -471,7 +471,7 @@ describe('PackedFunc and the global registry', () => {
         });
     });
 
-    it('EXPECTED FAILURE - unique with an axis is a TvmNotImplementedError', () => {
+    it('unique with an axis is a TvmNotImplementedError', () => {
       assert.throws(
         () => unique().callSync(x(), 1, 0, 0, 0, 0),
         isError(TvmNotImplementedError, /relax\.run\.unique with an axis is not supported outside Python/),
@@ -505,7 +505,7 @@ describe('PackedFunc and the global registry', () => {
       assert.equal(assertOp.callSync(true, 'never shown'), null);
     });
 
-    it('EXPECTED FAILURE - assert_op on a false bool scalar is a TvmAssertionError with the formatted message', async () => {
+    it('assert_op on a false bool scalar is a TvmAssertionError with the formatted message', async () => {
       const assertOp = requireGlobalFunc('relax.run.assert_op');
       const no = Tensor.fromSync([false], { dtype: 'bool', shape: [] });
       assert.throws(() => assertOp.callSync(no, 'x={} y={} s={}', 7, 2.5, 'hi'), isError(TvmAssertionError, /^x=7 y=2\.5 s=hi$/));
@@ -518,7 +518,7 @@ describe('PackedFunc and the global registry', () => {
       await assert.rejects(assertOp.call(no, 'async {}', 3), isError(TvmAssertionError, /^async 3$/));
     });
 
-    it('EXPECTED FAILURE - assert_op with a non-bool or non-scalar tensor condition is a TvmValueError', () => {
+    it('assert_op with a non-bool or non-scalar tensor condition is a TvmValueError', () => {
       const assertOp = requireGlobalFunc('relax.run.assert_op');
       const re = /the assert condition must be a bool scalar/;
       assert.throws(() => assertOp.callSync(Tensor.fromSync([false, false], { dtype: 'bool' }), 'm'), isError(TvmValueError, re));

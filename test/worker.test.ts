@@ -131,7 +131,7 @@ describe('worker_threads (context-aware addon)', () => {
     }
   });
 
-  it('EXPECTED FAILURE - a JS function registered by a worker that has exited gives a TvmRuntimeError, not a crash', async () => {
+  it('a JS function registered by a worker that has exited gives a TvmRuntimeError, not a crash', async () => {
     const name = `test.worker.${process.pid}.times2`;
     const w = startWorker({ task: 'registerAndExit', name });
     const { threadId: workerThread } = await nextMessage<{ threadId: number }>(w);
@@ -174,7 +174,7 @@ describe('worker_threads (context-aware addon)', () => {
   // Regression: a JS error of a dying environment once crossed to the calling thread and
   // entered the other isolate (V8 fatal error / segfault). Runs in a child process so a
   // regression cannot take mocha down.
-  it('EXPECTED FAILURE - calling into a worker that is dying gives a TvmRuntimeError, not a crash', () => {
+  it('calling into a worker that is dying gives a TvmRuntimeError, not a crash', () => {
     const script = `
       const { Worker } = require('node:worker_threads');
       const T = require(${JSON.stringify(LIB)});

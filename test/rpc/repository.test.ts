@@ -328,7 +328,7 @@ describe('rpc ModelRepository', () => {
     };
 
     for (const [how, replace] of Object.entries(REPLACE)) {
-      it(`EXPECTED FAILURE - ${how}: the next getSync()/get() serves the new model; runs in flight finish on the old one`, async () => {
+      it(`${how}: the next getSync()/get() serves the new model; runs in flight finish on the old one`, async () => {
         const repo = openRepo({ model: 'mlp' }, { concurrency: 2 });
         const file = path.join(repo.dir, 'model.so');
         const old = repo.getSync('model');
@@ -359,7 +359,7 @@ describe('rpc ModelRepository', () => {
       });
     }
 
-    it('EXPECTED FAILURE - a model replaced while another repository (another session) holds the old one: each serves its own view', async () => {
+    it('a model replaced while another repository (another session) holds the old one: each serves its own view', async () => {
       const first = openRepo({ model: 'mlp' });
       const old = first.getSync('model');
       // A second repository over the same folder, as each full-mode session process has.
@@ -373,7 +373,7 @@ describe('rpc ModelRepository', () => {
   });
 
   describe('manifests', () => {
-    it('EXPECTED FAILURE - a malformed manifest affects only its model: list() reports it, info()/get() name the file', async () => {
+    it('a malformed manifest affects only its model: list() reports it, info()/get() name the file', async () => {
       const dir = repoFolder(
         { good: 'mlp', bad: 'conv', typed: 'multi_out', plain: 'fp16' },
         { good: { inputs: [{ name: 'x', shape: [4, 16], dtype: 'float32' }], function: 'main' }, typed: { inputs: 'x' } },
@@ -415,7 +415,7 @@ describe('rpc ModelRepository', () => {
       assert.equal(repo.list().find((m) => m.name === 'bad')!.error, undefined);
     });
 
-    it('EXPECTED FAILURE - an edited, added or deleted manifest is picked up like a changed artifact', async () => {
+    it('an edited, added or deleted manifest is picked up like a changed artifact', async () => {
       const repo = openRepo({ mlp: 'mlp' });
       const manifest = path.join(repo.dir, 'mlp.json');
       const v1 = repo.getSync('mlp');
@@ -450,7 +450,7 @@ describe('rpc ModelRepository', () => {
       assert.deepEqual(repo.loaded, ['mlp']);
     });
 
-    it("EXPECTED FAILURE - getSync()/get() give the arity of the model's function", async () => {
+    it("getSync()/get() give the arity of the model's function", async () => {
       const repo = openRepo({ mlp: 'mlp', dyn: 'dynamic' });
       const sync = repo.getSync('mlp');
       assert.equal(sync.arity, 1);
@@ -461,7 +461,7 @@ describe('rpc ModelRepository', () => {
   });
 
   describe('check()', () => {
-    it('EXPECTED FAILURE - passes a well-formed repository', () => {
+    it('passes a well-formed repository', () => {
       const dir = repoFolder(
         { a: 'mlp', b: 'dynamic', c: 'conv' },
         {
@@ -474,7 +474,7 @@ describe('rpc ModelRepository', () => {
       new ModelRepository(repoFolder({})).check(); // empty is fine
     });
 
-    it('EXPECTED FAILURE - a missing folder, or a file, is one line naming the folder', () => {
+    it('a missing folder, or a file, is one line naming the folder', () => {
       const missing = path.join(os.tmpdir(), `tvm-node-no-such-models-${process.pid}`);
       const exactly = (msg: string) => (e: unknown) => e instanceof TvmValueError && (e as Error).message === msg;
       assert.throws(() => new ModelRepository(missing).check(), exactly(`models folder ${missing} does not exist`));
@@ -503,7 +503,7 @@ describe('rpc ModelRepository', () => {
       ['a function of the wrong type', '{"function": ["main"]}', /has "function" of an array: it must be a string such as "main"$/],
     ];
     for (const [what, text, problem] of MALFORMED) {
-      it(`EXPECTED FAILURE - names the manifest file: ${what}`, () => {
+      it(`names the manifest file: ${what}`, () => {
         const dir = repoFolder({ fine: 'mlp', model: 'conv' });
         fs.writeFileSync(path.join(dir, 'model.json'), text);
         const repo = new ModelRepository(dir);
@@ -530,14 +530,14 @@ describe('rpc ModelRepository', () => {
       });
     }
 
-    it('EXPECTED FAILURE - reports the first malformed manifest by model name', () => {
+    it('reports the first malformed manifest by model name', () => {
       const dir = repoFolder({ a: 'mlp', b: 'mlp', c: 'mlp' }, { a: {}, c: { device: 1 } });
       fs.writeFileSync(path.join(dir, 'b.json'), '{');
       assert.throws(() => new ModelRepository(dir).check(), isValueError(new RegExp(`: manifest ${escapeRe(path.join(dir, 'b.json'))} is not valid JSON`)));
     });
   });
 
-  it('EXPECTED FAILURE - publicList() shows clients names, sizes, shapes, dtypes, device and function only', () => {
+  it('publicList() shows clients names, sizes, shapes, dtypes, device and function only', () => {
     const inputs: TensorSpec[] = [{ name: 'x', shape: [4, 16], dtype: 'float32' }];
     const outputs: TensorSpec[] = [{ shape: [4, 8], dtype: 'float32' }];
     const dir = repoFolder({ mlp: 'mlp', conv: 'conv', broken: 'multi_out' }, { mlp: { inputs, outputs, device: 'cpu', function: 'main' } });
