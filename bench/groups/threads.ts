@@ -265,67 +265,33 @@ export async function benchThreads(ctx: Ctx): Promise<void> {
           note: 'what tvm-node ran with before it chose thread settings',
         },
       ),
-      makeCase(
-        'threads',
-        `${what}: runSync after mixed runs, tvm-node vs TVM settings`,
-        'us/run',
-        timed(o, 'afterMixed', 'runSync after a mixed burst'),
-        timed(t, 'afterMixed', 'runSync after a mixed burst'),
-        {
-          goal: '>= 1',
-        },
-      ),
-      makeCase(
-        'threads',
-        `${what}: mixed runSync + run (4 in flight), tvm-node vs TVM settings`,
-        'us/run',
-        timed(o, 'mixed', 'mixed burst'),
-        timed(t, 'mixed', 'mixed burst'),
-        {
-          goal: '>= 1',
-          note: 'wall time / runs of a burst of runSyncs on the JS thread between async runs kept 4 in flight',
-        },
-      ),
-      makeCase(
-        'threads',
-        `${what}: runSync beside a busy thread, tvm-node vs TVM settings`,
-        'us/run',
-        timed(o, 'busy', 'runSync, one core busy'),
-        timed(t, 'busy', 'runSync, one core busy'),
-        {
-          goal: '>= 1',
-          note: 'a worker_thread of the same process keeps one core busy (as any other process or busy worker would)',
-        },
-      ),
-      makeCase(
-        'threads',
-        `${what}: runSync at rest, tvm-node vs TVM settings`,
-        'us/run',
-        timed(o, 'rest', 'runSync at rest'),
-        timed(t, 'rest', 'runSync at rest'),
-        {
-          note: 'no spinning: workers sleep between kernels and are woken for each parallel one',
-        },
-      ),
-      makeCase(
-        'threads',
-        `${what}: async run, 4 in flight, tvm-node vs TVM settings`,
-        'us/run',
-        timed(o, 'a4', 'run, 4 in flight'),
-        timed(t, 'a4', 'run, 4 in flight'),
-        {
-          goal: '>= 1',
-        },
-      ),
-      makeCase(
-        'threads',
-        `${what}: async run, 1 in flight, tvm-node vs TVM settings`,
-        'us/run',
-        timed(o, 'a1', 'run, 1 in flight'),
-        timed(t, 'a1', 'run, 1 in flight'),
-        {
-          note: 'the trade-off: a lone run on a pool thread has the TVM workers per pool thread, a share of the cores',
-        },
+      // The same phase under both settings: ratio > 1 when tvm-node's settings are faster.
+      ...(
+        [
+          ['afterMixed', 'runSync after mixed runs', 'runSync after a mixed burst', { goal: '>= 1' }],
+          [
+            'mixed',
+            'mixed runSync + run (4 in flight)',
+            'mixed burst',
+            { goal: '>= 1', note: 'wall time / runs of a burst of runSyncs on the JS thread between async runs kept 4 in flight' },
+          ],
+          [
+            'busy',
+            'runSync beside a busy thread',
+            'runSync, one core busy',
+            { goal: '>= 1', note: 'a worker_thread of the same process keeps one core busy (as any other process or busy worker would)' },
+          ],
+          ['rest', 'runSync at rest', 'runSync at rest', { note: 'no spinning: workers sleep between kernels and are woken for each parallel one' }],
+          ['a4', 'async run, 4 in flight', 'run, 4 in flight', { goal: '>= 1' }],
+          [
+            'a1',
+            'async run, 1 in flight',
+            'run, 1 in flight',
+            { note: 'the trade-off: a lone run on a pool thread has the TVM workers per pool thread, a share of the cores' },
+          ],
+        ] as const
+      ).map(([phase, title, label, extra]) =>
+        makeCase('threads', `${what}: ${title}, tvm-node vs TVM settings`, 'us/run', timed(o, phase, label), timed(t, phase, label), extra),
       ),
     );
   } finally {
