@@ -128,6 +128,19 @@ export interface Addon {
   /** Unmaps the pages now and detaches `buffer` (views of it read as empty). */
   freeHostBuffer(buffer: ArrayBuffer): void;
   /**
+   * Drops the tensor reference behind a `hostView()` buffer now instead of at its garbage
+   * collection, and detaches the buffer (views of it read as empty).
+   */
+  releaseHostView(buffer: ArrayBuffer): void;
+  /**
+   * A CPU tensor over mmap'd pages (huge pages asked for when large): fresh, or those of a
+   * released one (old bytes: the caller writes every byte before anyone reads it). Its
+   * mapping goes to a bounded cache when its last reference goes.
+   */
+  allocHostTensor(shape: number[], dtype: string): NativeTensor;
+  /** Bounds that cache in bytes (0: none; default 256 MiB), unmapping what no longer fits; returns the bytes it holds. */
+  setHostTensorCache(bytes?: number): number;
+  /**
    * Sets the TVM workers of each libuv pool thread when given (0: TVM's own, from
    * TVM_NUM_THREADS), and reports it with TVM's MaxConcurrency on the calling thread.
    */

@@ -1,6 +1,8 @@
 // Tensors: allocation on any device, bulk copies host <-> device <-> device (sync and on
 // the thread pool), zero-copy views of CPU memory in both directions, and DLPack.
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "async_work.h"
 #include "handle.h"
@@ -42,6 +44,71 @@ void CheckSameSize(Napi::Env env, size_t host, const ffi::Tensor& t) {
               "host buffer has " + std::to_string(host) + " bytes but the tensor needs " + std::to_string(ByteSize(t)));
   }
 }
+
+// The tensor reference behind a hostView() ArrayBuffer. The finalizer drops it at some
+// garbage collection; releaseHostView() drops it now (a server streaming a 256 MiB tensor
+// to a socket frees it as soon as the write is done, not whenever V8 collects). Holds are
+// found by data address, as host_buffer.cc finds its mappings; finalizers of worker
+// threads' views run on their own threads: hence the lock.
+struct ViewHold {
+  ffi::Tensor tensor;
+  char* data;
+
+  static std::mutex& Mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::unordered_multimap<char*, ViewHold*>& Live() {
+    static std::unordered_multimap<char*, ViewHold*> live;
+    return live;
+  }
+
+  static Napi::Value View(Napi::Env env, const ffi::Tensor& t) {
+    size_t size = ByteSize(t);
+    if (size == 0) return Napi::ArrayBuffer::New(env, 0);
+    auto* hold = new ViewHold{t, static_cast<char*>(t.data_ptr()) + t.byte_offset()};
+    {
+      std::lock_guard<std::mutex> lock(Mutex());
+      Live().emplace(hold->data, hold);
+    }
+    return Napi::ArrayBuffer::New(env, hold->data, size, &ViewHold::Finalize, hold);
+  }
+
+  static void Finalize(Napi::Env, void*, ViewHold* hold) {
+    {
+      std::lock_guard<std::mutex> lock(Mutex());
+      auto [begin, end] = Live().equal_range(hold->data);
+      for (auto it = begin; it != end; ++it) {
+        if (it->second == hold) {
+          Live().erase(it);
+          break;
+        }
+      }
+    }
+    delete hold;
+  }
+
+  // releaseHostView(buffer): drops one view's tensor reference now and detaches the buffer
+  // (its views read as empty from then on, never as freed memory). Views of one address
+  // keep the same memory alive, so which of them gives up its reference does not matter.
+  static Napi::Value Release(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsArrayBuffer()) ThrowKind(env, "TypeError", "releaseHostView() expects an ArrayBuffer");
+    Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+    if (ab.ByteLength() == 0) return env.Undefined();
+    {
+      std::lock_guard<std::mutex> lock(Mutex());
+      auto it = Live().find(static_cast<char*>(ab.Data()));
+      if (it == Live().end())
+        ThrowKind(env, "ValueError", "not a live tensor view (released already, or not made by hostView())");
+      // Its finalizer still runs later; the moved-from reference it deletes holds nothing.
+      ffi::Tensor dropped = std::move(it->second->tensor);
+      Live().erase(it);
+    }
+    ab.Detach();
+    return env.Undefined();
+  }
+};
 
 // Keeps a JS ArrayBuffer alive for as long as TVM holds a tensor over its memory. The
 // reference must be dropped on the JS thread; TVM may drop its tensor on any thread.
@@ -245,9 +312,7 @@ class TensorWrap : public Handle<TensorWrap, ffi::Tensor> {
       ThrowKind(env, "DeviceError", "hostView() needs a CPU tensor; copy device tensors to the host instead");
     }
     if (!t.IsContiguous()) ThrowKind(env, "ValueError", "hostView() needs a contiguous tensor");
-    auto* keep = new ffi::Tensor(t);
-    char* data = static_cast<char*>(t.data_ptr()) + t.byte_offset();
-    return Napi::ArrayBuffer::New(env, data, ByteSize(t), [](Napi::Env, void*, ffi::Tensor* k) { delete k; }, keep);
+    return ViewHold::View(env, t);
   }
 
   // toDLPack(): an External capsule holding a DLManagedTensorVersioned that fromDLPack()
@@ -317,6 +382,7 @@ void InitTensor(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = TensorWrap::Define(env);
   Data(env)->tensor_ctor = Napi::Persistent(ctor);
   exports.Set("NativeTensor", ctor);
+  exports.Set("releaseHostView", Napi::Function::New(env, ViewHold::Release, "releaseHostView"));
 }
 
 }  // namespace tvmnode

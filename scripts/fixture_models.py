@@ -503,6 +503,54 @@ def build_kernels() -> KernelLibrary:
     )
 
 
+def build_addone() -> VMFixture:
+    """x float32["n"] -> x + 1: the identity-like model of the transfer benchmarks."""
+    rng = _rng("addone")
+    n = tvm.tirx.Var("n", "int64")
+    x = _tensor_param("x", [n], "float32")
+    module = _dataflow_main([x], lambda bb, x: op.add(x, relax.const(1.0, "float32")))
+    cases = []
+    for size in (1, 1000):
+        x_val = rng.standard_normal(size).astype(F32)
+        # float32 + float32 rounds once, as TVM's kernel does: the reference is exact.
+        cases.append(Case(f"n{size}", [x_val], [x_val + F32(1)]))
+    return VMFixture(
+        name="addone",
+        module=module,
+        cases=cases,
+        tolerance={"rtol": 0.0, "atol": 0.0},
+        output_names=("y",),
+        notes='x float32["n"] -> x + 1 float32[n] (dynamic n; exact in float32).',
+    )
+
+
+# The dtypes the echo fixture carries, one input each (bit-exact round trips).
+ECHO_DTYPES = ("float32", "float16", "int8", "uint8", "int64")
+
+
+def build_echo() -> VMFixture:
+    """One input per dtype of ECHO_DTYPES, each of its own dynamic length, returned as they came."""
+    rng = _rng("echo")
+    params = [_tensor_param(f"x_{dtype}", [tvm.tirx.Var(f"n_{dtype}", "int64")], dtype) for dtype in ECHO_DTYPES]
+    module = _dataflow_main(params, lambda bb, *xs: relax.Tuple(list(xs)))
+    cases = []
+    for size in (1, 7):
+        # Random bytes viewed as each dtype: NaN payloads, -0 and extremes included.
+        xs = [rng.integers(0, 256, size=size * np.dtype(dtype).itemsize, dtype=np.uint8).view(dtype) for dtype in ECHO_DTYPES]
+        cases.append(Case(f"n{size}", xs, [x.copy() for x in xs]))
+    return VMFixture(
+        name="echo",
+        module=module,
+        cases=cases,
+        tolerance={"rtol": 0.0, "atol": 0.0},
+        output_names=tuple(f"y_{dtype}" for dtype in ECHO_DTYPES),
+        notes=(
+            "x_float32[n0], x_float16[n1], x_int8[n2], x_uint8[n3], x_int64[n4] (each length dynamic) -> "
+            "the same five tensors, unchanged: bit-exact transfer tests of every dtype and size."
+        ),
+    )
+
+
 # Fixture name -> builder, in the order they are compiled and listed.
 BUILDERS = {
     "mlp": build_mlp,
@@ -513,4 +561,6 @@ BUILDERS = {
     "dynamic": build_dynamic,
     "pair": build_pair,
     "slow": build_slow,
+    "addone": build_addone,
+    "echo": build_echo,
 }

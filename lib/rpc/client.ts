@@ -14,6 +14,7 @@ import type { Module } from '../module';
 import { checkEnum, checkNumber, checkOptions, checkString, received, requireNumber, requireString } from '../options';
 import { registerSessionQueue, SerialQueue, withRequestSlot } from '../scheduling';
 import { Tensor, type TensorData } from '../tensor';
+import { CHANNEL_KEY_PREFIX, InferenceChannel, OPEN_CHANNEL_FUNCTION, outgoingTensor } from './channel';
 import { END_SESSION_FUNCTION, encodeInputs, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
 import type { PublicModelInfo } from './repository';
 import { decodeBlob } from './tni1';
@@ -69,6 +70,8 @@ export class RPCSession implements AsyncDisposable {
   private readonly queue = new SerialQueue();
   private closed = false;
   private inferFn?: Promise<RemoteFunction>;
+  /** The inference channel, once asked for; undefined inside when the server offers none. */
+  private channel?: Promise<InferenceChannel | undefined>;
 
   /** @internal */
   constructor(
@@ -76,6 +79,8 @@ export class RPCSession implements AsyncDisposable {
     readonly module: Module,
     /** The session's index in TVM's session table (it names its devices). */
     readonly tableIndex: number,
+    /** Where the session's server listens (an inference channel connects there too). */
+    private readonly peer?: { host: string; port: number },
   ) {
     registerSessionQueue(tableIndex, this.queue);
   }
@@ -173,11 +178,33 @@ export class RPCSession implements AsyncDisposable {
   async infer(model: string, inputs: readonly InferInput[] | Readonly<Record<string, InferInput>>): Promise<Tensor[] | Record<string, Tensor>> {
     checkInferArgs(model, inputs);
     if (!Array.isArray(inputs)) return this.inferByName(model, inputs as Readonly<Record<string, InferInput>>);
-    // Looked up once per session, so each inference is exactly one request.
+    const channel = await this.inferenceChannel();
+    if (channel) return channel.infer(model, await Promise.all(inputs.map(outgoingTensor)));
+    // TVM's own transport: looked up once per session, so each inference is one request.
     this.inferFn ??= this.getFunction(INFER_FUNCTION);
     const reply = (await (await this.inferFn).call(model, encodeInputs(inputs))) as Buffer;
     // One copy each, from the reply's bytes into the tensor.
     return decodeBlob(reply).map((t) => Tensor.fromSync(t.bytes, { shape: t.shape, dtype: t.dtype }));
+  }
+
+  /**
+   * The session's inference channel (lib/rpc/channel.ts): opened on first use when the
+   * server offers one (tvm-node servers with a model repository), opened again when the
+   * server ended it (idle timeout); undefined for servers without one (TVM's own), or when
+   * it cannot be reached: `infer()` then goes through TVM's transport.
+   */
+  private async inferenceChannel(): Promise<InferenceChannel | undefined> {
+    const open = await this.channel;
+    if (this.channel && (open === undefined || open.usable)) return open;
+    this.channel = this.openChannel();
+    return this.channel;
+  }
+
+  private async openChannel(): Promise<InferenceChannel | undefined> {
+    if (!this.peer) return undefined;
+    const token = await this.call(OPEN_CHANNEL_FUNCTION).catch(() => undefined);
+    if (typeof token !== 'string') return undefined;
+    return InferenceChannel.open(this.peer.host, this.peer.port, CHANNEL_KEY_PREFIX + token).catch(() => undefined);
   }
 
   private async inferByName(model: string, inputs: Readonly<Record<string, InferInput>>): Promise<Record<string, Tensor>> {
@@ -223,6 +250,7 @@ export class RPCSession implements AsyncDisposable {
   async dispose(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    (await this.channel?.catch(() => undefined))?.close();
     await (await this.inferFn?.catch(() => undefined))?.dispose();
     await this.queue.run(async () => {
       // tvm-node's server ends the session on request; on TVM's own server the session ends
@@ -255,7 +283,7 @@ export async function connect(host: string, port: number, opts: ConnectOptions =
   const module = (await withRequestSlot(() => rpcConnect.call(host, port, key, false))) as Module;
   try {
     using tableIndex = requireGlobalFunc('rpc.SessTableIndex');
-    return new RPCSession(module, Number(tableIndex.callSync(module)));
+    return new RPCSession(module, Number(tableIndex.callSync(module)), { host, port });
   } catch (err) {
     await module.dispose();
     throw err;

@@ -58,27 +58,29 @@ export function serveInference(repo: ModelRepository): (model: string, request: 
 
 /**
  * The server side of {@link INFER_FUNCTION} off the JS thread: the load and the run use the
- * thread pool. The input tensors it builds and the outputs of the run are released before it
- * resolves.
+ * thread pool. The request is a blob, or the tensors a streamed blob became (the caller's:
+ * they are only read); the outputs are the caller's to release once sent. Tensors made for
+ * the inputs are released before it resolves.
  */
-export async function inferAsync(repo: ModelRepository, model: string, request: Buffer): Promise<Buffer> {
+export async function inferAsync(repo: ModelRepository, model: string, request: Buffer | readonly Tensor[]): Promise<Tensor[]> {
   const loaded = await repo.get(model);
   const inputs = bindRequest(loaded, request);
   try {
-    return encodeOutputs(await loaded.vm.run(loaded.info.function, ...inputs.tensors));
+    return outputsOf<Tensor>(await loaded.vm.run(loaded.info.function, ...inputs.tensors));
   } finally {
     inputs.release();
   }
 }
 
 /** The functions an inference-only server offers (lib/rpc/inference-session.ts), over `repo`. */
-export function inferenceFunctions(repo: ModelRepository): Map<string, ServedFunction> {
+export function inferenceFunctions(repo: ModelRepository, extra: ReadonlyMap<string, ServedFunction> = new Map()): Map<string, ServedFunction> {
   return new Map<string, ServedFunction>([
     [
       INFER_FUNCTION,
       async ([model, request]) => {
-        if (model?.kind !== 'str' || request?.kind !== 'bytes') throw new WireError(`${INFER_FUNCTION} takes (model: str, request: bytes)`);
-        return { kind: 'bytes', value: await inferAsync(repo, model.value, request.value) };
+        if (model?.kind !== 'str' || (request?.kind !== 'bytes' && request?.kind !== 'tensors'))
+          throw new WireError(`${INFER_FUNCTION} takes (model: str, request: bytes)`);
+        return { kind: 'tensors', value: await inferAsync(repo, model.value, request.value) };
       },
     ],
     [MODELS_FUNCTION, (): WireValue => ({ kind: 'str', value: modelsText(repo) })],
@@ -89,6 +91,7 @@ export function inferenceFunctions(repo: ModelRepository): Map<string, ServedFun
         return { kind: 'none' };
       },
     ],
+    ...extra,
   ]);
 }
 
@@ -98,17 +101,22 @@ export function modelsText(repo: ModelRepository): string {
 }
 
 /**
- * A request blob as the model's input tensors, in parameter order, and those made for it
- * (the caller releases them). The tensor count is checked against the model before any
- * tensor is looked at; then each entry is checked against the model's inputs (lib/bind.ts:
- * dtype, rank, sizes, symbolic sizes, with a message naming the input) and built with at
- * most one copy of its bytes (none when they happen to be 64-byte aligned).
+ * A request (a blob, or the tensors a streamed blob became) as the model's input tensors,
+ * in parameter order, and those made for it (the caller releases them). The tensor count is
+ * checked against the model before any tensor is looked at; then each entry is checked
+ * against the model's inputs (lib/bind.ts: dtype, rank, sizes, symbolic sizes, with a message
+ * naming the input). A blob's entries are built with at most one copy of their bytes (none
+ * when they happen to be 64-byte aligned); streamed tensors are passed as they are.
  */
-function bindRequest({ info, arity, inputs }: LoadedModel, request: Buffer): { tensors: Tensor[]; release(): void } {
-  if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
+function bindRequest({ info, arity, inputs }: LoadedModel, request: Buffer | readonly Tensor[]): { tensors: Tensor[]; release(): void } {
   const checkCount = (n: number) => {
     if (n !== arity) throw new TvmValueError('ValueError', `model '${info.name}' takes ${arity} input${arity === 1 ? '' : 's'}; the request has ${n}`);
   };
+  if (Array.isArray(request)) {
+    checkCount(request.length);
+    return bindInputs(inputs, [...request], { model: `model '${info.name}'` });
+  }
+  if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
   const entries = decodeBlob(request, { checkCount }).map((t) => ({ data: t.bytes, shape: t.shape, dtype: t.dtype }));
   return bindInputs(inputs, entries, { model: `model '${info.name}'` });
 }

@@ -8,7 +8,11 @@
  * on. Sessions share one model cache and cost no process start.
  */
 import type { Socket } from 'node:net';
+import { DeviceType } from '../device';
+import { HandleOwner } from '../handle';
+import type { Tensor } from '../tensor';
 import { closeWithError, startReading, writeOrWait } from './protocol';
+import { type OutgoingTensor, type StreamedPacket, TensorStreamer, writeTensorPacket } from './tensor-stream';
 import { Watchdog } from './timers';
 import {
   type ByteBudget,
@@ -19,6 +23,7 @@ import {
   type PacketTooLargeError,
   RPC_PROTOCOL_VERSION,
   RPCCode,
+  TypeIndex,
   WireDecoder,
   WireError,
   type WireValue,
@@ -30,7 +35,11 @@ export interface SessionControl {
   end(): void;
 }
 
-/** A function an inference-only server offers: plain values in, one plain value out. */
+/**
+ * A function an inference-only server offers: plain values in, one plain value out. A
+ * `tensors` argument is the session's (released after the call); a `tensors` result is
+ * streamed to the client and then released.
+ */
 export type ServedFunction = (args: WireValue[], session: SessionControl) => Promise<WireValue> | WireValue;
 
 /** Options of {@link serveInferenceSession}. */
@@ -77,7 +86,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
   };
   const watchdog = new Watchdog();
   let initialized = false;
-  const queue: Array<Buffer | PacketTooLargeError> = [];
+  const queue: Array<Buffer | PacketTooLargeError | StreamedPacket> = [];
   let busy = false;
   /** An error to answer the current request with, and end (set by close()). */
   let closing: string | undefined;
@@ -106,19 +115,25 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
     return { kind: 'handle', value: BigInt(HANDLE_BASE + i) };
   };
 
-  const call = async (d: WireDecoder): Promise<WireValue> => {
+  const call = async (d: WireDecoder, streamed?: Tensor[]): Promise<WireValue> => {
     const handle = d.u64();
     const name = names[Number(handle) - HANDLE_BASE];
     if (handle < HANDLE_BASE || name === undefined)
       throw new WireError(`inference-only server: no function with handle 0x${handle.toString(16)}`, 'PermissionError');
-    return opts.functions.get(name)!(d.values(), control);
+    const args = streamed ? [...valuesBefore(d), { kind: 'tensors' as const, value: streamed }] : d.values();
+    return opts.functions.get(name)!(args, control);
   };
 
+  /** A reply: a whole packet, or tensors to stream after a head. */
+  type Reply = Buffer | { tensors: Tensor[] };
+
   /** One request; errors become exception replies and the session goes on. */
-  const serve = async (body: Buffer): Promise<Buffer | 'shutdown'> => {
-    const d = new WireDecoder(body);
+  const serve = async (request: Buffer | StreamedPacket): Promise<Reply | 'shutdown'> => {
+    const streamed = Buffer.isBuffer(request) ? undefined : request;
+    const d = new WireDecoder(streamed ? streamed.head : (request as Buffer));
     try {
       const code = d.i32() as RPCCode;
+      if (streamed && code !== RPCCode.CallFunc) throw new WireError(`inference-only server: a ${RPCCode[code]} packet is not a request`);
       if (code === RPCCode.Shutdown) return 'shutdown';
       if (code === RPCCode.InitServer) {
         const version = d.lengthPrefixed().toString('utf8');
@@ -136,31 +151,56 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
         }
         case RPCCode.FreeHandle:
           return encodeSyscallReturn({ kind: 'none' });
-        case RPCCode.CallFunc:
-          return encodeCallReturn(await call(d));
+        case RPCCode.CallFunc: {
+          const result = await call(d, streamed?.tensors);
+          return result.kind === 'tensors' ? { tensors: result.value } : encodeCallReturn(result);
+        }
         default:
           throw new WireError(`inference-only server: ${RPCCode[code] ?? `code ${code}`} is not served (only ${names.join(', ')})`, 'PermissionError');
       }
     } catch (err) {
       return encodeException(errorText(err));
+    } finally {
+      for (const t of streamed?.tensors ?? []) t.disposeSync();
+    }
+  };
+
+  /** Streams a result's tensors (copied to the host first when they live on a device), then releases them. */
+  const replyTensors = async (tensors: Tensor[]): Promise<void> => {
+    try {
+      const outgoing: OutgoingTensor[] = await Promise.all(
+        tensors.map(async (t) =>
+          t.device.deviceType === DeviceType.cpu ? { tensor: t, shape: t.shape, dtype: t.dtype } : { data: await t.toArray(), shape: t.shape, dtype: t.dtype },
+        ),
+      );
+      await writeTensorPacket(socket, [CALL_RETURN_HEAD], outgoing, { stallMs: opts.stallTimeoutMs }).catch(() => finish());
+    } finally {
+      for (const t of tensors) if (t instanceof HandleOwner) t.disposeSync();
     }
   };
 
   /** Writes a reply; a client that leaves it unread past the stall timeout loses its session. */
   const reply = (packet: Buffer) => writeOrWait(socket, packet, opts.stallTimeoutMs, finish);
 
+  /** When the last bytes arrived: the read limit counts from there. */
+  let lastData = 0;
+  /** Which limit the watchdog runs now. */
+  let watching: 'idle' | 'read' | undefined;
+  const readTimedOut = () => {
+    // Re-armed here, not on every chunk: a large request arrives in thousands of them.
+    const quiet = performance.now() - lastData;
+    if (quiet < opts.readTimeoutMs) return watchdog.arm(opts.readTimeoutMs - quiet, readTimedOut);
+    endWith(`RPCSessionTimeoutError: the rest of the request did not arrive within ${opts.readTimeoutMs / 1000} s; the server ended the session`);
+  };
+
   /** Between requests the idle limit runs; in the middle of one, the read limit. */
   const watch = () => {
-    if (busy || socket.destroyed) return watchdog.disarm();
-    if (reader.midPacket) {
-      watchdog.arm(opts.readTimeoutMs, () =>
-        endWith(`RPCSessionTimeoutError: the rest of the request did not arrive within ${opts.readTimeoutMs / 1000} s; the server ended the session`),
-      );
-    } else {
-      watchdog.arm(opts.idleTimeoutMs, () =>
-        endWith(`RPCSessionTimeoutError: the session sent no request for ${opts.idleTimeoutMs / 1000} s; the server ended it (connect again)`),
-      );
-    }
+    watching = busy || socket.destroyed ? undefined : reader.midPacket ? 'read' : 'idle';
+    if (watching === undefined) return watchdog.disarm();
+    if (watching === 'read') return watchdog.arm(opts.readTimeoutMs, readTimedOut);
+    watchdog.arm(opts.idleTimeoutMs, () =>
+      endWith(`RPCSessionTimeoutError: the session sent no request for ${opts.idleTimeoutMs / 1000} s; the server ended it (connect again)`),
+    );
   };
 
   const pump = async () => {
@@ -170,10 +210,13 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
     socket.pause();
     while (queue.length > 0 && !socket.destroyed && !over && closing === undefined) {
       const next = queue.shift()!;
-      const out = Buffer.isBuffer(next) ? await serve(next) : encodeException(errorText(next));
+      const out = next instanceof Error ? encodeException(errorText(next)) : await serve(next);
       if (out === 'shutdown') return finish();
-      if (closing !== undefined) break;
-      await reply(out);
+      if (closing !== undefined) {
+        if (!Buffer.isBuffer(out)) for (const t of out.tensors) t.disposeSync();
+        break;
+      }
+      await (Buffer.isBuffer(out) ? reply(out) : replyTensors(out.tensors));
       if (control.ending) return socket.end(() => finish());
     }
     busy = false;
@@ -183,21 +226,23 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
     watch();
   };
 
-  const reader = new PacketReader(
+  const reader = new PacketReader<StreamedPacket>(
     opts.maxMessageBytes,
-    (body) => queue.push(body),
-    (tooLarge) => queue.push(tooLarge),
+    { packet: (body) => queue.push(body), tooLarge: (err) => queue.push(err), streamed: (packet) => queue.push(packet) },
     opts.pending,
+    new TensorStreamer(),
   );
   socket.setNoDelay(true);
   socket.on('data', (chunk: Buffer) => {
     if (over) return;
+    lastData = performance.now();
     try {
       reader.push(chunk);
     } catch (err) {
       return endWith(errorText(err));
     }
-    void pump();
+    if (queue.length > 0) void pump();
+    else if (!busy && watching !== (reader.midPacket ? 'read' : 'idle')) watch();
   });
   socket.on('error', () => undefined);
   socket.on('close', finish);
@@ -211,6 +256,22 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
       if (!busy && !over) endWith(message);
     },
   };
+}
+
+/** The head of a CallFunc reply whose value is bytes: Return, two values, the first the result's type index. */
+const CALL_RETURN_HEAD = (() => {
+  const b = Buffer.alloc(4 + 4 + 4 + 8);
+  b.writeInt32LE(RPCCode.Return, 0);
+  b.writeInt32LE(2, 4);
+  b.writeInt32LE(TypeIndex.Int, 8);
+  b.writeBigInt64LE(BigInt(TypeIndex.Bytes), 12);
+  return b;
+})();
+
+/** The values of a streamed packet's head: its count includes the streamed blob, which is not in the head. */
+function valuesBefore(d: WireDecoder): WireValue[] {
+  const count = d.i32();
+  return Array.from({ length: count - 1 }, () => d.value());
 }
 
 /** Function handles start here, far from 0 (TVM's "no such function"). */

@@ -18,6 +18,7 @@
  * before the server keeps any of it.
  */
 import { type ChildProcess, fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
@@ -26,14 +27,15 @@ import path from 'node:path';
 import { addon } from '../binding';
 import { TvmRuntimeError, TvmValueError } from '../errors';
 import { checkBoolean, checkNumber, checkOptions, checkString, requireNumber, requireString } from '../options';
+import { CHANNEL_KEY_PREFIX, OPEN_CHANNEL_FUNCTION } from './channel';
 import { inferenceFunctions } from './infer';
-import { serveInferenceSession } from './inference-session';
+import { type InferenceSession, serveInferenceSession } from './inference-session';
 import { type ClientHello, closeWithError, handshakeReply, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, readHandshake, startReading } from './protocol';
 import { type CacheLimits, checkCacheLimits, ModelRepository } from './repository';
 import type { SessionStart } from './session-worker';
 import { longTimeout, type Timer } from './timers';
 import { randomMatchKey, TrackerCode, TrackerConnection } from './tracker';
-import { ByteBudget } from './wire';
+import { ByteBudget, type WireValue } from './wire';
 
 /** Options of {@link RPCServer}. */
 export interface RPCServerOptions {
@@ -100,6 +102,10 @@ type OptionalKeys = 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 
 /** A session being served: its connection, how to stop it, and when it is over. */
 interface LiveSession {
   socket: net.Socket;
+  /** The token its inference channel presents (lib/rpc/channel.ts). */
+  channelToken: string;
+  /** Its inference channel while one is open. */
+  channel?: InferenceSession;
   /** The client's address, for the per-address limit. */
   address: string;
   /** Settles once the session may start its clock (the handshake is answered). */
@@ -212,6 +218,10 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   readonly repository?: ModelRepository;
   /** Bytes of incomplete requests held by inference-only sessions, all together. */
   private readonly pending: ByteBudget;
+  /** Inference channels open now (lib/rpc/channel.ts). */
+  private readonly channels = new Set<InferenceSession>();
+  /** Full TVM mode: the model cache of the sessions' inference channels, made on first use. */
+  private channelRepository?: ModelRepository;
   private registration?: TrackerRegistration;
   private readonly processes: SessionProcessPool;
   /** Whether the per-address limit covers loopback clients too (only when given explicitly). */
@@ -317,6 +327,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
       socket.destroy();
       return;
     }
+    if (hello.key.startsWith(CHANNEL_KEY_PREFIX)) return this.startChannel(socket, hello.key.slice(CHANNEL_KEY_PREFIX.length));
     const viaTracker = this.registration?.consume(hello.key) ?? false;
     if (!viaTracker && hello.key !== this.options.key) {
       this.emit('refused', `key mismatch from ${socket.remoteAddress}`);
@@ -339,11 +350,51 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     if (viaTracker) this.offerToTracker();
   }
 
+  /**
+   * An inference channel of a live session: served in this process on the model cache of
+   * the inference-only sessions (full TVM mode: a cache of its own), counted against no
+   * session limit, one per session, ended with its session. A token of no live session, or
+   * of one whose channel is open, is refused like a key mismatch.
+   */
+  private startChannel(socket: net.Socket, token: string): void {
+    const owner = [...this.sessions.values()].find((s) => s.channelToken === token);
+    if (!owner || owner.channel || !this.options.modelsDir) {
+      this.emit('refused', `inference channel with ${owner ? 'a token already in use' : 'an unknown token'} from ${socket.remoteAddress}`);
+      socket.end(handshakeReply(RPC_CODE_MISMATCH));
+      return;
+    }
+    const repo = this.repository ?? this.channelModels(this.options.modelsDir);
+    const channel = serveInferenceSession(socket, { functions: inferenceFunctions(repo), ...this.sessionLimits() });
+    socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
+    owner.channel = channel;
+    this.channels.add(channel);
+    void channel.done.then(() => {
+      this.channels.delete(channel);
+      if (owner.channel === channel) owner.channel = undefined;
+    });
+    void owner.done.then(() => channel.close('RPCSessionClosed: the session this inference channel belongs to has ended'));
+  }
+
+  /** Full TVM mode: the channels' model cache, made on first use. */
+  private channelModels(modelsDir: string): ModelRepository {
+    this.channelRepository ??= new ModelRepository(modelsDir, { concurrency: os.availableParallelism(), ...this.options.cache });
+    return this.channelRepository;
+  }
+
+  /** What each in-process session is held to. */
+  private sessionLimits() {
+    const { maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs } = this.options;
+    return { maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs, pending: this.pending };
+  }
+
   private startSession(socket: net.Socket, address: string, hello: ClientHello): void {
     const id = this.nextId++;
     const limits = [hello.timeout, this.options.sessionTimeout].filter((t): t is number => t !== undefined && t > 0);
     const timeout = limits.length ? Math.min(...limits) : undefined;
-    const session = this.options.inferenceOnly ? this.serveInProcess(socket, address) : this.serveInProcessOfItsOwn(id, socket, address);
+    const channelToken = randomBytes(16).toString('hex');
+    const session = this.options.inferenceOnly
+      ? this.serveInProcess(socket, address, channelToken)
+      : this.serveInProcessOfItsOwn(id, socket, address, channelToken);
     // The clock starts once the client has its handshake answer: an error frame before it
     // would read as a broken handshake.
     let timer: Timer | undefined;
@@ -366,14 +417,15 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   }
 
   /** Inference-only: served here, on the shared model cache. */
-  private serveInProcess(socket: net.Socket, address: string): LiveSession & { pid?: number } {
-    const { maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs } = this.options;
-    const functions = inferenceFunctions(this.repository!);
-    const served = serveInferenceSession(socket, { functions, maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs, pending: this.pending });
+  private serveInProcess(socket: net.Socket, address: string, channelToken: string): LiveSession & { pid?: number } {
+    const openChannel = (): WireValue => ({ kind: 'str', value: channelToken });
+    const functions = inferenceFunctions(this.repository!, new Map([[OPEN_CHANNEL_FUNCTION, openChannel]]));
+    const served = serveInferenceSession(socket, { functions, ...this.sessionLimits() });
     socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
     return {
       socket,
       address,
+      channelToken,
       ready: Promise.resolve(),
       done: served.done.then((): SessionEnd => 'closed'),
       closeWithError: async (message) => {
@@ -384,11 +436,11 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   }
 
   /** Full TVM mode: a session process with its own work directory. */
-  private serveInProcessOfItsOwn(id: number, socket: net.Socket, address: string): LiveSession & { pid?: number } {
+  private serveInProcessOfItsOwn(id: number, socket: net.Socket, address: string, channelToken: string): LiveSession & { pid?: number } {
     const workDir = fs.mkdtempSync(path.join(this.options.workRoot, `tvm-node-rpc-${id}-`));
     const child = this.processes.take();
     const { modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs } = this.options;
-    const start: SessionStart = { workDir, modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs };
+    const start: SessionStart = { workDir, modelsDir, cache, maxMessageBytes, maxUploadBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs, channelToken };
     // keepOpen: the server keeps its copy of the socket (paused) to report a timeout.
     child.send(start, socket, { keepOpen: true });
     // The client sends its first RPC bytes as soon as it sees the reply; they must reach the
@@ -408,6 +460,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     return {
       socket,
       address,
+      channelToken,
       ready,
       done,
       pid: child.pid,
@@ -441,7 +494,9 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
       await all;
     }
     clearTimeout(timer);
+    await Promise.all([...this.channels].map((c) => c.done));
     await this.repository?.dispose();
+    await this.channelRepository?.dispose();
   }
 
   /** {@link RPCServer.close} with its default deadline, for `await using`. */

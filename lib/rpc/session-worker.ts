@@ -16,6 +16,7 @@ import { addon } from '../binding';
 import { TvmNotImplementedError, TvmValueError } from '../errors';
 import { registerFunc, requireGlobalFunc } from '../function';
 import { loadModuleSync } from '../module';
+import { OPEN_CHANNEL_FUNCTION } from './channel';
 import { confine } from './confine';
 import { END_SESSION_FUNCTION, INFER_FUNCTION, MODELS_FUNCTION, modelsText, serveInference } from './infer';
 import { closeWithError, writeOrWait } from './protocol';
@@ -39,6 +40,8 @@ export interface SessionStart {
   idleTimeoutMs: number;
   /** A request whose bytes stop arriving for this long ends the session. */
   readTimeoutMs: number;
+  /** What `tvm_node.open_channel` answers: the token of this session's inference channel (lib/rpc/channel.ts). */
+  channelToken: string;
 }
 
 /** TVM's loop's end of the socket pair, once it serves. */
@@ -50,12 +53,14 @@ function endLoop(): void {
 }
 
 /** The server-side functions TVM's RPC protocol expects of the host, and tvm-node's own. */
-function registerServerFunctions({ workDir, modelsDir, cache, maxUploadBytes }: SessionStart): void {
+function registerServerFunctions({ workDir, modelsDir, cache, maxUploadBytes, channelToken }: SessionStart): void {
   const opts = { override: true };
   if (modelsDir) {
     const repo = new ModelRepository(modelsDir, cache);
     registerFunc(INFER_FUNCTION, serveInference(repo), opts);
     registerFunc(MODELS_FUNCTION, () => modelsText(repo), opts);
+    // The server serves the channel itself, in its own process.
+    registerFunc(OPEN_CHANNEL_FUNCTION, () => channelToken, opts);
   }
   // download and remove are the runtime's own and resolve names through workpath.
   registerFunc('tvm.rpc.server.workpath', (name: string) => confine(workDir, name), opts);

@@ -41,6 +41,9 @@ interface BlobEntry {
   nbytes: number;
 }
 
+/** A header entry that passed every check: where a tensor's bytes lie in the data area. */
+export type CheckedEntry = BlobEntry & { dtype: DType };
+
 /** A blob that is not what the format says; `kind` ValueError, message starting "bad tensor blob". */
 function bad(why: string): TvmValueError {
   return new TvmValueError('ValueError', `bad tensor blob: ${why}`);
@@ -87,8 +90,19 @@ export function encodeBlob(tensors: readonly HostTensor[]): Buffer {
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-/** Parses the header's JSON; `checkCount` sees the tensor count before any entry is looked at. */
-function readHeader(blob: Buffer, checkCount: (n: number) => void): { entries: unknown[]; data: Buffer } {
+/** Where a blob's header ends and what it says, from the blob's first bytes. */
+export interface BlobHeader {
+  /** The header entries, not yet checked. */
+  entries: unknown[];
+  /** Bytes before the data area (magic, length, JSON). */
+  dataStart: number;
+}
+
+/**
+ * Parses the magic and the header's JSON from the first bytes of a blob (they must hold the
+ * whole header); `checkCount` sees the tensor count before any entry is looked at.
+ */
+export function readHeader(blob: Buffer, checkCount: (n: number) => void = () => undefined): BlobHeader {
   if (!Buffer.isBuffer(blob)) throw bad('expected bytes');
   if (blob.length < 8 || !blob.subarray(0, 4).equals(MAGIC)) throw bad('it does not start with "TNI1"');
   const headerLen = blob.readUInt32LE(4);
@@ -102,11 +116,11 @@ function readHeader(blob: Buffer, checkCount: (n: number) => void): { entries: u
   const tensors = (header as { tensors?: unknown } | null)?.tensors;
   if (typeof header !== 'object' || header === null || !Array.isArray(tensors)) throw bad('the header must be an object with a "tensors" array');
   checkCount(tensors.length);
-  return { entries: tensors, data: blob.subarray(8 + headerLen) };
+  return { entries: tensors, dataStart: 8 + headerLen };
 }
 
 /** One header entry, checked field by field against the data area's size. */
-function readEntry(raw: unknown, i: number, dataBytes: number): BlobEntry & { dtype: DType } {
+function readEntry(raw: unknown, i: number, dataBytes: number): CheckedEntry {
   const e = raw as Partial<BlobEntry> | null;
   const where = `tensor ${i}`;
   if (typeof e !== 'object' || e === null || Array.isArray(e)) throw bad(`${where} is not an object`);
@@ -136,16 +150,25 @@ export interface DecodeOptions {
 }
 
 /**
- * Decodes a blob into views of its tensors' bytes (no copy). Every entry is checked before
- * any view is made; a malformed blob is a {@link TvmValueError} saying what is wrong.
+ * Checks every entry of a header against a data area of `dataBytes`: fields, sizes, bounds,
+ * and that no two entries overlap (so the tensors never hold more bytes than the blob).
  */
-export function decodeBlob(blob: Buffer, opts: DecodeOptions = {}): BlobTensor[] {
-  const { entries, data } = readHeader(blob, opts.checkCount ?? (() => undefined));
-  const checked = entries.map((raw, i) => readEntry(raw, i, data.length));
+export function checkEntries(entries: readonly unknown[], dataBytes: number): CheckedEntry[] {
+  const checked = entries.map((raw, i) => readEntry(raw, i, dataBytes));
   const byOffset = checked.map((e, i) => ({ ...e, i })).sort((a, b) => a.offset - b.offset);
   for (let k = 1; k < byOffset.length; k++) {
     const [prev, next] = [byOffset[k - 1], byOffset[k]];
     if (prev.offset + prev.nbytes > next.offset) throw bad(`tensors ${prev.i} and ${next.i} overlap`);
   }
-  return checked.map((e) => ({ shape: e.shape, dtype: e.dtype, bytes: data.subarray(e.offset, e.offset + e.nbytes) }));
+  return checked;
+}
+
+/**
+ * Decodes a blob into views of its tensors' bytes (no copy). Every entry is checked before
+ * any view is made; a malformed blob is a {@link TvmValueError} saying what is wrong.
+ */
+export function decodeBlob(blob: Buffer, opts: DecodeOptions = {}): BlobTensor[] {
+  const { entries, dataStart } = readHeader(blob, opts.checkCount);
+  const data = blob.subarray(dataStart);
+  return checkEntries(entries, data.length).map((e) => ({ shape: e.shape, dtype: e.dtype, bytes: data.subarray(e.offset, e.offset + e.nbytes) }));
 }

@@ -11,6 +11,7 @@
  */
 import { addon } from '../binding';
 import { TvmError } from '../errors';
+import type { Tensor } from '../tensor';
 
 /** RPC packet codes (RPCCode in rpc_reference.h). */
 export enum RPCCode {
@@ -60,13 +61,17 @@ export const TypeIndex = {
   Bytes: 66,
 } as const;
 
-/** A plain value of a packed sequence. Devices, tensors and remote objects are not. */
+/**
+ * A plain value of a packed sequence. Devices, tensors and remote objects are not; `tensors`
+ * is a TNI1 bytes value streamed into (or out of) CPU tensors (lib/rpc/tensor-stream.ts).
+ */
 export type WireValue =
   | { kind: 'none' }
   | { kind: 'int' | 'bool' | 'handle'; value: bigint }
   | { kind: 'float'; value: number }
   | { kind: 'str'; value: string }
-  | { kind: 'bytes'; value: Buffer };
+  | { kind: 'bytes'; value: Buffer }
+  | { kind: 'tensors'; value: Tensor[] };
 
 /**
  * A request the server cannot or will not serve; `kind` is the error kind the client sees
@@ -169,6 +174,38 @@ export class ByteBudget {
 const SMALL_PACKET = 1 << 20;
 
 /**
+ * Takes over the body of a large packet whose first bytes it recognizes, instead of the
+ * reader keeping the body whole (lib/rpc/tensor-stream.ts puts a TNI1 blob's tensors
+ * straight into the tensors a model reads).
+ */
+export interface BodyStreamer<T> {
+  /** Bodies at least this long are offered, once this many of their bytes have arrived. */
+  readonly prefixBytes: number;
+  /** A stream for the body that starts with `prefix` (`length` bytes in all), or undefined to keep it whole. */
+  open(prefix: Buffer, length: number): BodyStream<T> | undefined;
+}
+
+/** The rest of a body, after the prefix its {@link BodyStreamer} was opened with. */
+export interface BodyStream<T> {
+  /** The next bytes (a view into the stream's chunk: copy what is kept). */
+  push(data: Buffer): void;
+  /** Every byte has arrived: what the body became. */
+  finish(): T;
+  /** The session ended before the body did: give its memory back now. */
+  abort(): void;
+}
+
+/** What a {@link PacketReader} reports, in stream order. */
+export interface PacketEvents<T> {
+  /** A whole packet body. */
+  packet(body: Buffer): void;
+  /** A packet whose announced length is over the limit (its body is skipped). */
+  tooLarge(err: PacketTooLargeError): void;
+  /** A body a {@link BodyStreamer} took over, finished. */
+  streamed?(value: T): void;
+}
+
+/**
  * Whole packets out of a byte stream, each at most `limit` bytes; the body of a larger one
  * is skipped as it streams by (never buffered) and reported with its announced length.
  *
@@ -176,15 +213,20 @@ const SMALL_PACKET = 1 << 20;
  * that grows (at most doubling) as its bytes come, so a client must send N/2 bytes to make the
  * server hold N. That buffer is mmap'd memory (native/host_buffer.cc): growing copies nothing,
  * and when a session ends mid-packet ({@link PacketReader.release}) its pages go back to the
- * OS at once instead of at some later garbage collection. What is held counts against
- * `budget`; a piece that would exceed it is a {@link WireError} of kind `RPCServerBusy`
- * thrown from {@link PacketReader.push}.
+ * OS at once instead of at some later garbage collection. A {@link BodyStreamer} may take a
+ * large body over once its first bytes are in. What is held counts against `budget`; a piece
+ * that would exceed it is a {@link WireError} of kind `RPCServerBusy` thrown from
+ * {@link PacketReader.push}.
  */
-export class PacketReader {
+export class PacketReader<T = never> {
   private readonly splitter: PacketSplitter;
   private parts: Buffer[] = [];
   /** A large body's buffer while it arrives (native memory). */
   private large?: ArrayBuffer;
+  /** The stream that took the current body over. */
+  private stream?: BodyStream<T>;
+  /** Whether the current body was offered to the streamer already. */
+  private offered = false;
   private need = 0;
   private have = 0;
   private held = 0;
@@ -192,41 +234,69 @@ export class PacketReader {
 
   constructor(
     readonly limit: number,
-    onPacket: (body: Buffer) => void,
-    onTooLarge: (err: PacketTooLargeError) => void,
+    private readonly events: PacketEvents<T>,
     private readonly budget = new ByteBudget(Infinity),
+    private readonly streamer?: BodyStreamer<T>,
   ) {
     this.splitter = new PacketSplitter({
       header: (length) => {
         this.skipping = length > BigInt(limit);
-        if (this.skipping) return onTooLarge(new PacketTooLargeError(length, limit));
+        if (this.skipping) return events.tooLarge(new PacketTooLargeError(length, limit));
         this.need = Number(length);
-        if (this.need === 0) onPacket(Buffer.alloc(0));
+        this.offered = !streamer || this.need < streamer.prefixBytes;
+        if (this.need === 0) events.packet(Buffer.alloc(0));
       },
       body: (data) => {
         if (this.skipping) return;
         this.keep(data);
-        if (this.have === this.need) onPacket(this.takePacket());
+        if (this.have === this.need) this.finishPacket();
       },
     });
   }
 
   /** Keeps a piece of the current body (copied: the stream reuses the chunk's memory). */
   private keep(data: Buffer): void {
-    const end = this.have + data.length;
-    if (this.need <= SMALL_PACKET) {
+    if (this.stream) {
+      this.hold(data.length);
+      this.stream.push(data);
+    } else if (!this.offered || this.need <= SMALL_PACKET) {
       this.hold(data.length);
       this.parts.push(Buffer.from(data));
     } else {
-      const capacity = this.large?.byteLength ?? 0;
-      if (end > capacity) {
-        const size = Math.min(this.need, Math.max(end, 2 * capacity, SMALL_PACKET));
-        this.hold(size - capacity);
-        this.large = this.large ? addon.resizeHostBuffer(this.large, size) : addon.allocHostBuffer(size);
-      }
-      data.copy(new Uint8Array(this.large!), this.have);
+      this.keepLarge(data);
     }
-    this.have = end;
+    this.have += data.length;
+    if (!this.offered && this.have >= this.streamer!.prefixBytes) this.offer();
+  }
+
+  /** Offers the body's first bytes to the streamer; a body it declines is kept whole, as usual. */
+  private offer(): void {
+    this.offered = true;
+    const prefix = Buffer.concat(this.parts);
+    this.parts = [prefix];
+    this.stream = this.streamer!.open(prefix, this.need);
+    if (this.stream) this.parts = [];
+    else if (this.need > SMALL_PACKET) {
+      // Into the large buffer, which accounts for its own capacity.
+      this.parts = [];
+      this.budget.give(prefix.length);
+      this.held -= prefix.length;
+      this.have = 0;
+      this.keepLarge(prefix);
+      this.have = prefix.length;
+    }
+  }
+
+  /** Keeps a piece in the large buffer, which grows (at most doubling) as bytes arrive. */
+  private keepLarge(data: Buffer): void {
+    const end = this.have + data.length;
+    const capacity = this.large?.byteLength ?? 0;
+    if (end > capacity) {
+      const size = Math.min(this.need, Math.max(end, 2 * capacity, SMALL_PACKET));
+      this.hold(size - capacity);
+      this.large = this.large ? addon.resizeHostBuffer(this.large, size) : addon.allocHostBuffer(size);
+    }
+    data.copy(new Uint8Array(this.large!), this.have);
   }
 
   private hold(n: number): void {
@@ -236,12 +306,15 @@ export class PacketReader {
     this.held += n;
   }
 
-  /** The finished body: the large buffer is the caller's now (the GC frees it), pieces are joined. */
-  private takePacket(): Buffer {
-    const body = this.large ? Buffer.from(this.large, 0, this.need) : this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts);
+  /** Reports the finished body: the large buffer is the caller's now (the GC frees it), pieces are joined. */
+  private finishPacket(): void {
+    const stream = this.stream;
+    const body = stream ? undefined : this.large ? Buffer.from(this.large, 0, this.need) : this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts);
     this.large = undefined;
+    this.stream = undefined;
     this.release();
-    return body;
+    if (stream) this.events.streamed!(stream.finish());
+    else this.events.packet(body!);
   }
 
   push(chunk: Buffer): void {
@@ -256,6 +329,8 @@ export class PacketReader {
   /** Drops the incomplete packet's bytes, returning its memory now, and gives them back to the budget. */
   release(): void {
     if (this.large) addon.freeHostBuffer(this.large);
+    this.stream?.abort();
+    this.stream = undefined;
     this.large = undefined;
     this.budget.give(this.held);
     this.held = 0;
@@ -300,7 +375,8 @@ export class WireDecoder {
     return Array.from({ length: count }, () => this.value());
   }
 
-  private value(): WireValue {
+  /** One value of a packed sequence. */
+  value(): WireValue {
     const type = this.i32();
     switch (type) {
       case TypeIndex.None:
@@ -333,6 +409,11 @@ export class WireDecoder {
     if (type === TypeIndex.Str) return { kind: 'str', value: this.lengthPrefixed().toString('utf8') };
     if (type === TypeIndex.Bytes) return { kind: 'bytes', value: this.lengthPrefixed() };
     throw new WireError(`argument type ${typeName(type)} is not accepted here`);
+  }
+
+  /** Bytes read so far. */
+  get offset(): number {
+    return this.pos;
   }
 
   /** Bytes left unread. */
@@ -375,6 +456,8 @@ function encodeValue(v: WireValue): Buffer[] {
       b.writeBigUInt64LE(BigInt(data.length), 4);
       return [b, data];
     }
+    case 'tensors':
+      throw new WireError('tensors are sent by writeTensorPacket (lib/rpc/tensor-stream.ts), as the last value of a packet');
   }
 }
 
@@ -412,6 +495,7 @@ export function encodeCallReturn(value: WireValue): Buffer {
     handle: TypeIndex.OpaquePtr,
     str: TypeIndex.Str,
     bytes: TypeIndex.Bytes,
+    tensors: TypeIndex.Bytes,
   }[value.kind];
   return encodePacket(RPCCode.Return, encodeValues([{ kind: 'int', value: BigInt(typeOf) }, value]));
 }

@@ -114,7 +114,7 @@ after('badargs', lambda: f(1, 2))
 `,
         pyParams(port),
       );
-      const served = 'tvm_node.infer, tvm_node.models, tvm_node.end_session';
+      const served = 'tvm_node.infer, tvm_node.models, tvm_node.end_session, tvm_node.open_channel';
       for (const k of ['upload', 'ffi', 'tensor', 'load', 'ctor']) {
         assert.ok(typeof res[k] === 'string', `${k} was not refused`);
         assert.match(res[k], /PermissionError: inference-only server: /, `${k}: ${res[k]}`);
@@ -289,7 +289,7 @@ out(err=err_text(lambda: infer(r, 'mlp', big)), mlp=infer(r, 'mlp', np.load(A['m
       peer.send(encodePacket(99 as RPCCode, [Buffer.alloc(16, 0xee)]));
       assert.equal(
         await peer.exception(),
-        'PermissionError: inference-only server: code 99 is not served (only tvm_node.infer, tvm_node.models, tvm_node.end_session)',
+        'PermissionError: inference-only server: code 99 is not served (only tvm_node.infer, tvm_node.models, tvm_node.end_session, tvm_node.open_channel)',
       );
       peer.send(encodePacket(RPCCode.CallFunc, [Buffer.from([1, 2, 3])]));
       assert.match(await peer.exception(), /^ValueError: truncated packet/);

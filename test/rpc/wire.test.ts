@@ -97,17 +97,16 @@ function recordingReader(limit: number) {
   const bodies: Buffer[] = [];
   const tooLarge: PacketTooLargeError[] = [];
   const events: string[] = [];
-  const reader = new PacketReader(
-    limit,
-    (body) => {
+  const reader = new PacketReader(limit, {
+    packet: (body) => {
       bodies.push(body);
       events.push(`packet ${body.length}`);
     },
-    (err) => {
+    tooLarge: (err) => {
       tooLarge.push(err);
       events.push(`too large ${err.length}`);
     },
-  );
+  });
   return { reader, bodies, tooLarge, events };
 }
 
@@ -196,12 +195,7 @@ describe('rpc wire format', () => {
       it('follows what arrived (at most double), in one growing buffer; the budget gets it all back', () => {
         const budget = new ByteBudget(64 << 20);
         const got: Buffer[] = [];
-        const reader = new PacketReader(
-          8 << 20,
-          (b) => got.push(b),
-          () => assert.fail('too large'),
-          budget,
-        );
+        const reader = new PacketReader(8 << 20, { packet: (b) => got.push(b), tooLarge: () => assert.fail('too large') }, budget);
         reader.push(head);
         reader.push(body.subarray(0, 1 << 20));
         assert.equal(budget.held, 1 << 20, 'a quarter arrived: only that is held');
@@ -218,12 +212,7 @@ describe('rpc wire format', () => {
       it('a piece over the server-wide budget throws RPCServerBusy and takes nothing', () => {
         const budget = new ByteBudget(2 << 20);
         assert.ok(budget.take(512 << 10), 'another session holds a quarter of the budget');
-        const reader = new PacketReader(
-          8 << 20,
-          () => undefined,
-          () => undefined,
-          budget,
-        );
+        const reader = new PacketReader(8 << 20, { packet: () => undefined, tooLarge: () => undefined }, budget);
         reader.push(head);
         reader.push(body.subarray(0, 256 << 10));
         assert.throws(

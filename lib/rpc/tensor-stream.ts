@@ -1,0 +1,254 @@
+/**
+ * Tensors at wire speed through TVM's RPC packets. `tvm_node.infer` carries its tensors in
+ * one TNI1 bytes value (lib/rpc/tni1.ts), the last value of its packet: a request's
+ * (CallFunc: handle, model name, blob) and a reply's (Return: type index, blob). Instead of
+ * building that blob in memory and parsing it out of a buffered packet, both ends stream it:
+ *
+ * - sending ({@link writeTensorPacket}): the packet's head and the blob's header are a few
+ *   hundred bytes; each tensor's bytes go from its own memory (a CPU tensor's, or the
+ *   caller's TypedArray) to the socket, with no copy and no concatenation.
+ * - receiving ({@link TensorStreamer}): once the first bytes of a large packet show a TNI1
+ *   blob at its end, the tensors it describes are allocated (every entry checked first:
+ *   inside the blob, no overlaps, so they never hold more than the packet brings) and each
+ *   arriving chunk is copied once, straight into the tensor the model (or the caller) reads.
+ *
+ * The bytes on the wire are exactly those of the buffered path, so stock TVM clients (which
+ * send and expect an ordinary bytes value) are served the same way, and a peer that is not
+ * tvm-node sees nothing new.
+ */
+import type { Socket } from 'node:net';
+import { addon } from '../binding';
+import { checkDType, type DType, type TypedArray } from '../dtype';
+import { TvmRuntimeError } from '../errors';
+import { Tensor } from '../tensor';
+import { type CheckedEntry, checkEntries, layoutBlob, readHeader } from './tni1';
+import { type BodyStream, type BodyStreamer, RPCCode, TypeIndex, WireDecoder, WireError } from './wire';
+
+/** Packets at least this long are looked at for a blob once this many bytes are in (the blob's header must fit). */
+export const STREAM_PREFIX_BYTES = 64 * 1024;
+
+/**
+ * Blobs with more tensors than this are buffered instead (a model with that many inputs is
+ * rare): the server checks such a request's tensor count against the model before it makes
+ * any tensor, where a streamed blob's tensors are made as soon as its header arrives.
+ */
+const MAX_STREAMED_TENSORS = 64;
+
+/** A packet whose blob was streamed into tensors. */
+export interface StreamedPacket {
+  /** The packet body before the blob's bytes value: code, handle (CallFunc), the other values. */
+  head: Buffer;
+  /** How many values the packet's sequence holds, the blob included (it is the last). */
+  count: number;
+  /** The blob's tensors, in header order (CPU tensors, the receiver's to dispose). */
+  tensors: Tensor[];
+}
+
+/** Where a packet's blob lies, found from its first bytes. */
+interface BlobPlace {
+  head: Buffer;
+  count: number;
+  /** Body offset of the blob's data area. */
+  dataStart: number;
+  entries: CheckedEntry[];
+}
+
+/**
+ * Finds a TNI1 blob as the last value of a CallFunc or Return packet from the packet's first
+ * bytes; undefined for any other packet, or when anything is off (the buffered path then
+ * decodes it and reports what is wrong).
+ */
+function placeBlob(prefix: Buffer, bodyLength: number): BlobPlace | undefined {
+  try {
+    const d = new WireDecoder(prefix);
+    const code = d.i32();
+    if (code === RPCCode.CallFunc) d.u64();
+    else if (code !== RPCCode.Return) return undefined;
+    const count = d.i32();
+    if (count < 1 || count > 16) return undefined;
+    for (let i = 0; i < count - 1; i++) d.value();
+    const headEnd = d.offset;
+    const type = d.i32();
+    if (type === TypeIndex.SmallBytes || type === TypeIndex.Bytes) {
+      if (d.i32() !== TypeIndex.Bytes) return undefined;
+    } else if (type !== TypeIndex.ByteArrayPtr) return undefined;
+    const blobLength = d.u64();
+    const blobStart = d.offset;
+    if (BigInt(blobStart) + blobLength !== BigInt(bodyLength)) return undefined;
+    const { entries, dataStart } = readHeader(prefix.subarray(blobStart));
+    if (entries.length > MAX_STREAMED_TENSORS) return undefined;
+    const dataBytes = bodyLength - blobStart - dataStart;
+    return { head: Buffer.from(prefix.subarray(0, headEnd)), count, dataStart: blobStart + dataStart, entries: checkEntries(entries, dataBytes) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A CPU tensor for bytes from a socket (native/host_buffer.cc: huge pages, freed with its last reference). */
+function hostTensor(shape: number[], dtype: DType): Tensor {
+  return new Tensor(addon.allocHostTensor(shape, dtype));
+}
+
+/** A tensor being filled from the stream: its bytes' place in the body and a view of its memory. */
+interface Destination {
+  start: number;
+  end: number;
+  buffer: ArrayBuffer;
+  bytes: Uint8Array;
+}
+
+/** The body of one packet going into its tensors. */
+class TensorStream implements BodyStream<StreamedPacket> {
+  private readonly tensors: Tensor[] = [];
+  private readonly into: Destination[] = [];
+  /** Body offset of the next byte. */
+  private at = 0;
+  /** The first destination not yet filled. */
+  private next = 0;
+
+  constructor(
+    private readonly place: BlobPlace,
+    prefix: Buffer,
+  ) {
+    try {
+      for (const e of place.entries) {
+        const t = hostTensor(e.shape, e.dtype);
+        this.tensors.push(t);
+        const buffer = t.handle.hostView() as ArrayBuffer;
+        const start = place.dataStart + e.offset;
+        this.into.push({ start, end: start + e.nbytes, buffer, bytes: new Uint8Array(buffer) });
+      }
+    } catch (err) {
+      this.abort();
+      throw err;
+    }
+    this.into.sort((a, b) => a.start - b.start);
+    this.push(prefix);
+  }
+
+  push(data: Buffer): void {
+    const from = this.at;
+    const to = from + data.length;
+    while (this.next < this.into.length) {
+      const d = this.into[this.next];
+      if (d.start >= to) break;
+      const lo = Math.max(d.start, from);
+      const hi = Math.min(d.end, to);
+      if (hi > lo) d.bytes.set(data.subarray(lo - from, hi - from), lo - d.start);
+      if (d.end > to) break;
+      this.next++;
+    }
+    this.at = to;
+  }
+
+  finish(): StreamedPacket {
+    this.releaseViews();
+    return { head: this.place.head, count: this.place.count, tensors: this.tensors };
+  }
+
+  abort(): void {
+    this.releaseViews();
+    for (const t of this.tensors) t.disposeSync();
+  }
+
+  /** The views' references go now: the tensors alone decide when the memory goes. */
+  private releaseViews(): void {
+    for (const d of this.into.splice(0)) if (d.buffer.byteLength > 0) addon.releaseHostView(d.buffer);
+  }
+}
+
+/** Streams TNI1 blobs of large CallFunc and Return packets into CPU tensors. */
+export class TensorStreamer implements BodyStreamer<StreamedPacket> {
+  readonly prefixBytes = STREAM_PREFIX_BYTES;
+
+  open(prefix: Buffer, length: number): BodyStream<StreamedPacket> | undefined {
+    const place = placeBlob(prefix, length);
+    return place && new TensorStream(place, prefix);
+  }
+}
+
+/** Tensor bytes to send: a host TypedArray, or a CPU tensor (its memory is sent as it is). */
+export interface OutgoingTensor {
+  shape: readonly number[];
+  dtype: DType;
+  /** The bytes, when they are host data. */
+  data?: TypedArray | Buffer;
+  /** The tensor, when the bytes are a CPU tensor's. */
+  tensor?: Tensor;
+}
+
+/** Options of {@link writeTensorPacket}. */
+export interface WriteOptions {
+  /** A peer that takes none of the bytes for this long is given up on (the socket is destroyed). */
+  stallMs: number;
+}
+
+const byteView = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/**
+ * Writes one packet: `head` (the body up to the blob: code, handle, other values), then the
+ * blob's bytes value with each tensor's bytes taken from its own memory. Resolves once the
+ * socket has taken every byte (the memory may be reused or freed from then on); rejects
+ * when the socket closes first or the peer stops reading for `stallMs`.
+ */
+export async function writeTensorPacket(socket: Socket, head: readonly Buffer[], tensors: readonly OutgoingTensor[], opts: WriteOptions): Promise<void> {
+  const views: ArrayBuffer[] = [];
+  try {
+    const bytes = tensors.map((t) => {
+      if (t.data) return byteView(t.data);
+      const buffer = t.tensor!.handle.hostView() as ArrayBuffer;
+      views.push(buffer);
+      return new Uint8Array(buffer);
+    });
+    const { header, offsets, size } = layoutBlob(
+      tensors.map((t) => ({ shape: t.shape, dtype: checkDType(t.dtype) })),
+      bytes.map((b) => b.byteLength),
+    );
+    const headBytes = head.reduce((n, b) => n + b.length, 0);
+    const prefix = Buffer.alloc(8 + headBytes + 4 + 8 + 8);
+    let p = prefix.writeBigUInt64LE(BigInt(headBytes + 12 + size), 0);
+    for (const b of head) p += b.copy(prefix, p);
+    p = prefix.writeInt32LE(TypeIndex.ByteArrayPtr, p);
+    p = prefix.writeBigUInt64LE(BigInt(size), p);
+    prefix.write('TNI1', p, 'latin1');
+    prefix.writeUInt32LE(header.length, p + 4);
+    const parts: Uint8Array[] = [prefix, header];
+    let at = 8 + header.length;
+    bytes.forEach((b, i) => {
+      if (offsets[i] > at) parts.push(Buffer.alloc(offsets[i] - at));
+      parts.push(b);
+      at = offsets[i] + b.byteLength;
+    });
+    if (size > at) parts.push(Buffer.alloc(size - at));
+    await writeAll(socket, parts, opts.stallMs);
+  } finally {
+    for (const v of views) addon.releaseHostView(v);
+  }
+}
+
+/**
+ * Writes `parts` in one go (the socket holds views, not copies) and waits until the socket
+ * has taken them all. A peer that takes nothing for `stallMs` has its socket destroyed.
+ */
+export function writeAll(socket: Socket, parts: readonly Uint8Array[], stallMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let left = socket.writableLength;
+    const check = setInterval(() => {
+      const now = socket.writableLength;
+      if (now > 0 && now >= left) socket.destroy(new WireError(`the peer took no bytes for ${stallMs / 1000} s`, 'RPCSessionTimeoutError'));
+      left = now;
+    }, stallMs);
+    const done = (err?: Error | null) => {
+      clearInterval(check);
+      socket.off('close', closed);
+      if (err) reject(err);
+      else resolve();
+    };
+    const closed = () => done(new TvmRuntimeError('RPCSessionClosed', 'the connection closed before the tensors were sent'));
+    socket.once('close', closed);
+    if (socket.destroyed) return closed();
+    socket.cork();
+    parts.forEach((part, i) => socket.write(part, i === parts.length - 1 ? (err) => done(err) : undefined));
+    socket.uncork();
+  });
+}
