@@ -44,6 +44,7 @@ export { type ConnectOptions, connect, RemoteFunction, RPCSession } from './rpc/
 export type { InferInput } from './rpc/infer';
 export type { CacheLimits, LoadedModel, ModelInfo, ModelListing, ModelRepository, PublicModelInfo } from './rpc/repository';
 export { RPCServer, type RPCServerEvents, type RPCServerOptions, type SessionEnd } from './rpc/server';
+export { setTransferCache } from './rpc/tensor-stream';
 export { connectTracker, TrackerClient } from './rpc/tracker';
 export { runtimeLibraries, threadSettings } from './runtime';
 export { Tensor, type TensorData, type TensorOptions } from './tensor';

@@ -101,6 +101,7 @@ type OptionalKeys = 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 
 
 /** A session being served: its connection, how to stop it, and when it is over. */
 interface LiveSession {
+  id: number;
   socket: net.Socket;
   /** The token its inference channel presents (lib/rpc/channel.ts). */
   channelToken: string;
@@ -195,6 +196,8 @@ function resolveOptions(opts: RPCServerOptions | undefined): Required<Omit<RPCSe
 export interface RPCServerEvents {
   /** A session started: its id, the client's address, the pid of its process (undefined in inference-only mode). */
   session: [id: number, address: string | undefined, pid: number | undefined];
+  /** A session opened its inference channel (lib/rpc/channel.ts): the session's id. */
+  channel: [id: number];
   /** A session ended: its id and how ({@link SessionEnd}). */
   sessionEnd: [id: number, end: SessionEnd];
   /** A connection was turned away (bad handshake, key mismatch, server busy): why. */
@@ -368,6 +371,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
     owner.channel = channel;
     this.channels.add(channel);
+    this.emit('channel', owner.id);
     void channel.done.then(() => {
       this.channels.delete(channel);
       if (owner.channel === channel) owner.channel = undefined;
@@ -393,7 +397,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     const timeout = limits.length ? Math.min(...limits) : undefined;
     const channelToken = randomBytes(16).toString('hex');
     const session = this.options.inferenceOnly
-      ? this.serveInProcess(socket, address, channelToken)
+      ? this.serveInProcess(id, socket, address, channelToken)
       : this.serveInProcessOfItsOwn(id, socket, address, channelToken);
     // The clock starts once the client has its handshake answer: an error frame before it
     // would read as a broken handshake.
@@ -417,12 +421,13 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   }
 
   /** Inference-only: served here, on the shared model cache. */
-  private serveInProcess(socket: net.Socket, address: string, channelToken: string): LiveSession & { pid?: number } {
+  private serveInProcess(id: number, socket: net.Socket, address: string, channelToken: string): LiveSession & { pid?: number } {
     const openChannel = (): WireValue => ({ kind: 'str', value: channelToken });
     const functions = inferenceFunctions(this.repository!, new Map([[OPEN_CHANNEL_FUNCTION, openChannel]]));
     const served = serveInferenceSession(socket, { functions, ...this.sessionLimits() });
     socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
     return {
+      id,
       socket,
       address,
       channelToken,
@@ -458,6 +463,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
       });
     });
     return {
+      id,
       socket,
       address,
       channelToken,

@@ -20,6 +20,7 @@ import type { Socket } from 'node:net';
 import { addon } from '../binding';
 import { checkDType, type DType, type TypedArray } from '../dtype';
 import { TvmRuntimeError } from '../errors';
+import { requireNumber } from '../options';
 import { Tensor } from '../tensor';
 import { type CheckedEntry, checkEntries, layoutBlob, readHeader } from './tni1';
 import { type BodyStream, type BodyStreamer, RPCCode, TypeIndex, WireDecoder, WireError } from './wire';
@@ -82,6 +83,18 @@ function placeBlob(prefix: Buffer, bodyLength: number): BlobPlace | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Bounds the memory this process keeps of released transfer tensors for reuse
+ * (native/host_buffer.cc; process-wide, default 256 MiB; 0 keeps none) and returns what it
+ * holds. Tensors received through `tvm_node.infer` (a server's inputs, a client's outputs)
+ * fill reused memory several times faster than fresh pages; what the cache keeps stays in
+ * the process's RSS.
+ */
+export function setTransferCache(bytes?: number): number {
+  if (bytes !== undefined) requireNumber('setTransferCache: bytes', bytes, { min: 0, integer: true });
+  return bytes === undefined ? addon.setHostTensorCache() : addon.setHostTensorCache(bytes);
 }
 
 /** A CPU tensor for bytes from a socket (native/host_buffer.cc: huge pages, freed with its last reference). */
