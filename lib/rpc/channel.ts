@@ -25,6 +25,8 @@ import { encodePacket, encodeValues, PacketReader, RPC_PROTOCOL_VERSION, RPCCode
 
 /** Function a tvm-node server offers a session to get a channel token: `() -> str`. */
 export const OPEN_CHANNEL_FUNCTION = 'tvm_node.open_channel';
+/** What the server tells a full-mode session process when the session's channel served a request (its idle time restarts). */
+export const SESSION_ACTIVE = 'tvm-node:session-active';
 /** What a channel's handshake key starts with; the token follows. */
 export const CHANNEL_KEY_PREFIX = 'tvm-node-channel:';
 
@@ -74,8 +76,11 @@ export class InferenceChannel {
       const version = Buffer.from(RPC_PROTOCOL_VERSION, 'utf8');
       const length = Buffer.alloc(8);
       length.writeBigUInt64LE(BigInt(version.length));
-      await channel.request(encodePacket(RPCCode.InitServer, [length, version, ...encodeValues([])]));
-      const reply = await channel.request(encodePacket(RPCCode.GetGlobalFunc, encodeValues([{ kind: 'str', value: INFER_FUNCTION }])));
+      // Both at once: the server answers in order, so opening costs one round trip after the handshake.
+      const [, reply] = await Promise.all([
+        channel.request(encodePacket(RPCCode.InitServer, [length, version, ...encodeValues([])])),
+        channel.request(encodePacket(RPCCode.GetGlobalFunc, encodeValues([{ kind: 'str', value: INFER_FUNCTION }]))),
+      ]);
       const [handle] = new WireDecoder((reply as Buffer).subarray(4)).values();
       if (handle?.kind !== 'handle' || handle.value === 0n)
         throw new TvmRuntimeError('RuntimeError', `the server does not serve ${INFER_FUNCTION} on this channel`);
@@ -123,13 +128,11 @@ export class InferenceChannel {
     this.socket.destroySoon();
   }
 
-  /** Sends a whole packet and waits for the answer. */
+  /** Sends a whole packet; resolves with its answer (requests may be pipelined: answers come in order). */
   private request(packet: Buffer): Promise<Reply> {
-    return this.queue.run(() => {
-      const reply = this.nextReply();
-      this.socket.write(packet);
-      return reply;
-    });
+    const reply = this.nextReply();
+    this.socket.write(packet);
+    return reply;
   }
 
   private nextReply(): Promise<Reply> {

@@ -56,6 +56,8 @@ export interface InferenceSessionOptions {
   readTimeoutMs: number;
   /** Bytes of incomplete requests all sessions may hold together. */
   pending: ByteBudget;
+  /** Called after each request is served (an inference channel keeps its session alive so). */
+  onRequest?: () => void;
 }
 
 /** A session being served. */
@@ -67,6 +69,8 @@ export interface InferenceSession {
    * otherwise in place of the reply it waits for.
    */
   close(message: string): void;
+  /** The session is in use elsewhere (its inference channel): its idle time starts again. */
+  touch(): void;
 }
 
 /**
@@ -217,6 +221,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
         break;
       }
       await (Buffer.isBuffer(out) ? reply(out) : replyTensors(out.tensors));
+      opts.onRequest?.();
       if (control.ending) return socket.end(() => finish());
     }
     busy = false;
@@ -254,6 +259,9 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
     close: (message) => {
       closing = message;
       if (!busy && !over) endWith(message);
+    },
+    touch: () => {
+      if (watching === 'idle') watch();
     },
   };
 }

@@ -27,7 +27,7 @@ import path from 'node:path';
 import { addon } from '../binding';
 import { TvmRuntimeError, TvmValueError } from '../errors';
 import { checkBoolean, checkNumber, checkOptions, checkString, requireNumber, requireString } from '../options';
-import { CHANNEL_KEY_PREFIX, OPEN_CHANNEL_FUNCTION } from './channel';
+import { CHANNEL_KEY_PREFIX, OPEN_CHANNEL_FUNCTION, SESSION_ACTIVE } from './channel';
 import { inferenceFunctions } from './infer';
 import { type InferenceSession, serveInferenceSession } from './inference-session';
 import { type ClientHello, closeWithError, handshakeReply, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, readHandshake, startReading } from './protocol';
@@ -114,6 +114,8 @@ interface LiveSession {
   done: Promise<SessionEnd>;
   /** Ends it now with an error the client raises. */
   closeWithError(message: string): Promise<void>;
+  /** Its inference channel served a request: its idle time starts again. */
+  touch(): void;
 }
 
 /** How a session ended: a session process's exit code or signal, or 'closed' for an in-process one. */
@@ -367,7 +369,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
       return;
     }
     const repo = this.repository ?? this.channelModels(this.options.modelsDir);
-    const channel = serveInferenceSession(socket, { functions: inferenceFunctions(repo), ...this.sessionLimits() });
+    const channel = serveInferenceSession(socket, { functions: inferenceFunctions(repo), ...this.sessionLimits(), onRequest: () => owner.touch() });
     socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
     owner.channel = channel;
     this.channels.add(channel);
@@ -437,6 +439,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
         served.close(message);
         await served.done;
       },
+      touch: () => served.touch(),
     };
   }
 
@@ -475,6 +478,9 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
         farewell = message;
         child.kill('SIGKILL');
         await done;
+      },
+      touch: () => {
+        if (child.connected) child.send(SESSION_ACTIVE);
       },
     };
   }

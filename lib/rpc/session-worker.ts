@@ -16,7 +16,7 @@ import { addon } from '../binding';
 import { TvmNotImplementedError, TvmValueError } from '../errors';
 import { registerFunc, requireGlobalFunc } from '../function';
 import { loadModuleSync } from '../module';
-import { OPEN_CHANNEL_FUNCTION } from './channel';
+import { OPEN_CHANNEL_FUNCTION, SESSION_ACTIVE } from './channel';
 import { confine } from './confine';
 import { END_SESSION_FUNCTION, INFER_FUNCTION, MODELS_FUNCTION, modelsText, serveInference } from './infer';
 import { closeWithError, writeOrWait } from './protocol';
@@ -179,6 +179,10 @@ function relay(client: Socket, loop: Socket, { maxMessageBytes, stallTimeoutMs, 
   });
   client.on('error', () => undefined);
   loop.on('error', () => undefined);
+  // The server says the session's inference channel served a request: the session is in use.
+  process.on('message', (m: unknown) => {
+    if (m === SESSION_ACTIVE && !client.destroyed) watch();
+  });
   watch();
 }
 
