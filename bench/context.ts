@@ -5,7 +5,7 @@
 import type * as Ort from 'onnxruntime-node';
 import type { BuiltModels } from './bench-models';
 import type { PythonPeer } from './peers';
-import type { BenchCase, CnnModelInfo, RpcSettings, SkippedEntry, ThreadsGroupSettings } from './types';
+import type { BenchCase, CnnModelInfo, RpcSettings, SkippedEntry, ThreadsGroupSettings, TransferSettings } from './types';
 
 export interface Ctx {
   quick: boolean;
@@ -25,6 +25,8 @@ export interface Ctx {
   rpc: RpcSettings;
   /** Set by the threads group. */
   threadsGroup?: ThreadsGroupSettings;
+  /** Set by the transfer group. */
+  transferGroup?: TransferSettings;
 }
 
 export const KiB = 1024;

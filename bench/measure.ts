@@ -58,7 +58,7 @@ async function calibrate(round: RoundFn, roundNs: number): Promise<number> {
 export interface Timed {
   name: string;
   opsPerRound: number;
-  /** ns per op, one entry per round. */
+  /** ns per op, one entry per round (for a case in 'MiB': bytes, one entry per round). */
   perOp: number[];
 }
 
@@ -99,7 +99,7 @@ export function makeCases(group: Group, unit: Unit, rows: Array<[string, Timed, 
   return rows.map(([name, subject, peer, note]) => makeCase(group, name, unit, subject, peer, { note }));
 }
 
-/** Builds a case from per-op ns of subject and peer (same rounds, paired). */
+/** Builds a case from per-op ns (for 'MiB': bytes) of subject and peer (same rounds, paired). */
 export function makeCase(
   group: Group,
   name: string,
@@ -120,6 +120,8 @@ export function makeCase(
         return ns / 1e3;
       case 'ms/session':
         return ns / 1e6;
+      case 'MiB':
+        return ns / 2 ** 20; // a size, not a time: `perOp` holds bytes
       default:
         return ns;
     }

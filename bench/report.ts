@@ -34,6 +34,7 @@ const UNIT_NOTE: Record<BenchCase['unit'], string> = {
   'MB/s': 'MB/s (10^6 bytes/s, higher is better)',
   'infer/s': 'inferences/s (higher is better)',
   'ms/session': 'ms per session',
+  MiB: 'MiB (2^20 bytes, lower is better)',
 };
 
 /**
@@ -119,6 +120,17 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
         `A client whose connect fails retries after ${rpc.retryMs} ms (${rpc.connectAttempts} attempts in all); the notes count retries.`,
     );
   }
+  const tr = r.settings.transferGroup;
+  if (tr) {
+    const sizes = (xs: number[]) => xs.map(formatBytes).join(', ');
+    lines.push(
+      `- transfer, on loopback: tvm-node's server is ${tr.server}. Raw socket: ${tr.rawSocket}.`,
+      `- transfer sizes (each way): ${sizes(tr.sizes)}; TVM's C++ transport at ${sizes(tr.cppSizes)}; the stock Python client at ` +
+        `${sizes(tr.pythonSizes)}; ${tr.bigRounds} rounds (one request each) from ${formatBytes(tr.bigBytes)} up and for the ` +
+        `head-of-line (${formatBytes(tr.headOfLineBytes)} on session A) and memory (${formatBytes(tr.memoryBytes)}) cases; ` +
+        `${tr.checkedElements} elements of every addone output checked against Math.fround(x[i] + 1).`,
+    );
+  }
   for (const x of r.models) {
     lines.push(
       `- cnn model \`${x.name}\`: ${x.notes} ${(x.macs / 1e6).toFixed(1)} M multiply-adds and ${(x.params / 1e6).toFixed(2)} M weights per run; ` +
@@ -157,6 +169,16 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
             "included; TVM's server serves one session at a time, so its clients queue. `diagnostic` rows swap one part at a " +
             'time: "Python client: tvm-node server vs TVM\'s server" puts the same stock client on both servers (the server alone); ' +
             '"multi-round-trip" runs the same remote calls on both stacks; "infer vs multi-round-trip" is what one round trip saves.',
+        ]
+      : []),
+    ...(r.settings.groups.includes('transfer')
+      ? [
+          '- `transfer` moves tensors between a tvm-node client and server processes on loopback. **vs raw socket**: MB/s of ' +
+            '`session.infer` (input and output both counted) against plain Node sockets moving the same bytes each way in the same ' +
+            "rounds: the share of wire speed tvm-node keeps. **vs TVM's C++ transport**: the inference channel against the path it " +
+            'replaced, same session and server. **head-of-line**: idle / busy latency of small inferences on one session while another ' +
+            'moves a large tensor (1: unaffected). **server peak RSS**: tensor bytes / peak RSS growth, so a ratio of 0.4 is a ' +
+            'growth of 2.5x the tensors.',
         ]
       : []),
     '',

@@ -15,6 +15,9 @@ bench/peer.py, so that the Node side can interleave its rounds with this peer's:
       (what the stock client must do: several round trips per inference)
   {"op": "infer", "id": ..., "sess": S, "model": NAME, "input": npy, "expect": npy, "tolerance": {...}}
       case: tvm_node.infer(NAME, pack([x])) on a tvm-node server (one round trip), unpacked
+  {"op": "addone", "id": ..., "sess": S, "n": N, "check": C}
+      case: unpack(tvm_node.infer("addone", pack([x])))[0] for x float32[N] (the transfer
+      group); every call checks C elements of the output against x + 1
   {"op": "connect_timer", "id": ..., "port": P, "settle_ms": MS, "first": null | {...}}
       case: connect (and with "first": everything up to the first inference's result, the
       fields of the client op below); only that is timed: the session is then closed and the
@@ -80,6 +83,20 @@ def main() -> None:
     def remote_infer(r, model):
         infer = r.get_function("tvm_node.infer")
         return lambda x: unpack(infer(model, pack([x])))[0]
+
+    def remote_addone(r, n, check):
+        """x -> x + 1 through tvm_node.infer on float32[n]; each call checks `check` elements."""
+        infer = r.get_function("tvm_node.infer")
+        x = (np.arange(n, dtype=np.int64) % 4093).astype(np.float32) * np.float32(0.5)
+        at = np.unique(np.linspace(0, n - 1, check).astype(np.int64))
+        want = x[at] + np.float32(1)
+
+        def run():
+            y = unpack(infer("addone", pack([x])))[0]
+            if y.shape != x.shape or not np.array_equal(y[at], want):
+                raise ValueError(f"addone float32[{n}]: output differs from x + 1")
+
+        return run
 
     def timer_of(f, args=()):
         def timer(n):
@@ -164,6 +181,11 @@ def main() -> None:
             extra = check(req, run(x))
             cases[req["id"]] = (req["sess"], timer_of(run, (x,)))
             return {"ok": True, **extra}
+        if op == "addone":
+            run = remote_addone(sessions[req["sess"]], int(req["n"]), int(req["check"]))
+            run()  # checked, and warm
+            cases[req["id"]] = (req["sess"], timer_of(run))
+            return {"ok": True}
         if op == "connect_timer":
             cases[req["id"]] = (None, connect_timer(req))
             return {"ok": True}

@@ -1,6 +1,6 @@
 /**
  * tvm-node benchmarks (`npm run bench`, or `npx tsx bench/run.ts [--quick] [--rounds N]
- * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn,rpc]`).
+ * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn,threads,rpc,transfer] [--help]`).
  *
  * Every figure is tvm-node against a peer measured in the same run, round by round: each
  * round times every contender of a case once (in rotating order), so drift on the machine
@@ -31,6 +31,12 @@
  *          do: tensor to the remote, `vm["main"]`, `.numpy()`), connect and
  *          connect-to-first-result latency, and inferences/s with 1..16 concurrent clients,
  *          each a process of its own with its own session (TVM's server serves one at a time).
+ *   transfer  on loopback, tvm-node's `rpc-server --inference-only` in a child process: MB/s of
+ *          `session.infer('addone', [x])` (the inference channel) for 1 to 256 MiB vs a raw
+ *          socket moving the same bytes (an echo server in a child process), TVM's C++
+ *          transport (`f.call` of tvm_node.infer) and the stock Python client at some sizes;
+ *          mlp latency on one session while another moves 256 MiB; the server's peak RSS
+ *          growth serving one 256 MiB request vs its tensor bytes (bench/groups/transfer.ts).
  *
  * Results go to bench/results/ (git-ignored): REPORT.md with its chart ratios.svg (quick
  * runs: REPORT.quick.md, ratios.quick.svg), latest.json/latest.md, and a timestamped copy of
@@ -50,6 +56,7 @@ import { benchCopies } from './groups/copy';
 import { benchModels, MIN_RUNS_PER_LANE } from './groups/model';
 import { benchRpc, rpcSettings } from './groups/rpc';
 import { benchThreads } from './groups/threads';
+import { benchTransfer } from './groups/transfer';
 import { benchWrap } from './groups/wrap';
 import { PythonPeer } from './peers';
 import { chartFileName, toMarkdown, writeReport } from './report';
@@ -162,6 +169,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
       cnn: benchCnn,
       threads: benchThreads,
       rpc: benchRpc,
+      transfer: benchTransfer,
     };
     for (const g of groups) await run[g](ctx);
     const v = versions();
@@ -186,6 +194,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
         cnnSettleMs: CNN_SETTLE_MS,
         rpc: ctx.rpc,
         ...(ctx.threadsGroup ? { threadsGroup: ctx.threadsGroup } : {}),
+        ...(ctx.transferGroup ? { transferGroup: ctx.transferGroup } : {}),
       },
       // TVM_NUM_THREADS as the user set it (not tvm-node's default).
       machine: { ...machine(loadStart), tvmNumThreads: (userThreads && envThreads) || null },
@@ -202,7 +211,12 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
   }
 }
 
-function parseArgs(argv: string[]): BenchOptions {
+const USAGE =
+  'usage: npm run bench -- [--quick] [--rounds N] [--round-ms MS] [--threads N] [--only GROUP,...] [--help]\n' +
+  `groups: ${GROUPS.join(', ')} (default: all; bench/run.ts says what each measures)\n`;
+
+/** The options on the command line; undefined for --help (the usage was printed). */
+function parseArgs(argv: string[]): BenchOptions | undefined {
   const opts: BenchOptions = {};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -211,6 +225,10 @@ function parseArgs(argv: string[]): BenchOptions {
       if (v === undefined) throw new Error(`${a} needs a value`);
       return v;
     };
+    if (a === '--help' || a === '-h') {
+      process.stdout.write(USAGE);
+      return undefined;
+    }
     if (a === '--quick') opts.quick = true;
     else if (a === '--rounds') opts.rounds = Number(value());
     else if (a === '--round-ms') opts.roundMs = Number(value());
@@ -218,13 +236,14 @@ function parseArgs(argv: string[]): BenchOptions {
     else if (a === '--only') {
       opts.groups = value().split(',') as Group[];
       for (const g of opts.groups) if (!GROUPS.includes(g)) throw new Error(`unknown group ${g} (${GROUPS.join(', ')})`);
-    } else throw new Error(`unknown argument ${a} (--quick, --rounds N, --round-ms MS, --threads N, --only ${GROUPS.join(',')})`);
+    } else throw new Error(`unknown argument ${a} (--quick, --rounds N, --round-ms MS, --threads N, --only ${GROUPS.join(',')}, --help)`);
   }
   return opts;
 }
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
+  if (!opts) return;
   const report = await runBenchmarks({ ...opts, log: (l) => process.stderr.write(`[bench] ${l}\n`) });
   const file = writeReport(report);
   const dir = path.relative(repoRoot, path.dirname(file));

@@ -5,8 +5,8 @@
  */
 import type { ThreadSettings as TvmThreadSettings } from '../lib';
 
-export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'threads' | 'rpc';
-export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'threads', 'rpc'];
+export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'threads' | 'rpc' | 'transfer';
+export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'threads', 'rpc', 'transfer'];
 
 /** Order statistics over the rounds. */
 export interface Stats {
@@ -33,7 +33,7 @@ export interface BenchCase {
   /** Bytes moved or wrapped per operation, for copy/wrap cases. */
   bytes?: number;
   /** Unit of `subject.stats` and `peer.stats`. */
-  unit: 'ns/call' | 'GB/s' | 'ns/wrap' | 'us/run' | 'MB/s' | 'infer/s' | 'ms/session';
+  unit: 'ns/call' | 'GB/s' | 'ns/wrap' | 'us/run' | 'MB/s' | 'infer/s' | 'ms/session' | 'MiB';
   higherIsBetter: boolean;
   /** tvm-node. */
   subject: Side;
@@ -136,6 +136,30 @@ export interface RpcSettings {
   pythonServer: string;
 }
 
+/** How the transfer group was run (sizes in bytes, per direction). */
+export interface TransferSettings {
+  /** Tensor sizes of the session.infer (inference channel) and raw socket cases. */
+  sizes: number[];
+  /** Sizes also run through TVM's C++ transport (`f.call` of tvm_node.infer). */
+  cppSizes: number[];
+  /** Sizes also run by the stock Python client (tvm_node.infer with pack/unpack). */
+  pythonSizes: number[];
+  /** Rounds of the cases at or above {@link bigBytes}, of the head-of-line and of the memory cases. */
+  bigRounds: number;
+  /** Sizes from this one up get {@link bigRounds} rounds (one op each). */
+  bigBytes: number;
+  /** Size of session A's addone request in the head-of-line cases. */
+  headOfLineBytes: number;
+  /** Size of the addone request whose server memory is measured. */
+  memoryBytes: number;
+  /** Elements of each output checked against Math.fround(x[i] + 1), every inference. */
+  checkedElements: number;
+  /** What serves tvm-node's side. */
+  server: string;
+  /** The raw socket baseline. */
+  rawSocket: string;
+}
+
 /** Something the run did not measure, and why. */
 export interface SkippedEntry {
   group: Group;
@@ -161,6 +185,8 @@ export interface BenchReport {
     rpc: RpcSettings;
     /** The threads group's own settings, when it ran. */
     threadsGroup?: ThreadsGroupSettings;
+    /** The transfer group's own settings, when it ran. */
+    transferGroup?: TransferSettings;
   };
   machine: Machine;
   versions: {

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -147,7 +148,20 @@ struct MappingCache {
       held += size;
       Trim(evicted);
     }
-    for (auto& [b, n] : evicted) munmap(b, n);
+    Unmap(std::move(evicted));
+  }
+
+  // Unmapping hundreds of MiB takes milliseconds (page by page), and the last reference to a
+  // tensor is often dropped on the JS thread: large mappings go back to the OS on a thread of
+  // their own.
+  static void Unmap(std::vector<std::pair<void*, size_t>> mappings) {
+    size_t bytes = 0;
+    for (auto& [b, n] : mappings) bytes += n;
+    auto unmap = [](std::vector<std::pair<void*, size_t>> m) {
+      for (auto& [b, n] : m) munmap(b, n);
+    };
+    if (bytes < (size_t{16} << 20)) return unmap(std::move(mappings));
+    std::thread(unmap, std::move(mappings)).detach();
   }
 
   void SetLimit(size_t bytes) {
@@ -157,7 +171,7 @@ struct MappingCache {
       limit = bytes;
       Trim(evicted);
     }
-    for (auto& [b, n] : evicted) munmap(b, n);
+    Unmap(std::move(evicted));
   }
 
   // Oldest first out until the cache fits its limit (caller holds the lock, unmaps after).
