@@ -14,5 +14,6 @@ module.exports = {
     'test/rpc/hardening.test.ts', // stock Python RPC clients (spawnPython, runPython)
     'test/rpc/inference.test.ts', // stock Python RPC clients
     'test/rpc/server.test.ts', // stock Python RPC clients
+    'test/rpc/transfer.test.ts', // stock Python RPC clients (echo through TVM's client)
   ],
 };

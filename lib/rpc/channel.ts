@@ -111,6 +111,9 @@ export class InferenceChannel {
       head.writeInt32LE(8 /* RawStr */, 16);
       head.writeBigUInt64LE(BigInt(name.length), 20);
       const reply = this.nextReply();
+      // The server may answer before the request is all sent (a packet over its limit is
+      // refused at its header and skipped): the answer waits here until the write is done.
+      reply.catch(() => undefined);
       await writeTensorPacket(this.socket, [head, name], inputs, { stallMs: STALL_MS }).catch((err: Error) => this.fail(err));
       const answer = await reply;
       if (!Buffer.isBuffer(answer)) return answer.tensors;

@@ -334,15 +334,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     }
     if (hello.key.startsWith(CHANNEL_KEY_PREFIX)) return this.startChannel(socket, hello.key.slice(CHANNEL_KEY_PREFIX.length));
     const viaTracker = this.registration?.consume(hello.key) ?? false;
-    if (!viaTracker && hello.key !== this.options.key) {
-      this.emit('refused', `key mismatch from ${socket.remoteAddress}`);
-      socket.end(handshakeReply(RPC_CODE_MISMATCH));
-      // The handshake left the socket unread: read to the client's end so that it closes, and
-      // drop it if the client lingers, or it would hold its descriptor while the server runs.
-      startReading(socket.on('data', () => undefined));
-      setTimeout(() => socket.destroy(), 2000).unref();
-      return;
-    }
+    if (!viaTracker && hello.key !== this.options.key) return this.refuseKey(socket, `key mismatch from ${socket.remoteAddress}`);
     const address = socket.remoteAddress ?? '?';
     const why = this.refusal(address);
     if (why) {
@@ -364,9 +356,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   private startChannel(socket: net.Socket, token: string): void {
     const owner = [...this.sessions.values()].find((s) => s.channelToken === token);
     if (!owner || owner.channel || !this.options.modelsDir) {
-      this.emit('refused', `inference channel with ${owner ? 'a token already in use' : 'an unknown token'} from ${socket.remoteAddress}`);
-      socket.end(handshakeReply(RPC_CODE_MISMATCH));
-      return;
+      return this.refuseKey(socket, `inference channel with ${owner ? 'a token already in use' : 'an unknown token'} from ${socket.remoteAddress}`);
     }
     const repo = this.repository ?? this.channelModels(this.options.modelsDir);
     const channel = serveInferenceSession(socket, { functions: inferenceFunctions(repo), ...this.sessionLimits(), onRequest: () => owner.touch() });
@@ -391,6 +381,16 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   private sessionLimits() {
     const { maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs } = this.options;
     return { maxMessageBytes, stallTimeoutMs, idleTimeoutMs, readTimeoutMs, pending: this.pending };
+  }
+
+  /** Answers a handshake whose key does not match (TVM's mismatch code) and lets the connection go. */
+  private refuseKey(socket: net.Socket, why: string): void {
+    this.emit('refused', why);
+    socket.end(handshakeReply(RPC_CODE_MISMATCH));
+    // The handshake left the socket unread: read to the client's end so that it closes, and
+    // drop it if the client lingers, or it would hold its descriptor while the server runs.
+    startReading(socket.on('data', () => undefined));
+    setTimeout(() => socket.destroy(), 2000).unref();
   }
 
   private startSession(socket: net.Socket, address: string, hello: ClientHello): void {

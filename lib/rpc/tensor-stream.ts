@@ -240,28 +240,52 @@ export async function writeTensorPacket(socket: Socket, head: readonly Buffer[],
 }
 
 /**
- * Writes `parts` in one go (the socket holds views, not copies) and waits until the socket
- * has taken them all. A peer that takes nothing for `stallMs` has its socket destroyed.
+ * Large parts are written in slices of this size, so the socket's progress can be watched: a
+ * peer must take one slice per stall period (1 MiB per 30 s by default) to keep its session.
  */
-export function writeAll(socket: Socket, parts: readonly Uint8Array[], stallMs: number): Promise<void> {
+const WRITE_SLICE = 1 << 20;
+
+const closedError = (cause?: Error | null) =>
+  new TvmRuntimeError('RPCSessionClosed', 'the connection closed before the tensors were sent', '', cause ? { cause } : undefined);
+
+/**
+ * Writes `parts` (the socket holds views, not copies) slice by slice, each once the socket
+ * has taken the one before, and resolves once the kernel has every byte, so the memory may be
+ * reused. Rejects when the socket closes first, or when the peer takes no slice for `stallMs`
+ * (the socket is then destroyed): a slow reader that keeps reading is never cut off.
+ */
+export async function writeAll(socket: Socket, parts: readonly Uint8Array[], stallMs: number): Promise<void> {
+  const slices = parts.flatMap((p) =>
+    Array.from({ length: Math.ceil(p.byteLength / WRITE_SLICE) }, (_, k) => p.subarray(k * WRITE_SLICE, (k + 1) * WRITE_SLICE)),
+  );
+  for (let i = 0; i < slices.length; i++) await writeSlice(socket, slices[i], i === slices.length - 1, stallMs);
+}
+
+/** One slice: resolves when the socket can take more (`flush`: when the kernel has it all). */
+function writeSlice(socket: Socket, slice: Uint8Array, flush: boolean, stallMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    let left = socket.writableLength;
-    const check = setInterval(() => {
-      const now = socket.writableLength;
-      if (now > 0 && now >= left) socket.destroy(new WireError(`the peer took no bytes for ${stallMs / 1000} s`, 'RPCSessionTimeoutError'));
-      left = now;
+    if (socket.destroyed) return reject(closedError());
+    const timer = setTimeout(() => {
+      settle(new WireError(`the peer took no bytes for ${stallMs / 1000} s`, 'RPCSessionTimeoutError'));
+      socket.destroy();
     }, stallMs);
-    const done = (err?: Error | null) => {
-      clearInterval(check);
-      socket.off('close', closed);
-      if (err) reject(err);
+    let settled = false;
+    const settle = (err?: Error | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.off('drain', onDrain).off('close', onClose);
+      // Node calls a destroyed socket's write callbacks without an error: that is no success.
+      if (err instanceof WireError) reject(err);
+      else if (err || socket.destroyed) reject(closedError(err));
       else resolve();
     };
-    const closed = () => done(new TvmRuntimeError('RPCSessionClosed', 'the connection closed before the tensors were sent'));
-    socket.once('close', closed);
-    if (socket.destroyed) return closed();
-    socket.cork();
-    parts.forEach((part, i) => socket.write(part, i === parts.length - 1 ? (err) => done(err) : undefined));
-    socket.uncork();
+    const onDrain = () => settle();
+    const onClose = () => settle(closedError());
+    socket.once('close', onClose);
+    const room = socket.write(slice, flush ? (err) => settle(err) : undefined);
+    if (flush) return;
+    if (room) settle();
+    else socket.once('drain', onDrain);
   });
 }
