@@ -356,7 +356,8 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   private startChannel(socket: net.Socket, token: string): void {
     const owner = [...this.sessions.values()].find((s) => s.channelToken === token);
     if (!owner || owner.channel || !this.options.modelsDir) {
-      return this.refuseKey(socket, `inference channel with ${owner ? 'a token already in use' : 'an unknown token'} from ${socket.remoteAddress}`);
+      this.refuseKey(socket, `inference channel with ${owner ? 'a token already in use' : 'an unknown token'} from ${socket.remoteAddress}`);
+      return;
     }
     const repo = this.repository ?? this.channelModels(this.options.modelsDir);
     const channel = serveInferenceSession(socket, { functions: inferenceFunctions(repo), ...this.sessionLimits(), onRequest: () => owner.touch() });
