@@ -3,6 +3,7 @@
  * exports: every native class and function is declared here once.
  * @internal
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { makeTvmError, TvmRuntimeError } from './errors';
 import { applyThreadDefaults } from './threads';
@@ -152,23 +153,150 @@ export interface Addon {
 /** Package root: lib/ in a source checkout, dist/lib/ when built. */
 export const packageRoot = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
 
-function loadAddon(): Addon {
-  // node-gyp-build: a local build (build/Release) first, then prebuilds/<platform>-<arch>/.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const load = require('node-gyp-build') as (dir: string) => Addon;
+/** This process's platform as the prebuild folders are named (`linux-x64`, `linux-arm64`). */
+export const platformTarget = `${process.platform}-${process.arch}`;
+
+/** One file the addon was tried from, and why it did not load. */
+export interface AddonLoadFailure {
+  file: string;
+  error: Error;
+}
+
+/**
+ * Where the addon is looked for, in order: a local build (build/Release: `npm run setup` in a
+ * source checkout, or a build from source), so a checkout always runs what it just built, then
+ * the prebuilt binary for this platform (prebuilds/<platform>-<arch>/*.node, with the TVM
+ * runtime libraries beside it; scripts/package.mjs stages them). Only files that exist.
+ */
+export function addonCandidates(root = packageRoot, target = platformTarget): string[] {
+  const local = path.join(root, 'build', 'Release', 'tvm_node.node');
+  const dir = path.join(root, 'prebuilds', target);
+  let prebuilt: string[] = [];
   try {
-    return load(packageRoot);
-  } catch (err) {
-    const msg = (err as Error).message;
-    throw new TvmRuntimeError(
-      'RuntimeError',
-      `tvm-node: could not load the native addon (${msg}). ` +
-        'In a source checkout run `npm run setup`; for installs, check that a prebuilt binary exists for ' +
-        `${process.platform}-${process.arch} or that the TVM runtime libraries sit beside it.`,
-      '',
-      { cause: err },
+    // prebuildify's names carry a libc tag (tvm-node.glibc.node): this system's libc first.
+    const musl = fs.existsSync('/etc/alpine-release');
+    const rank = (f: string) => (f.split('.').includes(musl ? 'glibc' : 'musl') ? 1 : 0);
+    prebuilt = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.node'))
+      .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
+      .map((f) => path.join(dir, f));
+  } catch {
+    // no prebuilt binary for this platform
+  }
+  return [...(fs.existsSync(local) ? [local] : []), ...prebuilt];
+}
+
+/** The platforms this package has prebuilt binaries for (prebuilds/<platform>-<arch>/ with an addon). */
+function prebuiltTargets(root: string): string[] {
+  try {
+    return fs
+      .readdirSync(path.join(root, 'prebuilds'))
+      .filter((t) => fs.readdirSync(path.join(root, 'prebuilds', t)).some((f) => f.endsWith('.node')))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+const ELF_MACHINES: Record<number, string> = { 3: 'x86 (32-bit)', 40: 'ARM (32-bit)', 62: 'x86-64', 183: 'aarch64', 243: 'RISC-V' };
+
+function elfMachineOf(file: string): string | undefined {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const h = Buffer.alloc(20);
+      if (fs.readSync(fd, h, 0, 20, 0) < 20 || h.readUInt32BE(0) !== 0x7f454c46) return undefined;
+      const m = h[5] === 2 ? h.readUInt16BE(18) : h.readUInt16LE(18);
+      return ELF_MACHINES[m] ?? `ELF machine ${m}`;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+/** The glibc this process runs with, or undefined (musl, or not Linux). */
+function systemGlibc(): string | undefined {
+  return (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime;
+}
+
+/** What went wrong with one file, in words, and what to do about it. */
+function explainFailure(f: AddonLoadFailure, local: boolean): { why: string; todo: string } {
+  const msg = f.error.message;
+  const fix = local ? 'run `npm run setup` to rebuild it' : 'reinstall tvm-node (its package ships the addon with its libraries)';
+  const glibc = /version `GLIBC_([\d.]+)' not found/.exec(msg);
+  if (glibc) {
+    const have = systemGlibc();
+    return {
+      why: `it needs glibc >= ${glibc[1]}, and this system has ${have ? `glibc ${have}` : 'no glibc (musl?)'}`,
+      todo: `run it on a system with glibc >= ${glibc[1]}, or build from source on this one`,
+    };
+  }
+  const glibcxx = /version `(GLIBCXX_[\d.]+|CXXABI_[\d.]+)' not found/.exec(msg);
+  if (glibcxx) {
+    return {
+      why: `it needs ${glibcxx[1]} of libstdc++, which this system's libstdc++ is too old to have`,
+      todo: 'update libstdc++ (libstdc++6), or build from source on this machine',
+    };
+  }
+  const missing = /(?:^|: )([^\s:]+\.so[\w.]*): cannot open shared object file/.exec(msg);
+  if (missing && path.basename(missing[1]) !== path.basename(f.file)) {
+    return { why: `the library ${missing[1]} is missing: it must sit beside the addon in ${path.dirname(f.file)}`, todo: fix };
+  }
+  if (/cannot open shared object file|wrong ELF class|ELF file's machine|invalid ELF header/.test(msg) && fs.existsSync(f.file)) {
+    const built = elfMachineOf(f.file);
+    const here = ELF_MACHINES[{ x64: 62, arm64: 183, arm: 40, ia32: 3, riscv64: 243 }[process.arch as string] ?? -1] ?? process.arch;
+    if (built && built !== here) return { why: `it is built for ${built}, and this process runs on ${here} (${process.arch})`, todo: fix };
+  }
+  const symbol = /undefined symbol: (\S+)/.exec(msg);
+  if (symbol) {
+    return { why: `a symbol is missing (${symbol[1]}): the TVM runtime libraries beside it are not the ones it was built against`, todo: fix };
+  }
+  return { why: msg.split('\n')[0], todo: fix };
+}
+
+/**
+ * The one message of an addon that cannot load: for each file tried, what is missing or
+ * wrong; when there is none, which platforms have prebuilt binaries; and what to do.
+ */
+export function addonLoadError(failures: readonly AddonLoadFailure[], root = packageRoot, target = platformTarget): string {
+  const local = path.join(root, 'build', 'Release', 'tvm_node.node');
+  const checkout = fs.existsSync(path.join(root, 'scripts', 'bootstrap.mjs'));
+  const fromSource = checkout
+    ? 'run `npm run setup` in this checkout (it builds the addon; needs Python >= 3.10, cmake and g++)'
+    : 'clone the tvm-node repository, run `npm run setup && npm pack` there (needs Python >= 3.10, cmake and g++; ' +
+      'TVM_HOME=<your TVM build> where PyPI has no TVM wheels for this platform) and `npm install` the .tgz it makes';
+  if (failures.length === 0) {
+    const targets = prebuiltTargets(root);
+    return (
+      `tvm-node: no prebuilt binary for ${target} and no local build (${path.relative(root, local)}) in ${root}; ` +
+      `this package has prebuilt binaries for ${targets.length ? `${targets.join(', ')} (glibc)` : 'no platform'}. ` +
+      (checkout
+        ? `To build it: ${fromSource}.`
+        : `Install on ${targets.length ? 'one of those' : 'a platform that has one'}, or build from source: ${fromSource}.`)
     );
   }
+  const explained = failures.map((f) => ({ file: f.file, ...explainFailure(f, f.file === local) }));
+  const todos = [...new Set(explained.map((e) => e.todo))];
+  const tried = explained.map((e) => `${path.relative(root, e.file)}: ${e.why}`).join('; ');
+  const source = todos.some((t) => t.includes('from source')) && !checkout ? ` To build from source: ${fromSource}.` : '';
+  return `tvm-node: cannot load the native addon for ${target} in ${root}: ${tried}. To fix: ${todos.join('; ')}.${source}`;
+}
+
+function loadAddon(): Addon {
+  const failures: AddonLoadFailure[] = [];
+  for (const file of addonCandidates()) {
+    try {
+      const loaded = require(file) as Addon;
+      if (failures.length) process.emitWarning(`${addonLoadError(failures)} Using ${file} instead.`, { code: 'TVM_NODE_ADDON_FALLBACK' });
+      return loaded;
+    } catch (err) {
+      failures.push({ file, error: err as Error });
+    }
+  }
+  throw new TvmRuntimeError('RuntimeError', addonLoadError(failures), '', failures.length ? { cause: failures[0].error } : undefined);
 }
 
 /** The loaded addon, with lib/'s factories installed. */

@@ -9,11 +9,12 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { benchModel, formatBenchResult } from './cli/bench';
+import { compileModel, formatCompileResult, type InputShape, PRESETS, parseInputShape } from './cli/compile';
 import { demo, demoRepository } from './cli/demo';
 import { describeFailure, EXIT, UsageError } from './cli/errors';
 import { info } from './cli/info';
 import { type DTypeSpec, type InputSpec, parseCount, parseDevice, parseDTypeSpec, parseInputSpec, parseShapeSpec, type ShapeSpec } from './cli/inputs';
-import { progressBar } from './cli/progress';
+import { progressBar, stageBar } from './cli/progress';
 import { parseHostPort, rpcServer } from './cli/rpc-server';
 import { formatRunResult, runModel } from './cli/run';
 // The package entry, so every factory the native layer calls back is registered.
@@ -197,6 +198,54 @@ ${EXIT_HELP}`,
         progressBar(process.stderr, o.progress),
       );
       console.log(o.json ? JSON.stringify(result, null, 2) : formatBenchResult(result));
+    },
+  );
+
+handleExits(program.command('compile'))
+  .description('compile an ONNX model with the pinned TVM into a .so artifact and a manifest beside it (needs the TVM toolchain: a source checkout)')
+  .argument('<model>', 'the .onnx model')
+  .requiredOption('-o, --out <file.so>', 'the artifact to write; its manifest goes beside it (file.json)')
+  .option(
+    '-t, --target <preset|target>',
+    `a preset (${PRESETS.map((p) => p.name).join(', ')}), a TVM target kind (llvm: portable code for this machine's architecture) or a TVM target as JSON`,
+    'host',
+  )
+  .addOption(
+    new Option(
+      '-s, --input-shape <name=dims>',
+      'the shape of input NAME, e.g. input=1,3,224,224 (sizes may be names: symbolic); repeat for each input',
+    ).argParser(repeated('--input-shape', parseInputShape)),
+  )
+  .option('--cc <compiler>', 'the g++ that links a cross target (default: <arch>-linux-gnu-g++, e.g. aarch64-linux-gnu-g++)')
+  .option('--python <path>', "the Python with TVM's compiler (default: $TVM_NODE_PYTHON, else the checkout's tvm/.venv/bin/python)")
+  .option('--json', 'print the result as JSON')
+  .option('--no-progress', 'no progress bar (it is drawn on stderr only when stderr is a terminal)')
+  .option('--verbose', "show the compiler's own output (TVM, LLVM, g++) on stderr")
+  .addHelpText(
+    'after',
+    `
+Presets:
+${PRESETS.map((p) => `  ${p.name.padEnd(12)} ${p.summary}`).join('\n')}
+A JSON target looks like '{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55"}'
+(TVM 0.27 refuses "llvm -mcpu=..." strings). Targets for another architecture link with its
+cross g++ (Debian: apt-get install -y g++-aarch64-linux-gnu). The manifest (model.json) names
+the ONNX inputs and outputs with their shapes and dtypes, and records the target, the TVM
+version and a content hash; Model.load, \`tvm-node run\` and the model repository read it.
+Examples:
+  tvm-node compile mobilenet_v2.onnx -o mobilenet_v2.so
+  tvm-node compile model.onnx -o board/model.so --target rk3588 --input-shape input=1,3,224,224
+${EXIT_HELP}`,
+  )
+  .action(
+    async (
+      model: string,
+      o: { out: string; target: string; inputShape?: InputShape[]; cc?: string; python?: string; json?: boolean; progress: boolean; verbose?: boolean },
+    ) => {
+      const result = await compileModel(
+        { model, out: o.out, target: o.target, inputShapes: o.inputShape ?? [], cc: o.cc, python: o.python, verbose: o.verbose },
+        stageBar(process.stderr, o.progress && !o.verbose),
+      );
+      console.log(o.json ? JSON.stringify(result, null, 2) : formatCompileResult(result, model));
     },
   );
 

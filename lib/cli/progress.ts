@@ -25,3 +25,44 @@ export function progressBar(stream: NodeJS.WriteStream = process.stderr, enabled
     stop: () => bar.stop(),
   };
 }
+
+/** Progress through named stages (`compile`): a bar, or nothing. */
+export interface StageProgress {
+  /** The first stage is about to start; `total` stages in all. */
+  start(total: number): void;
+  /** Stage `index` (0-based) has started. */
+  stage(index: number, title: string): void;
+  stop(): void;
+}
+
+/**
+ * A progress bar over stages (`compile |███░░░| 3/6 generating code  0:12`) on `stream` when
+ * it is a TTY and `enabled`, else one that draws nothing. Elapsed time keeps counting while
+ * a stage runs.
+ */
+export function stageBar(stream: NodeJS.WriteStream = process.stderr, enabled = true, title = 'compile'): StageProgress {
+  if (!enabled || !stream.isTTY) return { start() {}, stage() {}, stop() {} };
+  const bar = new SingleBar(
+    {
+      stream,
+      format: `${title} |{bar}| {value}/{total} {stage}  {duration_formatted}`,
+      hideCursor: false,
+      clearOnComplete: true,
+      fps: 4,
+    },
+    Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    start: (total) => {
+      bar.start(total, 0, { stage: '' });
+      started = true;
+    },
+    // Stage i running: i stages done.
+    stage: (index, stageTitle) => bar.update(index, { stage: stageTitle }),
+    stop: () => {
+      if (started) bar.stop();
+      started = false;
+    },
+  };
+}

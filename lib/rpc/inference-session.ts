@@ -172,11 +172,16 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
   /** Streams a result's tensors (copied to the host first when they live on a device), then releases them. */
   const replyTensors = async (tensors: Tensor[]): Promise<void> => {
     try {
-      const outgoing: OutgoingTensor[] = await Promise.all(
-        tensors.map(async (t) =>
-          t.device.deviceType === DeviceType.cpu ? { tensor: t, shape: t.shape, dtype: t.dtype } : { data: await t.toArray(), shape: t.shape, dtype: t.dtype },
-        ),
-      );
+      let outgoing: OutgoingTensor[];
+      try {
+        outgoing = await Promise.all(
+          tensors.map(async (t) =>
+            t.device.deviceType === DeviceType.cpu ? { tensor: t, shape: t.shape, dtype: t.dtype } : { data: await t.toArray(), shape: t.shape, dtype: t.dtype },
+          ),
+        );
+      } catch (err) {
+        return await reply(encodeException(errorText(err)));
+      }
       await writeTensorPacket(socket, [CALL_RETURN_HEAD], outgoing, { stallMs: opts.stallTimeoutMs }).catch(() => finish());
     } finally {
       for (const t of tensors) if (t instanceof HandleOwner) t.disposeSync();
