@@ -12,12 +12,10 @@
  * a stock TVM client's inference-only session.
  */
 import net from 'node:net';
-import { DeviceType } from '../device';
-import { dtypeOfArray } from '../dtype';
 import { makeTvmError, TvmRuntimeError } from '../errors';
 import { SerialQueue } from '../scheduling';
 import { Tensor } from '../tensor';
-import { INFER_FUNCTION, type InferInput } from './infer';
+import { INFER_FUNCTION } from './infer';
 import { RPC_CODE_SUCCESS, RPC_MAGIC } from './protocol';
 import { type OutgoingTensor, type StreamedPacket, TensorStreamer, writeTensorPacket } from './tensor-stream';
 import { decodeBlob } from './tni1';
@@ -212,14 +210,4 @@ function handshake(host: string, port: number, key: string): Promise<net.Socket>
     hello.writeInt32LE(keyBytes.length, 4);
     socket.write(Buffer.concat([hello, keyBytes]));
   });
-}
-
-/**
- * An input as the channel sends it: host data as it is (no copy: it must not change until the
- * call resolves), a CPU tensor's own memory, a device tensor copied to the host first.
- */
-export async function outgoingTensor(input: InferInput): Promise<OutgoingTensor> {
-  if (!(input instanceof Tensor)) return { data: input.data, shape: input.shape, dtype: input.dtype ?? dtypeOfArray(input.data) };
-  if (input.device.deviceType === DeviceType.cpu) return { tensor: input, shape: input.shape, dtype: input.dtype };
-  return { data: await input.toArray(), shape: input.shape, dtype: input.dtype };
 }

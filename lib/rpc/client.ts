@@ -14,9 +14,10 @@ import type { Module } from '../module';
 import { checkEnum, checkNumber, checkOptions, checkString, received, requireNumber, requireString } from '../options';
 import { registerSessionQueue, SerialQueue, withRequestSlot } from '../scheduling';
 import { Tensor, type TensorData } from '../tensor';
-import { CHANNEL_KEY_PREFIX, InferenceChannel, OPEN_CHANNEL_FUNCTION, outgoingTensor } from './channel';
+import { CHANNEL_KEY_PREFIX, InferenceChannel, OPEN_CHANNEL_FUNCTION } from './channel';
 import { END_SESSION_FUNCTION, encodeInputs, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
 import type { PublicModelInfo } from './repository';
+import { outgoingTensor } from './tensor-stream';
 import { decodeBlob } from './tni1';
 
 /** Options of {@link connect}. */

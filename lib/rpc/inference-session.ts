@@ -8,11 +8,10 @@
  * on. Sessions share one model cache and cost no process start.
  */
 import type { Socket } from 'node:net';
-import { DeviceType } from '../device';
 import { HandleOwner } from '../handle';
 import type { Tensor } from '../tensor';
 import { closeWithError, startReading, writeOrWait } from './protocol';
-import { type OutgoingTensor, type StreamedPacket, TensorStreamer, writeTensorPacket } from './tensor-stream';
+import { type OutgoingTensor, outgoingTensor, type StreamedPacket, TensorStreamer, writeTensorPacket } from './tensor-stream';
 import { Watchdog } from './timers';
 import {
   type ByteBudget,
@@ -174,11 +173,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
     try {
       let outgoing: OutgoingTensor[];
       try {
-        outgoing = await Promise.all(
-          tensors.map(async (t) =>
-            t.device.deviceType === DeviceType.cpu ? { tensor: t, shape: t.shape, dtype: t.dtype } : { data: await t.toArray(), shape: t.shape, dtype: t.dtype },
-          ),
-        );
+        outgoing = await Promise.all(tensors.map(outgoingTensor));
       } catch (err) {
         return await reply(encodeException(errorText(err)));
       }

@@ -18,7 +18,8 @@
  */
 import type { Socket } from 'node:net';
 import { addon } from '../binding';
-import { checkDType, type DType, type TypedArray } from '../dtype';
+import { DeviceType } from '../device';
+import { checkDType, type DType, dtypeOfArray, type TypedArray } from '../dtype';
 import { TvmRuntimeError } from '../errors';
 import { requireNumber } from '../options';
 import { Tensor } from '../tensor';
@@ -188,6 +189,16 @@ export interface OutgoingTensor {
   data?: TypedArray | Buffer;
   /** The tensor, when the bytes are a CPU tensor's. */
   tensor?: Tensor;
+}
+
+/**
+ * What is sent for a tensor or host data: host data as it is (no copy: it must not change
+ * until the send is done), a CPU tensor's own memory, a device tensor copied to the host first.
+ */
+export async function outgoingTensor(input: Tensor | { data: TypedArray | Buffer; shape: readonly number[]; dtype?: DType }): Promise<OutgoingTensor> {
+  if (!(input instanceof Tensor)) return { data: input.data, shape: input.shape, dtype: input.dtype ?? dtypeOfArray(input.data) };
+  if (input.device.deviceType === DeviceType.cpu) return { tensor: input, shape: input.shape, dtype: input.dtype };
+  return { data: await input.toArray(), shape: input.shape, dtype: input.dtype };
 }
 
 /** Options of {@link writeTensorPacket}. */
