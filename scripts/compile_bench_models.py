@@ -16,14 +16,14 @@ already folded in, as exporters emit it, Clip(0, 6), Add, GlobalAveragePool,
 Flatten, Gemm).  Then, per model:
 
 * ``<name>.onnx``           the graph (what onnxruntime-node runs),
-* ``<name>.json``           the model's manifest (scripts/compile_fixtures.py,
-                            "Manifests"): the ONNX graph's input and output
-                            names, shapes (``dim_param`` as strings) and
-                            dtypes, so tvm-node's ``Model.load`` runs the
-                            ``.so`` by the ONNX names,
-* ``<name>.so``             that same ``.onnx`` imported with
-                            ``tvm.relax.frontend.onnx.from_onnx`` and compiled
-                            by ``tvm.compile`` for target ``llvm`` (what
+* ``<name>.json``           the model's manifest (scripts/compile_model.py,
+                            "Outputs"): the ONNX graph's input and output
+                            names, shapes and dtypes, so tvm-node's
+                            ``Model.load`` runs the ``.so`` by the ONNX names,
+                            plus target, TVM version and content hash,
+* ``<name>.so``             that same ``.onnx`` compiled for target ``llvm``
+                            by scripts/compile_model.py's ``compile_onnx``,
+                            the compile path ``tvm-node compile`` runs (what
                             tvm-node and Python's ``relax.VirtualMachine`` run),
 * ``<name>.input.npy``      a seeded standard-normal input,
 * ``<name>.reference.npy``  the output of onnxruntime (Python, CPU, 1 thread).
@@ -42,8 +42,9 @@ figures compare an untuned, portable TVM build against a hand-tuned library.
 TVM 0.27's default CPU pipeline leaves every kernel unscheduled: plain
 single-threaded loop nests, on which ``TVM_NUM_THREADS`` has no effect.  To make
 the thread count matter (and the comparison with onnxruntime's intra-op
-threads meaningful), the pipeline here runs one extra, generic and
-deterministic scheduling pass after legalization (:class:`ParallelVectorize`):
+threads meaningful), the CPU pipeline of scripts/compile_model.py runs one
+extra, generic and deterministic scheduling pass after legalization
+(``ParallelVectorize``):
 in every kernel, each block's leading spatial loops are fused and run on TVM's
 thread pool, and the innermost spatial loop is split by 8 (or 4) and
 vectorized where it divides.  No tuning (MetaSchedule) is done.
@@ -52,7 +53,8 @@ Caching
 -------
 As for the test fixtures (scripts/compile_fixtures.py, whose helpers are used
 here): the folder is ``DIR/<key>``, ``<key>`` being 16 hex digits of a sha256
-over this script, compile_fixtures.py and tvm/requirements.txt; ``--only``
+over this script, compile_model.py, compile_fixtures.py and
+tvm/requirements.txt; ``--only``
 builds into ``DIR/<key>-<names>``.  A folder is complete once its
 ``index.json`` exists.
 
@@ -100,15 +102,18 @@ from compile_fixtures import (  # noqa: E402
     build_cached,
     content_hash,
     log,
-    manifest,
     save_array,
     write_json_atomic,
-    write_manifest,
 )
+
+# The one compile path (tvm-node compile runs the same module).
+from compile_model import CPU_SCHEDULE as SCHEDULE  # noqa: E402
+from compile_model import compile_onnx  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / ".cache" / "bench-models"
 HASHED_FILES = (
     SCRIPTS_DIR / "compile_bench_models.py",
+    SCRIPTS_DIR / "compile_model.py",
     SCRIPTS_DIR / "compile_fixtures.py",
     REPO_ROOT / "tvm" / "requirements.txt",
 )
@@ -118,11 +123,6 @@ OPSET = 17
 # TVM and onnxruntime sum in different orders (and onnxruntime may fuse
 # differently); over ~50 layers of float32 that stays well inside this.
 TOLERANCE = {"rtol": 1e-3, "atol": 1e-3}
-SCHEDULE = (
-    "ParallelVectorize: per kernel, leading spatial loops fused and parallel "
-    "(TVM thread pool), innermost spatial loop split by 8 or 4 and vectorized "
-    "where it divides; no tuning"
-)
 
 
 class BenchModelError(RuntimeError):
@@ -287,144 +287,6 @@ def build_onnx(spec: CNNSpec):
     return model, counter["macs"], counter["params"]
 
 
-# --------------------------------------------------------------------------
-# Compilation: TVM's CPU pipeline plus one generic scheduling pass
-# --------------------------------------------------------------------------
-
-
-def schedule_rules():
-    """The dlight rules applied to every kernel (first that applies wins)."""
-    from tvm import s_tir, tirx
-    from tvm.s_tir import dlight as dl
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
-    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
-
-    def extent(sch, loop) -> int | None:
-        value = sch.get(loop).extent
-        return int(value.value) if isinstance(value, tirx.IntImm) else None
-
-    class ParallelVectorize(CPUScheduleRule):
-        """Parallel outer spatial loops, vectorized inner spatial loop.
-
-        Blocks whose iterators are all spatial (elementwise, padding) get all
-        loops fused, split by the vector width and the outer part parallel.
-        Reduction blocks (convolutions, pooling, matmul) of the form
-        ``S...S R...R`` get the last spatial loop split by the vector width and
-        moved inside the reduction loops, the remaining spatial loops fused and
-        parallel, and the reduction's init separated from its update.
-        """
-
-        lanes = (8, 4)
-
-        def apply(self, func, target, _tunable):
-            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-                return None
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
-            if infos is None:
-                return None
-            changed = False
-            for info in infos:
-                kinds = info.dom_kind()
-                n_spatial = len(kinds) - len(kinds.lstrip("S"))
-                if n_spatial == 0 or set(kinds[n_spatial:]) - {"R"}:
-                    continue
-                loops = sch.get_loops(info.block_rv)
-                if len(loops) != len(kinds):
-                    continue
-                spatial, reduce = loops[:n_spatial], loops[n_spatial:]
-                if not reduce:
-                    fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
-                    size = extent(sch, fused)
-                    lanes = next((v for v in self.lanes if size and size % v == 0 and size > v), None)
-                    if lanes:
-                        outer, inner = sch.split(fused, [None, lanes])
-                        sch.parallel(outer)
-                        sch.vectorize(inner)
-                    else:
-                        sch.parallel(fused)
-                    changed = True
-                    continue
-                size = extent(sch, spatial[-1])
-                lanes = next((v for v in self.lanes if size and size % v == 0), None)
-                if lanes:
-                    outer_last, inner = sch.split(spatial[-1], [None, lanes])
-                    sch.reorder(*spatial[:-1], outer_last, *reduce, inner)
-                    outer = sch.fuse(*spatial[:-1], outer_last) if len(spatial) > 1 else outer_last
-                    sch.parallel(outer)
-                    sch.vectorize(inner)
-                    init = sch.decompose_reduction(info.block_rv, reduce[0])
-                    sch.vectorize(sch.get_loops(init)[-1])
-                else:
-                    sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
-                changed = True
-            return sch if changed else None
-
-    return [dl.cpu.GEMV(), ParallelVectorize()]
-
-
-def relax_pipeline(target):
-    """TVM 0.27's CPU pipeline with the scheduling pass after legalization."""
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.s_tir import dlight as dl
-
-    @tvm.transform.module_pass(opt_level=0, name="TvmNodeBenchPipeline")
-    def _pipeline(mod, _ctx):
-        with target:
-            passes = (
-                cpu.library_dispatch_passes(target)
-                + cpu.legalize_passes(target)
-                + [dl.ApplyDefaultSchedule(*schedule_rules())]
-                + cpu.dataflow_lower_passes(target)
-                + cpu.finalize_passes(target)
-            )
-            return tvm.transform.Sequential(passes)(mod)
-
-    return _pipeline
-
-
-def compile_onnx(onnx_path: Path, input_shape: list[int], library: Path) -> float:
-    """from_onnx + tvm.compile + export_library; returns the seconds taken."""
-    import onnx
-    import tvm
-    from tvm.relax.frontend.onnx import from_onnx
-
-    started = time.monotonic()
-    mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={"input": input_shape})
-    target = tvm.target.Target(TARGET)
-    tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target)).export_library(str(library))
-    return time.monotonic() - started
-
-
-def onnx_signature(model) -> tuple[list[dict], list[dict]]:
-    """The graph's inputs and outputs as manifest entries: ONNX names, shapes, dtypes.
-
-    Initializers listed among the inputs (older exporters do that) are weights,
-    not inputs.  A ``dim_param`` becomes its name, an unknown dimension null.
-    """
-    from onnx import helper
-
-    weights = {init.name for init in model.graph.initializer}
-
-    def describe(info) -> dict:
-        tensor = info.type.tensor_type
-        shape = []
-        for dim in tensor.shape.dim:
-            if dim.HasField("dim_value"):
-                shape.append(int(dim.dim_value))
-            elif dim.HasField("dim_param"):
-                shape.append(dim.dim_param)
-            else:
-                shape.append(None)
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
-        return {"name": info.name, "shape": shape, "dtype": str(dtype)}
-
-    inputs = [describe(i) for i in model.graph.input if i.name not in weights]
-    outputs = [describe(o) for o in model.graph.output]
-    return inputs, outputs
-
-
 def onnxruntime_reference(onnx_path: Path, x):
     import onnxruntime as ort
 
@@ -464,9 +326,10 @@ def build_model(spec: CNNSpec, folder: Path) -> dict:
     expected = onnxruntime_reference(onnx_file, x)
 
     library = folder / f"{spec.name}.so"
-    compile_s = compile_onnx(onnx_file, shape, library)
-    inputs, outputs = onnx_signature(model)
-    manifest_file = write_manifest(library, manifest(inputs, outputs, function="main"))
+    started = time.monotonic()
+    compiled = compile_onnx(onnx_file, library, target=TARGET, input_shapes={"input": shape})
+    compile_s = time.monotonic() - started
+    manifest_file = Path(compiled["manifest"])
 
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
     actual = vm["main"](tvm.runtime.tensor(x)).numpy()

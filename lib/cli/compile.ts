@@ -125,7 +125,7 @@ export function compilerCommand(python?: string): { python: string; script: stri
   return { python: exe, script };
 }
 
-/** The last non-empty lines of some text, for a message about a crash. */
+/** The last non-empty line of some text, for a message about a crash. */
 function lastLine(text: string): string {
   const lines = text
     .split('\n')
