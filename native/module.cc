@@ -1,5 +1,10 @@
 // Modules: loading `.so` artifacts from export_library and looking up their functions.
+#include <elf.h>
 #include <tvm/ffi/extra/module.h>
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
 
 #include "async_work.h"
 #include "handle.h"
@@ -7,6 +12,76 @@
 namespace tvmnode {
 
 namespace {
+
+// The ELF machine and class of this process: what the dynamic loader accepts.
+#if defined(__x86_64__)
+constexpr uint16_t kHostMachine = EM_X86_64;
+#elif defined(__aarch64__)
+constexpr uint16_t kHostMachine = EM_AARCH64;
+#elif defined(__arm__)
+constexpr uint16_t kHostMachine = EM_ARM;
+#elif defined(__i386__)
+constexpr uint16_t kHostMachine = EM_386;
+#elif defined(__riscv)
+constexpr uint16_t kHostMachine = 243;  // EM_RISCV
+#elif defined(__powerpc64__)
+constexpr uint16_t kHostMachine = EM_PPC64;
+#elif defined(__s390x__)
+constexpr uint16_t kHostMachine = EM_S390;
+#elif defined(__loongarch__)
+constexpr uint16_t kHostMachine = 258;  // EM_LOONGARCH
+#else
+constexpr uint16_t kHostMachine = 0;  // unknown: no check
+#endif
+constexpr unsigned char kHostClass = sizeof(void*) == 8 ? ELFCLASS64 : ELFCLASS32;
+
+std::string MachineName(uint16_t machine) {
+  switch (machine) {
+    case EM_386: return "x86 (32-bit)";
+    case EM_ARM: return "ARM (32-bit)";
+    case EM_X86_64: return "x86-64";
+    case EM_AARCH64: return "aarch64";
+    case EM_PPC64: return "PowerPC 64";
+    case EM_S390: return "s390";
+    case 190: return "CUDA";
+    case 224: return "AMD GPU";
+    case 243: return "RISC-V";
+    case 258: return "LoongArch";
+    default: return "an unknown machine";
+  }
+}
+
+/*!
+ * Why the ELF file at `path` cannot be loaded into this process, when the reason is its
+ * architecture: "built for aarch64 (ELF machine 183), but this process runs on x86-64 (ELF
+ * machine 62)". Empty when it is built for this machine, or is no ELF file. The dynamic loader
+ * skips such a file and reports it as "cannot open shared object file: No such file or
+ * directory", although the file exists.
+ */
+std::string ForeignArchitecture(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  unsigned char h[20];
+  if (!in.read(reinterpret_cast<char*>(h), sizeof(h)) || std::memcmp(h, ELFMAG, SELFMAG) != 0) return "";
+  const uint16_t machine = h[EI_DATA] == ELFDATA2MSB ? (h[18] << 8 | h[19]) : (h[19] << 8 | h[18]);
+  const unsigned char elf_class = h[EI_CLASS];
+  if (kHostMachine == 0 || (machine == kHostMachine && elf_class == kHostClass)) return "";
+  auto describe = [](uint16_t m, unsigned char c) {
+    return MachineName(m) + " (ELF machine " + std::to_string(m) + (c == ELFCLASS32 ? ", 32-bit" : "") + ")";
+  };
+  return "built for " + describe(machine, elf_class) + ", but this process runs on " +
+         describe(kHostMachine, kHostClass) + ": compile it for this machine's target";
+}
+
+// ffi::Module::LoadFromFile, with a failure caused by the file's architecture said in words.
+ffi::Module LoadFromFile(const std::string& path) {
+  try {
+    return ffi::Module::LoadFromFile(path);
+  } catch (const ffi::Error& e) {
+    std::string why = ForeignArchitecture(path);
+    if (why.empty()) throw;
+    throw ffi::Error("ValueError", "cannot load " + path + ": " + why, e.backtrace());
+  }
+}
 
 class ModuleWrap : public Handle<ModuleWrap, ffi::Module> {
  public:
@@ -29,15 +104,14 @@ class ModuleWrap : public Handle<ModuleWrap, ffi::Module> {
  private:
   static Napi::Value Load(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    TVMNODE_TRY(env, return WrapModule(env, ffi::Module::LoadFromFile(info[0].As<Napi::String>().Utf8Value())));
+    TVMNODE_TRY(env, return WrapModule(env, LoadFromFile(info[0].As<Napi::String>().Utf8Value())));
     return env.Undefined();
   }
 
   // Loading runs static initializers and may read large constant blobs: off the JS thread.
   static Napi::Value LoadAsync(const Napi::CallbackInfo& info) {
     std::string path = info[0].As<Napi::String>().Utf8Value();
-    return PromiseWorker::Start(info.Env(), "tvm-node:loadModule",
-                                [path]() { return ffi::Any(ffi::Module::LoadFromFile(path)); });
+    return PromiseWorker::Start(info.Env(), "tvm-node:loadModule", [path]() { return ffi::Any(LoadFromFile(path)); });
   }
 
   // getFunction(name, queryImports = true): the function or null.

@@ -583,19 +583,19 @@ describe('tensor streaming (lib/rpc/tensor-stream.ts)', function () {
       const tensor = randomData('uint8', 8 * MiB);
       const head = [i32(RPCCode.Return), i32(2), i32(TypeIndex.Int), u64(TypeIndex.Bytes)];
       const want = replyPacket(encodeBlob([tensor]));
-      // a few ms between reads: the packet takes most of a second (about 3x stallMs), and bytes move all along
+      // 10 ms between reads: the packet takes over a second (past stallMs), a 1 MiB slice ~0.16 s, and bytes move all along
       const chunks: Buffer[] = [];
       let got = 0;
       receiver.on('data', (c: Buffer) => {
         chunks.push(Buffer.from(c));
         got += c.length;
         receiver.pause();
-        setTimeout(() => receiver.resume(), 4);
+        setTimeout(() => receiver.resume(), 10);
       });
       const t0 = Date.now();
       try {
         const outcome = await withTimeout(
-          writeTensorPacket(sender, head, [{ data: tensor.data as Uint8Array, shape: [...tensor.shape], dtype: 'uint8' }], { stallMs: 300 }).then(
+          writeTensorPacket(sender, head, [{ data: tensor.data as Uint8Array, shape: [...tensor.shape], dtype: 'uint8' }], { stallMs: 800 }).then(
             () => 'resolved',
             (e: Error) => e,
           ),

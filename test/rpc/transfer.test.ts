@@ -729,7 +729,7 @@ out(same=[x.tobytes() == y.tobytes() for x, y in zip(xs, ys)], mlp=infer(r, 'mlp
 
   describe('a slow reader', () => {
     it('reading a 12 MiB reply slowly but steadily (for several times stallTimeoutMs) gets all of it, bit-exact', async () => {
-      const { port: slowPort } = await start({ stallTimeoutMs: 300 });
+      const { port: slowPort } = await start({ stallTimeoutMs: 1000 });
       const peer = await Peer.open(slowPort);
       try {
         const { inputs, bytes } = echoInputs({ float32: 3, float16: 0, int8: 0, uint8: 12 * MiB, int64: 1 });
@@ -740,10 +740,10 @@ out(same=[x.tobytes() == y.tobytes() for x, y in zip(xs, ys)], mlp=infer(r, 'mlp
             { kind: 'bytes', value: encodeInputs(inputs) },
           ]),
         );
-        // a few ms between reads: the reply takes about a second to read (3x the limit), and bytes move all along
+        // 12 ms between reads: the reply takes about 2.5 s to read (2.5x the limit), a 1 MiB slice ~0.2 s (a wide margin under load)
         peer.sock.on('data', () => {
           peer.sock.pause();
-          setTimeout(() => peer.sock.resume(), 4);
+          setTimeout(() => peer.sock.resume(), 12);
         });
         const t0 = Date.now();
         const reply = await peer.packet(20000).catch((e: Error) => {
