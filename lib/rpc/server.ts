@@ -459,6 +459,8 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     );
     /** Set by closeWithError: what the client is told once the session process is gone. */
     let farewell: string | undefined;
+    /** When the session process was last told its channel is in use. */
+    let lastTouch = 0;
     const done = new Promise<SessionEnd>((resolve) => {
       child.once('exit', (code, signal) => {
         fs.rmSync(workDir, { recursive: true, force: true });
@@ -480,8 +482,11 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
         child.kill('SIGKILL');
         await done;
       },
+      // At most once a second: a channel may serve thousands of requests a second.
       touch: () => {
-        if (child.connected) child.send(SESSION_ACTIVE);
+        if (!child.connected || Date.now() - lastTouch < 1000) return;
+        lastTouch = Date.now();
+        child.send(SESSION_ACTIVE);
       },
     };
   }

@@ -211,11 +211,31 @@ const byteView = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, 
 
 /**
  * Writes one packet: `head` (the body up to the blob: code, handle, other values), then the
- * blob's bytes value with each tensor's bytes taken from its own memory. Resolves once the
- * socket has taken every byte (the memory may be reused or freed from then on); rejects
- * when the socket closes first or the peer stops reading for `stallMs`.
+ * blob's bytes value. A large packet's tensors go from their own memory to the socket, and it
+ * resolves once the socket has taken every byte (the memory may be reused or freed from then
+ * on); a small one is copied into one buffer and written at once. Rejects when the socket
+ * closes first or the peer stops reading for `stallMs`.
  */
 export async function writeTensorPacket(socket: Socket, head: readonly Buffer[], tensors: readonly OutgoingTensor[], opts: WriteOptions): Promise<void> {
+  const sizes = tensors.map((t) => (t.data ? t.data.byteLength : t.tensor!.byteLength));
+  const { header, offsets, size } = layoutBlob(
+    tensors.map((t) => ({ shape: t.shape, dtype: checkDType(t.dtype) })),
+    sizes,
+  );
+  // Packet length, head, the bytes value's type and length: then the blob (`size` bytes, its header included).
+  const blobStart = 8 + head.reduce((n, b) => n + b.length, 0) + 4 + 8;
+  if (blobStart + size <= SMALL_WRITE) {
+    // One buffer, one write, no wait for the kernel: it is a copy the socket owns.
+    const packet = Buffer.alloc(blobStart + size);
+    writePrefix(packet, head, header, size);
+    const data = packet.subarray(blobStart);
+    tensors.forEach((t, i) => {
+      const into = data.subarray(offsets[i], offsets[i] + sizes[i]);
+      if (t.data) into.set(byteView(t.data));
+      else t.tensor!.handle.copyToBytes(into);
+    });
+    return writeSlice(socket, packet, false, opts.stallMs);
+  }
   const views: ArrayBuffer[] = [];
   try {
     const bytes = tensors.map((t) => {
@@ -224,19 +244,9 @@ export async function writeTensorPacket(socket: Socket, head: readonly Buffer[],
       views.push(buffer);
       return new Uint8Array(buffer);
     });
-    const { header, offsets, size } = layoutBlob(
-      tensors.map((t) => ({ shape: t.shape, dtype: checkDType(t.dtype) })),
-      bytes.map((b) => b.byteLength),
-    );
-    const headBytes = head.reduce((n, b) => n + b.length, 0);
-    const prefix = Buffer.alloc(8 + headBytes + 4 + 8 + 8);
-    let p = prefix.writeBigUInt64LE(BigInt(headBytes + 12 + size), 0);
-    for (const b of head) p += b.copy(prefix, p);
-    p = prefix.writeInt32LE(TypeIndex.ByteArrayPtr, p);
-    p = prefix.writeBigUInt64LE(BigInt(size), p);
-    prefix.write('TNI1', p, 'latin1');
-    prefix.writeUInt32LE(header.length, p + 4);
-    const parts: Uint8Array[] = [prefix, header];
+    const prefix = Buffer.alloc(blobStart + 8 + header.length);
+    writePrefix(prefix, head, header, size);
+    const parts: Uint8Array[] = [prefix];
     let at = 8 + header.length;
     bytes.forEach((b, i) => {
       if (offsets[i] > at) parts.push(Buffer.alloc(offsets[i] - at));
@@ -244,11 +254,22 @@ export async function writeTensorPacket(socket: Socket, head: readonly Buffer[],
       at = offsets[i] + b.byteLength;
     });
     if (size > at) parts.push(Buffer.alloc(size - at));
-    // A small packet is cheaper as one write (one segment, one callback) than as its parts.
-    await writeAll(socket, prefix.length + size <= SMALL_WRITE ? [Buffer.concat(parts)] : parts, opts.stallMs);
+    await writeAll(socket, parts, opts.stallMs);
   } finally {
     for (const v of views) addon.releaseHostView(v);
   }
+}
+
+/** Packet length, head, the blob's bytes-value header, "TNI1", the JSON header's length and the JSON. */
+function writePrefix(into: Buffer, head: readonly Buffer[], header: Buffer, blobSize: number): void {
+  const headBytes = head.reduce((n, b) => n + b.length, 0);
+  let p = into.writeBigUInt64LE(BigInt(headBytes + 12 + blobSize), 0);
+  for (const b of head) p += b.copy(into, p);
+  p = into.writeInt32LE(TypeIndex.ByteArrayPtr, p);
+  p = into.writeBigUInt64LE(BigInt(blobSize), p);
+  p += into.write('TNI1', p, 'latin1');
+  p = into.writeUInt32LE(header.length, p);
+  header.copy(into, p);
 }
 
 /** Packets up to this size are copied into one buffer and written at once. */
