@@ -72,14 +72,49 @@ std::string ForeignArchitecture(const std::string& path) {
          describe(kHostMachine, kHostClass) + ": compile it for this machine's target";
 }
 
-// ffi::Module::LoadFromFile, with a failure caused by the file's architecture said in words.
+/*!
+ * Why the native-class ELF file at `path` is cut short, when it is: its program headers, or a
+ * segment the loader maps, end past the end of the file. The dynamic loader maps such a file
+ * anyway, and touching the missing pages kills the process with SIGBUS. Empty otherwise
+ * (including for files that are not ELF, which the loader refuses by itself).
+ */
+std::string TruncatedElf(const std::string& path) {
+  if (kHostClass != ELFCLASS64) return "";
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return "";
+  const uint64_t size = static_cast<uint64_t>(in.tellg());
+  Elf64_Ehdr eh{};
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(&eh), sizeof(eh)) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != kHostMachine) {
+    return "";
+  }
+  auto cut = [&](uint64_t end, const char* what) {
+    return "it is truncated or corrupt: " + std::string(what) + " end at byte " + std::to_string(end) + " of a " +
+           std::to_string(size) + "-byte file";
+  };
+  const uint64_t table_end = eh.e_phoff + uint64_t{eh.e_phnum} * eh.e_phentsize;
+  if (eh.e_phentsize != sizeof(Elf64_Phdr) || table_end > size) return cut(table_end, "its program headers");
+  for (uint16_t i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph{};
+    in.seekg(static_cast<std::streamoff>(eh.e_phoff + uint64_t{i} * sizeof(ph)));
+    if (!in.read(reinterpret_cast<char*>(&ph), sizeof(ph))) return cut(table_end, "its program headers");
+    if (ph.p_type == PT_LOAD && ph.p_offset + ph.p_filesz > size) return cut(ph.p_offset + ph.p_filesz, "its segments");
+  }
+  return "";
+}
+
+// ffi::Module::LoadFromFile, with a failure caused by the file's architecture said in words,
+// and a truncated file refused before the loader maps it.
 ffi::Module LoadFromFile(const std::string& path) {
+  // lib/module.ts names the file the caller gave (this path may be its private copy).
+  if (std::string why = TruncatedElf(path); !why.empty()) throw ffi::Error("ValueError", why, "");
   try {
     return ffi::Module::LoadFromFile(path);
   } catch (const ffi::Error& e) {
     std::string why = ForeignArchitecture(path);
     if (why.empty()) throw;
-    throw ffi::Error("ValueError", "cannot load " + path + ": " + why, e.backtrace());
+    throw ffi::Error("ValueError", why, e.backtrace());
   }
 }
 

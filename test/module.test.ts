@@ -268,6 +268,18 @@ describe('Module (TIR kernel library)', () => {
     m.disposeSync();
   });
 
+  it('a truncated shared library is refused with the reason, never a SIGBUS (sync and async)', async () => {
+    // The loader maps segments past the end of a cut file, and touching them kills the process.
+    const cut = path.join(tmp, 'cut.so');
+    fs.writeFileSync(cut, fs.readFileSync(fx.path).subarray(0, 4096));
+    const truncated = new RegExp(`^cannot load ${escapeRe(cut)}: it is truncated or corrupt: its segments end at byte \\d+ of a 4096-byte file$`);
+    assert.throws(() => loadModuleSync(cut), isError(TvmValueError, truncated));
+    await assert.rejects(loadModule(cut), isError(TvmValueError, truncated));
+    // The whole file still loads.
+    const whole = await loadModule(fx.path);
+    await whole.dispose();
+  });
+
   it('an ELF file for another machine, or not a shared object, is refused with the reason', async () => {
     const original = fs.readFileSync(fx.path);
     /** The kernel library with its ELF header's 16-bit field at `offset` set to `value`. */
