@@ -11,11 +11,11 @@ import net from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Tensor } from '../../lib';
-import { addon } from '../../lib/binding';
 import type { DType } from '../../lib/dtype';
 import { STREAM_PREFIX_BYTES, type StreamedPacket, setTransferCache, TensorStreamer, writeTensorPacket } from '../../lib/rpc/tensor-stream';
 import { decodeBlob, encodeBlob, type HostTensor } from '../../lib/rpc/tni1';
 import { type BodyStream, ByteBudget, encodePacket, encodeValues, PacketReader, RPCCode, TypeIndex, WireDecoder, WireError } from '../../lib/rpc/wire';
+import { assertSameBytes, i32, prng, split, u64, withBytes } from './bytes';
 import { HOST, waitUntil, withTimeout } from './peers';
 
 const KiB = 1024;
@@ -30,39 +30,6 @@ function collector(): () => void {
 }
 
 // ---- bytes ----
-
-function i32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(n);
-  return b;
-}
-function u64(n: bigint | number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
-}
-
-/** A small deterministic PRNG (mulberry32), so that a failing split can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `buf` cut into pieces of the sizes `size()` picks (at least 1 byte each). */
-function split(buf: Buffer, size: () => number): Buffer[] {
-  const out: Buffer[] = [];
-  for (let pos = 0; pos < buf.length; ) {
-    const n = Math.max(1, size());
-    out.push(buf.subarray(pos, pos + n));
-    pos += n;
-  }
-  return out;
-}
 
 /** Named ways to cut a stream. */
 function chunkings(): Array<[string, (b: Buffer) => Buffer[]]> {
@@ -159,24 +126,6 @@ function handBlob(header: unknown, data: Buffer): Buffer {
 }
 
 // ---- reading ----
-
-/** Calls `fn` with a tensor's bytes (a view of its memory, released right after). */
-function withBytes<T>(t: Tensor, fn: (bytes: Buffer) => T): T {
-  const view = t.handle.hostView() as ArrayBuffer;
-  try {
-    return fn(Buffer.from(view));
-  } finally {
-    if (view.byteLength > 0) addon.releaseHostView(view);
-  }
-}
-
-function assertSameBytes(got: Buffer, want: Buffer, what: string): void {
-  assert.equal(got.length, want.length, `${what}: ${got.length} bytes, want ${want.length}`);
-  if (got.equals(want)) return;
-  let i = 0;
-  while (got[i] === want[i]) i++;
-  assert.fail(`${what}: byte ${i} of ${want.length} is 0x${got[i].toString(16)}, want 0x${want[i].toString(16)}`);
-}
 
 /** What a PacketReader with a TensorStreamer reported, in order. */
 type Event = { kind: 'packet'; body: Buffer } | { kind: 'streamed'; packet: StreamedPacket } | { kind: 'tooLarge'; length: bigint };

@@ -16,7 +16,6 @@ import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { type Tensor, TvmError, TvmValueError } from '../../lib';
-import { addon } from '../../lib/binding';
 import { CHANNEL_KEY_PREFIX, InferenceChannel } from '../../lib/rpc/channel';
 import { connect, type RPCSession } from '../../lib/rpc/client';
 import { encodeInputs, type InferInput } from '../../lib/rpc/infer';
@@ -26,6 +25,7 @@ import { setTransferCache, TensorStreamer } from '../../lib/rpc/tensor-stream';
 import { decodeBlob, layoutBlob } from '../../lib/rpc/tni1';
 import { RPCCode, WireDecoder, type WireValue } from '../../lib/rpc/wire';
 import { assertMatches, fixture, npy } from '../fixtures';
+import { assertSameBytes, withBytes } from './bytes';
 import {
   assertMlp,
   callFunc,
@@ -112,25 +112,6 @@ function echoInputs(counts: EchoCounts): { inputs: InferInput[]; bytes: Buffer[]
     { data: new BigInt64Array(bytes[4].buffer), shape: [counts.int64] },
   ];
   return { inputs, bytes };
-}
-
-/** Calls `fn` with a tensor's bytes (a view of its memory, released right after: no copy, nothing left to the GC). */
-function withBytes<T>(t: Tensor, fn: (bytes: Buffer) => T): T {
-  const view = t.handle.hostView() as ArrayBuffer;
-  try {
-    return fn(Buffer.from(view));
-  } finally {
-    if (view.byteLength > 0) addon.releaseHostView(view);
-  }
-}
-
-/** Asserts two byte strings are equal, naming the first byte that differs. */
-function assertSameBytes(got: Buffer, want: Buffer, what: string): void {
-  assert.equal(got.length, want.length, `${what}: ${got.length} bytes, want ${want.length}`);
-  if (Buffer.compare(got, want) === 0) return;
-  let i = 0;
-  while (got[i] === want[i]) i++;
-  assert.fail(`${what}: byte ${i} of ${want.length} is 0x${got[i].toString(16)}, want 0x${want[i].toString(16)}`);
 }
 
 /** Asserts echo outputs are the inputs, bit for bit; disposes them. */

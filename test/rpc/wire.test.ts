@@ -21,6 +21,7 @@ import {
   WireError,
   type WireValue,
 } from '../../lib/rpc/wire';
+import { i32, prng, split, u64 } from './bytes';
 
 const hex = (s: string) => Buffer.from(s, 'hex');
 
@@ -52,45 +53,13 @@ const STREAM = Buffer.concat(ALL_REQUESTS);
 const bodyOf = (packet: Buffer) => packet.subarray(8);
 
 // Little-endian fields, to build packets the capture does not contain.
-function i32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(n);
-  return b;
-}
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(n);
   return b;
 }
-function u64(n: bigint | number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
-}
 /** uint64 length + the UTF-8 bytes of `s`. */
 const lenStr = (s: string) => Buffer.concat([u64(Buffer.byteLength(s)), Buffer.from(s)]);
-
-/** A small deterministic PRNG (mulberry32), so a failing random split can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `buf` cut into pieces of the sizes `size()` picks (at least 1 byte each). */
-function split(buf: Buffer, size: () => number): Buffer[] {
-  const out: Buffer[] = [];
-  for (let pos = 0; pos < buf.length; ) {
-    const n = Math.max(1, size());
-    out.push(buf.subarray(pos, pos + n));
-    pos += n;
-  }
-  return out;
-}
 
 /** A PacketReader that records what it reports, in order. */
 function recordingReader(limit: number) {
