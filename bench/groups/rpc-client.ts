@@ -4,15 +4,14 @@
  * k inferences and closes, one job at a time; and what the rpc group shares with it
  * (closeSession, checkAgainst, the clock, the connect retries).
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { connect, type RPCSession, readNpy } from '../../lib';
 import { compare } from '../bench-models';
-import { repoRoot } from '../fixtures';
+import { JobProcess, serveJobs } from '../job-process';
 import { sleep } from '../measure';
-import { RPC_HOST, withTimeout } from '../peers';
+import { RPC_HOST } from '../peers';
 
 /** argv flag that makes this file a client process of the concurrency cases. */
 export const RPC_CLIENT_FLAG = '--rpc-client';
@@ -108,75 +107,23 @@ async function runClientJob(job: ClientJob): Promise<ClientTimes> {
   return { connectNs, readyNs: connectNs, firstNs, doneNs: nsSince(t0), retries };
 }
 
-/** Entry of a client process (`bench/groups/rpc-client.ts --rpc-client`, forked by {@link NodeRpcClient}). */
-function rpcClientProcess(): void {
-  process.on('message', (job: ClientJob) => {
-    runClientJob(job).then(
-      (ok) => process.send!({ ok }),
-      (err: Error) => process.send!({ error: String(err?.stack ?? err) }),
-    );
-  });
-  process.once('disconnect', () => process.exit(0));
-  process.send!('ready');
-}
-
 /** A tvm-node client in a process of its own (this file, forked), running one job at a time. */
 export class NodeRpcClient {
-  private readonly proc: ChildProcess;
-  private readonly started: Promise<void>;
-  private pending?: { resolve: (t: ClientTimes) => void; reject: (e: Error) => void };
-  private exited = false;
-
-  constructor() {
-    const ts = !__filename.endsWith('.js');
-    this.proc = fork(__filename, [RPC_CLIENT_FLAG], {
-      cwd: repoRoot,
-      execArgv: ts ? ['--require', 'tsx/cjs'] : [],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    this.started = new Promise<void>((resolve, reject) => {
-      this.proc.on('message', (m: 'ready' | { ok: ClientTimes } | { error: string }) => {
-        if (m === 'ready') return resolve();
-        const p = this.pending;
-        this.pending = undefined;
-        if ('error' in m) p?.reject(new Error(`tvm-node client process: ${m.error}`));
-        else p?.resolve(m.ok);
-      });
-      this.proc.once('exit', (code, signal) => {
-        this.exited = true;
-        const err = new Error(`tvm-node client process exited (${signal ?? code})`);
-        reject(err);
-        this.pending?.reject(err);
-        this.pending = undefined;
-      });
-    });
-    this.started.catch(() => undefined);
-  }
+  private readonly proc = new JobProcess<ClientJob, ClientTimes>(__filename, RPC_CLIENT_FLAG, 'tvm-node client process');
 
   ready(timeoutMs: number): Promise<void> {
-    return withTimeout(this.started, timeoutMs, 'tvm-node client process to start');
+    return this.proc.ready(timeoutMs);
   }
 
   run(job: ClientJob, timeoutMs: number): Promise<ClientTimes> {
-    if (this.exited) return Promise.reject(new Error('tvm-node client process is not running'));
-    const answer = new Promise<ClientTimes>((resolve, reject) => {
-      this.pending = { resolve, reject };
-      this.proc.send(job);
-    });
-    return withTimeout(answer, timeoutMs, 'tvm-node client job').catch((err: Error) => {
-      this.proc.kill('SIGKILL');
-      throw err;
-    });
+    return this.proc.request(job, timeoutMs, 'client job');
   }
 
-  async close(): Promise<void> {
-    if (this.exited) return;
-    const exited = new Promise((r) => this.proc.once('exit', r));
-    if (this.proc.connected) this.proc.disconnect();
-    await withTimeout(exited, 10000, 'tvm-node client process to exit').catch(() => this.proc.kill('SIGKILL'));
+  close(): Promise<void> {
+    return this.proc.close();
   }
 }
 
 if (require.main === module && process.argv.includes(RPC_CLIENT_FLAG)) {
-  rpcClientProcess();
+  serveJobs(runClientJob);
 }

@@ -11,12 +11,13 @@
  *
  * Plus the addone input and its check, shared by both sides.
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { connect, type RPCSession } from '../../lib';
 import { repoRoot } from '../fixtures';
+import { JobProcess, serveJobs } from '../job-process';
 import { RPC_HOST, withTimeout } from '../peers';
 import { closeSession, hrNow, nsSince } from './rpc-client';
 
@@ -186,69 +187,20 @@ function helperProcess(): void {
         return {};
     }
   };
-  process.on('message', (req: HelperRequest) => {
-    handle(req).then(
-      (ok) => process.send!({ ok }),
-      (err: Error) => process.send!({ error: String(err?.stack ?? err) }),
-    );
-  });
-  process.once('disconnect', () => process.exit(0));
-  process.send!('ready');
+  serveJobs(handle);
 }
 
 /** The helper process (this file, forked), one request at a time. */
 export class TransferHelper {
-  private readonly proc: ChildProcess;
-  private readonly started: Promise<void>;
-  private pending?: { resolve: (v: any) => void; reject: (e: Error) => void };
-  private exited = false;
-
-  constructor() {
-    const ts = !__filename.endsWith('.js');
-    this.proc = fork(__filename, [TRANSFER_HELPER_FLAG], {
-      cwd: repoRoot,
-      execArgv: ts ? ['--require', 'tsx/cjs'] : [],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    this.started = new Promise<void>((resolve, reject) => {
-      this.proc.on('message', (m: 'ready' | { ok: unknown } | { error: string }) => {
-        if (m === 'ready') return resolve();
-        const p = this.pending;
-        this.pending = undefined;
-        if ('error' in m) p?.reject(new Error(`transfer helper process: ${m.error}`));
-        else p?.resolve(m.ok);
-      });
-      this.proc.once('exit', (code, signal) => {
-        this.exited = true;
-        const err = new Error(`transfer helper process exited (${signal ?? code})`);
-        reject(err);
-        this.pending?.reject(err);
-        this.pending = undefined;
-      });
-    });
-    this.started.catch(() => undefined);
-  }
+  private readonly proc = new JobProcess<HelperRequest, any>(__filename, TRANSFER_HELPER_FLAG, 'transfer helper process');
 
   /** Sends a request once the process is up; a late reply kills it and rejects. */
-  async request(req: HelperRequest, timeoutMs: number): Promise<any> {
-    await withTimeout(this.started, timeoutMs, 'transfer helper process to start');
-    if (this.exited) throw new Error('transfer helper process is not running');
-    if (this.pending) throw new Error('transfer helper process: one request at a time');
-    const answer = new Promise((resolve, reject) => {
-      this.pending = { resolve, reject };
-      this.proc.send(req);
-    });
-    return withTimeout(answer, timeoutMs, `transfer helper: ${req.op}`).catch((err: Error) => {
-      this.proc.kill('SIGKILL');
-      throw err;
-    });
+  request(req: HelperRequest, timeoutMs: number): Promise<any> {
+    return this.proc.request(req, timeoutMs, req.op);
   }
 
-  async close(): Promise<void> {
-    if (this.exited) return;
-    const exited = new Promise((r) => this.proc.once('exit', r));
-    if (this.proc.connected) this.proc.disconnect();
-    await withTimeout(exited, 10000, 'transfer helper process to exit').catch(() => this.proc.kill('SIGKILL'));
+  close(): Promise<void> {
+    return this.proc.close();
   }
 }
 
