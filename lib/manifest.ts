@@ -137,7 +137,11 @@ export function fileVersion(st: fs.BigIntStats | undefined): string {
   return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : '-';
 }
 
-/** A manifest as read from its file, with the file's version (see {@link fileVersion}). */
+/**
+ * A manifest as read from its file, with the file's version (see {@link fileVersion}).
+ * `readManifest` takes a cache of these (by path) to skip reading and parsing a file whose
+ * version has not changed.
+ */
 export interface ManifestFile {
   /** The manifest; undefined when there is no file. */
   manifest?: Manifest;
@@ -148,23 +152,29 @@ export interface ManifestFile {
  * Reads and checks the manifest `file`; no file is `{ version: '-' }`. An unreadable or
  * malformed one is a {@link ManifestError} naming `manifestName` (default: the path).
  */
-export function readManifest(file: string, manifestName: string = file): ManifestFile {
+export function readManifest(file: string, manifestName: string = file, cache?: Map<string, ManifestFile>): ManifestFile {
   const cannotRead = (err: unknown) =>
     new ManifestError(manifestName, `cannot be read (${(err as NodeJS.ErrnoException).code ?? oneLine((err as Error).message)})`);
-  let st: fs.BigIntStats;
+  let st: fs.BigIntStats | undefined;
   try {
-    st = fs.statSync(file, { bigint: true });
+    // No exception for a missing file: a server asks this on every request.
+    st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: fileVersion(undefined) };
     throw cannotRead(err);
   }
+  if (!st) return { version: fileVersion(undefined) };
+  const version = fileVersion(st);
+  const known = cache?.get(file);
+  if (known?.version === version) return known;
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     throw cannotRead(err);
   }
-  return { manifest: parseManifest(text, manifestName), version: fileVersion(st) };
+  const read = { manifest: parseManifest(text, manifestName), version };
+  cache?.set(file, read);
+  return read;
 }
 
 /** Where an artifact's manifest is: `model.so` -> `model.json` (any other name: NAME.json). */

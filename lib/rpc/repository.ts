@@ -22,7 +22,7 @@ import path from 'node:path';
 import type { TensorInfo } from '../bind';
 import { device as parseDevice } from '../device';
 import { DisposedError, TvmError, TvmValueError } from '../errors';
-import { type Manifest, ManifestError, oneLine, readManifest, type TensorSpec, fileVersion as versionOf } from '../manifest';
+import { type Manifest, ManifestError, type ManifestFile, oneLine, readManifest, type TensorSpec, fileVersion as versionOf } from '../manifest';
 import { modelMetadata } from '../model';
 import { loadModule, loadModuleSync, type Module } from '../module';
 import { checkNumber, checkOptions, requireString } from '../options';
@@ -121,6 +121,8 @@ type Probe = { info: ModelInfo; key: string } | { missing: true } | { listing: M
 
 export class ModelRepository implements AsyncDisposable {
   private readonly cache = new Map<string, Entry>();
+  /** Manifests as last read, by path: a request re-reads one only when its file changed. */
+  private readonly manifests = new Map<string, ManifestFile>();
   private readonly maxModels: number;
   private readonly maxBytes: number;
   private readonly concurrency: number;
@@ -249,13 +251,14 @@ export class ModelRepository implements AsyncDisposable {
 
   private probe(name: string): Probe {
     const file = path.join(this.dir, `${name}.so`);
-    let st: fs.BigIntStats;
+    let st: fs.BigIntStats | undefined;
     try {
-      st = fs.statSync(file, { bigint: true });
+      // No exception for a missing file: this runs on every request.
+      st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
     } catch {
       return { missing: true };
     }
-    if (!st.isFile()) return { missing: true };
+    if (!st?.isFile()) return { missing: true };
     // mtimeMs as fs.Stats computes it (seconds and nanoseconds apart), so the two agree.
     const mtimeMs = Number(st.mtimeNs / 1_000_000_000n) * 1e3 + Number(st.mtimeNs % 1_000_000_000n) / 1e6;
     const base = { name, file, bytes: Number(st.size), mtimeMs };
@@ -282,7 +285,7 @@ export class ModelRepository implements AsyncDisposable {
   /** The model's manifest (empty when there is none) and its version; a malformed one is a {@link ManifestError}. */
   private readManifest(name: string): { manifest: Manifest; version: string } {
     const manifestName = `${name}.json`;
-    const { manifest, version } = readManifest(path.join(this.dir, manifestName), manifestName);
+    const { manifest, version } = readManifest(path.join(this.dir, manifestName), manifestName, this.manifests);
     return { manifest: manifest ?? {}, version };
   }
 
