@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,25 +9,11 @@ import { describeFailure, UsageError, withHint } from '../lib/cli/errors';
 import { bindInputs, parseDevice, parseDTypeSpec, parseInputSpec, parseShape, parseShapeSpec, randomArray, seededRandom } from '../lib/cli/inputs';
 import { formatNumber, latencyStats, percentile, valueStats } from '../lib/cli/stats';
 import { connect } from '../lib/rpc/client';
+import { assertFailure, runCli } from './cli-run';
 import { fixture, fixtureDir, fixtureFile, repoRoot } from './fixtures';
 
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the CLI from source as a child process, the way `tvm-node` runs. */
-function cli(...args: string[]): Result {
-  const r = spawnSync(process.execPath, ['--require', 'tsx/cjs', 'lib/cli.ts', ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 90_000,
-    env: { ...process.env, FORCE_COLOR: '0' },
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]) => runCli(args, { timeoutMs: 90_000 });
 
 /** Asserts two arrays match: exactly for integers, within atol + rtol*|ref| for floats. */
 function assertClose(got: NpyArray, want: NpyArray, tol: { rtol: number; atol: number }, what: string): void {
@@ -40,19 +26,6 @@ function assertClose(got: NpyArray, want: NpyArray, tol: { rtol: number; atol: n
     const bound = /int|bool/.test(want.dtype) ? 0 : tol.atol + tol.rtol * Math.abs(w[i]);
     assert.ok(Math.abs(g[i] - w[i]) <= bound, `${what}[${i}]: got ${g[i]}, want ${w[i]}`);
   }
-}
-
-/** Asserts a failure report: nothing on stdout, exactly `tvm-node: ... [kind]` and `hint: ...`. */
-function assertFailure(r: Result, status: number, kind: RegExp, message: RegExp): void {
-  assert.equal(r.status, status, `exit status; stderr: ${r.stderr}`);
-  assert.equal(r.stdout, '');
-  const lines = r.stderr.replace(/\n$/, '').split('\n');
-  assert.equal(lines.length, 2, `two stderr lines, got: ${r.stderr}`);
-  const m = /^tvm-node: (.+) \[([^\]]+)\]$/.exec(lines[0]);
-  assert.ok(m, `first line: ${lines[0]}`);
-  assert.match(m[1], message);
-  assert.match(m[2], kind);
-  assert.match(lines[1], /^hint: \S/);
 }
 
 describe('CLI helpers', () => {

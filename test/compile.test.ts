@@ -18,38 +18,11 @@ import { Model, readNpy } from '../lib';
 import { PRESETS, parseInputShape } from '../lib/cli/compile';
 import { UsageError } from '../lib/cli/errors';
 import { readManifest } from '../lib/manifest';
+import { assertFailure, type CliResult, runCli } from './cli-run';
 import { python, repoRoot } from './fixtures';
 
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the CLI from source as a child process, the way `tvm-node` runs. */
-function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Result {
-  const r = spawnSync(process.execPath, ['--require', 'tsx/cjs', path.join(repoRoot, 'lib', 'cli.ts'), ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 300_000,
-    env: { ...env, FORCE_COLOR: '0' },
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Asserts a failure report: nothing on stdout, exactly `tvm-node: ... [kind]` and `hint: ...`. */
-function assertFailure(r: Result, status: number, kind: RegExp, message: RegExp): void {
-  assert.equal(r.status, status, `exit status; stderr: ${r.stderr}`);
-  assert.equal(r.stdout, '');
-  const lines = r.stderr.replace(/\n$/, '').split('\n');
-  assert.equal(lines.length, 2, `two stderr lines, got: ${r.stderr}`);
-  const m = /^tvm-node: (.+) \[([^\]]+)\]$/.exec(lines[0]);
-  assert.ok(m, `first line: ${lines[0]}`);
-  assert.match(m[1], message);
-  assert.match(m[2], kind);
-  assert.match(lines[1], /^hint: \S/);
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = process.env) => runCli(args, { env, timeoutMs: 300_000 });
 
 interface BenchModel {
   name: string;
@@ -85,7 +58,7 @@ const RECIPE_FILES = ['scripts/compile_model.py', 'scripts/compile_fixtures.py',
  * (key: sha256 over the .onnx, RECIPE_FILES, the target and this CPU). Returns the artifact's
  * path and whether it was compiled now.
  */
-function compiled(onnx: string, target: string): { so: string; fresh: boolean; result?: Result } {
+function compiled(onnx: string, target: string): { so: string; fresh: boolean; result?: CliResult } {
   const h = crypto.createHash('sha256');
   for (const f of [onnx, ...RECIPE_FILES.map((f) => path.join(repoRoot, f))]) h.update(`${path.basename(f)}:${sha256(fs.readFileSync(f))}\n`);
   h.update(`target:${target}\ncpu:${os.cpus()[0]?.model ?? ''} ${os.arch()}\n`);

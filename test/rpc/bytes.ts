@@ -3,6 +3,7 @@
  * (replayable) splits of a stream, and exact comparisons of tensor bytes.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { addon } from '../../lib/binding';
 import type { Tensor } from '../../lib/tensor';
 
@@ -57,4 +58,21 @@ export function assertSameBytes(got: Buffer, want: Buffer, what: string): void {
   let i = 0;
   while (got[i] === want[i]) i++;
   assert.fail(`${what}: byte ${i} of ${want.length} is 0x${got[i].toString(16)}, want 0x${want[i].toString(16)}`);
+}
+
+/**
+ * Resident bytes of this process's mappings of exactly `size` bytes (/proc/self/smaps): the
+ * memory of one large transfer tensor (native/host_buffer.cc advises exactly its bytes for huge pages, a mapping of its own),
+ * measured apart from whatever else the allocator returns or takes meanwhile.
+ */
+export function mappingRss(size: number): number {
+  let total = 0;
+  let matching = false;
+  for (const line of fs.readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const field = /^(\w+):\s+(\d+) kB$/.exec(line);
+    if (!field) continue;
+    if (field[1] === 'Size') matching = Number(field[2]) * 1024 === size;
+    else if (field[1] === 'Rss' && matching) total += Number(field[2]) * 1024;
+  }
+  return total;
 }

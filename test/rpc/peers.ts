@@ -361,21 +361,43 @@ export class RawPeer {
     });
   }
 
-  /** Connects and completes the handshake (asserting the server's reply). */
-  static async open(port: number, key = ''): Promise<RawPeer> {
+  /** Connects and sends `client:<key>`: the server's answer code, its key on success, and the peer. */
+  static async handshake(port: number, key: string): Promise<{ code: number; serverKey?: string; peer: RawPeer }> {
     const sock = net.connect(port, HOST);
     sock.on('error', () => undefined);
     const peer = new RawPeer(sock);
     await withTimeout(new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject)), 10000, 'raw connect');
     sock.write(clientHello(key));
-    const head = await peer.take(8, 10000);
-    assert.equal(head.readInt32LE(0), 0xff271, 'handshake reply code');
-    assert.equal((await peer.take(head.readInt32LE(4), 10000)).toString(), `server:${key}`);
+    const code = (await peer.take(4, 10000)).readInt32LE(0);
+    if (code !== 0xff271) return { code, peer };
+    const n = (await peer.take(4, 10000)).readInt32LE(0);
+    return { code, serverKey: (await peer.take(n, 10000)).toString(), peer };
+  }
+
+  /**
+   * Connects and completes the handshake, asserting the server's reply: success with
+   * `server:<serverKey>` (an inference channel's key is not echoed: pass the server's own).
+   */
+  static async open(port: number, key = '', serverKey = key): Promise<RawPeer> {
+    const { code, serverKey: got, peer } = await RawPeer.handshake(port, key);
+    assert.equal(code, 0xff271, `handshake with key '${key}': reply code`);
+    assert.equal(got, `server:${serverKey}`);
     return peer;
   }
 
   send(bytes: Buffer): void {
     this.sock.write(bytes);
+  }
+
+  /** Writes `bytes`, waiting for the socket to drain when its buffer is full. */
+  async sendAll(bytes: Buffer): Promise<void> {
+    if (!this.sock.write(bytes)) await withTimeout(new Promise((r) => this.sock.once('drain', r)), 20000, 'the server to take the bytes');
+  }
+
+  /** Calls a served function by name with plain values; its reply packet. */
+  async call(name: string, args: WireValue[] = []): Promise<Packet> {
+    this.send(callFunc(await this.handle(name), args));
+    return this.packet();
   }
 
   private async take(n: number, ms: number): Promise<Buffer> {
@@ -397,7 +419,7 @@ export class RawPeer {
   }
 
   /** The next whole packet from the server: its code and its packed values. */
-  async packet(ms = 10000): Promise<Packet> {
+  async packet(ms = 20000): Promise<Packet> {
     const len = Number((await this.take(8, ms)).readBigUInt64LE(0));
     const d = new WireDecoder(Buffer.from(await this.take(len, ms)));
     const code = d.i32();
@@ -405,7 +427,7 @@ export class RawPeer {
   }
 
   /** The next packet, which must be an exception; its message. */
-  async exception(ms = 10000): Promise<string> {
+  async exception(ms = 20000): Promise<string> {
     const p = await this.packet(ms);
     assert.equal(
       p.code,

@@ -8,26 +8,16 @@
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
 import net from 'node:net';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { Tensor } from '../../lib';
-import type { DType } from '../../lib/dtype';
+import { type DType, HOST_ARRAY } from '../../lib/dtype';
 import { STREAM_PREFIX_BYTES, type StreamedPacket, setTransferCache, TensorStreamer, writeTensorPacket } from '../../lib/rpc/tensor-stream';
 import { decodeBlob, encodeBlob, type HostTensor } from '../../lib/rpc/tni1';
 import { type BodyStream, ByteBudget, encodePacket, encodeValues, PacketReader, RPCCode, TypeIndex, WireDecoder, WireError } from '../../lib/rpc/wire';
-import { assertSameBytes, i32, prng, split, u64, withBytes } from './bytes';
+import { assertSameBytes, i32, mappingRss, prng, split, u64, withBytes } from './bytes';
 import { HOST, waitUntil, withTimeout } from './peers';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** A full GC (as test/soak.test.ts gets one): `global.gc` under --expose-gc, else through V8's flags. */
-function collector(): () => void {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (typeof g === 'function') return g;
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
-}
 
 // ---- bytes ----
 
@@ -58,21 +48,7 @@ function chunkings(): Array<[string, (b: Buffer) => Buffer[]]> {
 
 /** Host data of `dtype`: random bytes (NaN payloads, -0 and all), a TypedArray over its own buffer. */
 function randomData(dtype: DType, n: number): HostTensor {
-  const Ctor = {
-    float32: Float32Array,
-    float64: Float64Array,
-    float16: Uint16Array,
-    bfloat16: Uint16Array,
-    int8: Int8Array,
-    int16: Int16Array,
-    int32: Int32Array,
-    int64: BigInt64Array,
-    uint8: Uint8Array,
-    uint16: Uint16Array,
-    uint32: Uint32Array,
-    uint64: BigUint64Array,
-    bool: Uint8Array,
-  }[dtype];
+  const Ctor = HOST_ARRAY[dtype];
   const data = new Ctor(n);
   const bytes = new Uint8Array(data.buffer);
   randomFillSync(bytes);
@@ -619,16 +595,17 @@ describe('tensor streaming (lib/rpc/tensor-stream.ts)', function () {
           budget,
           streamer,
         );
-        // earlier tests' garbage collected first, so that no collection shrinks rss while this one measures
-        collector()();
-        const rss0 = process.memoryUsage().rss;
+        // The float32 tensor's own memory (its huge-page-advised mapping is exactly its size), measured
+        // apart from what the allocator and the collector do to the rest of the process meanwhile.
+        const mapping = 64 * MiB;
+        const rss0 = mappingRss(mapping);
         reader.push(Buffer.concat([u64(bodyBytes), ...body, blobStart]));
         const piece = Buffer.alloc(MiB, 0x11);
         for (let i = 0; i < 48; i++) reader.push(piece);
         assert.equal(streamer.opened.length, 1, 'the request was not streamed');
         assert.ok(budget.held >= 48 * MiB, `the budget holds ${budget.held} bytes`);
         assert.equal(reader.midPacket, true);
-        const held = process.memoryUsage().rss - rss0;
+        const held = mappingRss(mapping) - rss0;
         assert.ok(held > 40 * MiB, `rss rose by only ${(held / MiB).toFixed(0)} MiB with 48 MiB streamed`);
         const disposed = recordingDisposals((d) => {
           reader.release();
@@ -646,8 +623,8 @@ describe('tensor streaming (lib/rpc/tensor-stream.ts)', function () {
         assert.equal(budget.held, 0);
         // the mapping is unmapped on a thread of its own (native/host_buffer.cc): soon, with no garbage collection
         const end = Date.now() + 5000;
-        while (held - (process.memoryUsage().rss - rss0) <= 40 * MiB && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-        const left = process.memoryUsage().rss - rss0;
+        while (held - (mappingRss(mapping) - rss0) <= 40 * MiB && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+        const left = mappingRss(mapping) - rss0;
         assert.ok(
           held - left > 40 * MiB,
           `rss fell by only ${((held - left) / MiB).toFixed(0)} MiB within 5 s of release() (held ${(held / MiB).toFixed(0)} MiB)`,
