@@ -456,11 +456,13 @@ class Progress:
     _current: tuple | None = None
 
     def stage(self, name: str, title: str | None = None) -> None:
+        """Stage ``name`` starts; the stage running now again only changes the title shown."""
         now = time.monotonic()
-        if self._current:
+        if self._current and self._current[0] != name:
             self.timings[self._current[0]] = round(now - self._current[1], 3)
         index = next(i for i, (n, _) in enumerate(self.stages) if n == name)
-        self._current = (name, now)
+        if not self._current or self._current[0] != name:
+            self._current = (name, now)
         if self.report:
             self.report(index, len(self.stages), name, title or self.stages[index][1])
 
@@ -525,9 +527,10 @@ def compile_relax(
     cc: str | None = None,
     input_names: list[str] | None = None,
     output_names: list[str] | None = None,
-    function: str = "main",
+    function: str | None = "main",
     source: dict | None = None,
     options: dict | None = None,
+    transform_module: Callable | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Compile a Relax IRModule for ``target`` (a preset, kind or JSON target), export it
@@ -535,7 +538,11 @@ def compile_relax(
 
     ``input_names`` / ``output_names`` name the function's parameters and outputs in the
     manifest (default: the parameters' names, ``output0``, ...). ``source`` and ``options``
-    go into the manifest and the content hash.
+    go into the manifest and the content hash. ``transform_module(mod) -> mod`` runs on
+    the module before TVM's pipeline, so callers add functions (the encoded entry points
+    of scripts/split_model.py) without a compile path of their own; what it does belongs
+    in ``options`` (the content hash). ``function=None`` compiles a library of functions
+    with no single entry point (a codec): no manifest is written.
     """
     import tvm
     from tvm import relax
@@ -547,18 +554,9 @@ def compile_relax(
     compiler = cross_compiler_for(spec, cc)
     tvm_target = resolve_target(spec)
 
-    kind, signature = vm_signature(mod[function])
-    params = signature["inputs"]
-    names_in = list(input_names) if input_names else [p["name"] for p in params]
-    outputs = signature["outputs"]
-    names_out = list(output_names) if output_names else [f"output{k}" for k in range(len(outputs))]
-    if len(names_in) != len(params) or len(names_out) != len(outputs):
-        raise CompileError(
-            f"{function}: {len(names_in)} input / {len(names_out)} output names for "
-            f"{len(params)} parameters / {len(outputs)} outputs"
-        )
-    inputs = [{**p, "name": n} for p, n in zip(params, names_in, strict=True)]
-    outputs = [{**o, "name": n} for o, n in zip(outputs, names_out, strict=True)]
+    if transform_module is not None:
+        mod = transform_module(mod)
+    kind, inputs, outputs = (None, [], []) if function is None else named_signature(mod, function, input_names, output_names)
 
     pipeline, schedule = pipeline_for(tvm_target)
     progress.stage("optimize", f"optimizing and scheduling for {tvm_target.kind.name}")
@@ -581,6 +579,7 @@ def compile_relax(
     os.close(fd)
     tmp_so = Path(tmp_name)
     tmp_json = tmp_so.with_suffix(".json.tmp")
+    manifest_path = None
     try:
         try:
             fcompile = tvm_cc.cross_compiler(compiler) if compiler else None
@@ -602,28 +601,32 @@ def compile_relax(
             "compiler": sha256_file(Path(__file__)),
         }
         content_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
-        data = manifest_fields(inputs, outputs, function=function, device=device_of(tvm_target))
-        data.update(
-            {
-                "target": target_json,
-                "preset": spec.preset,
-                "tvm_version": tvm.__version__,
-                "source": source,
-                "options": options or {},
-                "content_hash": content_hash,
-            }
-        )
-        write_json_atomic(tmp_json, data)
+        if function is None:
+            data = {"device": device_of(tvm_target)}
+        else:
+            data = manifest_fields(inputs, outputs, function=function, device=device_of(tvm_target))
+            data.update(
+                {
+                    "target": target_json,
+                    "preset": spec.preset,
+                    "tvm_version": tvm.__version__,
+                    "source": source,
+                    "options": options or {},
+                    "content_hash": content_hash,
+                }
+            )
+            write_json_atomic(tmp_json, data)
         os.replace(tmp_so, output)
-        manifest_path = output.with_suffix(".json")
-        os.replace(tmp_json, manifest_path)
+        if function is not None:
+            manifest_path = output.with_suffix(".json")
+            os.replace(tmp_json, manifest_path)
     finally:
         for path in (tmp_so, tmp_json):
             path.unlink(missing_ok=True)
 
     return {
         "library": str(output.resolve()),
-        "manifest": str(manifest_path.resolve()),
+        "manifest": str(manifest_path.resolve()) if manifest_path else None,
         "target": target_json,
         "target_summary": describe_target(tvm_target),
         "preset": spec.preset,
@@ -635,11 +638,30 @@ def compile_relax(
         "tvm_version": tvm.__version__,
         "function": function,
         "returns": kind,
-        "inputs": data["inputs"],
-        "outputs": data["outputs"],
+        "inputs": data.get("inputs", []),
+        "outputs": data.get("outputs", []),
         "content_hash": content_hash,
         "bytes": output.stat().st_size,
     }
+
+
+def named_signature(mod, function: str, input_names: list[str] | None, output_names: list[str] | None):
+    """(returns, inputs, outputs) of ``function``, named (default: parameter names, output0, ...)."""
+    if function not in mod:
+        raise CompileError(f"the module has no function '{function}'")
+    kind, signature = vm_signature(mod[function])
+    params = signature["inputs"]
+    names_in = list(input_names) if input_names else [p["name"] for p in params]
+    outputs = signature["outputs"]
+    names_out = list(output_names) if output_names else [f"output{k}" for k in range(len(outputs))]
+    if len(names_in) != len(params) or len(names_out) != len(outputs):
+        raise CompileError(
+            f"{function}: {len(names_in)} input / {len(names_out)} output names for "
+            f"{len(params)} parameters / {len(outputs)} outputs"
+        )
+    inputs = [{**p, "name": n} for p, n in zip(params, names_in, strict=True)]
+    outputs = [{**o, "name": n} for o, n in zip(outputs, names_out, strict=True)]
+    return kind, inputs, outputs
 
 
 def describe_target(target) -> str:
@@ -733,6 +755,8 @@ def compile_onnx(
     target: str | dict = "host",
     input_shapes: dict[str, list[int | str]] | None = None,
     cc: str | None = None,
+    transform_module: Callable | None = None,
+    options: dict | None = None,
     progress: Progress | Callable[[int, int, str, str], None] | None = None,
 ) -> dict:
     """Import ``onnx_path`` with TVM's Relax frontend and compile it (:func:`compile_relax`).
@@ -740,9 +764,11 @@ def compile_onnx(
     ``target``: a preset name (``PRESETS``), a TVM target kind or a JSON-object target.
     ``input_shapes``: ``{name: [sizes]}`` for some of the graph's inputs (sizes may be
     names: symbolic). ``cc``: the cross g++ (default: ``<arch>-linux-gnu-g++`` when the
-    target's triple names another architecture). ``progress``: a :class:`Progress` or a
-    ``report(index, total, name, title)`` function. Raises :class:`CompileError`.
-    Returns the result: library, manifest, target, inputs, outputs, content_hash, ...
+    target's triple names another architecture). ``transform_module`` and ``options``
+    (added to the manifest's) go to :func:`compile_relax`. ``progress``: a
+    :class:`Progress` or a ``report(index, total, name, title)`` function. Raises
+    :class:`CompileError`. Returns the result: library, manifest, target, inputs, outputs,
+    content_hash, ...
     """
     onnx_path = Path(onnx_path)
     if not isinstance(progress, Progress):
@@ -797,7 +823,8 @@ def compile_onnx(
         input_names=[i["name"] for i in graph_inputs],
         output_names=[o["name"] for o in graph_outputs] if len(graph_outputs) else None,
         source=source,
-        options={"input_shapes": input_shapes, "frontend": f"tvm.relax.frontend.onnx (TVM {tvm.__version__})"},
+        options={"input_shapes": input_shapes, "frontend": f"tvm.relax.frontend.onnx (TVM {tvm.__version__})", **(options or {})},
+        transform_module=transform_module,
         progress=progress,
     )
 
@@ -850,68 +877,107 @@ def presets_json() -> list[dict]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    events = "--events" in (sys.argv[1:] if argv is None else argv)
-    out = sys.stdout
-    if events:
-        # Only our JSON lines on stdout: whatever TVM, LLVM or g++ print goes to stderr.
-        sys.stdout.flush()
-        out = os.fdopen(os.dup(1), "w", buffering=1)
-        os.dup2(2, 1)
-        sys.stdout = sys.stderr
+class Channel:
+    """Where a tool of the compile path reports (see "Progress and errors").
 
-    def emit(event: dict) -> None:
-        out.write(json.dumps(event) + "\n")
-        out.flush()
+    With ``events``, JSON lines on stdout and nothing else there: whatever TVM, LLVM or
+    g++ print goes to stderr. Without, progress lines on stderr and the result on stdout.
+    scripts/split_model.py reports through the same channel, so lib/cli reads both alike.
+    """
 
-    def report(index: int, total: int, name: str, title: str) -> None:
+    def __init__(self, events: bool, prog: str):
+        self.events = events
+        self.prog = prog
+        self.out = sys.stdout
         if events:
-            emit({"event": "stage", "index": index, "total": total, "name": name, "title": title})
+            sys.stdout.flush()
+            self.out = os.fdopen(os.dup(1), "w", buffering=1)
+            os.dup2(2, 1)
+            sys.stdout = sys.stderr
+
+    def emit(self, event: dict) -> None:
+        self.out.write(json.dumps(event) + "\n")
+        self.out.flush()
+
+    def start(self, stages) -> None:
+        """The stages about to run, as ``(name, title)`` pairs."""
+        if self.events:
+            self.emit({"event": "start", "stages": [{"name": n, "title": t} for n, t in stages]})
+
+    def report(self, index: int, total: int, name: str, title: str) -> None:
+        if self.events:
+            self.emit({"event": "stage", "index": index, "total": total, "name": name, "title": title})
         else:
             print(f"[{index + 1}/{total}] {title}", file=sys.stderr, flush=True)
 
-    try:
-        args = parse_args(argv)
-        if args.list_presets:
-            print(json.dumps(presets_json(), indent=2), file=out)
-            return 0
-        if args.model is None or args.out is None:
-            raise CompileError("give the model and -o OUT.so", "usage")
-        shapes: dict[str, list] = {}
-        for text in args.input_shape:
-            name, shape = parse_input_shape(text)
-            if name in shapes:
-                raise CompileError(f"--input-shape {name}: given twice", "usage")
-            shapes[name] = shape
-        if events:
-            emit({"event": "start", "stages": [{"name": n, "title": t} for n, t in STAGES]})
-        started = time.monotonic()
-        progress = Progress(report=report)
-        result = compile_onnx(args.model, args.out, target=args.target, input_shapes=shapes, cc=args.cc, progress=progress)
-        result["seconds"] = round(time.monotonic() - started, 3)
-        result["stages"] = progress.finish()
-        if events:
-            emit({"event": "done", "result": result})
+    def done(self, result) -> None:
+        if self.events:
+            self.emit({"event": "done", "result": result})
         else:
-            print(json.dumps(result, indent=2), file=out)
+            print(json.dumps(result, indent=2), file=self.out)
+
+    def error(self, kind: str, message: str, hint: str | None) -> None:
+        if self.events:
+            self.emit({"event": "error", "kind": kind, "message": message, "hint": hint})
+        else:
+            print(f"{self.prog}: error: {message}", file=sys.stderr)
+
+
+def run_tool(argv: list[str] | None, prog: str, body: Callable[[list[str], Channel], None]) -> int:
+    """Runs ``body(argv, channel)`` with the protocol's exit statuses and one-line errors:
+    0 ok, 1 failed (:class:`CompileError` or a bug), 2 usage, 130 interrupted.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    channel = Channel("--events" in argv, prog)
+    try:
+        body(argv, channel)
         return 0
     except CompileError as err:
-        if events:
-            emit({"event": "error", "kind": err.kind, "message": str(err), "hint": err.hint})
-        else:
-            print(f"compile_model.py: error: {err}", file=sys.stderr)
+        channel.error(err.kind, str(err), err.hint)
         return 2 if err.kind == "usage" else 1
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a bug here or in TVM: still one line, kind named
-        if events:
-            emit({"event": "error", "kind": type(err).__name__, "message": one_line(str(err)), "hint": None})
-        else:
+        if not channel.events:
             raise
+        channel.error(type(err).__name__, one_line(str(err)), None)
         import traceback
 
         traceback.print_exc()
         return 1
+
+
+def compile_main(argv: list[str], channel: Channel) -> None:
+    """The command line of this script (see the module's documentation)."""
+    args = parse_args(argv)
+    if args.list_presets:
+        print(json.dumps(presets_json(), indent=2), file=channel.out)
+        return
+    if args.model is None or args.out is None:
+        raise CompileError("give the model and -o OUT.so", "usage")
+    shapes = parse_input_shapes(args.input_shape)
+    channel.start(STAGES)
+    started = time.monotonic()
+    progress = Progress(report=channel.report)
+    result = compile_onnx(args.model, args.out, target=args.target, input_shapes=shapes, cc=args.cc, progress=progress)
+    result["seconds"] = round(time.monotonic() - started, 3)
+    result["stages"] = progress.finish()
+    channel.done(result)
+
+
+def parse_input_shapes(texts: list[str]) -> dict[str, list]:
+    """``--input-shape`` values as ``{name: sizes}``; a name given twice is a usage error."""
+    shapes: dict[str, list] = {}
+    for text in texts:
+        name, shape = parse_input_shape(text)
+        if name in shapes:
+            raise CompileError(f"--input-shape {name}: given twice", "usage")
+        shapes[name] = shape
+    return shapes
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(argv, "compile_model.py", compile_main)
 
 
 if __name__ == "__main__":
