@@ -678,7 +678,7 @@ describe('the model repository binds TNI1 requests the same way (lib/rpc/infer.t
     assert.deepEqual((await repo.get('mlp')).inputs, [{ name: 'x', shape: [4, 16], dtype: 'float32' }], 'no manifest: the artifact alone');
     const fx = fixture('pair');
     const c = fx.cases[1];
-    const reply = await inferAsync(repo, 'pair', encodeBlob(c.inputs.map((spec) => host(spec))));
+    const { outputs: reply } = await inferAsync(repo, 'pair', encodeBlob(c.inputs.map((spec) => host(spec))));
     assert.equal(reply.length, 1);
     assertMatches(reply[0], c.outputs[0], fx.tolerance);
     reply[0].disposeSync();

@@ -15,10 +15,10 @@ import net from 'node:net';
 import { makeTvmError, TvmRuntimeError } from '../errors';
 import { SerialQueue } from '../scheduling';
 import { Tensor } from '../tensor';
-import { INFER_FUNCTION } from './infer';
+import { INFER_FUNCTION, type ServerTiming } from './infer';
 import { RPC_CODE_SUCCESS, RPC_MAGIC } from './protocol';
 import { type OutgoingTensor, type StreamedPacket, TensorStreamer, writeTensorPacket } from './tensor-stream';
-import { decodeBlob } from './tni1';
+import { type BlobMeta, decodeBlob, readHeader } from './tni1';
 import { encodePacket, encodeValues, PacketReader, RPC_PROTOCOL_VERSION, RPCCode, WireDecoder, type WireValue } from './wire';
 
 /** Function a tvm-node server offers a session to get a channel token: `() -> str`. */
@@ -99,7 +99,7 @@ export class InferenceChannel {
    * Runs `model` on the server: each input's bytes go from its memory to the socket, and the
    * outputs arrive straight into the CPU tensors returned (the caller's to dispose).
    */
-  infer(model: string, inputs: readonly OutgoingTensor[]): Promise<Tensor[]> {
+  infer(model: string, inputs: readonly OutgoingTensor[]): Promise<InferReply> {
     return this.queue.run(async () => {
       const name = Buffer.from(model, 'utf8');
       const head = Buffer.alloc(4 + 8 + 4 + 4 + 8);
@@ -114,11 +114,11 @@ export class InferenceChannel {
       reply.catch(() => undefined);
       await writeTensorPacket(this.socket, [head, name], inputs, { stallMs: STALL_MS }).catch((err: Error) => this.fail(err));
       const answer = await reply;
-      if (!Buffer.isBuffer(answer)) return answer.tensors;
+      if (!Buffer.isBuffer(answer)) return { outputs: answer.tensors, server: serverTiming(answer.meta) };
       // A small reply arrived whole: one copy per output.
       const [, blob] = new WireDecoder(answer.subarray(4)).values();
       if (blob?.kind !== 'bytes') throw new TvmRuntimeError('RuntimeError', `${INFER_FUNCTION} answered ${blob?.kind ?? 'nothing'}, not bytes`);
-      return decodeBlob(blob.value).map((t) => Tensor.fromSync(t.bytes, { shape: t.shape, dtype: t.dtype }));
+      return replyOf(blob.value);
     });
   }
 
@@ -210,4 +210,23 @@ function handshake(host: string, port: number, key: string): Promise<net.Socket>
     hello.writeInt32LE(keyBytes.length, 4);
     socket.write(Buffer.concat([hello, keyBytes]));
   });
+}
+
+/** What one inference answered: the outputs (the caller's to dispose) and, from tvm-node servers, how long the server took. */
+export interface InferReply {
+  outputs: Tensor[];
+  /** The server's own account of the request (tvm-node servers); undefined from others. */
+  server?: ServerTiming;
+}
+
+/** The server's timing from a reply header's fields, when they are what tvm-node servers send. */
+function serverTiming(meta: BlobMeta): ServerTiming | undefined {
+  const t = meta.server as Partial<ServerTiming> | undefined;
+  return typeof t?.totalUs === 'number' && typeof t.runUs === 'number' ? { totalUs: t.totalUs, runUs: t.runUs } : undefined;
+}
+
+/** A reply blob that arrived whole, as local tensors (one copy per output) and the server's timing. */
+export function replyOf(blob: Buffer): InferReply {
+  const outputs = decodeBlob(blob).map((t) => Tensor.fromSync(t.bytes, { shape: t.shape, dtype: t.dtype }));
+  return { outputs, server: serverTiming(readHeader(blob).meta) };
 }

@@ -14,11 +14,10 @@ import type { Module } from '../module';
 import { checkEnum, checkNumber, checkOptions, checkString, received, requireNumber, requireString } from '../options';
 import { registerSessionQueue, SerialQueue, withRequestSlot } from '../scheduling';
 import { Tensor, type TensorData } from '../tensor';
-import { CHANNEL_KEY_PREFIX, InferenceChannel, OPEN_CHANNEL_FUNCTION } from './channel';
-import { END_SESSION_FUNCTION, encodeInputs, INFER_FUNCTION, type InferInput, MODELS_FUNCTION } from './infer';
+import { CHANNEL_KEY_PREFIX, InferenceChannel, type InferReply, OPEN_CHANNEL_FUNCTION, replyOf } from './channel';
+import { END_SESSION_FUNCTION, encodeInputs, INFER_FUNCTION, type InferInput, MODELS_FUNCTION, PING } from './infer';
 import type { PublicModelInfo } from './repository';
 import { outgoingTensor } from './tensor-stream';
-import { decodeBlob } from './tni1';
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -179,13 +178,23 @@ export class RPCSession implements AsyncDisposable {
   async infer(model: string, inputs: readonly InferInput[] | Readonly<Record<string, InferInput>>): Promise<Tensor[] | Record<string, Tensor>> {
     checkInferArgs(model, inputs);
     if (!Array.isArray(inputs)) return this.inferByName(model, inputs as Readonly<Record<string, InferInput>>);
+    return (await this.inferReply(model, inputs as readonly InferInput[])).outputs;
+  }
+
+  /**
+   * {@link RPCSession.infer} with inputs in order, answering also how long the server took
+   * (tvm-node servers say; others leave `server` undefined). `model` may name a chain of the
+   * repository's models, `a|b|c`: the server runs them in order, each taking its inputs by
+   * name from the request or from earlier outputs, and answers the outputs no later model
+   * takes (lib/rpc/infer.ts); the empty name is a ping (no inputs, no outputs).
+   */
+  async inferReply(model: string, inputs: readonly InferInput[]): Promise<InferReply> {
+    checkInferArgs(model, inputs);
     const channel = await this.inferenceChannel();
     if (channel) return channel.infer(model, await Promise.all(inputs.map(outgoingTensor)));
     // TVM's own transport: looked up once per session, so each inference is one request.
     this.inferFn ??= this.getFunction(INFER_FUNCTION);
-    const reply = (await (await this.inferFn).call(model, encodeInputs(inputs))) as Buffer;
-    // One copy each, from the reply's bytes into the tensor.
-    return decodeBlob(reply).map((t) => Tensor.fromSync(t.bytes, { shape: t.shape, dtype: t.dtype }));
+    return replyOf((await (await this.inferFn).call(model, encodeInputs(inputs))) as Buffer);
   }
 
   /**
@@ -297,7 +306,8 @@ export async function connect(host: string, port: number, opts: ConnectOptions =
  * against the model).
  */
 function checkInferArgs(model: unknown, inputs: unknown): void {
-  requireString('RPCSession.infer: model', model);
+  // The empty name is a ping (lib/rpc/infer.ts, PING).
+  if (model !== PING) requireString('RPCSession.infer: model', model);
   if (typeof inputs !== 'object' || inputs === null || inputs instanceof Tensor || ArrayBuffer.isView(inputs)) {
     throw new TvmTypeError('TypeError', `RPCSession.infer: inputs must be an array of inputs or an object of inputs by name, got ${received(inputs)}`);
   }

@@ -10,7 +10,7 @@
  * offsets are relative to the start of the data area and 64-byte aligned. A Python client:
  * `r.get_function('tvm_node.infer')('mlp', pack([x]))` (see README for `pack`/`unpack`).
  */
-import { bindInputs } from '../bind';
+import { type BoundInputs, bindInputs, type TensorInfo } from '../bind';
 import { type DType, dtypeOfArray, HOST_ARRAY, type TypedArray } from '../dtype';
 import { TvmValueError } from '../errors';
 import { HandleOwner } from '../handle';
@@ -46,14 +46,23 @@ function hostArray({ bytes, dtype }: BlobTensor): TypedArray {
  */
 export function serveInference(repo: ModelRepository): (model: string, request: Buffer) => Buffer {
   return (model, request) => {
-    const loaded = repo.getSync(model);
-    const inputs = bindRequest(loaded, request);
+    if (model === PING) return encodeOutputs([]);
+    const chain = planChain(chainNames(model).map((name) => repo.getSync(name)));
+    const inputs = bindRequest(chain.request, request);
     try {
-      return encodeOutputs(loaded.vm.runSync(loaded.info.function, ...inputs.tensors));
+      return encodeOutputs(runChainSync(chain, inputs.tensors));
     } finally {
       inputs.release();
     }
   };
+}
+
+/** What a server measured of one request ({@link InferReply.server}, in the reply blob's header as `server`). */
+export interface ServerTiming {
+  /** From the request's arrival (all its bytes in) to its outputs being ready, µs: model loads and waits for a VM included. */
+  totalUs: number;
+  /** Of which the model runs, µs (a VM run's wait for a thread-pool slot included). */
+  runUs: number;
 }
 
 /**
@@ -62,15 +71,163 @@ export function serveInference(repo: ModelRepository): (model: string, request: 
  * they are only read); the outputs are the caller's to release once sent. Tensors made for
  * the inputs are released before it resolves.
  */
-export async function inferAsync(repo: ModelRepository, model: string, request: Buffer | readonly Tensor[]): Promise<Tensor[]> {
-  const loaded = await repo.get(model);
-  const inputs = bindRequest(loaded, request);
+export async function inferAsync(
+  repo: ModelRepository,
+  model: string,
+  request: Buffer | readonly Tensor[],
+): Promise<{ outputs: Tensor[]; timing: ServerTiming }> {
+  const start = performance.now();
+  if (model === PING) return { outputs: [], timing: { totalUs: 0, runUs: 0 } };
+  const chain = planChain(await Promise.all(chainNames(model).map((name) => repo.get(name))));
+  const inputs = bindRequest(chain.request, request);
   try {
-    return outputsOf<Tensor>(await loaded.vm.run(loaded.info.function, ...inputs.tensors));
+    const runStart = performance.now();
+    const outputs = await runChain(chain, inputs.tensors);
+    const end = performance.now();
+    return { outputs, timing: { totalUs: Math.round((end - start) * 1000), runUs: Math.round((end - runStart) * 1000) } };
   } finally {
     inputs.release();
   }
 }
+
+/**
+ * The model name of a ping: a request that runs nothing, takes any inputs (they are read and
+ * dropped) and answers none. Clients time round trips, and with inputs the link's bandwidth,
+ * with it (lib/offload).
+ */
+export const PING = '';
+
+/** The models a request names: one model, or a chain `a|b|c` (see {@link planChain}). */
+function chainNames(model: string): string[] {
+  return model.split(CHAIN_SEPARATOR);
+}
+
+/** Joins model names into a chain (one request runs them all on the server, see {@link planChain}). */
+export const CHAIN_SEPARATOR = '|';
+
+/**
+ * Models run one after another in one request, their tensors passed by name.
+ * `request` is what the request binds to: the chain's inputs that no earlier model makes,
+ * in the order the models first take them (for one model: its inputs).
+ */
+interface Chain {
+  models: LoadedModel[];
+  request: Pick<LoadedModel, 'info' | 'arity' | 'inputs'>;
+  /** The outputs the reply carries: every output no later model of the chain takes, in chain order. */
+  returned: string[];
+}
+
+/**
+ * How a chain runs: model k takes each input by name from the request or from an earlier
+ * model's outputs, so one request can carry a whole stretch of a split model (lib/offload)
+ * and its intermediate tensors never cross the network. Names come from the models'
+ * manifests; a chain of one model is that model as it always was (positional, no names needed).
+ */
+function planChain(models: LoadedModel[]): Chain {
+  if (models.length === 1) {
+    const [m] = models;
+    return { models, request: m, returned: m.outputs.map((o) => o.name) };
+  }
+  const external: TensorInfo[] = [];
+  const produced = new Set<string>();
+  const taken = new Set<string>();
+  for (const m of models) {
+    if (!m.info.inputs?.every((s) => s.name) || !m.info.outputs?.every((s) => s.name))
+      throw new TvmValueError('ValueError', `model '${m.info.name}' cannot be chained: its manifest does not name all its inputs and outputs`);
+    for (const input of m.inputs) {
+      if (produced.has(input.name)) taken.add(input.name);
+      else if (!external.some((e) => e.name === input.name)) external.push(input);
+    }
+    for (const output of m.outputs) {
+      if (produced.has(output.name) || external.some((e) => e.name === output.name))
+        throw new TvmValueError('ValueError', `model '${m.info.name}' cannot be chained: an earlier model of the chain has '${output.name}' too`);
+      produced.add(output.name);
+    }
+  }
+  const names = models.map((m) => m.info.name).join(CHAIN_SEPARATOR);
+  const returned = models.flatMap((m) => m.outputs.map((o) => o.name)).filter((n) => !taken.has(n));
+  return { models, request: { info: { ...models[0]?.info, name: names }, arity: external.length, inputs: external }, returned };
+}
+
+/** Runs a chain's models on the thread pool. */
+async function runChain(chain: Chain, inputs: Tensor[]): Promise<Tensor[]> {
+  const state = new ChainRun(chain, inputs);
+  try {
+    for (const [k, m] of chain.models.entries()) {
+      const bound = state.bind(k);
+      state.keep(k, await m.vm.run(m.info.function, ...bound.tensors).finally(() => bound.release()));
+    }
+    return state.finish();
+  } catch (err) {
+    return state.fail(err);
+  }
+}
+
+/** {@link runChain} on the JS thread. */
+function runChainSync(chain: Chain, inputs: Tensor[]): Tensor[] {
+  const state = new ChainRun(chain, inputs);
+  try {
+    chain.models.forEach((m, k) => {
+      using bound = state.bind(k);
+      state.keep(k, m.vm.runSync(m.info.function, ...bound.tensors));
+    });
+    return state.finish();
+  } catch (err) {
+    return state.fail(err);
+  }
+}
+
+/** The tensors of one run of a chain, by name; those the reply does not carry are released as soon as the run ends. */
+class ChainRun {
+  private readonly values: Map<string, Tensor>;
+  private readonly made: Tensor[] = [];
+  /** A single model's outputs, all of them (its manifest may name none). */
+  private only?: Tensor[];
+
+  constructor(
+    private readonly chain: Chain,
+    private readonly inputs: Tensor[],
+  ) {
+    this.values = new Map(chain.request.inputs.map((s, i) => [s.name, inputs[i]]));
+  }
+
+  /** Model k's inputs (the request's, or earlier outputs), checked against what it takes. */
+  bind(k: number): BoundInputs & Disposable {
+    if (this.chain.models.length === 1) return disposable({ tensors: this.inputs, created: [], dims: {}, release: () => undefined });
+    const m = this.chain.models[k];
+    return disposable(
+      bindInputs(
+        m.inputs,
+        m.inputs.map((s) => this.values.get(s.name)!),
+        { model: `model '${m.info.name}'` },
+      ),
+    );
+  }
+
+  keep(k: number, result: unknown): void {
+    const outputs = outputsOf<Tensor>(result);
+    this.made.push(...outputs);
+    if (this.chain.models.length === 1) this.only = outputs;
+    else outputs.forEach((t, i) => this.values.set(this.chain.models[k].outputs[i].name, t));
+  }
+
+  finish(): Tensor[] {
+    const outputs = this.only ?? this.chain.returned.map((n) => this.values.get(n)!);
+    this.release(new Set(outputs));
+    return outputs;
+  }
+
+  fail(err: unknown): never {
+    this.release(new Set());
+    throw err;
+  }
+
+  private release(keep: Set<Tensor>): void {
+    for (const t of this.made) if (!keep.has(t) && t instanceof HandleOwner) t.disposeSync();
+  }
+}
+
+const disposable = <T extends { release(): void }>(b: T): T & Disposable => Object.assign(b, { [Symbol.dispose]: () => b.release() });
 
 /** The functions an inference-only server offers (lib/rpc/inference-session.ts), over `repo`. */
 export function inferenceFunctions(repo: ModelRepository, extra: ReadonlyMap<string, ServedFunction> = new Map()): Map<string, ServedFunction> {
@@ -80,7 +237,8 @@ export function inferenceFunctions(repo: ModelRepository, extra: ReadonlyMap<str
       async ([model, request]) => {
         if (model?.kind !== 'str' || (request?.kind !== 'bytes' && request?.kind !== 'tensors'))
           throw new WireError(`${INFER_FUNCTION} takes (model: str, request: bytes)`);
-        return { kind: 'tensors', value: await inferAsync(repo, model.value, request.value) };
+        const { outputs, timing } = await inferAsync(repo, model.value, request.value);
+        return { kind: 'tensors', value: outputs, meta: { server: timing } };
       },
     ],
     [MODELS_FUNCTION, (): WireValue => ({ kind: 'str', value: modelsText(repo) })],
@@ -108,7 +266,7 @@ export function modelsText(repo: ModelRepository): string {
  * naming the input). A blob's entries are built with at most one copy of their bytes (none
  * when they happen to be 64-byte aligned); streamed tensors are passed as they are.
  */
-function bindRequest({ info, arity, inputs }: LoadedModel, request: Buffer | readonly Tensor[]): { tensors: Tensor[]; release(): void } {
+function bindRequest({ info, arity, inputs }: Chain['request'], request: Buffer | readonly Tensor[]): { tensors: Tensor[]; release(): void } {
   const checkCount = (n: number) => {
     if (n !== arity) throw new TvmValueError('ValueError', `model '${info.name}' takes ${arity} input${arity === 1 ? '' : 's'}; the request has ${n}`);
   };

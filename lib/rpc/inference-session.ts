@@ -13,6 +13,7 @@ import type { Tensor } from '../tensor';
 import { closeWithError, startReading, writeOrWait } from './protocol';
 import { type OutgoingTensor, outgoingTensor, type StreamedPacket, TensorStreamer, writeTensorPacket } from './tensor-stream';
 import { Watchdog } from './timers';
+import type { BlobMeta } from './tni1';
 import {
   type ByteBudget,
   encodeCallReturn,
@@ -128,7 +129,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
   };
 
   /** A reply: a whole packet, or tensors to stream after a head. */
-  type Reply = Buffer | { tensors: Tensor[] };
+  type Reply = Buffer | { tensors: Tensor[]; meta?: BlobMeta };
 
   /** One request; errors become exception replies and the session goes on. */
   const serve = async (request: Buffer | StreamedPacket): Promise<Reply | 'shutdown'> => {
@@ -156,7 +157,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
           return encodeSyscallReturn({ kind: 'none' });
         case RPCCode.CallFunc: {
           const result = await call(d, streamed?.tensors);
-          return result.kind === 'tensors' ? { tensors: result.value } : encodeCallReturn(result);
+          return result.kind === 'tensors' ? { tensors: result.value, meta: result.meta } : encodeCallReturn(result);
         }
         default:
           throw new WireError(`inference-only server: ${RPCCode[code] ?? `code ${code}`} is not served (only ${names.join(', ')})`, 'PermissionError');
@@ -169,7 +170,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
   };
 
   /** Streams a result's tensors (copied to the host first when they live on a device), then releases them. */
-  const replyTensors = async (tensors: Tensor[]): Promise<void> => {
+  const replyTensors = async (tensors: Tensor[], meta?: BlobMeta): Promise<void> => {
     try {
       let outgoing: OutgoingTensor[];
       try {
@@ -177,7 +178,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
       } catch (err) {
         return await reply(encodeException(errorText(err)));
       }
-      await writeTensorPacket(socket, [CALL_RETURN_HEAD], outgoing, { stallMs: opts.stallTimeoutMs }).catch(() => finish());
+      await writeTensorPacket(socket, [CALL_RETURN_HEAD], outgoing, { stallMs: opts.stallTimeoutMs, meta }).catch(() => finish());
     } finally {
       for (const t of tensors) if (t instanceof HandleOwner) t.disposeSync();
     }
@@ -220,7 +221,7 @@ export function serveInferenceSession(socket: Socket, opts: InferenceSessionOpti
         if (!Buffer.isBuffer(out)) for (const t of out.tensors) t.disposeSync();
         break;
       }
-      await (Buffer.isBuffer(out) ? reply(out) : replyTensors(out.tensors));
+      await (Buffer.isBuffer(out) ? reply(out) : replyTensors(out.tensors, out.meta));
       opts.onRequest?.();
       if (control.ending) return socket.end(() => finish());
     }

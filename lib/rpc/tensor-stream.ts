@@ -23,7 +23,7 @@ import { checkDType, type DType, dtypeOfArray, type TypedArray } from '../dtype'
 import { TvmRuntimeError } from '../errors';
 import { requireNumber } from '../options';
 import { Tensor } from '../tensor';
-import { type CheckedEntry, checkEntries, layoutBlob, readHeader } from './tni1';
+import { type BlobMeta, type CheckedEntry, checkEntries, layoutBlob, readHeader } from './tni1';
 import { type BodyStream, type BodyStreamer, RPCCode, TypeIndex, WireDecoder, WireError } from './wire';
 
 /** Packets at least this long are looked at for a blob once this many bytes are in (the blob's header must fit). */
@@ -44,6 +44,8 @@ export interface StreamedPacket {
   count: number;
   /** The blob's tensors, in header order (CPU tensors, the receiver's to dispose). */
   tensors: Tensor[];
+  /** The blob header's other fields. */
+  meta: BlobMeta;
 }
 
 /** Where a packet's blob lies, found from its first bytes. */
@@ -53,6 +55,7 @@ interface BlobPlace {
   /** Body offset of the blob's data area. */
   dataStart: number;
   entries: CheckedEntry[];
+  meta: BlobMeta;
 }
 
 /**
@@ -77,10 +80,10 @@ function placeBlob(prefix: Buffer, bodyLength: number): BlobPlace | undefined {
     const blobLength = d.u64();
     const blobStart = d.offset;
     if (BigInt(blobStart) + blobLength !== BigInt(bodyLength)) return undefined;
-    const { entries, dataStart } = readHeader(prefix.subarray(blobStart));
+    const { entries, dataStart, meta } = readHeader(prefix.subarray(blobStart));
     if (entries.length > MAX_STREAMED_TENSORS) return undefined;
     const dataBytes = bodyLength - blobStart - dataStart;
-    return { head: Buffer.from(prefix.subarray(0, headEnd)), count, dataStart: blobStart + dataStart, entries: checkEntries(entries, dataBytes) };
+    return { head: Buffer.from(prefix.subarray(0, headEnd)), count, dataStart: blobStart + dataStart, entries: checkEntries(entries, dataBytes), meta };
   } catch {
     return undefined;
   }
@@ -157,7 +160,7 @@ class TensorStream implements BodyStream<StreamedPacket> {
 
   finish(): StreamedPacket {
     this.releaseViews();
-    return { head: this.place.head, count: this.place.count, tensors: this.tensors };
+    return { head: this.place.head, count: this.place.count, tensors: this.tensors, meta: this.place.meta };
   }
 
   abort(): void {
@@ -205,6 +208,8 @@ export async function outgoingTensor(input: Tensor | { data: TypedArray | Buffer
 export interface WriteOptions {
   /** A peer that takes none of the bytes for this long is given up on (the socket is destroyed). */
   stallMs: number;
+  /** More fields for the blob's header. */
+  meta?: BlobMeta;
 }
 
 const byteView = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -221,6 +226,7 @@ export async function writeTensorPacket(socket: Socket, head: readonly Buffer[],
   const { header, offsets, size } = layoutBlob(
     tensors.map((t) => ({ shape: t.shape, dtype: checkDType(t.dtype) })),
     sizes,
+    opts.meta,
   );
   // Packet length, head, the bytes value's type and length: then the blob (`size` bytes, its header included).
   const blobStart = 8 + head.reduce((n, b) => n + b.length, 0) + 4 + 8;

@@ -53,14 +53,18 @@ function bad(why: string): TvmValueError {
  * The size of the blob {@link writeBlob} makes and where each tensor's bytes go, so a caller
  * can copy tensors straight into it.
  */
-export function layoutBlob(tensors: readonly Omit<HostTensor, 'data'>[], byteLengths: readonly number[]): { header: Buffer; offsets: number[]; size: number } {
+export function layoutBlob(
+  tensors: readonly Omit<HostTensor, 'data'>[],
+  byteLengths: readonly number[],
+  meta?: BlobMeta,
+): { header: Buffer; offsets: number[]; size: number } {
   let offset = 0;
   const entries: BlobEntry[] = tensors.map((t, i) => {
     const e = { shape: [...t.shape], dtype: t.dtype, offset, nbytes: byteLengths[i] };
     offset += Math.ceil(byteLengths[i] / ALIGN) * ALIGN;
     return e;
   });
-  const header = Buffer.from(JSON.stringify({ tensors: entries }), 'utf8');
+  const header = Buffer.from(JSON.stringify({ ...meta, tensors: entries }), 'utf8');
   const base = 8 + header.length;
   return { header, offsets: entries.map((e) => base + e.offset), size: base + offset };
 }
@@ -96,7 +100,15 @@ export interface BlobHeader {
   entries: unknown[];
   /** Bytes before the data area (magic, length, JSON). */
   dataStart: number;
+  /** The header's other fields (e.g. a server's `server` timing), unchecked. */
+  meta: BlobMeta;
 }
+
+/**
+ * Header fields besides `tensors`: readers ignore those they do not know, so a server can
+ * say more (tvm-node's says how long it took: `"server": {"totalUs", "runUs"}`).
+ */
+export type BlobMeta = Record<string, unknown>;
 
 /**
  * Parses the magic and the header's JSON from the first bytes of a blob (they must hold the
@@ -116,7 +128,8 @@ export function readHeader(blob: Buffer, checkCount: (n: number) => void = () =>
   const tensors = (header as { tensors?: unknown } | null)?.tensors;
   if (typeof header !== 'object' || header === null || !Array.isArray(tensors)) throw bad('the header must be an object with a "tensors" array');
   checkCount(tensors.length);
-  return { entries: tensors, dataStart: 8 + headerLen };
+  const { tensors: _, ...meta } = header as Record<string, unknown>;
+  return { entries: tensors, dataStart: 8 + headerLen, meta };
 }
 
 /** One header entry, checked field by field against the data area's size. */

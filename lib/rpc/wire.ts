@@ -12,6 +12,7 @@
 import { addon } from '../binding';
 import { TvmError } from '../errors';
 import type { Tensor } from '../tensor';
+import type { BlobMeta } from './tni1';
 
 /** RPC packet codes (RPCCode in rpc_reference.h). */
 export enum RPCCode {
@@ -71,7 +72,7 @@ export type WireValue =
   | { kind: 'float'; value: number }
   | { kind: 'str'; value: string }
   | { kind: 'bytes'; value: Buffer }
-  | { kind: 'tensors'; value: Tensor[] };
+  | { kind: 'tensors'; value: Tensor[]; meta?: BlobMeta };
 
 /**
  * A request the server cannot or will not serve; `kind` is the error kind the client sees

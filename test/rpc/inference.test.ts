@@ -169,6 +169,34 @@ after('badargs', lambda: f(1, 2))
       const [, end] = await ended;
       assert.equal(end, 'closed');
     });
+
+    it('inferReply() says how long the server took; the empty model name is a ping; chains need named models', async () => {
+      const fx = fixture('mlp');
+      const s = await withTimeout(connect(HOST, port), 30000, 'connect');
+      try {
+        const x = npy(fx.cases[0].inputs[0]);
+        const reply = await s.inferReply('mlp', [{ data: x.data as Float32Array, shape: x.shape }]);
+        assertMatches(reply.outputs[0], fx.cases[0].outputs[0], fx.tolerance);
+        reply.outputs[0].disposeSync();
+        assert.ok(reply.server, 'a tvm-node server reports its timing');
+        assert.ok(reply.server.runUs > 0 && reply.server.totalUs >= reply.server.runUs, JSON.stringify(reply.server));
+        const ping = await s.inferReply('', []);
+        assert.deepEqual(ping.outputs, []);
+        // A ping with a payload: read and dropped (clients measure bandwidth with it).
+        const payload = await s.inferReply('', [{ data: new Uint8Array(200_000).fill(7), shape: [200_000], dtype: 'uint8' }]);
+        assert.deepEqual(payload.outputs, []);
+        await assert.rejects(s.inferReply('mlp|nothing', [{ data: x.data as Float32Array, shape: x.shape }]), /nothing/);
+        // mlp's manifest names its input only: it cannot take part in a chain.
+        await assert.rejects(
+          s.inferReply('mlp|mlp', [{ data: x.data as Float32Array, shape: x.shape }]),
+          /cannot be chained: its manifest does not name all its inputs and outputs/,
+        );
+        const [again] = await s.infer('mlp', [{ data: x.data as Float32Array, shape: x.shape }]);
+        assertMatches(again, fx.cases[0].outputs[0], fx.tolerance);
+      } finally {
+        await s.dispose();
+      }
+    });
   });
 
   describe('shared model cache', () => {
