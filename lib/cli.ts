@@ -17,6 +17,7 @@ import { type DTypeSpec, type InputSpec, parseCount, parseDevice, parseDTypeSpec
 import { progressBar, stageBar } from './cli/progress';
 import { parseHostPort, rpcServer } from './cli/rpc-server';
 import { formatRunResult, runModel } from './cli/run';
+import { formatCutList, formatSplitResult, listCuts, parseCut, splitModel } from './cli/split';
 // The package entry, so every factory the native layer calls back is registered.
 import { cpu, type Device, versions } from './index';
 
@@ -86,6 +87,21 @@ const inputOption = () =>
     '-i, --input <[name=]file.npy>',
     'an input; NAME=FILE.npy binds parameter NAME, FILE.npy alone the next parameter in order (repeat for each input)',
   ).argParser(repeated('--input', parseInputSpec));
+
+const inputShapeOption = () =>
+  new Option(
+    '-s, --input-shape <name=dims>',
+    'the shape of input NAME, e.g. input=1,3,224,224 (sizes may be names: symbolic); repeat for each input',
+  ).argParser(repeated('--input-shape', parseInputShape));
+const pythonOption = () =>
+  new Option('--python <path>', "the Python with TVM's compiler (default: $TVM_NODE_PYTHON, else the checkout's tvm/.venv/bin/python)");
+const targetHelp = (what: string) =>
+  `${what}: a preset (${PRESETS.map((p) => p.name).join(', ')}), a TVM target kind (llvm: portable code for this machine's architecture) or a TVM target as JSON`;
+const PRESETS_HELP = `Presets:
+${PRESETS.map((p) => `  ${p.name.padEnd(12)} ${p.summary}`).join('\n')}
+A JSON target looks like '{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55"}'
+(TVM 0.27 refuses "llvm -mcpu=..." strings). Targets for another architecture link with its
+cross g++ (Debian: apt-get install -y g++-aarch64-linux-gnu).`;
 
 /** A duration option in whole seconds, up to ~31 years (what timers can wait for). */
 const seconds = (t: string) => {
@@ -205,30 +221,17 @@ handleExits(program.command('compile'))
   .description('compile an ONNX model with the pinned TVM into a .so artifact and a manifest beside it (needs the TVM toolchain: a source checkout)')
   .argument('<model>', 'the .onnx model')
   .requiredOption('-o, --out <file.so>', 'the artifact to write; its manifest goes beside it (file.json)')
-  .option(
-    '-t, --target <preset|target>',
-    `a preset (${PRESETS.map((p) => p.name).join(', ')}), a TVM target kind (llvm: portable code for this machine's architecture) or a TVM target as JSON`,
-    'host',
-  )
-  .addOption(
-    new Option(
-      '-s, --input-shape <name=dims>',
-      'the shape of input NAME, e.g. input=1,3,224,224 (sizes may be names: symbolic); repeat for each input',
-    ).argParser(repeated('--input-shape', parseInputShape)),
-  )
+  .option('-t, --target <preset|target>', targetHelp('the target'), 'host')
+  .addOption(inputShapeOption())
   .option('--cc <compiler>', 'the g++ that links a cross target (default: <arch>-linux-gnu-g++, e.g. aarch64-linux-gnu-g++)')
-  .option('--python <path>', "the Python with TVM's compiler (default: $TVM_NODE_PYTHON, else the checkout's tvm/.venv/bin/python)")
+  .addOption(pythonOption())
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress bar (it is drawn on stderr only when stderr is a terminal)')
   .option('--verbose', "show the compiler's own output (TVM, LLVM, g++) on stderr")
   .addHelpText(
     'after',
     `
-Presets:
-${PRESETS.map((p) => `  ${p.name.padEnd(12)} ${p.summary}`).join('\n')}
-A JSON target looks like '{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55"}'
-(TVM 0.27 refuses "llvm -mcpu=..." strings). Targets for another architecture link with its
-cross g++ (Debian: apt-get install -y g++-aarch64-linux-gnu). The manifest (model.json) names
+${PRESETS_HELP} The manifest (model.json) names
 the ONNX inputs and outputs with their shapes and dtypes, and records the target, the TVM
 version and a content hash; Model.load, \`tvm-node run\` and the model repository read it.
 Examples:
@@ -246,6 +249,75 @@ ${EXIT_HELP}`,
         stageBar(process.stderr, o.progress && !o.verbose),
       );
       console.log(o.json ? JSON.stringify(result, null, 2) : formatCompileResult(result, model));
+    },
+  );
+
+handleExits(program.command('split'))
+  .description('split an ONNX model at cut tensors into stages compiled for an edge device and a server (edge offloading; needs the TVM toolchain)')
+  .argument('<model>', 'the .onnx model')
+  .addOption(
+    new Option('--cut <tensors>', 'a cut: tensor names, comma-separated, that together separate the graph; repeat for more cuts').argParser(
+      repeated('--cut', parseCut),
+    ),
+  )
+  .option('-o, --out <dir>', 'the folder to write: graph.json, device/, server/ (a model repository), reference/')
+  .option('--device-target <preset|target>', targetHelp("the device's target"), 'llvm')
+  .option('--server-target <preset|target>', targetHelp("the server's target"), 'llvm')
+  .addOption(inputShapeOption())
+  .option('--name <base>', "the server models' base name (default: the model file's name without .onnx)")
+  .option('--list-cuts', 'list the tensors that alone cut the graph (no -o needed)')
+  .addOption(pythonOption())
+  .option('--json', 'print the result (graph.json and timings, or the cut list) as JSON')
+  .option('--no-progress', 'no progress bar (it is drawn on stderr only when stderr is a terminal)')
+  .option('--verbose', "show the compiler's own output (TVM, LLVM, g++) on stderr")
+  .addHelpText(
+    'after',
+    `
+Cuts are ordered by their place in the graph: segment 0 runs from the inputs to the first cut,
+segment i from cut i-1 to cut i, the last to the outputs. Within a segment, nodes joined by
+tensors made inside it form one stage, so parallel branches are parallel stages. A cut of
+several tensors (--cut a,b) must separate the graph with all of them together.
+DIR/graph.json describes the split; DIR/device/ holds every stage (and codec.so) for the device;
+DIR/server/ is a model repository for \`tvm-node rpc-server --models DIR/server\`, with float16
+and int8 entry points (BASE.<stage>.f16, .i8) for stages with float32 inputs; DIR/reference/
+holds an input and onnxruntime's output of the unsplit model, which the split was checked against.
+When both targets are equal each stage is compiled once.
+${PRESETS_HELP}
+Examples:
+  tvm-node split mobilenet_v2.onnx --list-cuts
+  tvm-node split mobilenet_v2.onnx --cut add_36 -o split/ --device-target rk3588 --server-target host
+  tvm-node split branchy.onnx --cut stem --cut a_out,b_out -o split/
+${EXIT_HELP}`,
+  )
+  .action(
+    async (
+      model: string,
+      o: {
+        cut?: string[][];
+        out?: string;
+        deviceTarget: string;
+        serverTarget: string;
+        inputShape?: InputShape[];
+        name?: string;
+        listCuts?: boolean;
+        python?: string;
+        json?: boolean;
+        progress: boolean;
+        verbose?: boolean;
+      },
+    ) => {
+      const common = { model, inputShapes: o.inputShape ?? [], python: o.python, verbose: o.verbose };
+      if (o.listCuts) {
+        const cuts = await listCuts(common);
+        console.log(o.json ? JSON.stringify(cuts, null, 2) : formatCutList(cuts));
+        return;
+      }
+      if (!o.out) throw new UsageError('give -o DIR, the folder to write the split into (or --list-cuts to see where the model can be cut)');
+      const result = await splitModel(
+        { ...common, out: o.out, cuts: o.cut ?? [], deviceTarget: o.deviceTarget, serverTarget: o.serverTarget, name: o.name },
+        stageBar(process.stderr, o.progress && !o.verbose, 'split'),
+      );
+      console.log(o.json ? JSON.stringify(result, null, 2) : formatSplitResult(result, model));
     },
   );
 

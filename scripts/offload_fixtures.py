@@ -15,6 +15,9 @@ Models
     the benchmark's small MobileNetV2 (scripts/compile_bench_models.py builds it), cut
     after the second inverted-residual stage (``add_36``, 1x8x16x16): a mid-network cut
     with a residual Add on both sides of it.
+``mobilenet_v2``
+    the benchmark's full MobileNetV2 (1x3x224x224), cut after its fourth stage (``add_118``,
+    1x64x14x14, 49 KiB): enough compute on each side for offloading decisions to matter.
 ``branchy``
     input[1,3,32,32] -> stem Conv -> two parallel branches (Conv + Relu, different
     weights) -> Add -> GlobalAveragePool -> Flatten -> Gemm -> logits[1,10].  Cut 0 is the
@@ -36,15 +39,16 @@ if str(SCRIPTS_DIR) not in sys.path:
 OPSET = 17
 DEFAULT_CUTS = {
     "mobilenet_v2_tiny": ["add_36"],
+    "mobilenet_v2": ["add_118"],
     "branchy": ["stem", "a_out,b_out"],
 }
 
 
-def mobilenet_v2_tiny():
-    """The benchmark model, from the benchmark's own builder (one definition of it)."""
+def bench_model(name: str):
+    """A benchmark model, from the benchmark's own builder (one definition of it)."""
     from compile_bench_models import MODELS, build_onnx
 
-    model, _macs, _params = build_onnx(MODELS["mobilenet_v2_tiny"])
+    model, _macs, _params = build_onnx(MODELS[name])
     return model
 
 
@@ -92,7 +96,11 @@ def branchy():
     return model
 
 
-BUILDERS = {"mobilenet_v2_tiny": mobilenet_v2_tiny, "branchy": branchy}
+BUILDERS = {
+    "mobilenet_v2_tiny": lambda: bench_model("mobilenet_v2_tiny"),
+    "mobilenet_v2": lambda: bench_model("mobilenet_v2"),
+    "branchy": branchy,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
