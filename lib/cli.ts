@@ -17,6 +17,7 @@ import { type DTypeSpec, type InputSpec, parseCount, parseDevice, parseDTypeSpec
 import { progressBar, stageBar } from './cli/progress';
 import { parseHostPort, rpcServer } from './cli/rpc-server';
 import { formatRunResult, runModel } from './cli/run';
+import { parseDelayOption, parseEndpoint, parseRateOption, shapeLink } from './cli/shape-link';
 import { formatCutList, formatSplitResult, listCuts, parseCut, splitModel } from './cli/split';
 // The package entry, so every factory the native layer calls back is registered.
 import { cpu, type Device, versions } from './index';
@@ -424,6 +425,51 @@ handleExits(program.command('rpc-server'))
         maxPendingBytes: o.maxPendingMib * 2 ** 20,
         idleTimeoutMs: o.idleTimeout * 1000,
         readTimeoutMs: o.readTimeout * 1000,
+      });
+    },
+  );
+
+handleExits(program.command('shape-link'))
+  .description('a TCP proxy on loopback that emulates a network link (bandwidth, added latency) between a client and a server')
+  .addOption(new Option('--to <host:port>', 'the server to forward to').makeOptionMandatory().argParser(parsed('--to', (t) => parseEndpoint(t, 1))))
+  .addOption(
+    new Option('--listen <host:port>', 'where clients connect (loopback only; port 0: any free port)')
+      .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0')
+      .argParser(parsed('--listen', (t) => parseEndpoint(t, 0, true))),
+  )
+  .addOption(
+    new Option('--rate <rate>', 'bandwidth each way: 100mbit, 1gbit, 512kbit, 10MB/s, unlimited')
+      .default(Number.POSITIVE_INFINITY, 'unlimited')
+      .argParser(parsed('--rate', parseRateOption)),
+  )
+  .addOption(new Option('--delay <delay>', 'added one-way latency: 10ms, 1s, 40 (ms)').default(0, '0ms').argParser(parsed('--delay', parseDelayOption)))
+  .addOption(new Option('--up-rate <rate>', 'client -> server bandwidth (default: --rate)').argParser(parsed('--up-rate', parseRateOption)))
+  .addOption(new Option('--down-rate <rate>', 'server -> client bandwidth (default: --rate)').argParser(parsed('--down-rate', parseRateOption)))
+  .addHelpText(
+    'after',
+    `
+Each connection gets a serialization queue per direction: bytes leave at the rate, then wait
+out the delay (a round trip adds twice --delay). Runs until SIGINT/SIGTERM, then prints the
+bytes forwarded each way.
+Examples:
+  tvm-node shape-link --to 127.0.0.1:9090 --listen 127.0.0.1:9091 --rate 100mbit --delay 10ms
+  tvm-node shape-link --to 127.0.0.1:9090 --up-rate 20mbit --down-rate 100mbit --delay 20ms
+${EXIT_HELP}`,
+  )
+  .action(
+    async (o: {
+      to: { host: string; port: number };
+      listen: { host: string; port: number };
+      rate: number;
+      delay: number;
+      upRate?: number;
+      downRate?: number;
+    }) => {
+      await shapeLink({
+        to: o.to,
+        listen: o.listen,
+        up: { bandwidth: o.upRate ?? o.rate, latencyMs: o.delay },
+        down: { bandwidth: o.downRate ?? o.rate, latencyMs: o.delay },
       });
     },
   );

@@ -39,6 +39,7 @@ export { getGlobalFunc, listGlobalFuncs, PackedFunc, type Registration, register
 export { checkManifest, type Manifest, ManifestError, type ManifestFile, manifestPathOf, parseManifest, readManifest, type TensorSpec } from './manifest';
 export { Model, type ModelOptions, type ModelOutputs, type ModelRunOptions } from './model';
 export { type LoadOptions, loadModule, loadModuleSync, Module } from './module';
+export { formatRate, type LinkProfile, parseDelay, parseRate, ShapedLink, type ShapedLinkOptions, type ShapedLinkStats } from './net/shaped-link';
 export { encodeNpy, type NpyArray, parseNpy, readNpy, tensorFromNpy, writeNpy } from './npy';
 export { type ConnectOptions, connect, RemoteFunction, RPCSession } from './rpc/client';
 export type { InferInput } from './rpc/infer';
