@@ -703,12 +703,27 @@ def onnx_signature(model) -> tuple[list[dict], list[dict]]:
     Initializers listed among the inputs (older exporters do that) are weights,
     not inputs.  A ``dim_param`` becomes its name, an unknown dimension null.
     """
-    from onnx import helper
-
     weights = {init.name for init in model.graph.initializer}
 
     def describe(info) -> dict:
-        tensor = info.type.tensor_type
+        value = describe_value(info)
+        return {"name": info.name, "shape": value["shape"] or [], "dtype": str(value["dtype"])}
+
+    inputs = [describe(i) for i in model.graph.input if i.name not in weights]
+    outputs = [describe(o) for o in model.graph.output]
+    return inputs, outputs
+
+
+def describe_value(info) -> dict:
+    """Shape and numpy dtype name of an ONNX ValueInfo: sizes are ints, names (``dim_param``)
+    or None (unknown); the shape is None when even the rank is unknown, the dtype when no
+    element type is given.
+    """
+    from onnx import helper
+
+    tensor = info.type.tensor_type
+    shape = None
+    if tensor.HasField("shape"):
         shape = []
         for dim in tensor.shape.dim:
             if dim.HasField("dim_value"):
@@ -717,12 +732,8 @@ def onnx_signature(model) -> tuple[list[dict], list[dict]]:
                 shape.append(dim.dim_param)
             else:
                 shape.append(None)
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type) if tensor.elem_type else None
-        return {"name": info.name, "shape": shape, "dtype": str(dtype)}
-
-    inputs = [describe(i) for i in model.graph.input if i.name not in weights]
-    outputs = [describe(o) for o in model.graph.output]
-    return inputs, outputs
+    dtype = str(helper.tensor_dtype_to_np_dtype(tensor.elem_type)) if tensor.elem_type else None
+    return {"shape": shape, "dtype": dtype}
 
 
 def import_onnx(model, onnx_path: Path, shape_dict: dict):

@@ -82,6 +82,7 @@ from compile_model import (  # noqa: E402
     compile_onnx,
     compile_relax,
     cross_compiler_for,
+    describe_value,
     machine_arch,
     one_line,
     parse_input_shapes,
@@ -126,13 +127,6 @@ class Graph:
     consts: set[str]  # initializers and what is computed from them alone
     info: dict[str, dict]  # tensor -> {"shape": [...], "dtype": "float32"}
 
-    def op(self, tensor: str) -> str:
-        return self.nodes[self.producer[tensor]].op_type
-
-    def node_label(self, index: int) -> str:
-        node = self.nodes[index]
-        return f"{node.op_type} '{node.name}'" if node.name else node.op_type
-
 
 def node_inputs(node) -> list[str]:
     """The tensors a node reads: its inputs and what its subgraphs (If, Loop) read from outside."""
@@ -143,25 +137,6 @@ def node_inputs(node) -> list[str]:
             inner |= {init.name for init in sub.initializer}
             names += [name for n in sub.node for name in node_inputs(n) if name not in inner]
     return names
-
-
-def describe_value(value_info) -> dict:
-    """Shape (ints, names of symbolic sizes, None) and numpy dtype name of a ValueInfo."""
-    from onnx import helper
-
-    tensor = value_info.type.tensor_type
-    shape = None
-    if tensor.HasField("shape"):
-        shape = []
-        for dim in tensor.shape.dim:
-            if dim.HasField("dim_value"):
-                shape.append(int(dim.dim_value))
-            elif dim.HasField("dim_param"):
-                shape.append(dim.dim_param)
-            else:
-                shape.append(None)
-    dtype = str(helper.tensor_dtype_to_np_dtype(tensor.elem_type)) if tensor.elem_type else None
-    return {"shape": shape, "dtype": dtype}
 
 
 def apply_input_shapes(model, shapes: dict[str, list]) -> None:
@@ -305,6 +280,8 @@ def single_cuts(g: Graph) -> list[dict]:
 
 @dataclass
 class Stage:
+    """Nodes of one segment joined by tensors made inside it; reads and makes boundary tensors."""
+
     name: str
     segment: int
     nodes: list[int]
@@ -314,6 +291,8 @@ class Stage:
 
 @dataclass
 class Plan:
+    """The checked cut sets, in graph order, and the stages in topological order."""
+
     cuts: list[list[str]]  # cut sets in graph order
     stages: list[Stage]
 
@@ -368,30 +347,7 @@ def plan_split(g: Graph, cuts: list[list[str]]) -> Plan:
     check_names(g, cuts)
     cuts = order_cuts(g, cuts)
     boundaries = [list(g.inputs), *cuts, list(g.outputs)]
-    owner: dict[int, int] = {}  # node -> segment
-    segments: list[Walk] = []
-    for seg in range(len(boundaries) - 1):
-        earlier = {name for b in boundaries[:seg] for name in b}
-        walk = walk_back(g, boundaries[seg + 1], set(boundaries[seg]), forbidden=earlier)
-        # A node an earlier segment computes is reached only around this segment's cut.
-        for index in sorted(walk.nodes):
-            if index in owner:
-                tensor = next(t for t in g.nodes[index].output if t)
-                walk.leaks.append((tensor, [tensor]))
-                break
-        if walk.leaks:
-            if seg == 0:
-                raise CompileError(f"the graph inputs do not reach cut 0: {walk.leaks[0][0]}", "usage")
-            raise usage(
-                leak_message(g, seg - 1, boundaries[seg], walk.leaks[0], cuts),
-                "every path from the inputs to the outputs must cross each cut: add the "
-                "tensors that go around it to the same --cut (A,B), or see --list-cuts",
-            )
-        if not walk.nodes:
-            raise usage(f"segment {seg} (before {'cut ' + str(seg) if seg < len(cuts) else 'the graph outputs'}) is empty")
-        for index in walk.nodes:
-            owner[index] = seg
-        segments.append(walk)
+    segments = segment_walks(g, boundaries, cuts)
     for k, cut in enumerate(cuts):
         unread = [name for name in cut if name not in segments[k + 1].stops]
         if unread:
@@ -401,28 +357,47 @@ def plan_split(g: Graph, cuts: list[list[str]]) -> Plan:
         for nodes in components(g, walk.nodes):
             reads = {name for i in nodes for name in node_inputs(g.nodes[i])}
             made = {name for i in nodes for name in g.nodes[i].output}
-            stages.append(
-                Stage(
-                    name="",
-                    segment=seg,
-                    nodes=nodes,
-                    inputs=[name for name in boundaries[seg] if name in reads],
-                    outputs=[name for name in boundaries[seg + 1] if name in made],
-                )
-            )
-    for k, stage in enumerate(stages):
-        stage.name = f"s{k}"
+            inputs = [name for name in boundaries[seg] if name in reads]
+            outputs = [name for name in boundaries[seg + 1] if name in made]
+            stages.append(Stage(f"s{len(stages)}", seg, nodes, inputs, outputs))
     for stage in stages:
-        unknown = [name for name in stage.inputs + stage.outputs if tensor_bytes(g.info.get(name, {})) is None]
-        if unknown:
-            name = unknown[0]
-            shape = g.info.get(name, {}).get("shape")
-            raise CompileError(
-                f"tensor '{name}' has no static shape after ONNX shape inference ({shape})",
-                "usage",
+        check_static(g, stage.inputs + stage.outputs)
+    return Plan(cuts=cuts, stages=stages)
+
+
+def segment_walks(g: Graph, boundaries: list[list[str]], cuts: list[list[str]]) -> list[Walk]:
+    """Each segment's nodes: a walk back from the next boundary to its own.
+
+    Reaching a tensor of an earlier boundary (a graph input included) means a path goes
+    around the cut: the cut does not separate the graph.
+    """
+    segments = []
+    for seg in range(len(boundaries) - 1):
+        earlier = {name for b in boundaries[:seg] for name in b}
+        walk = walk_back(g, boundaries[seg + 1], set(boundaries[seg]), forbidden=earlier)
+        if walk.leaks and seg == 0:
+            raise CompileError(f"cut 0 is computed from '{walk.leaks[0][0]}', which no graph input gives", "ONNXError")
+        if walk.leaks:
+            raise usage(
+                leak_message(g, seg - 1, boundaries[seg], walk.leaks[0], cuts),
+                "every path from the inputs to the outputs must cross each cut: add the "
+                "tensors that go around it to the same --cut (A,B), or see --list-cuts",
+            )
+        if not walk.nodes:
+            before = f"cut {seg}" if seg < len(cuts) else "the graph outputs"
+            raise usage(f"segment {seg} (before {before}) computes nothing")
+        segments.append(walk)
+    return segments
+
+
+def check_static(g: Graph, names: list[str]) -> None:
+    """Tensors that cross a cut need static shapes (bytes, reference runs, manifests)."""
+    for name in names:
+        if tensor_bytes(g.info.get(name, {})) is None:
+            raise usage(
+                f"tensor '{name}' has no static shape after ONNX shape inference ({g.info.get(name, {}).get('shape')})",
                 "give the inputs' sizes with --input-shape NAME=1,3,224,224",
             )
-    return Plan(cuts=cuts, stages=stages)
 
 
 def components(g: Graph, nodes: set[int]) -> list[list[int]]:
@@ -615,6 +590,8 @@ def encoded_bytes(infos: list[dict], encoding: str) -> int:
 
 @dataclass
 class Targets:
+    """--device-target and --server-target as given and as TVM canonicalizes them."""
+
     device: str
     server: str
     device_json: dict
@@ -708,25 +685,16 @@ def compile_stages(g: Graph, plan: Plan, targets: Targets, work: Path, base: str
     for folder in (device, server, stages_dir):
         folder.mkdir()
     entries = {}
-    encodings = {"encoded_entry_points": ["main_f16", "main_i8"]}
     for stage in plan.stages:
         onnx_file = extract_stage(g, stage, stages_dir, base)
         encoded = float32_inputs(stage, g)
-        hook = {"transform_module": add_encoded_entries, "options": encodings} if encoded else {}
         step = f"compile:{stage.name}"
-        # Same targets: one library with the encoded entries serves both sides.
-        what = f"{stage.name} for device and server" if targets.same else f"{stage.name} for the device"
-        dev = compile_onnx(
-            onnx_file, device / f"{stage.name}.so", target=targets.device, progress=stage_progress(progress, step, what),
-            **(hook if targets.same else {}),
-        )
+        # Same targets: one library, with the encoded entry points, serves both sides.
         if targets.same:
-            srv = dev
+            dev = srv = compile_stage(onnx_file, device / f"{stage.name}.so", targets.device, encoded, stage_progress(progress, step, f"{stage.name} for device and server"))
         else:
-            srv = compile_onnx(
-                onnx_file, server / f"{base}.{stage.name}.so", target=targets.server,
-                progress=stage_progress(progress, step, f"{stage.name} for the server"), **hook,
-            )
+            dev = compile_stage(onnx_file, device / f"{stage.name}.so", targets.device, False, stage_progress(progress, step, f"{stage.name} for the device"))
+            srv = compile_stage(onnx_file, server / f"{base}.{stage.name}.so", targets.server, encoded, stage_progress(progress, step, f"{stage.name} for the server"))
         entries[stage.name] = {
             "device": {
                 "library": f"device/{stage.name}.so",
@@ -739,7 +707,16 @@ def compile_stages(g: Graph, plan: Plan, targets: Targets, work: Path, base: str
     return entries
 
 
+def compile_stage(onnx_file: Path, out: Path, target: str, encoded: bool, report) -> dict:
+    """One stage through compile_onnx; ``encoded`` adds main_f16 and main_i8 (server stages with float32 inputs)."""
+    if not encoded:
+        return compile_onnx(onnx_file, out, target=target, progress=report)
+    options = {"encoded_entry_points": ["main_f16", "main_i8"]}
+    return compile_onnx(onnx_file, out, target=target, transform_module=add_encoded_entries, options=options, progress=report)
+
+
 def compile_codec(targets: Targets, work: Path, progress: Progress) -> dict:
+    """device/codec.so: :func:`codec_module` for the device (a library of functions: no manifest)."""
     progress.stage("codec", "compiling the codec (encode/decode, float16 and int8) for the device")
     compile_relax(
         codec_module(),
@@ -768,12 +745,6 @@ def make_reference(g: Graph, onnx_path: Path, work: Path) -> tuple[dict, list, l
     feeds = {}
     for name in g.inputs:
         info = g.info[name]
-        if tensor_bytes(info) is None:
-            raise CompileError(
-                f"input '{name}' has no static shape ({info['shape']})",
-                "usage",
-                f"give its sizes with --input-shape {name}=1,3,224,224 (its own sizes)",
-            )
         dtype = np.dtype(info["dtype"])
         if dtype.kind == "f":
             feeds[name] = rng.standard_normal(info["shape"]).astype(dtype)
@@ -997,17 +968,6 @@ def graph_manifest(g: Graph, plan: Plan, parts: dict, targets: Targets, base: st
     }
 
 
-def check_static_inputs(g: Graph) -> None:
-    """The reference input is made from the inputs' sizes: they must be numbers."""
-    for name in g.inputs:
-        info = g.info[name]
-        if tensor_bytes(info) is None:
-            raise usage(
-                f"input '{name}' has no static shape ({info['shape']})",
-                f"give its sizes with --input-shape {name}=D1,D2,... (e.g. 1,3,224,224)",
-            )
-
-
 def check_model_file(onnx_path: Path) -> None:
     if not onnx_path.is_file():
         raise CompileError(
@@ -1072,7 +1032,7 @@ def split_onnx(
         raise usage("give at least one --cut", "`tvm-node split MODEL --list-cuts` lists the tensors that cut the graph")
     targets = resolve_targets(device_target, server_target)
     g = load_graph(onnx_path, input_shapes or {})
-    check_static_inputs(g)
+    check_static(g, g.inputs)  # the reference input is made from their sizes
     plan = plan_split(g, cuts)
     check_frontend(g, onnx_path, plan)
     steps = split_steps(plan, targets)

@@ -1,11 +1,12 @@
 /**
  * Running the CLI from source as a child process, the way `tvm-node` runs, and checking its
- * failure reports: what the CLI tests (test/cli.test.ts, test/compile.test.ts) share.
+ * failure reports: what the CLI tests (test/cli.test.ts, test/compile.test.ts,
+ * test/split.test.ts) share.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { repoRoot } from './fixtures';
+import { python, repoRoot } from './fixtures';
 
 export interface CliResult {
   status: number | null;
@@ -36,4 +37,18 @@ export function assertFailure(r: CliResult, status: number, kind: RegExp, messag
   assert.match(m[1], message);
   assert.match(m[2], kind);
   assert.match(lines[1], /^hint: \S/);
+}
+
+/** Writes `file`: an ONNX model x -> Relu -> y -> FancyNewOp -> z, whose second operator no frontend has. */
+export function writeUnsupportedOpModel(file: string): void {
+  execFileSync(python, [
+    '-c',
+    `import onnx
+from onnx import TensorProto, helper
+g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("FancyNewOp", ["y"], ["z"])], "g",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4])])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+m.ir_version = 8
+onnx.save(m, ${JSON.stringify(file)})`,
+  ]);
 }

@@ -18,7 +18,7 @@ import { Model, readNpy } from '../lib';
 import { PRESETS, parseInputShape } from '../lib/cli/compile';
 import { UsageError } from '../lib/cli/errors';
 import { readManifest } from '../lib/manifest';
-import { assertFailure, type CliResult, runCli } from './cli-run';
+import { assertFailure, type CliResult, runCli, writeUnsupportedOpModel } from './cli-run';
 import { python, repoRoot } from './fixtures';
 
 /** Runs the CLI from source as a child process, the way `tvm-node` runs. */
@@ -262,16 +262,7 @@ describe('tvm-node compile', function () {
 
     it('an operator the ONNX frontend does not have', () => {
       const file = path.join(tmp, 'unknown_op.onnx');
-      execFileSync(python, [
-        '-c',
-        `import onnx
-from onnx import TensorProto, helper
-g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("FancyNewOp", ["y"], ["z"])], "g",
-    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4])])
-m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-m.ir_version = 8
-onnx.save(m, ${JSON.stringify(file)})`,
-      ]);
+      writeUnsupportedOpModel(file);
       assertFailure(
         cli(['compile', file, '-o', path.join(tmp, 'x.so')]),
         1,

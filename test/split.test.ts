@@ -7,7 +7,7 @@
  * requests are one line each with the right exit status; --list-cuts lists the cut points.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,11 +17,11 @@ import { UsageError } from '../lib/cli/errors';
 import { seededRandom } from '../lib/cli/inputs';
 import { type CutList, formatCutList, formatSplitResult, parseCut, type SplitGraph, type SplitStage } from '../lib/cli/split';
 import { ModelRepository } from '../lib/rpc/repository';
-import { assertFailure, runCli } from './cli-run';
-import { python } from './fixtures';
+import { assertFailure, runCli, writeUnsupportedOpModel } from './cli-run';
 import { splitFixture, splitFixtureKey } from './split-fixtures';
 
 const cli = (args: string[]) => runCli(args, { timeoutMs: 300_000 });
+const hasCrossGxx = spawnSync('sh', ['-c', 'command -v aarch64-linux-gnu-g++'], { encoding: 'utf8' }).status === 0;
 const readGraph = (dir: string): SplitGraph => JSON.parse(fs.readFileSync(path.join(dir, 'graph.json'), 'utf8'));
 const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
@@ -332,6 +332,29 @@ describe('tvm-node split', function () {
     });
   });
 
+  it(`from the CLI for an aarch64 device and this machine as server: one compile per side, checked with the server's libraries${hasCrossGxx ? '' : ' (skipped: aarch64-linux-gnu-g++ is not installed)'}`, function () {
+    if (!hasCrossGxx) this.skip();
+    const out = path.join(tmp, 'cross');
+    const r = cli(['split', path.join(branchy, 'source', 'branchy.onnx'), '--cut', 'stem', '-o', out, '--device-target', 'aarch64', '--name', 'edge']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '', 'no output on stderr when it is not a terminal');
+    assert.match(r.stdout, /^split .*branchy\.onnx at 1 cut into 2 stages in [\d.]+ s: /);
+    assert.match(r.stdout, /\n {2}serve {4}tvm-node rpc-server --models \S+\/server\n/);
+    const g = readGraph(out);
+    assert.equal(g.device_target.mtriple, 'aarch64-linux-gnu');
+    assert.notEqual(g.server_target.mtriple, 'aarch64-linux-gnu');
+    assert.match(g.check.by!, /^server libraries/);
+    assert.deepEqual(
+      g.stages.map((s) => s.server.model),
+      ['edge.s0', 'edge.s1'],
+    );
+    const machine = (f: string) => fs.readFileSync(path.join(out, f)).readUInt16LE(18);
+    assert.equal(machine('device/s0.so'), 183, 'EM_AARCH64');
+    assert.equal(machine('device/codec.so'), 183, 'EM_AARCH64');
+    assert.notEqual(machine('server/edge.s1.so'), 183);
+    assert.ok(g.cuts[0].encodings.int8!.max_abs_error! > 0);
+  });
+
   describe('--list-cuts', () => {
     const onnx = () => path.join(branchy, 'source', 'branchy.onnx');
 
@@ -393,16 +416,7 @@ describe('tvm-node split', function () {
 
     it('an operator the ONNX frontend does not have, named with its stage', () => {
       const file = path.join(tmp, 'unknown_op.onnx');
-      execFileSync(python, [
-        '-c',
-        `import onnx
-from onnx import TensorProto, helper
-g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("FancyNewOp", ["y"], ["z"])], "g",
-    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4])])
-m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-m.ir_version = 8
-onnx.save(m, ${JSON.stringify(file)})`,
-      ]);
+      writeUnsupportedOpModel(file);
       assertFailure(
         cli(['split', file, '--cut', 'y', '-o', out()]),
         1,
