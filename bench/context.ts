@@ -5,7 +5,7 @@
 import type * as Ort from 'onnxruntime-node';
 import type { BuiltModels } from './bench-models';
 import type { PythonPeer } from './peers';
-import type { BenchCase, CnnModelInfo, RpcSettings, SkippedEntry, ThreadsGroupSettings, TransferSettings } from './types';
+import type { BenchCase, CnnModelInfo, OffloadSettings, RpcSettings, SkippedEntry, ThreadsGroupSettings, TransferSettings } from './types';
 
 export interface Ctx {
   quick: boolean;
@@ -27,6 +27,8 @@ export interface Ctx {
   threadsGroup?: ThreadsGroupSettings;
   /** Set by the transfer group. */
   transferGroup?: TransferSettings;
+  /** Set by the offload group. */
+  offloadGroup?: OffloadSettings;
 }
 
 export const KiB = 1024;

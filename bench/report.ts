@@ -131,6 +131,10 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
         `${tr.checkedElements} elements of every addone output checked against Math.fround(x[i] + 1).`,
     );
   }
+  const off = r.settings.offloadGroup;
+  if (off) {
+    lines.push(`- offload: ${off.model}, ${off.frames} frames per mode and round, ${off.rounds} round(s) per link (${off.links.join('; ')}); ${off.setup}.`);
+  }
   for (const x of r.models) {
     lines.push(
       `- cnn model \`${x.name}\`: ${x.notes} ${(x.macs / 1e6).toFixed(1)} M multiply-adds and ${(x.params / 1e6).toFixed(2)} M weights per run; ` +
@@ -169,6 +173,13 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
             "included; TVM's server serves one session at a time, so its clients queue. `diagnostic` rows swap one part at a " +
             'time: "Python client: tvm-node server vs TVM\'s server" puts the same stock client on both servers (the server alone); ' +
             '"multi-round-trip" runs the same remote calls on both stacks; "infer vs multi-round-trip" is what one round trip saves.',
+        ]
+      : []),
+    ...(r.settings.groups.includes('offload')
+      ? [
+          '- `offload` runs a split model between a device process and an edge server through a shaped link: frames per second of each ' +
+            'fixed choice (remote-only, split, pipelined split) and of the auto policy against local-only, and of auto against the ' +
+            "link's best fixed choice (1: as good). Notes give each mode's p50/p99 latency, bytes sent per frame and the plans used.",
         ]
       : []),
     ...(r.settings.groups.includes('transfer')

@@ -1,6 +1,6 @@
 /**
  * tvm-node benchmarks (`npm run bench`, or `npx tsx bench/run.ts [--quick] [--rounds N]
- * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn,threads,rpc,transfer] [--help]`).
+ * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn,threads,rpc,transfer,offload] [--help]`).
  *
  * Every figure is tvm-node against a peer measured in the same run, round by round: each
  * round times every contender of a case once (in rotating order), so drift on the machine
@@ -37,6 +37,11 @@
  *          transport (`f.call` of tvm_node.infer) and the stock Python client at some sizes;
  *          mlp latency on one session while another moves 256 MiB; the server's peak RSS
  *          growth serving one 256 MiB request vs its tensor bytes (bench/groups/transfer.ts).
+ *   offload  a MobileNetV2 split by `tvm-node split` (quick: the small one), a "device" process
+ *          on one core and one TVM thread, an edge server on the other core, a link shaped
+ *          to 1 Gbit/s + 1 ms, 100 Mbit/s + 10 ms and 20 Mbit/s + 40 ms (lib/net/shaped-link.ts):
+ *          FPS of remote-only, split, pipelined split and the auto policy vs local-only, and
+ *          of auto vs the link's best fixed choice (examples/offload/offload.ts).
  *
  * Results go to bench/results/ (git-ignored): REPORT.md with its chart ratios.svg (quick
  * runs: REPORT.quick.md, ratios.quick.svg), latest.json/latest.md, and a timestamped copy of
@@ -54,6 +59,7 @@ import { benchCalls } from './groups/call';
 import { benchCnn, CNN_MODEL, CNN_SETTLE_MS } from './groups/cnn';
 import { benchCopies } from './groups/copy';
 import { benchModels, MIN_RUNS_PER_LANE } from './groups/model';
+import { benchOffload } from './groups/offload';
 import { benchRpc, rpcSettings } from './groups/rpc';
 import { benchThreads } from './groups/threads';
 import { benchTransfer } from './groups/transfer';
@@ -170,6 +176,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
       threads: benchThreads,
       rpc: benchRpc,
       transfer: benchTransfer,
+      offload: benchOffload,
     };
     for (const g of groups) await run[g](ctx);
     const v = versions();
@@ -195,6 +202,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
         rpc: ctx.rpc,
         ...(ctx.threadsGroup ? { threadsGroup: ctx.threadsGroup } : {}),
         ...(ctx.transferGroup ? { transferGroup: ctx.transferGroup } : {}),
+        ...(ctx.offloadGroup ? { offloadGroup: ctx.offloadGroup } : {}),
       },
       // TVM_NUM_THREADS as the user set it (not tvm-node's default).
       machine: { ...machine(loadStart), tvmNumThreads: (userThreads && envThreads) || null },

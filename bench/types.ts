@@ -5,8 +5,8 @@
  */
 import type { ThreadSettings as TvmThreadSettings } from '../lib';
 
-export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'threads' | 'rpc' | 'transfer';
-export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'threads', 'rpc', 'transfer'];
+export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'threads' | 'rpc' | 'transfer' | 'offload';
+export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'threads', 'rpc', 'transfer', 'offload'];
 
 /** Order statistics over the rounds. */
 export interface Stats {
@@ -160,6 +160,19 @@ export interface TransferSettings {
   rawSocket: string;
 }
 
+/** How the offload group was run. */
+export interface OffloadSettings {
+  /** The split model (bench/split-fixtures.ts). */
+  model: 'mobilenet_v2' | 'mobilenet_v2_tiny';
+  /** Frames per mode per round. */
+  frames: number;
+  rounds: number;
+  /** The link profiles, in order. */
+  links: string[];
+  /** Processes, pinning and threads. */
+  setup: string;
+}
+
 /** Something the run did not measure, and why. */
 export interface SkippedEntry {
   group: Group;
@@ -187,6 +200,8 @@ export interface BenchReport {
     threadsGroup?: ThreadsGroupSettings;
     /** The transfer group's own settings, when it ran. */
     transferGroup?: TransferSettings;
+    /** The offload group's own settings, when it ran. */
+    offloadGroup?: OffloadSettings;
   };
   machine: Machine;
   versions: {

@@ -12,13 +12,13 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { splitFixture, splitFixtureKey } from '../bench/split-fixtures';
 import { fromFloat32, Model, outputsOf, readNpy, Tensor, toFloat32, VirtualMachine } from '../lib';
 import { UsageError } from '../lib/cli/errors';
 import { seededRandom } from '../lib/cli/inputs';
 import { type CutList, formatCutList, formatSplitResult, parseCut, type SplitGraph, type SplitStage } from '../lib/cli/split';
 import { ModelRepository } from '../lib/rpc/repository';
 import { assertFailure, runCli, writeUnsupportedOpModel } from './cli-run';
-import { splitFixture, splitFixtureKey } from './split-fixtures';
 
 const cli = (args: string[]) => runCli(args, { timeoutMs: 300_000 });
 const hasCrossGxx = spawnSync('sh', ['-c', 'command -v aarch64-linux-gnu-g++'], { encoding: 'utf8' }).status === 0;

@@ -142,8 +142,8 @@ export class OffloadPolicy {
     return this.failures === 0;
   }
 
-  /** The plan for the next frame. */
-  choose(objective: Objective = 'latency'): Decision {
+  /** The plan for the next frame; `inFlight`: frames a stream keeps in flight (throughput). */
+  choose(objective: Objective = 'latency', inFlight = 1): Decision {
     const local = this.graph.splitPlan(this.graph.segments);
     if (!this.serverAvailable)
       return { plan: local, predictedMs: this.predict(local, objective), reason: `server set aside after ${this.failures} failure(s)` };
@@ -152,7 +152,7 @@ export class OffloadPolicy {
     if (this.rtt.value === undefined) return { plan: local, predictedMs: this.predict(local, objective), reason: 'link not measured yet' };
     let best: Decision | undefined;
     for (const plan of this.candidates()) {
-      const ms = this.predict(plan, objective);
+      const ms = this.predict(plan, objective, inFlight);
       if (!best || ms < best.predictedMs) best = { plan, predictedMs: ms, reason: '' };
     }
     best = best ?? { plan: local, predictedMs: this.predict(local, objective), reason: '' };
@@ -160,8 +160,13 @@ export class OffloadPolicy {
     return best;
   }
 
-  /** Predicted ms of a plan: a frame's latency, or a stream's period. */
-  predict(plan: Plan, objective: Objective = 'latency'): number {
+  /**
+   * Predicted ms of a plan: a frame's latency, or the period of a stream with `inFlight`
+   * frames in flight. A stream's device part and remote part overlap; the remote part is
+   * bound by the server's compute or the wire, or by whole round trips shared among the
+   * frames in flight (requests are pipelined on the connection).
+   */
+  predict(plan: Plan, objective: Objective = 'latency', inFlight = 1): number {
     let device = 0;
     let server = 0;
     let anyRemote = false;
@@ -176,9 +181,10 @@ export class OffloadPolicy {
     const k = plan.split ?? this.graph.segments;
     const bytes = (plan.split !== undefined ? this.graph.crossingBytes(k, plan.encoding) : 0) + this.graph.outputBytes;
     const encode = plan.encoding === 'float32' ? 0 : (this.encode.get(plan.encoding)?.value ?? 0);
-    const link = (this.rtt.value ?? 0) + bytes / (this.bandwidth.value ?? Number.POSITIVE_INFINITY);
-    const remote = link + server + (this.queue.value ?? 0);
-    return objective === 'latency' ? device + encode + remote : Math.max(device + encode, remote);
+    const wire = bytes / (this.bandwidth.value ?? Number.POSITIVE_INFINITY);
+    const remote = (this.rtt.value ?? 0) + wire + server + (this.queue.value ?? 0);
+    if (objective === 'latency') return device + encode + remote;
+    return Math.max(device + encode, server + (this.queue.value ?? 0), wire, remote / inFlight);
   }
 
   /** A stage's server ms: measured, or its device time over the assumed speed-up. */

@@ -193,16 +193,20 @@ class Frame {
   }
 }
 
-/** The remote stages of a plan in groups: each group one request (stages connected through remote edges). */
+/**
+ * The remote stages of a plan in groups, each group one request: stages connected through
+ * remote edges or a shared input.
+ */
 function remoteGroups(graph: SplitGraph, plan: Plan): StageSpec[][] {
   const remote = graph.stages.filter((s) => plan.placements[s.name] === 'remote');
   // Union stages whose tensors flow between them (the graph is small: quadratic is fine).
   const parent = remote.map((_, i) => i);
   const root = (i: number): number => (parent[i] === i ? i : root(parent[i]));
+  // Stages that share an input go in one request too, so that input crosses once.
+  const joined = (a: StageSpec, b: StageSpec) =>
+    a.outputs.some((o) => b.inputs.some((t) => t.name === o.name)) || a.inputs.some((i) => b.inputs.some((t) => t.name === i.name));
   for (const [i, a] of remote.entries()) {
-    for (const [j, b] of remote.entries()) {
-      if (i !== j && a.outputs.some((o) => b.inputs.some((t) => t.name === o.name))) parent[root(i)] = root(j);
-    }
+    for (const [j, b] of remote.entries()) if (i !== j && joined(a, b)) parent[root(i)] = root(j);
   }
   const groups = new Map<number, StageSpec[]>();
   remote.forEach((s, i) => {
@@ -225,6 +229,8 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
   readonly stats: OffloadStats = { frames: 0, plans: {}, fallbacks: 0, remoteRequests: 0, bytesSent: 0, bytesReceived: 0, pings: 0, probeBytes: 0 };
   private session?: Promise<RPCSession>;
   private frames = 0;
+  /** The tail of each stage's queue of device runs. */
+  private readonly lanes = new Map<string, Promise<unknown>>();
   private remoteInFlight = 0;
   private probing?: Promise<void>;
   private lastProbe = 0;
@@ -266,6 +272,9 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     }
     const model = new SplitModel(graph, models, codec, opts.server, opts);
     if (opts.warmup !== false) await model.warmup();
+    // Frames and counters start with the caller's first frame.
+    model.frames = 0;
+    Object.assign(model.stats, { frames: 0, plans: {}, fallbacks: 0, remoteRequests: 0, bytesSent: 0, bytesReceived: 0 });
     return model;
   }
 
@@ -301,7 +310,7 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     const pending: Array<Promise<FrameResult>> = [];
     try {
       for await (const inputs of frames) {
-        const p = this.runFrame(inputs, opts, 'throughput');
+        const p = this.runFrame(inputs, opts, 'throughput', max);
         p.catch(() => undefined); // awaited in order below
         pending.push(p);
         if (pending.length >= max) yield await pending.shift()!;
@@ -317,10 +326,10 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     }
   }
 
-  private async runFrame(inputs: Readonly<Record<string, FrameInput>>, opts: FrameOptions, objective: Objective): Promise<FrameResult> {
+  private async runFrame(inputs: Readonly<Record<string, FrameInput>>, opts: FrameOptions, objective: Objective, inFlight = 1): Promise<FrameResult> {
     if (this.disposed) throw new TvmRuntimeError('RuntimeError', 'SplitModel: it was disposed');
     const frame = new Frame(this.frames++);
-    const decision = this.decide(opts.plan ?? 'auto', objective);
+    const decision = this.decide(opts.plan ?? 'auto', objective, inFlight);
     this.emit('decision', { frame: frame.index, ...decision });
     if ((opts.plan ?? 'auto') === 'auto') this.maybeProbe(decision.plan);
     const start = performance.now();
@@ -358,7 +367,7 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
   }
 
   /** The plan for a frame: the control input's, or the policy's (local when there is no server). */
-  private decide(choice: PlanChoice, objective: Objective): Decision {
+  private decide(choice: PlanChoice, objective: Objective, inFlight: number): Decision {
     const g = this.graph;
     const given = (plan: Plan): Decision => ({ plan, predictedMs: this.policy.predict(plan, objective), reason: 'given' });
     if (choice === 'local') return given(g.splitPlan(g.segments));
@@ -372,7 +381,7 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
         `plan must be 'auto', 'local', 'remote', a split point, {split, encoding} or {placements}, not ${JSON.stringify(choice)}`,
       );
     if (this.server === undefined) return { plan: g.splitPlan(g.segments), predictedMs: Number.NaN, reason: 'no server' };
-    return this.policy.choose(objective);
+    return this.policy.choose(objective, inFlight);
   }
 
   /** The frame's inputs, checked by name and shape. */
@@ -440,13 +449,29 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     const model = this.models.get(stage.name)!;
     const inputs: Record<string, Tensor | { data: TypedArray; shape: readonly number[]; dtype: DType }> = {};
     for (const t of stage.inputs) inputs[t.name] = await frame.get(t.name);
-    const start = performance.now();
-    const outputs = await model.run(inputs);
-    const ms = elapsed(start);
+    // One run per stage at a time, in frame order; timed inside its turn, so the policy sees
+    // the stage's compute and not its wait behind other frames.
+    let ms = 0;
+    const outputs = await this.inLane(stage.name, async () => {
+      const start = performance.now();
+      const out = await model.run(inputs);
+      ms = elapsed(start);
+      return out;
+    });
     this.policy.observeLocal(stage.name, ms);
     for (const o of stage.outputs) frame.set(o.name, outputs[o.name]);
     for (const [n, t] of Object.entries(outputs)) if (!stage.outputs.some((o) => o.name === n)) t.disposeSync();
     this.record(frame, { stage: stage.name, where: 'local', ms });
+  }
+
+  /** Runs `job` after the jobs queued before it on `lane` (a stage's device runs). */
+  private inLane<T>(lane: string, job: () => Promise<T>): Promise<T> {
+    const next = (this.lanes.get(lane) ?? Promise.resolve()).then(job, job);
+    this.lanes.set(
+      lane,
+      next.catch(() => undefined),
+    );
+    return next;
   }
 
   private record(frame: Frame, t: StageTiming): void {
@@ -621,12 +646,6 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
         frame.release();
       }
     }
-    this.stats.frames = 0;
-    this.stats.plans = {};
-    this.stats.remoteRequests = 0;
-    this.stats.fallbacks = 0;
-    this.stats.bytesSent = 0;
-    this.stats.bytesReceived = 0;
   }
 
   /** Releases the device models (after frames in flight) and the session, when this model connected it. */

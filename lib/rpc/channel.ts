@@ -99,8 +99,12 @@ export class InferenceChannel {
    * Runs `model` on the server: each input's bytes go from its memory to the socket, and the
    * outputs arrive straight into the CPU tensors returned (the caller's to dispose).
    */
-  infer(model: string, inputs: readonly OutgoingTensor[]): Promise<InferReply> {
-    return this.queue.run(async () => {
+  async infer(model: string, inputs: readonly OutgoingTensor[]): Promise<InferReply> {
+    // Requests are written one after another, but the next may go out before the last is
+    // answered (the server serves them in order): on a link with latency, frames in flight
+    // overlap their round trips instead of paying one each.
+    let reply!: Promise<Reply>;
+    await this.queue.run(async () => {
       const name = Buffer.from(model, 'utf8');
       const head = Buffer.alloc(4 + 8 + 4 + 4 + 8);
       head.writeInt32LE(RPCCode.CallFunc, 0);
@@ -108,18 +112,18 @@ export class InferenceChannel {
       head.writeInt32LE(2, 12);
       head.writeInt32LE(8 /* RawStr */, 16);
       head.writeBigUInt64LE(BigInt(name.length), 20);
-      const reply = this.nextReply();
+      reply = this.nextReply();
       // The server may answer before the request is all sent (a packet over its limit is
-      // refused at its header and skipped): the answer waits here until the write is done.
+      // refused at its header and skipped): the answer waits until the write is done.
       reply.catch(() => undefined);
       await writeTensorPacket(this.socket, [head, name], inputs, { stallMs: STALL_MS }).catch((err: Error) => this.fail(err));
-      const answer = await reply;
-      if (!Buffer.isBuffer(answer)) return { outputs: answer.tensors, server: serverTiming(answer.meta) };
-      // A small reply arrived whole: one copy per output.
-      const [, blob] = new WireDecoder(answer.subarray(4)).values();
-      if (blob?.kind !== 'bytes') throw new TvmRuntimeError('RuntimeError', `${INFER_FUNCTION} answered ${blob?.kind ?? 'nothing'}, not bytes`);
-      return replyOf(blob.value);
     });
+    const answer = await reply;
+    if (!Buffer.isBuffer(answer)) return { outputs: answer.tensors, server: serverTiming(answer.meta) };
+    // A small reply arrived whole: one copy per output.
+    const [, blob] = new WireDecoder(answer.subarray(4)).values();
+    if (blob?.kind !== 'bytes') throw new TvmRuntimeError('RuntimeError', `${INFER_FUNCTION} answered ${blob?.kind ?? 'nothing'}, not bytes`);
+    return replyOf(blob.value);
   }
 
   /** Ends the session (a Shutdown packet, then the socket closes). Idempotent. */
