@@ -41,6 +41,30 @@ export { Model, type ModelOptions, type ModelOutputs, type ModelRunOptions } fro
 export { type LoadOptions, loadModule, loadModuleSync, Module } from './module';
 export { formatRate, type LinkProfile, parseDelay, parseRate, ShapedLink, type ShapedLinkOptions, type ShapedLinkStats } from './net/shaped-link';
 export { encodeNpy, type NpyArray, parseNpy, readNpy, tensorFromNpy, writeNpy } from './npy';
+export {
+  type CutSpec,
+  type Encoding,
+  type Placement,
+  type Plan,
+  SplitGraph,
+  type SplitManifest,
+  SplitManifestError,
+  type StageSpec,
+  type StaticTensor,
+} from './offload/graph';
+export { type Decision, type Estimates, type Objective, OffloadPolicy, type PolicyOptions, type RemoteSample } from './offload/policy';
+export {
+  type FrameInput,
+  type FrameOptions,
+  type FrameResult,
+  type OffloadStats,
+  type PlanChoice,
+  type ServerTarget,
+  SplitModel,
+  type SplitModelEvents,
+  type SplitModelOptions,
+  type StageTiming,
+} from './offload/split-model';
 export { type ConnectOptions, connect, RemoteFunction, RPCSession } from './rpc/client';
 export type { InferInput } from './rpc/infer';
 export type { CacheLimits, LoadedModel, ModelInfo, ModelListing, ModelRepository, PublicModelInfo } from './rpc/repository';

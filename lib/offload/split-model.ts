@@ -79,6 +79,9 @@ export interface FrameOptions {
 export interface StageTiming {
   stage: string;
   where: Placement;
+  /** When it started, ms from the frame's start (a remote stage: when its request went out). */
+  startMs: number;
+  /** How long it took (remote: the request's round trip, shared among the stages it ran). */
   ms: number;
 }
 
@@ -151,6 +154,7 @@ class Frame {
   bytesSent = 0;
   bytesReceived = 0;
   fallback?: string;
+  readonly start = performance.now();
   constructor(readonly index: number) {}
 
   /** The tensor `name`, once it exists. */
@@ -399,6 +403,7 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
           : ArrayBuffer.isView(v)
             ? { data: v, shape: spec.shape, dtype: dtypeOfArray(v) }
             : { data: v.data, shape: v.shape, dtype: v.dtype ?? dtypeOfArray(v.data) };
+      checkInput(spec, value);
       frame.set(spec.name, value, false);
     }
   }
@@ -452,8 +457,10 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     // One run per stage at a time, in frame order; timed inside its turn, so the policy sees
     // the stage's compute and not its wait behind other frames.
     let ms = 0;
+    let startMs = 0;
     const outputs = await this.inLane(stage.name, async () => {
       const start = performance.now();
+      startMs = start - frame.start;
       const out = await model.run(inputs);
       ms = elapsed(start);
       return out;
@@ -461,7 +468,7 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     this.policy.observeLocal(stage.name, ms);
     for (const o of stage.outputs) frame.set(o.name, outputs[o.name]);
     for (const [n, t] of Object.entries(outputs)) if (!stage.outputs.some((o) => o.name === n)) t.disposeSync();
-    this.record(frame, { stage: stage.name, where: 'local', ms });
+    this.record(frame, { stage: stage.name, where: 'local', startMs, ms });
   }
 
   /** Runs `job` after the jobs queued before it on `lane` (a stage's device runs). */
@@ -554,7 +561,7 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     frame.bytesReceived += bytesReceived;
     this.policy.observeRemote({ stages: group.map((s) => s.name), wallMs, server: reply.server, bytesSent, bytesReceived });
     const share = wallMs / group.length;
-    for (const s of group) this.record(frame, { stage: s.name, where: 'remote', ms: share });
+    for (const s of group) this.record(frame, { stage: s.name, where: 'remote', startMs: start - frame.start, ms: share });
   }
 
   /** A crossing tensor encoded by the split's codec on the device: [float16] or [int8, scale]. */
@@ -673,6 +680,18 @@ function keepTensor(frame: Frame, t: Tensor): Tensor {
 function disposeOutputs(outputs: Iterable<Tensor> | Record<string, Tensor>): void {
   const list = Symbol.iterator in Object(outputs) ? [...(outputs as Iterable<Tensor>)] : Object.values(outputs);
   for (const t of list) if (t instanceof HandleOwner && !t.disposed) t.disposeSync();
+}
+
+/** An input against the split's static shape and dtype: checked here, so a bad frame fails the same way on every plan. */
+function checkInput(spec: StaticTensor, v: Value): void {
+  const at = `SplitModel.run: input '${spec.name}'`;
+  const shape = [...v.shape];
+  if (v.dtype !== spec.dtype) throw new TvmValueError('ValueError', `${at} must be ${spec.dtype}; got ${v.dtype}`);
+  if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i]))
+    throw new TvmValueError('ValueError', `${at} has shape [${shape.join(', ')}]; the model takes [${spec.shape.join(', ')}]`);
+  const n = spec.shape.reduce((a, d) => a * d, 1);
+  if (!(v instanceof Tensor) && v.data.length !== n)
+    throw new TvmValueError('ValueError', `${at} has ${v.data.length} elements for shape [${spec.shape.join(', ')}] (${n})`);
 }
 
 /** Zeros of a tensor's shape and dtype (warm-up frames). */

@@ -5,13 +5,14 @@
  * output is compared with onnxruntime's output of the unsplit model (the split's reference).
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { splitFixture } from '../../bench/split-fixtures';
 import { readNpy, type Tensor } from '../../lib';
 import { ShapedLink } from '../../lib/net/shaped-link';
 import { SplitGraph } from '../../lib/offload/graph';
 import { type FrameResult, SplitModel } from '../../lib/offload/split-model';
 import { RPCServer } from '../../lib/rpc/server';
-import { HOST, withTimeout } from '../rpc/peers';
+import { closedPort, HOST, sleep, withTimeout } from '../rpc/peers';
 
 /** The split's reference input and onnxruntime's output of the unsplit model. */
 function reference(graph: SplitGraph) {
@@ -128,6 +129,62 @@ describe('offload: SplitModel on real splits', function () {
       assert.ok(model.stats.fallbacks >= 1, `fallbacks: ${model.stats.fallbacks}`);
       assert.ok(fallbacks.length >= 1);
     });
+
+    it('a server past the deadline: answered locally, the server set aside, taken back after a probe once the link is fast again', async () => {
+      const ref = reference(graph);
+      await using link = await ShapedLink.open({ target: { host: HOST, port } });
+      await using model = await SplitModel.load(graph.dir, { server: `${HOST}:${link.port}`, deadlineMs: 300, policy: { backoffMs: 300 } });
+      link.setProfile({ latencyMs: 1000 });
+      const slow = await model.run(ref.frame(), { plan: 1 });
+      assert.match(slow.fallback ?? '', /ran locally: the server did not answer within 300 ms/);
+      assert.ok(maxError(slow, ref) <= TOLERANCE);
+      assert.deepEqual(
+        slow.stages.map((s) => s.where),
+        ['local', 'local'],
+      );
+      dispose(slow);
+      assert.equal(model.policy.serverAvailable, false);
+      const aside = await model.run(ref.frame());
+      assert.equal(aside.plan.label, 'local');
+      assert.match(aside.reason, /set aside after 1 failure/);
+      dispose(aside);
+      link.setProfile({});
+      await sleep(2500); // the late answer drains; the back-off is over
+      const probed = once(model, 'probe');
+      dispose(await model.run(ref.frame()));
+      const [probe] = await withTimeout(probed, 10000, 'probe');
+      assert.equal(probe.ok, true, String(probe.error));
+      assert.equal(model.policy.serverAvailable, true);
+    });
+
+    it('no server listening: frames run locally and right, whatever the plan', async () => {
+      const ref = reference(graph);
+      await using model = await SplitModel.load(graph.dir, { server: `${HOST}:${await closedPort()}` });
+      const auto = await model.run(ref.frame());
+      assert.equal(auto.plan.label, 'local');
+      assert.ok(maxError(auto, ref) <= TOLERANCE);
+      dispose(auto);
+      const forced = await model.run(ref.frame(), { plan: 'remote' });
+      assert.match(forced.fallback ?? '', /ran locally/);
+      assert.ok(maxError(forced, ref) <= TOLERANCE);
+      assert.equal(forced.bytesSent, 0);
+      dispose(forced);
+    });
+
+    it('bad frames are clear errors, and the model goes on', async () => {
+      const ref = reference(graph);
+      await using model = await SplitModel.load(graph.dir, { server: `${HOST}:${port}` });
+      const [spec] = graph.manifest.inputs;
+      const good = ref.frame()[spec.name];
+      await assert.rejects(model.run({}), /input 'input' is missing/);
+      await assert.rejects(model.run({ ...ref.frame(), extra: good }), /no input extra/);
+      await assert.rejects(model.run({ [spec.name]: { data: good.data, shape: [1, 2, 3] } }), /has shape \[1, 2, 3\]; the model takes/);
+      await assert.rejects(model.run({ [spec.name]: { data: new Int32Array(good.data.length), shape: good.shape } }), /must be float32; got int32/);
+      await assert.rejects(model.run(ref.frame(), { plan: 7 }), /split point 7 is out of range/);
+      const r = await model.run(ref.frame(), { plan: 1 });
+      assert.ok(maxError(r, ref) <= TOLERANCE);
+      dispose(r);
+    });
   });
 
   describe('branchy (two parallel branches between two cuts)', () => {
@@ -164,6 +221,34 @@ describe('offload: SplitModel on real splits', function () {
         assert.ok(maxError(r, ref) <= TOLERANCE, `split point ${k}: ${maxError(r, ref)}`);
         dispose(r);
       }
+    });
+
+    it('the local branch computes while the remote one is in flight; events report each stage', async () => {
+      const ref = reference(graph);
+      await using link = await ShapedLink.open({ target: { host: HOST, port }, profile: { latencyMs: 100 } });
+      await using model = await SplitModel.load(graph.dir, { server: `${HOST}:${link.port}`, deadlineMs: 5000 });
+      const [a, b] = graph.stages.filter((s) => s.segment === 1);
+      const events: string[] = [];
+      model.on('decision', (e) => events.push(`decision ${e.frame} ${e.plan.label}`));
+      model.on('stage', (e) => events.push(`stage ${e.frame} ${e.stage} ${e.where}`));
+      model.on('frame', (e) => events.push(`frame ${e.frame}`));
+      const r = await model.run(ref.frame(), { plan: { placements: { [a.name]: 'remote' } } });
+      assert.ok(maxError(r, ref) <= TOLERANCE);
+      const remote = r.stages.find((s) => s.stage === a.name)!;
+      const local = r.stages.find((s) => s.stage === b.name)!;
+      assert.equal(remote.where, 'remote');
+      assert.ok(remote.ms >= 200, `the remote branch's round trip crosses the 100 ms link twice: ${remote.ms} ms`);
+      assert.ok(
+        local.startMs < remote.startMs + remote.ms && local.startMs + local.ms < remote.startMs + remote.ms,
+        `local ${b.name} ran ${local.startMs}+${local.ms} ms, within remote ${a.name} ${remote.startMs}+${remote.ms} ms`,
+      );
+      dispose(r);
+      assert.equal(events[0], 'decision 0 custom');
+      assert.equal(events[events.length - 1], 'frame 0');
+      assert.deepEqual(
+        events.filter((e) => e.startsWith('stage')).sort(),
+        graph.stages.map((s) => `stage 0 ${s.name} ${s.name === a.name ? 'remote' : 'local'}`).sort(),
+      );
     });
   });
 
