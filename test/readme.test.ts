@@ -2,7 +2,7 @@
  * README's TypeScript examples, run as a user runs them: each block copied as it is into a
  * fresh folder that has `tvm-node` installed (node_modules/tvm-node -> this package, built to
  * dist/ by tsc, loaded through package.json's `exports`), the files the examples name beside
- * it (model.so, mobilenet_v2.so), and a server on the port the RPC example uses. A block
+ * it (model.so, mobilenet_v2.so, a split model in split/), and a server on the port the RPC example uses. A block
  * that fails, or prints nothing, fails its test.
  */
 import assert from 'node:assert/strict';
@@ -12,6 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { splitFixture } from '../bench/split-fixtures';
 import { RPCServer } from '../lib/rpc/server';
 import { fixture, python, repoRoot } from './fixtures';
 
@@ -89,6 +90,8 @@ describe('README examples, copied into a fresh folder and run as written', funct
     const mb = mobilenet();
     fs.copyFileSync(mb.so, path.join(dir, 'mobilenet_v2.so'));
     fs.copyFileSync(mb.manifest, path.join(dir, 'mobilenet_v2.json'));
+    // The offloading example runs a split model from split/ (as `tvm-node split ... -o split` writes it).
+    fs.cpSync(await splitFixture('mobilenet_v2_tiny'), path.join(dir, 'split'), { recursive: true });
     // The RPC example talks to 127.0.0.1:9090, uploads model.so and infers 'mlp' from the
     // server's repository: a full-mode tvm-node server with that repository.
     if (await portInUse(9090)) {
