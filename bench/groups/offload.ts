@@ -20,8 +20,8 @@ const FIXED = ['local', 'remote', 'split', 'pipelined'] as const;
 export function offloadSettings(quick: boolean, rounds: number): OffloadSettings {
   return {
     model: quick ? 'mobilenet_v2_tiny' : 'mobilenet_v2',
-    frames: quick ? 8 : 20,
-    rounds: quick ? 1 : Math.min(rounds, 3),
+    frames: quick ? 4 : 20,
+    rounds: Math.min(rounds, 3),
     links: LINKS.map((l) => l.name),
     setup:
       'device: examples/offload/device.ts pinned to core 0 (taskset), TVM_NUM_THREADS=1; edge server: `tvm-node rpc-server --inference-only` ' +

@@ -65,20 +65,29 @@ export interface RemoteSample {
   bytesReceived: number;
 }
 
-/** A moving average that knows whether it has seen anything. */
+/**
+ * A moving average that knows whether it has seen anything. With `jump`, a sample that many
+ * times above or below the average replaces it: a link that changes (a fast link turning slow)
+ * is followed at once instead of over dozens of samples.
+ */
 class Ewma {
   value: number | undefined;
   constructor(
     private readonly alpha: number,
     initial?: number,
+    private readonly jump = Number.POSITIVE_INFINITY,
   ) {
     this.value = initial;
   }
   add(x: number): void {
     if (!Number.isFinite(x)) return;
-    this.value = this.value === undefined ? x : this.value + this.alpha * (x - this.value);
+    const v = this.value;
+    this.value = v === undefined || x > v * this.jump || x * this.jump < v ? x : v + this.alpha * (x - v);
   }
 }
+
+/** A link estimate's sample this many times off its average replaces it. */
+const LINK_JUMP = 4;
 
 /** The estimates, as {@link OffloadPolicy.estimates} shows them. */
 export interface Estimates {
@@ -107,7 +116,8 @@ export class OffloadPolicy {
   private readonly local = new Map<string, Ewma>();
   private readonly remote = new Map<string, Ewma>();
   private readonly rtt: Ewma;
-  private readonly bandwidth: Ewma;
+  /** ms per byte on the wire (averaging costs, not rates: a slow sample weighs as it should). */
+  private readonly msPerByte: Ewma;
   private readonly queue: Ewma;
   private readonly encode = new Map<Encoding, Ewma>();
   private backoffUntil = 0;
@@ -127,8 +137,8 @@ export class OffloadPolicy {
       this.local.set(s.name, new Ewma(this.alpha));
       this.remote.set(s.name, new Ewma(this.alpha));
     }
-    this.rtt = new Ewma(this.alpha);
-    this.bandwidth = new Ewma(this.alpha);
+    this.rtt = new Ewma(this.alpha, undefined, LINK_JUMP);
+    this.msPerByte = new Ewma(this.alpha, undefined, LINK_JUMP);
     this.queue = new Ewma(this.alpha, 0);
   }
 
@@ -181,7 +191,7 @@ export class OffloadPolicy {
     const k = plan.split ?? this.graph.segments;
     const bytes = (plan.split !== undefined ? this.graph.crossingBytes(k, plan.encoding) : 0) + this.graph.outputBytes;
     const encode = plan.encoding === 'float32' ? 0 : (this.encode.get(plan.encoding)?.value ?? 0);
-    const wire = bytes / (this.bandwidth.value ?? Number.POSITIVE_INFINITY);
+    const wire = bytes * (this.msPerByte.value ?? 0);
     const remote = (this.rtt.value ?? 0) + wire + server + (this.queue.value ?? 0);
     if (objective === 'latency') return device + encode + remote;
     return Math.max(device + encode, server + (this.queue.value ?? 0), wire, remote / inFlight);
@@ -206,7 +216,7 @@ export class OffloadPolicy {
   /** A ping answered after `ms` (carrying `bytes` of payload, when it measured the bandwidth too). */
   observePing(ms: number, bytes = 0): void {
     if (bytes === 0) this.rtt.add(ms);
-    else if (this.rtt.value !== undefined) this.bandwidth.add(bytes / Math.max(ms - this.rtt.value, 0.05));
+    else if (this.rtt.value !== undefined) this.msPerByte.add(Math.max(ms - this.rtt.value, 0.05) / bytes);
     this.succeeded();
   }
 
@@ -227,7 +237,7 @@ export class OffloadPolicy {
     const wire = r.wallMs - r.server.totalUs / 1000 - (this.rtt.value ?? 0);
     const bytes = r.bytesSent + r.bytesReceived;
     // Small transfers say little about bandwidth (the wire time is mostly noise then).
-    if (bytes >= 16 * 1024) this.bandwidth.add(bytes / Math.max(wire, 0.05));
+    if (bytes >= 16 * 1024) this.msPerByte.add(Math.max(wire, 0.05) / bytes);
   }
 
   /** A remote request failed (or passed its deadline): the server is set aside for a while. */
@@ -255,7 +265,7 @@ export class OffloadPolicy {
       local: values(this.local),
       remote: Object.fromEntries(this.graph.stages.map((s) => [s.name, this.remote.get(s.name)!.value])),
       rttMs: this.rtt.value,
-      bandwidth: this.bandwidth.value,
+      bandwidth: this.msPerByte.value === undefined ? undefined : 1 / this.msPerByte.value,
       queueMs: this.queue.value,
       encodeMs: Object.fromEntries([...this.encode].map(([k, v]) => [k, v.value])),
       backoffUntil: this.backoffUntil,
@@ -264,8 +274,8 @@ export class OffloadPolicy {
   }
 
   private describeLink(): string {
-    const bw = this.bandwidth.value;
-    const rate = bw === undefined ? 'bandwidth unknown' : `${((bw * 8) / 1000).toFixed(1)} Mbit/s`;
+    const cost = this.msPerByte.value;
+    const rate = cost === undefined ? 'bandwidth unknown' : `${(8 / cost / 1000).toFixed(1)} Mbit/s`;
     return `rtt ${(this.rtt.value ?? 0).toFixed(1)} ms, ${rate}`;
   }
 }
