@@ -15,7 +15,7 @@ import { type DType, dtypeOfArray, HOST_ARRAY, type TypedArray } from '../dtype'
 import { TvmValueError } from '../errors';
 import { HandleOwner } from '../handle';
 import { Tensor } from '../tensor';
-import { outputsOf } from '../vm';
+import { outputsOf, type VirtualMachine } from '../vm';
 import type { ServedFunction } from './inference-session';
 import type { LoadedModel, ModelRepository } from './repository';
 import { type BlobTensor, decodeBlob, encodeBlob, writeBlob } from './tni1';
@@ -149,18 +149,53 @@ function planChain(models: LoadedModel[]): Chain {
   return { models, request: { info: { ...models[0]?.info, name: names }, arity: external.length, inputs: external }, returned };
 }
 
-/** Runs a chain's models on the thread pool. */
+/** Runs a chain's models, each on the thread pool or, when it is that short, on the JS thread ({@link runModel}). */
 async function runChain(chain: Chain, inputs: Tensor[]): Promise<Tensor[]> {
   const state = new ChainRun(chain, inputs);
   try {
     for (const [k, m] of chain.models.entries()) {
       const bound = state.bind(k);
-      state.keep(k, await m.vm.run(m.info.function, ...bound.tensors).finally(() => bound.release()));
+      state.keep(k, await runModel(m, bound.tensors).finally(() => bound.release()));
     }
     return state.finish();
   } catch (err) {
     return state.fail(err);
   }
+}
+
+/**
+ * A model whose runs take less than this (µs, measured on the JS thread) is run there: handing
+ * a run to a pool thread and back costs more than that (~35–60 µs of thread wake-ups each way
+ * on a 2-vCPU VM; bench group `model`), and a server's small-model latency is mostly that hop.
+ * Blocking the event loop for under a quarter of a millisecond does not hold up other sessions.
+ */
+const INLINE_RUN_US = 250;
+/** A model is tried on the JS thread only once a pool run of it took less than this (µs, thread hop included). */
+const TRY_INLINE_US = 1000;
+
+/** What the server has measured of a model's runs (by VM: a reloaded model is measured anew). */
+const runCosts = new WeakMap<VirtualMachine, { poolUs?: number; inlineUs?: number }>();
+
+/**
+ * Runs a model on the thread pool, or on the JS thread when its runs are known to be shorter
+ * than {@link INLINE_RUN_US}. A model is first run on the pool; if that took under
+ * {@link TRY_INLINE_US} (hop included), the next run is timed on the JS thread, and the model
+ * stays there while its runs stay short (a moving average).
+ */
+async function runModel(m: LoadedModel, args: Tensor[]): Promise<unknown> {
+  const cost = runCosts.get(m.vm) ?? {};
+  runCosts.set(m.vm, cost);
+  const inline = cost.inlineUs !== undefined ? cost.inlineUs < INLINE_RUN_US : cost.poolUs !== undefined && cost.poolUs < TRY_INLINE_US;
+  const start = performance.now();
+  if (!inline) {
+    const result = await m.vm.run(m.info.function, ...args);
+    cost.poolUs = (performance.now() - start) * 1000;
+    return result;
+  }
+  const result = m.vm.runSync(m.info.function, ...args);
+  const us = (performance.now() - start) * 1000;
+  cost.inlineUs = cost.inlineUs === undefined ? us : cost.inlineUs + 0.2 * (us - cost.inlineUs);
+  return result;
 }
 
 /** {@link runChain} on the JS thread. */
