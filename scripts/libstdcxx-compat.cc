@@ -1,10 +1,11 @@
-// Linked into the aarch64 addon when it is built for glibc 2.28 (scripts/cross-aarch64.mjs, the
-// default `zig` toolchain; see scripts/aarch64-toolchain.cmake), in the way RHEL's devtoolset links
-// libstdc++_nonshared.a: the libstdc++ headers of the cross g++ (GCC 12) make compiled code call a
-// few libstdc++ functions that only newer libstdc++.so versions export. Each is defined here,
-// hidden, from functions that libstdc++ has exported since GCC 5 or earlier, so the addon needs
-// nothing newer from libstdc++ than TVM's own wheels do (manylinux_2_28: GCC 8's libstdc++).
-// Not part of the host build (CMakeLists.txt globs native/ only).
+// Linked into the addon of a prebuild built for glibc 2.28 (scripts/cross-build.mjs, the default
+// `zig` toolchain, aarch64 and x86_64 alike; see scripts/cross-toolchain.cmake), in the way RHEL's
+// devtoolset links libstdc++_nonshared.a: the libstdc++ headers of the g++ it builds against
+// (Debian 12: GCC 12) make compiled code call a few libstdc++ functions that only newer
+// libstdc++.so versions export. Each is defined here, hidden, from functions that libstdc++ has
+// exported since GCC 5 or earlier, so the addon needs nothing newer from libstdc++ than TVM's own
+// wheels do (manylinux_2_28: GCC 8's libstdc++). Not part of the host build (CMakeLists.txt globs
+// native/ only).
 #include <new>
 #include <sstream>
 
