@@ -43,6 +43,8 @@ export interface PolicyOptions {
    * measured. Default 1 (as fast): the first remote frame measures it.
    */
   serverSpeedup?: number;
+  /** The stages the device has a build of (default: all); the others run only on the server. */
+  local?: ReadonlySet<string>;
 }
 
 /** Why a plan was chosen. */
@@ -122,6 +124,7 @@ export class OffloadPolicy {
   private readonly encode = new Map<Encoding, Ewma>();
   private backoffUntil = 0;
   private failures = 0;
+  private readonly localStages: ReadonlySet<string>;
 
   constructor(
     private readonly graph: SplitGraph,
@@ -133,6 +136,7 @@ export class OffloadPolicy {
     this.backoffMs = opts.backoffMs ?? 1000;
     this.maxBackoffMs = opts.maxBackoffMs ?? 30_000;
     this.serverSpeedup = opts.serverSpeedup ?? 1;
+    this.localStages = opts.local ?? new Set(graph.stages.map((s) => s.name));
     for (const s of graph.stages) {
       this.local.set(s.name, new Ewma(this.alpha));
       this.remote.set(s.name, new Ewma(this.alpha));
@@ -144,7 +148,12 @@ export class OffloadPolicy {
 
   /** The plans the policy chooses among: every split point, with the allowed encodings whose error is small enough. */
   candidates(): Plan[] {
-    return this.graph.splitPlans(this.encodings).filter((p) => this.graph.encodingError(p.split!, p.encoding) <= this.maxError);
+    return this.graph.splitPlans(this.encodings).filter((p) => this.graph.encodingError(p.split!, p.encoding) <= this.maxError && this.runnable(p));
+  }
+
+  /** Whether the device has a build of every stage the plan places on it. */
+  runnable(plan: Plan): boolean {
+    return Object.entries(plan.placements).every(([stage, where]) => where === 'remote' || this.localStages.has(stage));
   }
 
   /** Whether the server is in use: not set aside after failures (a successful probe or request brings it back). */
@@ -155,18 +164,26 @@ export class OffloadPolicy {
   /** The plan for the next frame; `inFlight`: frames a stream keeps in flight (throughput). */
   choose(objective: Objective = 'latency', inFlight = 1): Decision {
     const local = this.graph.splitPlan(this.graph.segments);
+    if (!this.runnable(local)) return this.best(objective, inFlight, 'the device lacks builds of some stages');
     if (!this.serverAvailable)
       return { plan: local, predictedMs: this.predict(local, objective), reason: `server set aside after ${this.failures} failure(s)` };
     const missing = this.graph.stages.filter((s) => this.local.get(s.name)!.value === undefined);
     if (missing.length) return { plan: local, predictedMs: Number.NaN, reason: `measuring the device (${missing.map((s) => s.name).join(', ')})` };
     if (this.rtt.value === undefined) return { plan: local, predictedMs: this.predict(local, objective), reason: 'link not measured yet' };
+    return this.best(objective, inFlight);
+  }
+
+  /** The candidate with the lowest prediction; `why` says why the choice is forced, when it is. */
+  private best(objective: Objective, inFlight: number, why?: string): Decision {
     let best: Decision | undefined;
     for (const plan of this.candidates()) {
       const ms = this.predict(plan, objective, inFlight);
       if (!best || ms < best.predictedMs) best = { plan, predictedMs: ms, reason: '' };
     }
+    const local = this.graph.splitPlan(this.graph.segments);
     best = best ?? { plan: local, predictedMs: this.predict(local, objective), reason: '' };
-    best.reason = `lowest predicted ${objective === 'latency' ? 'latency' : 'period'} (${best.predictedMs.toFixed(1)} ms; ${this.describeLink()})`;
+    const what = `lowest predicted ${objective === 'latency' ? 'latency' : 'period'} (${best.predictedMs.toFixed(1)} ms; ${this.describeLink()})`;
+    best.reason = why ? `${what}; ${why}` : what;
     return best;
   }
 

@@ -19,6 +19,7 @@
  * sends none.
  */
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import type { Device } from '../device';
 import { type DType, dtypeOfArray, type TypedArray } from '../dtype';
 import { TvmRuntimeError, TvmValueError } from '../errors';
@@ -251,7 +252,7 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     opts: SplitModelOptions,
   ) {
     super();
-    this.policy = new OffloadPolicy(graph, opts.policy);
+    this.policy = new OffloadPolicy(graph, { ...opts.policy, local: new Set(models.keys()) });
     this.deadlineMs = opts.deadlineMs ?? 2000;
     this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
     this.probeBytes = opts.probeBytes ?? 256 * 1024;
@@ -265,6 +266,15 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     let codec: Model | undefined;
     try {
       for (const s of graph.stages) {
+        // A device may hold only the stages it runs (the server keeps the others' weights).
+        if (!fs.existsSync(graph.file(s.device.library))) {
+          if (opts.server === undefined)
+            throw new TvmValueError(
+              'ValueError',
+              `split ${graph.dir}: stage ${s.name} has no device build (${s.device.library}) and no server was given to run it`,
+            );
+          continue;
+        }
         const manifest = s.device.manifest ? graph.file(s.device.manifest) : undefined;
         models.set(s.name, await Model.load(graph.file(s.device.library), { device: opts.device, concurrency: 1, ...(manifest ? { manifest } : {}) }));
       }
@@ -275,7 +285,14 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
       throw err;
     }
     const model = new SplitModel(graph, models, codec, opts.server, opts);
-    if (opts.warmup !== false) await model.warmup();
+    if (opts.warmup !== false) {
+      try {
+        await model.warmup();
+      } catch (err) {
+        await model.dispose();
+        throw err;
+      }
+    }
     // Frames and counters start with the caller's first frame.
     model.frames = 0;
     Object.assign(model.stats, { frames: 0, plans: {}, fallbacks: 0, remoteRequests: 0, bytesSent: 0, bytesReceived: 0 });
@@ -451,7 +468,8 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
 
   /** Runs a stage on the device. */
   private async runLocal(frame: Frame, stage: StageSpec): Promise<void> {
-    const model = this.models.get(stage.name)!;
+    const model = this.models.get(stage.name);
+    if (!model) throw new TvmRuntimeError('RuntimeError', `stage ${stage.name} has no device build here (${stage.device.library}): it runs only on the server`);
     const inputs: Record<string, Tensor | { data: TypedArray; shape: readonly number[]; dtype: DType }> = {};
     for (const t of stage.inputs) inputs[t.name] = await frame.get(t.name);
     // One run per stage at a time, in frame order; timed inside its turn, so the policy sees
@@ -493,6 +511,14 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
     } catch (err) {
       const error = err as Error;
       if (isInputError(error)) throw error;
+      const serverOnly = group.filter((s) => !this.models.has(s.name));
+      if (serverOnly.length) {
+        this.policy.observeFailure();
+        const names = serverOnly.map((s) => s.name).join(', ');
+        throw new TvmRuntimeError('RuntimeError', `${names} failed on the server and has no device build to fall back to: ${error.message}`, '', {
+          cause: error,
+        });
+      }
       this.policy.observeFailure();
       frame.fallback = `${group.map((s) => s.name).join(', ')} ran locally: ${error.message}`;
       this.emit('fallback', { frame: frame.index, stages: group.map((s) => s.name), error });
@@ -634,8 +660,10 @@ export class SplitModel extends EventEmitter<SplitModelEvents> implements AsyncD
    */
   private async warmup(): Promise<void> {
     const zeros = Object.fromEntries(this.inputs.map((t) => [t.name, zerosOf(t)]));
-    const local = await this.runFrame(zeros, { plan: 'local' }, 'latency');
-    disposeOutputs(local.outputs);
+    if (this.models.size === this.graph.stages.length) {
+      const local = await this.runFrame(zeros, { plan: 'local' }, 'latency');
+      disposeOutputs(local.outputs);
+    }
     if (this.server === undefined) return;
     await this.probe();
     if (!this.policy.serverAvailable) return;

@@ -174,18 +174,24 @@ const INLINE_RUN_US = 250;
 const TRY_INLINE_US = 1000;
 
 /** What the server has measured of a model's runs (by VM: a reloaded model is measured anew). */
-const runCosts = new WeakMap<VirtualMachine, { poolUs?: number; inlineUs?: number }>();
+const runCosts = new WeakMap<VirtualMachine, { poolUs?: number; inlineUs?: number; warm?: boolean; runs: number }>();
+/** Every this many runs a model kept on the pool is timed on the JS thread again (it may have been moved by a pause). */
+const RETRY_INLINE_EVERY = 256;
 
 /**
  * Runs a model on the thread pool, or on the JS thread when its runs are known to be shorter
  * than {@link INLINE_RUN_US}. A model is first run on the pool; if that took under
  * {@link TRY_INLINE_US} (hop included), the next run is timed on the JS thread, and the model
- * stays there while its runs stay short (a moving average).
+ * stays there while its runs stay short: a moving average of samples capped at twice the
+ * limit, so one run stretched by a GC pause does not move it, but a model that is slow moves
+ * within a few runs.
  */
 async function runModel(m: LoadedModel, args: Tensor[]): Promise<unknown> {
-  const cost = runCosts.get(m.vm) ?? {};
+  const cost = runCosts.get(m.vm) ?? { runs: 0 };
   runCosts.set(m.vm, cost);
-  const inline = cost.inlineUs !== undefined ? cost.inlineUs < INLINE_RUN_US : cost.poolUs !== undefined && cost.poolUs < TRY_INLINE_US;
+  const short = cost.poolUs !== undefined && cost.poolUs < TRY_INLINE_US;
+  const inline =
+    cost.inlineUs !== undefined && cost.inlineUs < INLINE_RUN_US ? true : short && (cost.inlineUs === undefined || ++cost.runs % RETRY_INLINE_EVERY === 0);
   const start = performance.now();
   if (!inline) {
     const result = await m.vm.run(m.info.function, ...args);
@@ -193,8 +199,10 @@ async function runModel(m: LoadedModel, args: Tensor[]): Promise<unknown> {
     return result;
   }
   const result = m.vm.runSync(m.info.function, ...args);
-  const us = (performance.now() - start) * 1000;
-  cost.inlineUs = cost.inlineUs === undefined ? us : cost.inlineUs + 0.2 * (us - cost.inlineUs);
+  const us = Math.min((performance.now() - start) * 1000, 2 * INLINE_RUN_US);
+  // The first run on the JS thread sets up the VM's instance for it: not a run's cost.
+  if (cost.warm) cost.inlineUs = cost.inlineUs === undefined ? us : cost.inlineUs + 0.2 * (us - cost.inlineUs);
+  cost.warm = true;
   return result;
 }
 

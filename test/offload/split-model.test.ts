@@ -6,6 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { splitFixture } from '../../bench/split-fixtures';
 import { readNpy, type Tensor } from '../../lib';
 import { ShapedLink } from '../../lib/net/shaped-link';
@@ -169,6 +172,27 @@ describe('offload: SplitModel on real splits', function () {
       assert.ok(maxError(forced, ref) <= TOLERANCE);
       assert.equal(forced.bytesSent, 0);
       dispose(forced);
+    });
+
+    it("a device without the server stage's weights: that stage runs only remotely, and says so when it cannot", async () => {
+      const ref = reference(graph);
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-device-split-'));
+      cleanup.push(async () => fs.rmSync(dir, { recursive: true, force: true }));
+      fs.cpSync(graph.dir, dir, { recursive: true });
+      const last = graph.stages[graph.stages.length - 1];
+      fs.rmSync(path.join(dir, last.device.library));
+      fs.rmSync(path.join(dir, graph.manifest.repository), { recursive: true });
+      await assert.rejects(SplitModel.load(dir), new RegExp(`stage ${last.name} has no device build \\(${last.device.library}\\) and no server was given`));
+      const { server: own, port: ownPort } = await serve(graph.file(graph.manifest.repository));
+      cleanup.push(() => own.close(100));
+      await using model = await SplitModel.load(dir, { server: `${HOST}:${ownPort}` });
+      const auto = await model.run(ref.frame());
+      assert.equal(auto.stages.find((s) => s.stage === last.name)?.where, 'remote', auto.plan.label);
+      assert.ok(maxError(auto, ref) <= TOLERANCE);
+      dispose(auto);
+      await assert.rejects(model.run(ref.frame(), { plan: 'local' }), new RegExp(`stage ${last.name} has no device build here`));
+      await own.close(0);
+      await assert.rejects(model.run(ref.frame(), { plan: 1 }), new RegExp(`${last.name} failed on the server and has no device build to fall back to`));
     });
 
     it('bad frames are clear errors, and the model goes on', async () => {
