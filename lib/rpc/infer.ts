@@ -97,9 +97,14 @@ export async function inferAsync(
  */
 export const PING = '';
 
+/** Most models one request may chain: a request cannot make the server load and run the whole repository. */
+export const MAX_CHAIN = 16;
+
 /** The models a request names: one model, or a chain `a|b|c` (see {@link planChain}). */
 function chainNames(model: string): string[] {
-  return model.split(CHAIN_SEPARATOR);
+  const names = model.split(CHAIN_SEPARATOR);
+  if (names.length > MAX_CHAIN) throw new TvmValueError('ValueError', `a chain of ${names.length} models: at most ${MAX_CHAIN} may run in one request`);
+  return names;
 }
 
 /** Joins model names into a chain (one request runs them all on the server, see {@link planChain}). */

@@ -186,6 +186,7 @@ after('badargs', lambda: f(1, 2))
         const payload = await s.inferReply('', [{ data: new Uint8Array(200_000).fill(7), shape: [200_000], dtype: 'uint8' }]);
         assert.deepEqual(payload.outputs, []);
         await assert.rejects(s.inferReply('mlp|nothing', [{ data: x.data as Float32Array, shape: x.shape }]), /nothing/);
+        await assert.rejects(s.inferReply(Array(17).fill('mlp').join('|'), []), /a chain of 17 models: at most 16 may run in one request/);
         // mlp's manifest names its input only: it cannot take part in a chain.
         await assert.rejects(
           s.inferReply('mlp|mlp', [{ data: x.data as Float32Array, shape: x.shape }]),
