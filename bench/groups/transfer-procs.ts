@@ -224,13 +224,17 @@ export class ServerProcess {
   /** The command line it runs, for the report. */
   static readonly ARGS = ['rpc-server', '--inference-only', '--host', RPC_HOST, '--port', '0', '--idle-timeout', '600', '--shutdown-deadline', '2'];
 
-  /** Starts the CLI serving `modelsDir`; resolves once it listens. */
-  static async start(modelsDir: string, timeoutMs: number): Promise<ServerProcess> {
+  /**
+   * Starts the CLI serving `modelsDir`; resolves once it listens. `opts.prefix` runs it under
+   * another command (e.g. `taskset -c 1`), `opts.env` adds to its environment.
+   */
+  static async start(modelsDir: string, timeoutMs: number, opts: { prefix?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess> {
     // Node itself with tsx's hook (not the tsx command, which runs a second process): the child's pid is the server's.
     const ts = !__filename.endsWith('.js');
     const cli = path.join(__dirname, '..', '..', 'lib', ts ? 'cli.ts' : 'cli.js');
     const args = [...(ts ? ['--require', 'tsx/cjs'] : []), cli, ...ServerProcess.ARGS, '--models', modelsDir];
-    const proc = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [cmd, ...rest] = [...(opts.prefix ?? []), process.execPath, ...args];
+    const proc = spawn(cmd, rest, { cwd: repoRoot, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     const port = await withTimeout(
       new Promise<number>((resolve, reject) => {

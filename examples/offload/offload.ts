@@ -23,6 +23,7 @@
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { ServerProcess } from '../../bench/groups/transfer-procs';
 import { splitFixture } from '../../bench/split-fixtures';
 import { ShapedLink } from '../../lib/net/shaped-link';
 import type { DeviceRequest, Mode, ModeResult } from './device';
@@ -74,41 +75,8 @@ function pinned(cpu: number): string[] {
 }
 
 /** The edge server: tvm-node's CLI serving the split's repository, on one core and one TVM thread. */
-async function startServer(split: string): Promise<{ port: number; proc: ChildProcess }> {
-  const cli = path.join(REPO, 'lib', 'cli.ts');
-  const argv = [
-    process.execPath,
-    '--require',
-    'tsx/cjs',
-    cli,
-    'rpc-server',
-    '--inference-only',
-    '--host',
-    HOST,
-    '--port',
-    '0',
-    '--models',
-    path.join(split, 'server'),
-    '--idle-timeout',
-    '600',
-  ];
-  const [cmd, ...args] = [...pinned(1), ...argv];
-  const proc = spawn(cmd, args, { cwd: REPO, env: { ...process.env, TVM_NUM_THREADS: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const kill = () => proc.kill('SIGKILL');
-  process.once('exit', kill);
-  proc.once('exit', () => process.off('exit', kill));
-  let log = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      log = (log + chunk.toString()).slice(-4000);
-      const m = /listening on [^\s]+:(\d+)/.exec(log);
-      if (m) resolve(Number(m[1]));
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
-    proc.once('exit', (code) => reject(new Error(`the edge server exited (${code}) before listening:\n${log}`)));
-  });
-  return { port, proc };
+function startServer(split: string): Promise<ServerProcess> {
+  return ServerProcess.start(path.join(split, 'server'), 60_000, { prefix: pinned(1), env: { TVM_NUM_THREADS: '1' } });
 }
 
 /** The device process: one core, one TVM thread, answering {@link DeviceRequest}s. */
@@ -187,7 +155,7 @@ export async function measureOffload(s: OffloadScenario): Promise<LinkResults[]>
     }
   } finally {
     device.close();
-    server.proc.kill('SIGTERM');
+    await server.stop();
   }
   return all;
 }
