@@ -50,6 +50,9 @@ const PROVIDER: Partial<Record<DeviceKind, string>> = {
  */
 export const RPC_SESS_MASK = 128;
 
+/** Local devices found usable (`type:id`): {@link Device.assertAvailable} does not ask TVM again. */
+const AVAILABLE = new Set<string>();
+
 /** A TVM device: a device type and an index, e.g. `cuda(0)`, local or on an RPC peer. */
 export class Device {
   /** Lets the native layer recognize a device argument. @internal */
@@ -142,6 +145,10 @@ export class Device {
 
   /** Throws a {@link DeviceError} naming the cause when the device cannot be used. */
   assertAvailable(): void {
+    // Asked on every allocation: a device found usable once is not asked about again (two
+    // calls into TVM's device registry each time were a measurable part of a small tensor's cost).
+    const key = `${this.deviceType}:${this.deviceId}`;
+    if (AVAILABLE.has(key)) return;
     if (!this.enabled) {
       const lib = PROVIDER[this.kind as DeviceKind];
       const status = lib && addon.runtimeLibraries().find((l) => l.name === lib);
@@ -155,6 +162,7 @@ export class Device {
       );
     }
     if (!this.exists) throw new DeviceError('DeviceError', `${this} does not exist on this machine`);
+    if (!this.isRemote) AVAILABLE.add(key);
   }
 
   /** Same device type and index. */
