@@ -420,6 +420,40 @@ def cpu_pipeline(target):
     return _pipeline
 
 
+TUNED_SCHEDULE = (
+    "MetaSchedule-tuned kernels (the best record of the tuning database per kernel); "
+    "kernels without a record: ParallelVectorize"
+)
+
+
+def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress):
+    """:func:`cpu_pipeline` with MetaSchedule tuning in place of the scheduling pass:
+    library dispatch, legalization and fusion, then :func:`tune_module` (tune, apply the
+    database), then ParallelVectorize for kernels without a record, then lowering.
+    Returns (module, the manifest's ``tuning``).
+    """
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir import dlight as dl
+
+    progress.stage("optimize", f"optimizing for {target.kind.name}")
+    try:
+        with target:
+            mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+    except Exception as err:
+        raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
+    progress.stage("tune", "tuning: loading MetaSchedule")
+    mod, tuning = tune_module(mod, target, tune, progress)
+    progress.stage("tune", "applying the tuned schedules")
+    try:
+        with target:
+            passes = [dl.ApplyDefaultSchedule(*schedule_rules())] + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+            mod = tvm.transform.Sequential(passes)(mod)
+    except Exception as err:
+        raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
+    return mod, tuning
+
+
 def pipeline_for(target):
     """(pipeline, description) for a built tvm.target.Target."""
     from tvm import relax
@@ -429,6 +463,305 @@ def pipeline_for(target):
     if "gpu" in target.keys:
         return relax.get_default_pipeline(target), GPU_SCHEDULE
     return relax.get_pipeline("default"), "TVM's default pipeline; no tuning"
+
+
+# --------------------------------------------------------------------------
+# Tuning (MetaSchedule): --tune
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class TuneOptions:
+    """What ``--tune`` asks for.
+
+    ``trials``: the most candidate schedules measured in this compile, over all kernels
+    (tasks); ``database``: the folder of the tuning database (MetaSchedule's JSON database:
+    ``database_workload.json`` and ``database_tuning_record.json``), kept and reused: a task
+    (a kernel's TIR for this target) that already has a measured record there is taken from
+    it and not tuned again; ``seconds``: a time budget for the measuring (tasks stop when it
+    is spent; what was measured by then is used).
+    """
+
+    trials: int = 64
+    database: str | Path | None = None
+    seconds: float | None = None
+
+    def folder(self) -> Path:
+        if self.database is not None:
+            return Path(self.database).expanduser().resolve()
+        return default_tuning_database()
+
+
+def default_tuning_database() -> Path:
+    """``$TVM_NODE_TUNING_DB``, else ``$XDG_CACHE_HOME/tvm-node/tuning`` (``~/.cache/...``)."""
+    if os.environ.get("TVM_NODE_TUNING_DB"):
+        return Path(os.environ["TVM_NODE_TUNING_DB"]).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache, "tvm-node", "tuning").resolve()
+
+
+def check_tunable(target) -> None:
+    """Tuning measures candidates here, so the target's code must run on this machine."""
+    if target.kind.name != "llvm":
+        raise CompileError(
+            f"--tune: tuning is implemented for CPU (llvm) targets; '{target.kind.name}' gets its default schedules",
+            "usage",
+            "compile without --tune for this target",
+        )
+    triple = str(target.attrs.get("mtriple", "")) or f"{machine_arch()}-linux-gnu"
+    arch = {"arm64": "aarch64", "amd64": "x86_64"}.get(triple.split("-")[0], triple.split("-")[0])
+    if arch != machine_arch():
+        raise CompileError(
+            f"--tune: candidates for {triple} must be measured on such a device; "
+            "tvm-node measures on this machine only (see the README, 'Tuning for a board')",
+            "usage",
+            "tune on the board itself (a checkout there), or compile without --tune",
+        )
+
+
+def with_num_cores(target):
+    """MetaSchedule needs the target's ``num-cores`` (its parallel loops are sized by it):
+    a target without one gets this machine's physical cores, where it is measured."""
+    import tvm
+
+    if "num-cores" in target.attrs:
+        return target
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except ImportError:
+        cores = None
+    value = json.loads(str(target))
+    value["num-cores"] = int(cores or os.cpu_count() or 1)
+    return tvm.target.Target(value)
+
+
+def fast_tensor_intrin_import() -> None:
+    """Imports tvm.s_tir.tensor_intrin (MetaSchedule's TuneContext and builder need it) in
+    about 5 s instead of about 20 s.
+
+    Its ~500 TVMScript functions each call ``inspect.stack()``, whose source lookup scans
+    all of ``sys.modules`` (``inspect.getmodule``) for every frame of a file that is not on
+    disk, i.e. the ``<frozen importlib...>`` frames of the import itself. Naming those
+    files' modules in inspect's cache ends the scans; the answer is the same (no source).
+    """
+    import importlib._bootstrap  # noqa: F401
+    import importlib._bootstrap_external  # noqa: F401
+    import inspect
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    for name in ("importlib._bootstrap", "importlib._bootstrap_external"):
+        inspect.modulesbyfile.setdefault(f"<frozen {name}>", name)
+    import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
+def tuning_database_hash(folder: Path) -> str | None:
+    """sha256 over the database's two files (None when there is none yet)."""
+    files = [folder / "database_workload.json", folder / "database_tuning_record.json"]
+    if not all(f.is_file() for f in files):
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def in_process_builder(scratch: Path):
+    """A MetaSchedule builder that builds candidates in this process, one after another.
+
+    MetaSchedule's LocalBuilder starts a fresh pool of worker processes for every batch of
+    candidates, and each worker imports tvm.s_tir.tensor_intrin (about 20 s of Python on
+    this 2-core machine, 40+ s when two workers import at once) before a build that takes
+    0.05-0.15 s (see the README, "Tuning"). CPU candidates are plain LLVM builds, so they
+    are built here; each is exported as a tar in a folder of its own under ``scratch``.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    from tvm.support.tar import tar
+
+    import itertools
+
+    numbers = itertools.count(1)
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for build_input in build_inputs:
+                try:
+                    module = default_build(build_input.mod, build_input.target, None)
+                    # A folder each: MetaSchedule's RemoveBuildArtifact deletes the artifact's folder.
+                    folder = scratch / f"candidate-{next(numbers)}"
+                    folder.mkdir()
+                    path = folder / f"candidate.{tar.output_format}"
+                    module.export_library(str(path), fcompile=tar)
+                    results.append(BuilderResult(str(path), None))
+                except Exception as err:  # a candidate that does not build is a failed trial
+                    results.append(BuilderResult(None, f"InProcessBuilder: {err}"))
+            return results
+
+    return InProcessBuilder()
+
+
+@dataclass
+class TuneState:
+    """Progress of one tuning run, reported after each measured batch."""
+
+    tasks: list
+    weights: list
+    budget: int
+    per_task: int
+    seconds: float | None
+    report: Callable[[dict], None]
+    started: float = field(default_factory=time.monotonic)
+    trials: list = field(default_factory=list)
+    best: list = field(default_factory=list)
+    failed: int = 0
+    stopped_by_time: bool = False
+
+    def __post_init__(self):
+        self.trials = [0] * len(self.tasks)
+        self.best = [None] * len(self.tasks)
+
+    def event(self) -> dict:
+        elapsed = time.monotonic() - self.started
+        done = sum(1 for n in self.trials if n >= self.per_task)
+        known = [b * w for b, w in zip(self.best, self.weights, strict=True) if b is not None]
+        return {
+            "tasks": len(self.tasks),
+            "tasks_done": len(self.tasks) if self.stopped_by_time else done,
+            "trials": sum(self.trials),
+            "trials_budget": self.budget,
+            "failed": self.failed,
+            "best_us": round(sum(known) * 1e6, 2) if known else None,
+            "seconds": round(elapsed, 1),
+            "seconds_left": None if self.seconds is None else round(max(0.0, self.seconds - elapsed), 1),
+        }
+
+
+def progress_callback(state: TuneState):
+    """A measure callback: counts trials and best latencies, stops tasks when time is up."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class TuneProgress(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            state.trials[task_id] += len(measure_candidates)
+            for built, ran in zip(builder_results, runner_results, strict=True):
+                secs = [float(s) for s in ran.run_secs] if ran.run_secs else None
+                if built.error_msg or ran.error_msg or not secs:
+                    state.failed += 1
+                    continue
+                mean = sum(secs) / len(secs)
+                if state.best[task_id] is None or mean < state.best[task_id]:
+                    state.best[task_id] = mean
+            if state.seconds is not None and time.monotonic() - state.started >= state.seconds and not state.stopped_by_time:
+                state.stopped_by_time = True
+                for i in range(len(state.tasks)):
+                    task_scheduler.terminate_task(i)
+            state.report(state.event())
+
+    return TuneProgress()
+
+
+def tune_module(mod, target, tune: TuneOptions, progress: Progress) -> tuple:
+    """MetaSchedule-tunes the kernels of a legalized, fused Relax module for ``target``
+    (measured on this machine), keeps the records in the tuning database, and applies the
+    best of them. Returns (module with tuned kernels scheduled, the manifest's "tuning").
+    """
+    import math
+
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
+
+    folder = tune.folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CompileError(f"--tuning-db {folder}: {err.strerror}", "usage") from None
+    started = time.monotonic()
+    fast_tensor_intrin_import()
+    database = ms.database.JSONDatabase(work_dir=str(folder))
+    records_before = len(database)
+    extracted = list(extract_tasks(mod, target))
+    known = [t for t in extracted if database.query_tuning_record(t.dispatched[0], target, t.task_name) is not None]
+    todo = [t for t in extracted if all(t is not k for k in known)]
+    state = None
+    if todo and tune.trials > 0:
+        per_task = max(1, math.ceil(tune.trials / len(todo)))
+
+        def report(event: dict) -> None:
+            left = f", {event['seconds_left']:.0f} s left" if event["seconds_left"] is not None else ""
+            best = f", best {event['best_us'] / 1000:.3g} ms" if event["best_us"] is not None else ""
+            progress.stage(
+                "tune",
+                f"tuning: {event['tasks_done']}/{event['tasks']} kernels, {event['trials']}/{event['trials_budget']} trials{best}{left}",
+                tune=event,
+            )
+
+        per_iter = min(16, per_task)
+        # The evolutionary search's population (512 by default) costs seconds per batch to
+        # sample and evolve; for small budgets it is scaled to the batch.
+        population = min(512, max(32, 32 * per_iter))
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population))
+        contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir=str(folder), strategy=strategy, seed=0)
+        state = TuneState(contexts, [float(w) for w in weights], tune.trials, per_task, tune.seconds, report)
+        report(state.event())
+        with tempfile.TemporaryDirectory(prefix="tvm-node-tune-") as scratch:
+            try:
+                import importlib.util
+
+                cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
+                ms.tune.tune_tasks(
+                    tasks=contexts,
+                    task_weights=weights,
+                    work_dir=str(folder),
+                    max_trials_global=tune.trials,
+                    max_trials_per_task=per_task,
+                    num_trials_per_iter=per_iter,
+                    builder=in_process_builder(Path(scratch)),
+                    runner=ms.runner.LocalRunner(
+                        timeout_sec=60,
+                        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20),
+                    ),
+                    database=database,
+                    cost_model=cost_model,
+                    measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress_callback(state)],
+                    task_scheduler="round-robin",
+                )
+            except CompileError:
+                raise
+            except Exception as err:
+                raise CompileError(f"tuning failed: {one_line(str(err))}") from None
+    else:
+        cost_model = None
+    from tvm import relax
+
+    with target, database:
+        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    applied = sum(1 for t in extracted if database.query_tuning_record(t.dispatched[0], target, t.task_name) is not None)
+    info = {
+        "tasks": len(extracted),
+        "tasks_tuned": len(todo) if state else 0,
+        "tasks_from_database": len(known),
+        "tasks_scheduled_from_database": applied,
+        "trials": sum(state.trials) if state else 0,
+        "trials_budget": tune.trials,
+        "failed_trials": state.failed if state else 0,
+        "records_added": len(database) - records_before,
+        "time_budget": tune.seconds,
+        "stopped_by_time": bool(state and state.stopped_by_time),
+        "seconds": round(time.monotonic() - started, 3),
+        "cost_model": cost_model,
+        "runner": "local",
+        "database": str(folder),
+        "database_sha256": tuning_database_hash(folder),
+    }
+    return mod, info
 
 
 # --------------------------------------------------------------------------
@@ -444,6 +777,9 @@ STAGES = (
     ("manifest", "writing the manifest"),
 )
 RELAX_STAGES = STAGES[2:]
+TUNE_STAGE = ("tune", "tuning the kernels (MetaSchedule)")
+TUNE_STAGES = (*STAGES[:3], TUNE_STAGE, *STAGES[3:])
+TUNE_RELAX_STAGES = TUNE_STAGES[2:]
 
 
 @dataclass
@@ -452,19 +788,31 @@ class Progress:
 
     report: Callable[[int, int, str, str], None] | None = None
     stages: tuple = STAGES
+    # Details of a stage (the tuning's counts), as dicts: see "Progress and errors".
+    detail: Callable[[dict], None] | None = None
     timings: dict = field(default_factory=dict)
     _current: tuple | None = None
+    _index: int = 0
 
-    def stage(self, name: str, title: str | None = None) -> None:
-        """Stage ``name`` starts; the stage running now again only changes the title shown."""
+    def stage(self, name: str, title: str | None = None, **detail) -> None:
+        """Stage ``name`` starts; the stage running now again only changes the title shown.
+
+        A stage not in ``stages`` (``tune`` for a caller that lists only the untuned
+        stages) is shown at the index of the stage before it. ``detail`` (keyword
+        arguments) goes to ``self.detail`` with the stage's name.
+        """
         now = time.monotonic()
         if self._current and self._current[0] != name:
             self.timings[self._current[0]] = round(now - self._current[1], 3)
-        index = next(i for i, (n, _) in enumerate(self.stages) if n == name)
+        names = [n for n, _ in self.stages]
+        index = names.index(name) if name in names else max(0, self._index)
+        self._index = index
         if not self._current or self._current[0] != name:
             self._current = (name, now)
         if self.report:
-            self.report(index, len(self.stages), name, title or self.stages[index][1])
+            self.report(index, len(self.stages), name, title or (self.stages[index][1] if name in names else name))
+        if detail and self.detail:
+            self.detail({"stage": name, **detail})
 
     def finish(self) -> dict:
         if self._current:
@@ -532,6 +880,7 @@ def compile_relax(
     options: dict | None = None,
     transform_module: Callable | None = None,
     progress: Progress | None = None,
+    tune: TuneOptions | None = None,
 ) -> dict:
     """Compile a Relax IRModule for ``target`` (a preset, kind or JSON target), export it
     as ``output`` (``.so``) and write its manifest beside it; returns the result (see main).
@@ -542,29 +891,39 @@ def compile_relax(
     the module before TVM's pipeline, so callers add functions (the encoded entry points
     of scripts/split_model.py) without a compile path of their own; what it does belongs
     in ``options`` (the content hash). ``function=None`` compiles a library of functions
-    with no single entry point (a codec): no manifest is written.
+    with no single entry point (a codec): no manifest is written. ``tune``
+    (:class:`TuneOptions`): MetaSchedule-tune the kernels (CPU targets of this machine's
+    architecture) with the tuning database, recorded in the manifest's ``tuning``.
     """
     import tvm
     from tvm import relax
     from tvm.support import cc as tvm_cc
 
     output = check_output_path(Path(output))
-    progress = progress or Progress(stages=RELAX_STAGES)
+    progress = progress or Progress(stages=TUNE_RELAX_STAGES if tune else RELAX_STAGES)
     spec = parse_target(target) if isinstance(target, str) else TargetSpec(json.dumps(target), None, target, None)
     compiler = cross_compiler_for(spec, cc)
     tvm_target = resolve_target(spec)
+    if tune is not None:
+        check_tunable(tvm_target)
+        tvm_target = with_num_cores(tvm_target)
 
     if transform_module is not None:
         mod = transform_module(mod)
     kind, inputs, outputs = (None, [], []) if function is None else named_signature(mod, function, input_names, output_names)
 
     pipeline, schedule = pipeline_for(tvm_target)
-    progress.stage("optimize", f"optimizing and scheduling for {tvm_target.kind.name}")
-    try:
-        with tvm_target:
-            mod = pipeline(mod)
-    except Exception as err:
-        raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
+    tuning = None
+    if tune is None:
+        progress.stage("optimize", f"optimizing and scheduling for {tvm_target.kind.name}")
+        try:
+            with tvm_target:
+                mod = pipeline(mod)
+        except Exception as err:
+            raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
+    else:
+        mod, tuning = tuned_cpu_pipeline(mod, tvm_target, tune, progress)
+        schedule = TUNED_SCHEDULE
 
     host = tvm_target.host or tvm_target
     progress.stage("codegen", f"generating code ({describe_target(tvm_target)})")
@@ -600,6 +959,8 @@ def compile_relax(
             "tvm_version": tvm.__version__,
             "compiler": sha256_file(Path(__file__)),
         }
+        if tuning is not None:  # the records applied make the code: the database's state
+            recipe["tuning"] = {k: tuning[k] for k in ("trials_budget", "time_budget", "database_sha256")}
         content_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
         if function is None:
             data = {"device": device_of(tvm_target)}
@@ -615,6 +976,8 @@ def compile_relax(
                     "content_hash": content_hash,
                 }
             )
+            if tuning is not None:
+                data["tuning"] = tuning
             write_json_atomic(tmp_json, data)
         os.replace(tmp_so, output)
         if function is not None:
@@ -642,6 +1005,7 @@ def compile_relax(
         "outputs": data.get("outputs", []),
         "content_hash": content_hash,
         "bytes": output.stat().st_size,
+        **({"tuning": tuning} if tuning is not None else {}),
     }
 
 
@@ -769,6 +1133,7 @@ def compile_onnx(
     transform_module: Callable | None = None,
     options: dict | None = None,
     progress: Progress | Callable[[int, int, str, str], None] | None = None,
+    tune: TuneOptions | None = None,
 ) -> dict:
     """Import ``onnx_path`` with TVM's Relax frontend and compile it (:func:`compile_relax`).
 
@@ -777,13 +1142,14 @@ def compile_onnx(
     names: symbolic). ``cc``: the cross g++ (default: ``<arch>-linux-gnu-g++`` when the
     target's triple names another architecture). ``transform_module`` and ``options``
     (added to the manifest's) go to :func:`compile_relax`. ``progress``: a
-    :class:`Progress` or a ``report(index, total, name, title)`` function. Raises
+    :class:`Progress` or a ``report(index, total, name, title)`` function. ``tune``
+    (:class:`TuneOptions`): MetaSchedule tuning (see :func:`compile_relax`). Raises
     :class:`CompileError`. Returns the result: library, manifest, target, inputs, outputs,
     content_hash, ...
     """
     onnx_path = Path(onnx_path)
     if not isinstance(progress, Progress):
-        progress = Progress(report=progress)
+        progress = Progress(report=progress, stages=TUNE_STAGES if tune else STAGES)
     if not onnx_path.is_file():
         raise CompileError(
             f"{onnx_path}: {'is a folder, not a file' if onnx_path.is_dir() else 'no such file'}",
@@ -793,7 +1159,9 @@ def compile_onnx(
     output = check_output_path(Path(output))
     spec = parse_target(target) if isinstance(target, str) else TargetSpec(json.dumps(target), None, target, None)
     cross_compiler_for(spec, cc)  # before the slow part: a missing cross g++ is said at once
-    resolve_target(spec)  # and so is a bad target
+    resolved = resolve_target(spec)  # and so is a bad target
+    if tune is not None:
+        check_tunable(resolved)  # and a target that cannot be tuned here
 
     progress.stage("read")
     model = read_onnx(onnx_path)
@@ -837,6 +1205,7 @@ def compile_onnx(
         options={"input_shapes": input_shapes, "frontend": f"tvm.relax.frontend.onnx (TVM {tvm.__version__})", **(options or {})},
         transform_module=transform_module,
         progress=progress,
+        tune=tune,
     )
 
 
@@ -870,6 +1239,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target", default="host", help=f"preset ({', '.join(PRESETS)}), TVM target kind or JSON target")
     parser.add_argument("--input-shape", action="append", default=[], help="NAME=D1,D2,... (repeat per input)")
     parser.add_argument("--cc", help="the g++ to link a cross target with (default: <arch>-linux-gnu-g++)")
+    parser.add_argument("--tune", action="store_true", help="MetaSchedule-tune the kernels (CPU targets of this machine)")
+    parser.add_argument("--trials", type=int, help="--tune: the most candidates measured in all (default 64)")
+    parser.add_argument("--tuning-db", type=Path, help="--tune: the tuning database's folder (default ~/.cache/tvm-node/tuning)")
+    parser.add_argument("--tune-time", type=float, help="--tune: a time budget in seconds for the measuring")
     parser.add_argument("--events", action="store_true", help="JSON lines on stdout (progress, result, error)")
     parser.add_argument("--list-presets", action="store_true", help="print the presets as JSON and exit")
     return parser.parse_args(argv)
@@ -921,6 +1294,11 @@ class Channel:
         else:
             print(f"[{index + 1}/{total}] {title}", file=sys.stderr, flush=True)
 
+    def detail(self, detail: dict) -> None:
+        """A stage's details (the tuning's counts) as a ``tune`` event."""
+        if self.events and detail.get("stage") == "tune" and "tune" in detail:
+            self.emit({"event": "tune", **detail["tune"]})
+
     def done(self, result) -> None:
         if self.events:
             self.emit({"event": "done", "result": result})
@@ -967,13 +1345,29 @@ def compile_main(argv: list[str], channel: Channel) -> None:
     if args.model is None or args.out is None:
         raise CompileError("give the model and -o OUT.so", "usage")
     shapes = parse_input_shapes(args.input_shape)
-    channel.start(STAGES)
+    tune = tune_options(args)
+    stages = TUNE_STAGES if tune else STAGES
+    channel.start(stages)
     started = time.monotonic()
-    progress = Progress(report=channel.report)
-    result = compile_onnx(args.model, args.out, target=args.target, input_shapes=shapes, cc=args.cc, progress=progress)
+    progress = Progress(report=channel.report, stages=stages, detail=channel.detail)
+    result = compile_onnx(args.model, args.out, target=args.target, input_shapes=shapes, cc=args.cc, progress=progress, tune=tune)
     result["seconds"] = round(time.monotonic() - started, 3)
     result["stages"] = progress.finish()
     channel.done(result)
+
+
+def tune_options(args: argparse.Namespace) -> TuneOptions | None:
+    """``--tune [--trials N] [--tuning-db DIR] [--tune-time S]``; the others need --tune."""
+    given = [name for name, value in (("--trials", args.trials), ("--tuning-db", args.tuning_db), ("--tune-time", args.tune_time)) if value is not None]
+    if not args.tune:
+        if given:
+            raise CompileError(f"{given[0]} needs --tune", "usage")
+        return None
+    if args.trials is not None and args.trials < 0:
+        raise CompileError(f"--trials {args.trials}: give a number of trials >= 0", "usage")
+    if args.tune_time is not None and not args.tune_time > 0:
+        raise CompileError(f"--tune-time {args.tune_time}: give a number of seconds > 0", "usage")
+    return TuneOptions(trials=64 if args.trials is None else args.trials, database=args.tuning_db, seconds=args.tune_time)
 
 
 def parse_input_shapes(texts: list[str]) -> dict[str, list]:
