@@ -225,6 +225,14 @@ handleExits(program.command('compile'))
   .option('-t, --target <preset|target>', targetHelp('the target'), 'host')
   .addOption(inputShapeOption())
   .option('--cc <compiler>', 'the g++ that links a cross target (default: <arch>-linux-gnu-g++, e.g. aarch64-linux-gnu-g++)')
+  .option('--tune', "MetaSchedule-tune the kernels, measuring candidates on this machine (CPU targets of this machine's architecture)")
+  .option(
+    '--trials <n>',
+    '--tune: the most candidates measured, over all kernels (default 64)',
+    parsed('--trials', (t) => parseCount(t, 0)),
+  )
+  .option('--tuning-db <dir>', '--tune: the tuning database, kept and reused (default: $TVM_NODE_TUNING_DB, else ~/.cache/tvm-node/tuning)')
+  .option('--tune-time <seconds>', '--tune: a time budget in whole seconds for the measuring', parsed('--tune-time', seconds))
   .addOption(pythonOption())
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress bar (it is drawn on stderr only when stderr is a terminal)')
@@ -238,15 +246,39 @@ version and a content hash; Model.load, \`tvm-node run\` and the model repositor
 Examples:
   tvm-node compile mobilenet_v2.onnx -o mobilenet_v2.so
   tvm-node compile model.onnx -o board/model.so --target rk3588 --input-shape input=1,3,224,224
+  tvm-node compile model.onnx -o model.so --tune --trials 200 --tune-time 900
+With --tune, kernels that already have a record in the tuning database are not tuned again.
 ${EXIT_HELP}`,
   )
   .action(
     async (
       model: string,
-      o: { out: string; target: string; inputShape?: InputShape[]; cc?: string; python?: string; json?: boolean; progress: boolean; verbose?: boolean },
+      o: {
+        out: string;
+        target: string;
+        inputShape?: InputShape[];
+        cc?: string;
+        tune?: boolean;
+        trials?: number;
+        tuningDb?: string;
+        tuneTime?: number;
+        python?: string;
+        json?: boolean;
+        progress: boolean;
+        verbose?: boolean;
+      },
     ) => {
+      const given = (
+        [
+          ['--trials', o.trials],
+          ['--tuning-db', o.tuningDb],
+          ['--tune-time', o.tuneTime],
+        ] as const
+      ).find(([, v]) => v !== undefined);
+      if (!o.tune && given) throw new UsageError(`${given[0]} needs --tune`, `add --tune to tune the kernels`);
+      const tune = o.tune ? { trials: o.trials, database: o.tuningDb, seconds: o.tuneTime } : undefined;
       const result = await compileModel(
-        { model, out: o.out, target: o.target, inputShapes: o.inputShape ?? [], cc: o.cc, python: o.python, verbose: o.verbose },
+        { model, out: o.out, target: o.target, inputShapes: o.inputShape ?? [], cc: o.cc, python: o.python, verbose: o.verbose, tune },
         stageBar(process.stderr, o.progress && !o.verbose),
       );
       console.log(o.json ? JSON.stringify(result, null, 2) : formatCompileResult(result, model));

@@ -40,6 +40,41 @@ export interface CompileOptions {
   python?: string;
   /** Pass the compiler's own output (TVM, LLVM, g++) through to stderr. */
   verbose?: boolean;
+  /** MetaSchedule tuning (`--tune`); absent: the untuned compile. */
+  tune?: TuneOptions;
+}
+
+/** `--tune [--trials N] [--tuning-db DIR] [--tune-time SECONDS]`. */
+export interface TuneOptions {
+  /** The most candidates measured in this compile, over all kernels (default 64). */
+  trials?: number;
+  /** The tuning database's folder (default: $TVM_NODE_TUNING_DB, else ~/.cache/tvm-node/tuning). */
+  database?: string;
+  /** A time budget in seconds for the measuring. */
+  seconds?: number;
+}
+
+/** What a tuned compile reports (the manifest's `tuning`). */
+export interface TuningResult {
+  /** Kernels (MetaSchedule tasks) of the model. */
+  tasks: number;
+  /** Kernels tuned now; the others had records in the database. */
+  tasks_tuned: number;
+  tasks_from_database: number;
+  /** Kernels whose schedule came from the database (the rest: the untuned schedule). */
+  tasks_scheduled_from_database: number;
+  /** Candidates measured now. */
+  trials: number;
+  trials_budget: number;
+  failed_trials: number;
+  records_added: number;
+  time_budget: number | null;
+  stopped_by_time: boolean;
+  seconds: number;
+  cost_model: string | null;
+  runner: string;
+  database: string;
+  database_sha256: string | null;
 }
 
 /** A tensor as the manifest describes it. */
@@ -69,6 +104,8 @@ export interface CompileResult {
   bytes: number;
   seconds: number;
   stages: Record<string, number>;
+  /** Present when tuned. */
+  tuning?: TuningResult;
 }
 
 const SIZE = /^(\d+|[A-Za-z_][A-Za-z0-9_]*)$/;
@@ -99,6 +136,16 @@ export async function compileModel(opts: CompileOptions, progress?: StageProgres
   const args = [opts.model, '-o', opts.out, '--target', opts.target];
   for (const s of opts.inputShapes) args.push('--input-shape', `${s.name}=${s.shape.join(',')}`);
   if (opts.cc) args.push('--cc', opts.cc);
+  if (opts.tune) {
+    const { trials, database, seconds } = opts.tune;
+    if (trials !== undefined && !(Number.isInteger(trials) && trials >= 0))
+      throw new UsageError(`--trials ${trials}: give a whole number of trials >= 0`, 'e.g. --trials 64');
+    if (seconds !== undefined && !(seconds > 0)) throw new UsageError(`--tune-time ${seconds}: give a number of seconds > 0`, 'e.g. --tune-time 600');
+    args.push('--tune');
+    if (trials !== undefined) args.push('--trials', String(trials));
+    if (database !== undefined) args.push('--tuning-db', database);
+    if (seconds !== undefined) args.push('--tune-time', String(seconds));
+  }
   return runPythonTool<CompileResult>({ script: 'compile_model.py', args, command: 'compile', python: opts.python, verbose: opts.verbose }, progress);
 }
 
@@ -117,6 +164,15 @@ export function formatCompileResult(r: CompileResult, model: string): string {
     ['TVM', r.tvm_version],
     ['hash', r.content_hash],
   ];
+  const t = r.tuning;
+  if (t) {
+    const from = t.tasks_from_database ? `, ${t.tasks_from_database} from the database` : '';
+    const time = t.stopped_by_time ? ' (time budget spent)' : '';
+    rows.push(
+      ['tuning', `${t.trials} trials in ${t.seconds.toFixed(1)} s${time}: ${t.tasks_tuned} of ${t.tasks} kernels tuned now${from}`],
+      ['', `${t.tasks_scheduled_from_database} of ${t.tasks} kernels scheduled from the database ${t.database}`],
+    );
+  }
   if (r.notes) rows.push(['note', r.notes]);
   return [`compiled ${model} in ${r.seconds.toFixed(1)} s`, ...rows.map(([k, v]) => `  ${k.padEnd(9)}${v}`)].join('\n');
 }

@@ -1,0 +1,205 @@
+/**
+ * `tvm-node compile --tune` (scripts/compile_model.py, "Tuning"): a tiny ONNX model (Conv +
+ * Relu + GlobalAveragePool + Gemm, built here with onnx.helper, reference output from
+ * onnxruntime) tuned with a small trial budget runs from Node and matches onnxruntime, its
+ * manifest records the tuning, and a second compile with the same tuning database measures
+ * nothing (every kernel comes from the database).
+ *
+ * The tuned compile (the only part that measures candidates) is cached in .cache/tune-test/
+ * by a sha256 over what makes it (the model script, the compile scripts and CLI code, the
+ * pinned requirements, the budget, this CPU), with its tuning database, so a warm run only
+ * compiles once from the database and checks.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Model, readNpy } from '../lib';
+import { assertFailure, runCli } from './cli-run';
+import { python, repoRoot } from './fixtures';
+
+const TRIALS = 8;
+const TOLERANCE = { rtol: 1e-4, atol: 1e-5 };
+
+/** Writes tiny.onnx, tiny.input.npy and tiny.reference.npy (onnxruntime's output) into `dir`. */
+const MODEL_SCRIPT = `
+import sys, numpy as np, onnx, onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+out = sys.argv[1]
+rng = np.random.default_rng(13)
+w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w")
+b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b")
+fw = numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32) * 0.5, "fw")
+fb = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32) * 0.1, "fb")
+nodes = [
+    helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["c"], ["r"]),
+    helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+    helper.make_node("Flatten", ["p"], ["f"]),
+    helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1),
+]
+g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], [w, b, fw, fb])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+m.ir_version = 8
+onnx.checker.check_model(m)
+onnx.save(m, f"{out}/tiny.onnx")
+x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+np.save(f"{out}/tiny.input.npy", x)
+s = ort.InferenceSession(f"{out}/tiny.onnx", providers=["CPUExecutionProvider"])
+np.save(f"{out}/tiny.reference.npy", s.run(None, {"input": x})[0])
+`;
+
+const RECIPE_FILES = ['scripts/compile_model.py', 'scripts/compile_fixtures.py', 'lib/cli/compile.ts', 'lib/cli.ts', 'tvm/requirements.txt'];
+const sha256 = (data: crypto.BinaryLike) => crypto.createHash('sha256').update(data).digest('hex');
+
+const cli = (args: string[]) => runCli(args, { timeoutMs: 600_000 });
+
+interface Tuned {
+  dir: string;
+  so: string;
+  db: string;
+  /** The tuned compile's result (`--json`), from now or from the cache. */
+  result: { schedule: string; tuning: Record<string, unknown> & { trials: number; tasks: number; records_added: number; tasks_tuned: number } };
+  fresh: boolean;
+  seconds: number;
+}
+
+/** The model and its tuned compile, cached in .cache/tune-test/<key>. */
+function tuned(): Tuned {
+  const h = crypto.createHash('sha256');
+  h.update(`model:${sha256(MODEL_SCRIPT)}\ntrials:${TRIALS}\ncpu:${os.cpus()[0]?.model ?? ''} ${os.arch()}\n`);
+  for (const f of RECIPE_FILES) h.update(`${f}:${sha256(fs.readFileSync(path.join(repoRoot, f)))}\n`);
+  const cacheRoot = path.join(repoRoot, '.cache', 'tune-test');
+  const dir = path.join(cacheRoot, h.digest('hex').slice(0, 16));
+  const done = path.join(dir, 'result.json');
+  const at = (d: string) => ({ so: path.join(d, 'tiny.so'), db: path.join(d, 'db') });
+  if (fs.existsSync(done)) return { dir, ...at(dir), result: JSON.parse(fs.readFileSync(done, 'utf8')), fresh: false, seconds: 0 };
+  fs.mkdirSync(cacheRoot, { recursive: true });
+  const staged = fs.mkdtempSync(path.join(cacheRoot, '.tmp-'));
+  try {
+    execFileSync(python, ['-c', MODEL_SCRIPT, staged], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const started = Date.now();
+    const r = cli([
+      'compile',
+      path.join(staged, 'tiny.onnx'),
+      '-o',
+      at(staged).so,
+      '--tune',
+      '--trials',
+      String(TRIALS),
+      '--tuning-db',
+      at(staged).db,
+      '--json',
+    ]);
+    const seconds = (Date.now() - started) / 1000;
+    assert.equal(r.status, 0, `tuned compile failed: ${r.stderr}`);
+    assert.equal(r.stderr, '', 'no output on stderr when it is not a terminal');
+    fs.writeFileSync(path.join(staged, 'result.json'), r.stdout);
+    try {
+      fs.renameSync(staged, dir);
+    } catch {
+      fs.rmSync(staged, { recursive: true, force: true }); // another run published it first
+    }
+    return { dir, ...at(dir), result: JSON.parse(r.stdout), fresh: true, seconds };
+  } catch (err) {
+    fs.rmSync(staged, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Runs the artifact from Node on the model's input; max |TVM - onnxruntime| and whether within TOLERANCE. */
+async function check(so: string, dir: string): Promise<{ maxAbsDiff: number; ok: boolean }> {
+  const x = readNpy(path.join(dir, 'tiny.input.npy'));
+  const ref = readNpy(path.join(dir, 'tiny.reference.npy'));
+  await using m = await Model.load(so);
+  const { logits } = await m.run({ input: { data: x.data, shape: x.shape } });
+  try {
+    assert.deepEqual(logits.shape, ref.shape);
+    const got = (await logits.toArray()) as Float32Array;
+    let maxAbsDiff = 0;
+    let ok = true;
+    for (let i = 0; i < ref.data.length; i++) {
+      const want = Number(ref.data[i]);
+      const d = Math.abs(got[i] - want);
+      maxAbsDiff = Math.max(maxAbsDiff, d);
+      if (!(d <= TOLERANCE.atol + TOLERANCE.rtol * Math.abs(want))) ok = false;
+    }
+    return { maxAbsDiff, ok };
+  } finally {
+    await logits.dispose();
+  }
+}
+
+/** The number of records in a MetaSchedule JSON database (one line each). */
+const records = (db: string) =>
+  fs
+    .readFileSync(path.join(db, 'database_tuning_record.json'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim()).length;
+
+describe('tvm-node compile --tune', function () {
+  this.timeout(900_000);
+  let t: Tuned;
+  let tmp: string;
+
+  before(() => {
+    t = tuned();
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-tune-test-'));
+    if (t.fresh) console.log(`      tuned compile (${TRIALS} trials): ${t.seconds.toFixed(1)} s, tuning ${t.result.tuning.seconds} s`);
+  });
+  after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('tunes the kernels within the trial budget and records it in the manifest', () => {
+    const tuning = t.result.tuning;
+    assert.ok(tuning.tasks >= 3, `kernels: ${tuning.tasks}`);
+    assert.equal(tuning.tasks_tuned, tuning.tasks, 'a new database: every kernel tuned');
+    assert.ok(tuning.trials > 0 && tuning.trials <= TRIALS, `trials: ${tuning.trials}`);
+    assert.equal(tuning.records_added, tuning.trials);
+    assert.equal(tuning.failed_trials, 0);
+    assert.equal(records(t.db), tuning.trials);
+    const manifest = JSON.parse(fs.readFileSync(t.so.replace(/\.so$/, '.json'), 'utf8'));
+    assert.deepEqual(manifest.tuning, tuning);
+    assert.match(manifest.tuning.database_sha256, /^[0-9a-f]{64}$/);
+    assert.equal(manifest.target['num-cores'] > 0, true, 'the target names its cores (MetaSchedule sizes parallel loops by them)');
+    assert.match(t.result.schedule, /MetaSchedule-tuned/);
+  });
+
+  it('the tuned artifact runs from Node and matches onnxruntime', async () => {
+    const { maxAbsDiff, ok } = await check(t.so, t.dir);
+    assert.ok(ok, `outside rtol ${TOLERANCE.rtol} / atol ${TOLERANCE.atol}: max |diff| ${maxAbsDiff}`);
+    console.log(`      max |tuned TVM - onnxruntime| = ${maxAbsDiff.toExponential(2)}`);
+  });
+
+  it('a second compile with the same --tuning-db measures nothing and builds the same kernels', async () => {
+    // A copy, so the cached database stays as the tuned compile left it.
+    const db = path.join(tmp, 'db');
+    fs.cpSync(t.db, db, { recursive: true });
+    const before = records(db);
+    const so = path.join(tmp, 'again.so');
+    const r = cli(['compile', path.join(t.dir, 'tiny.onnx'), '-o', so, '--tune', '--trials', String(TRIALS), '--tuning-db', db, '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const { tuning } = JSON.parse(r.stdout);
+    assert.equal(tuning.trials, 0, 'no trials');
+    assert.equal(tuning.records_added, 0);
+    assert.equal(tuning.tasks_tuned, 0);
+    assert.equal(tuning.tasks_from_database, tuning.tasks);
+    assert.equal(records(db), before, 'no new database records');
+    assert.equal(tuning.database_sha256, t.result.tuning.database_sha256, 'the database is unchanged');
+    const { ok, maxAbsDiff } = await check(so, t.dir);
+    assert.ok(ok, `max |diff| ${maxAbsDiff}`);
+  });
+
+  it('--trials, --tuning-db and --tune-time need --tune; a foreign target cannot be tuned here', () => {
+    const onnx = path.join(t.dir, 'tiny.onnx');
+    const out = path.join(tmp, 'x.so');
+    assertFailure(cli(['compile', onnx, '-o', out, '--trials', '4']), 2, /usage/, /--trials needs --tune/);
+    assertFailure(cli(['compile', onnx, '-o', out, '--tune', '--trials', 'many']), 2, /usage/, /--trials 'many'/);
+    if (os.arch() === 'x64') {
+      const r = cli(['compile', onnx, '-o', out, '--tune', '--target', 'aarch64', '--cc', 'true']);
+      assertFailure(r, 2, /usage/, /--tune: candidates for aarch64-linux-gnu must be measured on such a device/);
+    }
+  });
+});
