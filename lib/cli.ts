@@ -233,6 +233,8 @@ handleExits(program.command('compile'))
   )
   .option('--tuning-db <dir>', '--tune: the tuning database, kept and reused (default: $TVM_NODE_TUNING_DB, else ~/.cache/tvm-node/tuning)')
   .option('--tune-time <seconds>', '--tune: a time budget in whole seconds for the measuring', parsed('--tune-time', seconds))
+  .option('--rpc-tracker <host:port>', '--tune: measure on a device registered with this TVM RPC tracker (with --rpc-key)')
+  .option('--rpc-key <key>', "--tune: the device's key at the tracker")
   .addOption(pythonOption())
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress bar (it is drawn on stderr only when stderr is a terminal)')
@@ -262,6 +264,8 @@ ${EXIT_HELP}`,
         trials?: number;
         tuningDb?: string;
         tuneTime?: number;
+        rpcTracker?: string;
+        rpcKey?: string;
         python?: string;
         json?: boolean;
         progress: boolean;
@@ -273,10 +277,12 @@ ${EXIT_HELP}`,
           ['--trials', o.trials],
           ['--tuning-db', o.tuningDb],
           ['--tune-time', o.tuneTime],
+          ['--rpc-tracker', o.rpcTracker],
+          ['--rpc-key', o.rpcKey],
         ] as const
       ).find(([, v]) => v !== undefined);
       if (!o.tune && given) throw new UsageError(`${given[0]} needs --tune`, `add --tune to tune the kernels`);
-      const tune = o.tune ? { trials: o.trials, database: o.tuningDb, seconds: o.tuneTime } : undefined;
+      const tune = o.tune ? { trials: o.trials, database: o.tuningDb, seconds: o.tuneTime, tracker: o.rpcTracker, key: o.rpcKey } : undefined;
       const result = await compileModel(
         { model, out: o.out, target: o.target, inputShapes: o.inputShape ?? [], cc: o.cc, python: o.python, verbose: o.verbose, tune },
         stageBar(process.stderr, o.progress && !o.verbose),

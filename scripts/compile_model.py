@@ -426,7 +426,7 @@ TUNED_SCHEDULE = (
 )
 
 
-def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress):
+def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress, compiler: str | None = None):
     """:func:`cpu_pipeline` with MetaSchedule tuning in place of the scheduling pass:
     library dispatch, legalization and fusion, then :func:`tune_module` (tune, apply the
     database), then ParallelVectorize for kernels without a record, then lowering.
@@ -443,7 +443,7 @@ def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress):
     except Exception as err:
         raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
     progress.stage("tune", "tuning: loading MetaSchedule")
-    mod, tuning = tune_module(mod, target, tune, progress)
+    mod, tuning = tune_module(mod, target, tune, progress, compiler)
     progress.stage("tune", "applying the tuned schedules")
     try:
         with target:
@@ -479,12 +479,23 @@ class TuneOptions:
     ``database_workload.json`` and ``database_tuning_record.json``), kept and reused: a task
     (a kernel's TIR for this target) that already has a measured record there is taken from
     it and not tuned again; ``seconds``: a time budget for the measuring (tasks stop when it
-    is spent; what was measured by then is used).
+    is spent; what was measured by then is used); ``tracker`` (``host:port``) and ``key``:
+    measure on a device registered with a TVM RPC tracker under that key.
     """
 
     trials: int = 64
     database: str | Path | None = None
     seconds: float | None = None
+    # Measure on a device registered with a TVM RPC tracker ("host:port") under ``key``
+    # instead of on this machine.
+    tracker: str | None = None
+    key: str | None = None
+
+    def tracker_address(self) -> tuple[str, int]:
+        host, _, port = (self.tracker or "").rpartition(":")
+        if not host or not port.isdigit():
+            raise CompileError(f"--rpc-tracker '{self.tracker}': expected HOST:PORT, e.g. 127.0.0.1:9190", "usage")
+        return host, int(port)
 
     def folder(self) -> Path:
         if self.database is not None:
@@ -500,8 +511,13 @@ def default_tuning_database() -> Path:
     return Path(cache, "tvm-node", "tuning").resolve()
 
 
-def check_tunable(target) -> None:
-    """Tuning measures candidates here, so the target's code must run on this machine."""
+def check_tunable(target, tune: TuneOptions) -> None:
+    """Tuning measures candidates here (or on a tracker's device), so the target's code must
+    run on this machine (or be a CPU target for that device)."""
+    if (tune.tracker is None) != (tune.key is None):
+        raise CompileError("--rpc-tracker and --rpc-key go together", "usage", "e.g. --rpc-tracker 127.0.0.1:9190 --rpc-key rk3588")
+    if tune.tracker is not None:
+        tune.tracker_address()
     if target.kind.name != "llvm":
         raise CompileError(
             f"--tune: tuning is implemented for CPU (llvm) targets; '{target.kind.name}' gets its default schedules",
@@ -510,31 +526,65 @@ def check_tunable(target) -> None:
         )
     triple = str(target.attrs.get("mtriple", "")) or f"{machine_arch()}-linux-gnu"
     arch = {"arm64": "aarch64", "amd64": "x86_64"}.get(triple.split("-")[0], triple.split("-")[0])
-    if arch != machine_arch():
+    if arch != machine_arch() and tune.tracker is None:
         raise CompileError(
             f"--tune: candidates for {triple} must be measured on such a device; "
             "tvm-node measures on this machine only (see the README, 'Tuning for a board')",
             "usage",
-            "tune on the board itself (a checkout there), or compile without --tune",
+            "measure on the board through a TVM RPC tracker (--rpc-tracker HOST:PORT --rpc-key KEY), or compile without --tune",
         )
 
 
-def with_num_cores(target):
+def with_num_cores(target, tune: TuneOptions):
     """MetaSchedule needs the target's ``num-cores`` (its parallel loops are sized by it):
-    a target without one gets this machine's physical cores, where it is measured."""
+    a target without one gets the cores of where it is measured: this machine's physical
+    cores, or the size of the tracker device's TVM thread pool."""
     import tvm
 
     if "num-cores" in target.attrs:
         return target
-    try:
-        import psutil
+    if tune.tracker is not None:
+        cores = tracker_device_threads(tune)
+    else:
+        try:
+            import psutil
 
-        cores = psutil.cpu_count(logical=False)
-    except ImportError:
-        cores = None
+            cores = psutil.cpu_count(logical=False)
+        except ImportError:
+            cores = None
     value = json.loads(str(target))
     value["num-cores"] = int(cores or os.cpu_count() or 1)
     return tvm.target.Target(value)
+
+
+def tracker_session(tune: TuneOptions, timeout: float = 60):
+    """A session with a device registered with the tracker under ``tune.key``."""
+    from tvm import rpc
+
+    host, port = tune.tracker_address()
+    try:
+        tracker = rpc.connect_tracker(host, port)
+        return tracker.request(tune.key, priority=1, session_timeout=timeout)
+    except Exception as err:
+        raise CompileError(
+            f"--rpc-tracker {tune.tracker} --rpc-key {tune.key}: no session: {one_line(str(err))}",
+            "RPCError",
+            "start the tracker (python -m tvm.exec.rpc_tracker) and a server registered under that key "
+            "(tvm-node rpc-server --tracker HOST:PORT --key KEY); python -m tvm.exec.query_rpc_tracker lists them",
+        ) from None
+
+
+def tracker_device_threads(tune: TuneOptions) -> int:
+    """The size of TVM's thread pool on the tracker's device (runtime.NumThreads)."""
+    session = tracker_session(tune)
+    try:
+        return int(session.get_function("runtime.NumThreads")())
+    except Exception as err:
+        raise CompileError(
+            f"--rpc-key {tune.key}: cannot ask the device for its cores ({one_line(str(err))})",
+            "RPCError",
+            'name them in a JSON target: --target \'{"kind": "llvm", ..., "num-cores": 8}\'',
+        ) from None
 
 
 def fast_tensor_intrin_import() -> None:
@@ -568,19 +618,26 @@ def tuning_database_hash(folder: Path) -> str | None:
     return digest.hexdigest()
 
 
-def in_process_builder(scratch: Path):
+def in_process_builder(scratch: Path, shared_library: bool = False, compiler: str | None = None):
     """A MetaSchedule builder that builds candidates in this process, one after another.
 
     MetaSchedule's LocalBuilder starts a fresh pool of worker processes for every batch of
     candidates, and each worker imports tvm.s_tir.tensor_intrin (about 20 s of Python on
     this 2-core machine, 40+ s when two workers import at once) before a build that takes
     0.05-0.15 s (see the README, "Tuning"). CPU candidates are plain LLVM builds, so they
-    are built here; each is exported as a tar in a folder of its own under ``scratch``.
+    are built here; each is exported as a tar (for MetaSchedule's LocalRunner, which links it)
+    or, with ``shared_library``, as a shared library linked here by ``compiler`` (a cross g++,
+    default this machine's) for a remote device without a compiler, in a folder of its own
+    under ``scratch``.
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    from tvm.support import cc as tvm_cc
     from tvm.support.tar import tar
+
+    fcompile = (tvm_cc.cross_compiler(compiler) if compiler else None) if shared_library else tar
+    suffix = "so" if shared_library else tar.output_format
 
     import itertools
 
@@ -596,8 +653,8 @@ def in_process_builder(scratch: Path):
                     # A folder each: MetaSchedule's RemoveBuildArtifact deletes the artifact's folder.
                     folder = scratch / f"candidate-{next(numbers)}"
                     folder.mkdir()
-                    path = folder / f"candidate.{tar.output_format}"
-                    module.export_library(str(path), fcompile=tar)
+                    path = folder / f"candidate.{suffix}"
+                    module.export_library(str(path), fcompile=fcompile)
                     results.append(BuilderResult(str(path), None))
                 except Exception as err:  # a candidate that does not build is a failed trial
                     results.append(BuilderResult(None, f"InProcessBuilder: {err}"))
@@ -668,7 +725,38 @@ def progress_callback(state: TuneState):
     return TuneProgress()
 
 
-def tune_module(mod, target, tune: TuneOptions, progress: Progress) -> tuple:
+def rpc_cleanup(session, remote_path) -> None:
+    """After a candidate ran on the device: remove its uploaded library.
+
+    MetaSchedule's default cleanup also removes ``remote_path + ".so"`` (the library a
+    device links from an uploaded tar; tvm-node uploads a library, so that file does not
+    exist) and ``""`` (the server's whole work folder; tvm-node's server refuses an empty
+    name): either fails the trial. Runs in the runner's worker process (pickled by value).
+    """
+    if session is not None and remote_path is not None:
+        try:
+            session.remove(remote_path)
+        except Exception:  # a file left in the server's work folder fails nothing
+            pass
+
+
+def tuning_runner(tune: TuneOptions):
+    """MetaSchedule's LocalRunner (one worker process), or its RPCRunner through the tracker."""
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20)
+    if tune.tracker is None:
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
+    host, port = tune.tracker_address()
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=tune.key, session_priority=1, session_timeout_sec=120)
+    if __name__ != "__main__":  # imported: the worker could not import this module by name
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1, f_cleanup=rpc_cleanup)
+
+
+def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: str | None = None) -> tuple:
     """MetaSchedule-tunes the kernels of a legalized, fused Relax module for ``target``
     (measured on this machine), keeps the records in the tuning database, and applies the
     best of them. Returns (module with tuned kernels scheduled, the manifest's "tuning").
@@ -723,11 +811,8 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress) -> tuple:
                     max_trials_global=tune.trials,
                     max_trials_per_task=per_task,
                     num_trials_per_iter=per_iter,
-                    builder=in_process_builder(Path(scratch)),
-                    runner=ms.runner.LocalRunner(
-                        timeout_sec=60,
-                        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20),
-                    ),
+                    builder=in_process_builder(Path(scratch), shared_library=tune.tracker is not None, compiler=compiler),
+                    runner=tuning_runner(tune),
                     database=database,
                     cost_model=cost_model,
                     measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress_callback(state)],
@@ -757,7 +842,7 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress) -> tuple:
         "stopped_by_time": bool(state and state.stopped_by_time),
         "seconds": round(time.monotonic() - started, 3),
         "cost_model": cost_model,
-        "runner": "local",
+        "runner": "local" if tune.tracker is None else f"rpc {tune.tracker} key {tune.key}",
         "database": str(folder),
         "database_sha256": tuning_database_hash(folder),
     }
@@ -905,8 +990,8 @@ def compile_relax(
     compiler = cross_compiler_for(spec, cc)
     tvm_target = resolve_target(spec)
     if tune is not None:
-        check_tunable(tvm_target)
-        tvm_target = with_num_cores(tvm_target)
+        check_tunable(tvm_target, tune)
+        tvm_target = with_num_cores(tvm_target, tune)
 
     if transform_module is not None:
         mod = transform_module(mod)
@@ -922,7 +1007,7 @@ def compile_relax(
         except Exception as err:
             raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
     else:
-        mod, tuning = tuned_cpu_pipeline(mod, tvm_target, tune, progress)
+        mod, tuning = tuned_cpu_pipeline(mod, tvm_target, tune, progress, compiler)
         schedule = TUNED_SCHEDULE
 
     host = tvm_target.host or tvm_target
@@ -1161,7 +1246,7 @@ def compile_onnx(
     cross_compiler_for(spec, cc)  # before the slow part: a missing cross g++ is said at once
     resolved = resolve_target(spec)  # and so is a bad target
     if tune is not None:
-        check_tunable(resolved)  # and a target that cannot be tuned here
+        check_tunable(resolved, tune)  # and a target that cannot be tuned here
 
     progress.stage("read")
     model = read_onnx(onnx_path)
@@ -1243,6 +1328,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, help="--tune: the most candidates measured in all (default 64)")
     parser.add_argument("--tuning-db", type=Path, help="--tune: the tuning database's folder (default ~/.cache/tvm-node/tuning)")
     parser.add_argument("--tune-time", type=float, help="--tune: a time budget in seconds for the measuring")
+    parser.add_argument("--rpc-tracker", help="--tune: measure on a device of this TVM RPC tracker (HOST:PORT)")
+    parser.add_argument("--rpc-key", help="--tune: the device's key at the tracker")
     parser.add_argument("--events", action="store_true", help="JSON lines on stdout (progress, result, error)")
     parser.add_argument("--list-presets", action="store_true", help="print the presets as JSON and exit")
     return parser.parse_args(argv)
@@ -1358,7 +1445,14 @@ def compile_main(argv: list[str], channel: Channel) -> None:
 
 def tune_options(args: argparse.Namespace) -> TuneOptions | None:
     """``--tune [--trials N] [--tuning-db DIR] [--tune-time S]``; the others need --tune."""
-    given = [name for name, value in (("--trials", args.trials), ("--tuning-db", args.tuning_db), ("--tune-time", args.tune_time)) if value is not None]
+    options = (
+        ("--trials", args.trials),
+        ("--tuning-db", args.tuning_db),
+        ("--tune-time", args.tune_time),
+        ("--rpc-tracker", args.rpc_tracker),
+        ("--rpc-key", args.rpc_key),
+    )
+    given = [name for name, value in options if value is not None]
     if not args.tune:
         if given:
             raise CompileError(f"{given[0]} needs --tune", "usage")
@@ -1367,7 +1461,13 @@ def tune_options(args: argparse.Namespace) -> TuneOptions | None:
         raise CompileError(f"--trials {args.trials}: give a number of trials >= 0", "usage")
     if args.tune_time is not None and not args.tune_time > 0:
         raise CompileError(f"--tune-time {args.tune_time}: give a number of seconds > 0", "usage")
-    return TuneOptions(trials=64 if args.trials is None else args.trials, database=args.tuning_db, seconds=args.tune_time)
+    return TuneOptions(
+        trials=64 if args.trials is None else args.trials,
+        database=args.tuning_db,
+        seconds=args.tune_time,
+        tracker=args.rpc_tracker,
+        key=args.rpc_key,
+    )
 
 
 def parse_input_shapes(texts: list[str]) -> dict[str, list]:

@@ -52,6 +52,9 @@ export interface TuneOptions {
   database?: string;
   /** A time budget in seconds for the measuring. */
   seconds?: number;
+  /** Measure on a device of this TVM RPC tracker (`host:port`) registered under {@link key}. */
+  tracker?: string;
+  key?: string;
 }
 
 /** What a tuned compile reports (the manifest's `tuning`). */
@@ -137,7 +140,7 @@ export async function compileModel(opts: CompileOptions, progress?: StageProgres
   for (const s of opts.inputShapes) args.push('--input-shape', `${s.name}=${s.shape.join(',')}`);
   if (opts.cc) args.push('--cc', opts.cc);
   if (opts.tune) {
-    const { trials, database, seconds } = opts.tune;
+    const { trials, database, seconds, tracker, key } = opts.tune;
     if (trials !== undefined && !(Number.isInteger(trials) && trials >= 0))
       throw new UsageError(`--trials ${trials}: give a whole number of trials >= 0`, 'e.g. --trials 64');
     if (seconds !== undefined && !(seconds > 0)) throw new UsageError(`--tune-time ${seconds}: give a number of seconds > 0`, 'e.g. --tune-time 600');
@@ -145,6 +148,8 @@ export async function compileModel(opts: CompileOptions, progress?: StageProgres
     if (trials !== undefined) args.push('--trials', String(trials));
     if (database !== undefined) args.push('--tuning-db', database);
     if (seconds !== undefined) args.push('--tune-time', String(seconds));
+    if (tracker !== undefined) args.push('--rpc-tracker', tracker);
+    if (key !== undefined) args.push('--rpc-key', key);
   }
   return runPythonTool<CompileResult>({ script: 'compile_model.py', args, command: 'compile', python: opts.python, verbose: opts.verbose }, progress);
 }
