@@ -11,7 +11,7 @@
  * compiles once from the database and checks.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -133,6 +133,29 @@ async function check(so: string, dir: string): Promise<{ maxAbsDiff: number; ok:
   }
 }
 
+/** Starts `command`; resolves with the child and the first match of `ready` in its output. */
+function start(command: string, args: string[], ready: RegExp, what: string): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
+  const child = spawn(command, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${out}`)), 60_000);
+    const look = (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = out.match(ready);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, match });
+      }
+    };
+    child.stdout!.on('data', look);
+    child.stderr!.on('data', look);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited (${code}): ${out}`));
+    });
+  });
+}
+
 /** The number of records in a MetaSchedule JSON database (one line each). */
 const records = (db: string) =>
   fs
@@ -190,6 +213,60 @@ describe('tvm-node compile --tune', function () {
     assert.equal(tuning.database_sha256, t.result.tuning.database_sha256, 'the database is unchanged');
     const { ok, maxAbsDiff } = await check(so, t.dir);
     assert.ok(ok, `max |diff| ${maxAbsDiff}`);
+  });
+
+  it('--rpc-tracker/--rpc-key: candidates measured on a device of a TVM tracker (tvm-node rpc-server)', async () => {
+    const children: ChildProcess[] = [];
+    try {
+      const base = 20000 + Math.floor(Math.random() * 19900);
+      const tracker = await start(
+        python,
+        ['-m', 'tvm.exec.rpc_tracker', '--host', '127.0.0.1', '--port', String(base), '--port-end', String(base + 50)],
+        /bind to 127\.0\.0\.1:(\d+)/,
+        'the TVM tracker',
+      );
+      children.push(tracker.child);
+      const address = `127.0.0.1:${tracker.match[1]}`;
+      const server = await start(
+        process.execPath,
+        ['--require', 'tsx/cjs', path.join(repoRoot, 'lib', 'cli.ts'), 'rpc-server', '--port', '0', '--tracker', address, '--key', 'tune-test'],
+        /registered with tracker/,
+        'tvm-node rpc-server',
+      );
+      children.push(server.child);
+      const so = path.join(tmp, 'rpc.so');
+      const args = ['compile', path.join(t.dir, 'tiny.onnx'), '-o', so, '--tune', '--trials', '4', '--tuning-db', path.join(tmp, 'rpc-db')];
+      const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const c = spawn(
+          process.execPath,
+          ['--require', 'tsx/cjs', path.join(repoRoot, 'lib', 'cli.ts'), ...args, '--rpc-tracker', address, '--rpc-key', 'tune-test', '--json'],
+          {
+            cwd: repoRoot,
+          },
+        );
+        let stdout = '';
+        let stderr = '';
+        c.stdout.on('data', (d) => (stdout += d));
+        c.stderr.on('data', (d) => (stderr += d));
+        c.once('close', (status) => resolve({ status, stdout, stderr }));
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const { tuning, target } = JSON.parse(r.stdout);
+      assert.equal(tuning.runner, `rpc ${address} key tune-test`);
+      assert.ok(tuning.trials > 0, `trials: ${tuning.trials}`);
+      assert.equal(tuning.failed_trials, 0, 'every candidate ran on the device');
+      assert.ok(target['num-cores'] > 0, "num-cores asked of the device's runtime");
+      const { ok, maxAbsDiff } = await check(so, t.dir);
+      assert.ok(ok, `max |diff| ${maxAbsDiff}`);
+    } finally {
+      for (const c of children.reverse()) {
+        const exited = c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((resolve) => c.once('exit', resolve));
+        c.kill('SIGTERM');
+        await exited;
+        c.stdout?.destroy();
+        c.stderr?.destroy();
+      }
+    }
   });
 
   it('--trials, --tuning-db and --tune-time need --tune; a foreign target cannot be tuned here', () => {
