@@ -10,6 +10,8 @@ Usage (the TVM toolchain lives in the project venv)::
 
     tvm/.venv/bin/python scripts/compile_model.py MODEL.onnx -o OUT.so
         [--target PRESET|TARGET] [--input-shape NAME=1,3,224,224 ...] [--cc CROSS_GXX]
+        [--tune [--trials N] [--tuning-db DIR] [--tune-time SECONDS]
+                [--rpc-tracker HOST:PORT --rpc-key KEY]]
         [--events] [--list-presets]
 
 Targets
@@ -24,7 +26,9 @@ with the cross g++ ``<arch>-linux-gnu-g++`` (``--cc`` to choose another).
 
 CPU code is compiled by TVM's generic CPU pipeline plus one deterministic scheduling pass
 (:class:`ParallelVectorize`, see :func:`schedule_rules`); GPU targets get TVM's default
-GPU pipeline (DLight schedules).  No tuning.
+GPU pipeline (DLight schedules).  ``--tune`` (CPU targets) replaces the scheduling pass by
+MetaSchedule tuning with a tuning database kept in a folder (see "Tuning (MetaSchedule)"
+below and the README, "Tuning").
 
 Outputs
 -------
@@ -37,7 +41,8 @@ scripts/compile_fixtures.py, "Manifests") with these fields added, which readers
     "source": {"file": "model.onnx", "sha256": "<of the .onnx file>"}
     "options": {"input_shapes": {...}}
     "content_hash": "<sha256 of the source's sha256, the target, the options,
-                     the TVM version and this script>"
+                     the TVM version and this script (tuned: and the database's hash)>"
+    "tuning": {...}           (--tune) trials, seconds, database path and hash, ...
 
 Inputs are named as the ONNX graph names them, in the graph's order (its parameters);
 their shapes are the compiled function's (``--input-shape`` applied; symbolic sizes by
@@ -53,6 +58,8 @@ and LLVM's own output goes to stderr)::
 
     {"event": "start", "stages": [{"name": "read", "title": "..."}, ...]}
     {"event": "stage", "index": 0, "total": 6, "name": "read", "title": "..."}
+    {"event": "tune", "tasks": 18, "tasks_done": 5, "trials": 40, "trials_budget": 64,
+     "failed": 0, "best_us": 520.0, "seconds": 31.2, "seconds_left": 88.8}   (--tune)
     {"event": "done", "result": {...}}
     {"event": "error", "kind": "usage" | "FileNotFoundError" | ..., "message": "one line",
      "hint": "..." | null}
