@@ -42,13 +42,19 @@ export function withRequestSlot<T>(job: () => Promise<T>): Promise<T> {
   return requestSlots.use(job);
 }
 
-/** A FIFO of async jobs, each an RPC request (or a few in a row) holding one request slot. */
+/**
+ * A FIFO of async jobs: by default each an RPC request (or a few in a row) holding one
+ * request slot; with `holdsPoolThread` false, jobs that wait on sockets from the JS thread
+ * (the inference channel) and need no slot.
+ */
 export class SerialQueue {
   private tail: Promise<unknown> = Promise.resolve();
 
+  constructor(private readonly holdsPoolThread = true) {}
+
   /** Runs `job` after every job queued before it has settled. */
   run<T>(job: () => Promise<T>): Promise<T> {
-    const slotted = () => withRequestSlot(job);
+    const slotted = this.holdsPoolThread ? () => withRequestSlot(job) : job;
     const result = this.tail.then(slotted, slotted);
     this.tail = result.catch(() => undefined);
     return result;

@@ -811,6 +811,7 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: st
                 import importlib.util
 
                 cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
+                runner = tuning_runner(tune)
                 ms.tune.tune_tasks(
                     tasks=contexts,
                     task_weights=weights,
@@ -819,7 +820,7 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: st
                     max_trials_per_task=per_task,
                     num_trials_per_iter=per_iter,
                     builder=in_process_builder(Path(scratch), shared_library=tune.tracker is not None, compiler=compiler),
-                    runner=tuning_runner(tune),
+                    runner=runner,
                     database=database,
                     cost_model=cost_model,
                     measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress_callback(state)],
@@ -829,6 +830,12 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: st
                 raise
             except Exception as err:
                 raise CompileError(f"tuning failed: {one_line(str(err))}") from None
+            finally:
+                # The runner's worker processes outlive this one unless shut down (TVM's
+                # PopenPoolExecutor says to call shutdown() explicitly).
+                pool = getattr(locals().get("runner"), "pool", None)
+                if pool is not None:
+                    pool.shutdown(wait=True)
     else:
         cost_model = None
     from tvm import relax

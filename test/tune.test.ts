@@ -135,7 +135,8 @@ async function check(so: string, dir: string): Promise<{ maxAbsDiff: number; ok:
 
 /** Starts `command`; resolves with the child and the first match of `ready` in its output. */
 function start(command: string, args: string[], ready: RegExp, what: string): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
-  const child = spawn(command, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  // A group of its own: TVM's tracker runs in a worker process of its own, which must go too.
+  const child = spawn(command, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`${what} did not start: ${out}`)), 60_000);
@@ -261,7 +262,11 @@ describe('tvm-node compile --tune', function () {
     } finally {
       for (const c of children.reverse()) {
         const exited = c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((resolve) => c.once('exit', resolve));
-        c.kill('SIGTERM');
+        try {
+          process.kill(-c.pid!, 'SIGTERM');
+        } catch {
+          c.kill('SIGTERM');
+        }
         await exited;
         c.stdout?.destroy();
         c.stderr?.destroy();

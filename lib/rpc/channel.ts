@@ -38,7 +38,8 @@ type Reply = Buffer | StreamedPacket;
 
 /** A connection that speaks the inference subset of TVM's RPC protocol. */
 export class InferenceChannel {
-  private readonly queue = new SerialQueue();
+  // Its requests are written from the JS thread: no pool thread, so no request slot.
+  private readonly queue = new SerialQueue(false);
   private readonly waiting: Array<{ resolve: (r: Reply) => void; reject: (e: Error) => void }> = [];
   /** Why the channel cannot be used any more, once it cannot. */
   private failure?: Error;
