@@ -14,6 +14,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { bytesPerElement, type DType, HOST_ARRAY } from '../dtype';
 import { TvmValueError } from '../errors';
 import { manifestProblem, oneLine, type TensorSpec, typeName } from '../manifest';
 
@@ -218,11 +219,9 @@ export class SplitGraph {
   }
 }
 
-const BYTES: Record<string, number> = { float32: 4, float16: 2, int8: 1, uint8: 1, int32: 4, int64: 8, float64: 8, bool: 1, int16: 2, uint16: 2 };
-
 /** A static tensor's size in bytes. */
 export function tensorBytes(t: StaticTensor): number {
-  return t.shape.reduce((n, d) => n * d, 1) * (BYTES[t.dtype] ?? 4);
+  return t.shape.reduce((n, d) => n * d, 1) * bytesPerElement(t.dtype as DType);
 }
 
 /** A tensor's size on the wire when its float32 data travels encoded (int8 adds a float32 scale). */
@@ -244,6 +243,8 @@ function splitProblem(v: unknown): string | undefined {
     const problem = manifestProblem({ inputs: value });
     if (problem) return problem.replace('"inputs"', `"${key}"`);
     if (!(value as TensorSpec[]).every(isStatic)) return `has "${key}" with an unnamed tensor or a size that is not a number (split with --input-shape)`;
+    const odd = (value as TensorSpec[]).find((t) => !(t.dtype in HOST_ARRAY));
+    if (odd) return `has "${key}" with dtype ${JSON.stringify(odd.dtype)}, which tvm-node does not support`;
     return undefined;
   };
   const top = tensors('inputs', m.inputs) ?? tensors('outputs', m.outputs);

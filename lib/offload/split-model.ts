@@ -21,7 +21,7 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import type { Device } from '../device';
-import { type DType, dtypeOfArray, type TypedArray } from '../dtype';
+import { type DType, dtypeOfArray, HOST_ARRAY, type TypedArray } from '../dtype';
 import { TvmRuntimeError, TvmValueError } from '../errors';
 import { HandleOwner } from '../handle';
 import { Model } from '../model';
@@ -726,17 +726,7 @@ function checkInput(spec: StaticTensor, v: Value): void {
 function zerosOf(t: StaticTensor): { data: TypedArray; shape: number[]; dtype: DType } {
   const n = t.shape.reduce((a, d) => a * d, 1);
   const dtype = t.dtype as DType;
-  const data =
-    dtype === 'float16'
-      ? new Uint16Array(n)
-      : dtype === 'int8'
-        ? new Int8Array(n)
-        : dtype === 'int64'
-          ? new BigInt64Array(n)
-          : dtype === 'int32'
-            ? new Int32Array(n)
-            : new Float32Array(n);
-  return { data, shape: t.shape, dtype };
+  return { data: new HOST_ARRAY[dtype](n), shape: t.shape, dtype };
 }
 
 /** A request that does not settle within `ms` rejects with RPCSessionTimeoutError; what it brings later goes to `late`. */

@@ -192,8 +192,11 @@ const RETRY_INLINE_EVERY = 256;
  * within a few runs.
  */
 async function runModel(m: LoadedModel, args: Tensor[]): Promise<unknown> {
-  const cost = runCosts.get(m.vm) ?? { runs: 0 };
-  runCosts.set(m.vm, cost);
+  let cost = runCosts.get(m.vm);
+  if (!cost) {
+    cost = { runs: 0 };
+    runCosts.set(m.vm, cost);
+  }
   const short = cost.poolUs !== undefined && cost.poolUs < TRY_INLINE_US;
   const inline =
     cost.inlineUs !== undefined && cost.inlineUs < INLINE_RUN_US ? true : short && (cost.inlineUs === undefined || ++cost.runs % RETRY_INLINE_EVERY === 0);
