@@ -17,6 +17,7 @@ import { type DTypeSpec, type InputSpec, parseCount, parseDevice, parseDTypeSpec
 import { progressBar, stageBar } from './cli/progress';
 import { parseHostPort, rpcServer } from './cli/rpc-server';
 import { formatRunResult, runModel } from './cli/run';
+import { serve } from './cli/serve';
 import { parseDelayOption, parseEndpoint, parseRateOption, shapeLink } from './cli/shape-link';
 import { formatCutList, formatSplitResult, listCuts, parseCut, splitModel } from './cli/split';
 // The package entry, so every factory the native layer calls back is registered.
@@ -463,6 +464,90 @@ handleExits(program.command('rpc-server'))
         maxPendingBytes: o.maxPendingMib * 2 ** 20,
         idleTimeoutMs: o.idleTimeout * 1000,
         readTimeoutMs: o.readTimeout * 1000,
+      });
+    },
+  );
+
+handleExits(program.command('serve'))
+  .description('serve a model repository over KServe v2 HTTP/REST and gRPC (Triton clients work), and optionally TVM RPC, with Prometheus metrics')
+  .option('--models <dir>', 'the folder of .so models (and manifests) to serve')
+  .option('--demo-models', 'serve the bundled demo models (compiled on first use in a source checkout)')
+  .option('--host <host>', 'address every front end binds (all are inference-only)', '127.0.0.1')
+  .addOption(new Option('--http <port>', 'HTTP/REST port (0: any free port)').default(8000).argParser(parsed('--http', (t) => parseCount(t, 0))))
+  .option('--no-http', 'no HTTP front end')
+  .addOption(new Option('--grpc <port>', 'gRPC port (0: any free port)').default(8001).argParser(parsed('--grpc', (t) => parseCount(t, 0))))
+  .option('--no-grpc', 'no gRPC front end')
+  .addOption(new Option('--rpc <port>', 'also serve TVM RPC (inference-only) on this port').argParser(parsed('--rpc', (t) => parseCount(t, 0))))
+  .addOption(new Option('--cache-models <n>', 'most models kept loaded').default(8).argParser(parsed('--cache-models', (t) => parseCount(t, 1))))
+  .addOption(
+    new Option('--max-in-flight <n>', 'inference requests served at once; more are answered busy (503 / UNAVAILABLE)')
+      .default(64)
+      .argParser(parsed('--max-in-flight', (t) => parseCount(t, 1))),
+  )
+  .addOption(
+    new Option('--request-timeout <s>', 'a request not answered in this time gets a timeout (504 / DEADLINE_EXCEEDED)')
+      .default(30)
+      .argParser(parsed('--request-timeout', seconds)),
+  )
+  .addOption(
+    new Option('--max-body-mib <n>', 'largest request body or gRPC message, in MiB').default(64).argParser(parsed('--max-body-mib', (t) => parseCount(t, 1))),
+  )
+  .option('--no-preload', 'do not load every model at start (each loads on its first request)')
+  .addOption(
+    new Option('--log-level <level>', 'log level (JSON lines on stdout)')
+      .default('info')
+      .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  )
+  .addOption(
+    new Option('--shutdown-deadline <s>', 'seconds requests in flight get to finish on SIGTERM/SIGINT')
+      .default(10)
+      .argParser(parsed('--shutdown-deadline', (t) => parseCount(t, 0))),
+  )
+  .addHelpText(
+    'after',
+    `
+Endpoints (KServe v2 / Open Inference Protocol, Triton's binary-tensor and model-repository extensions):
+  GET  /v2/health/live, /v2/health/ready, /v2, /v2/models/M, /v2/models/M/ready
+  POST /v2/models/M/infer, /v2/repository/index, /v2/repository/models/M/load, .../unload
+  GET  /metrics (Prometheus)
+  gRPC inference.GRPCInferenceService on --grpc (proto/grpc_predict_v2.proto)
+Examples:
+  tvm-node serve --models models/
+  curl localhost:8000/v2/models/mlp
+  tvm-node serve --demo-models --http 8080 --no-grpc --rpc 9090
+${EXIT_HELP}`,
+  )
+  .action(
+    async (o: {
+      models?: string;
+      demoModels?: boolean;
+      host: string;
+      http: number | false;
+      grpc: number | false;
+      rpc?: number;
+      cacheModels: number;
+      maxInFlight: number;
+      requestTimeout: number;
+      maxBodyMib: number;
+      preload: boolean;
+      logLevel: string;
+      shutdownDeadline: number;
+    }) => {
+      const modelsDir = o.demoModels ? demoRepository() : o.models;
+      if (!modelsDir) throw new UsageError('give --models DIR (a folder of .so models) or --demo-models');
+      await serve({
+        modelsDir,
+        host: o.host,
+        http: o.http,
+        grpc: o.grpc,
+        rpc: o.rpc ?? false,
+        cache: { maxModels: o.cacheModels },
+        maxInFlight: o.maxInFlight,
+        requestTimeoutMs: o.requestTimeout * 1000,
+        maxBodyBytes: o.maxBodyMib * 2 ** 20,
+        preload: o.preload,
+        logLevel: o.logLevel,
+        shutdownDeadline: o.shutdownDeadline,
       });
     },
   );

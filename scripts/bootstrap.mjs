@@ -63,11 +63,14 @@ function pythonForVenv() {
   throw new Error('tvm-node setup needs Python >= 3.10 (set PYTHON=/path/to/python3)');
 }
 
-function ensureVenv() {
-  const venv = path.join(root, 'tvm', '.venv');
+/**
+ * A virtual environment at tvm/<name> with exactly the given requirement files installed;
+ * reinstalled when any of them changes (a stamp of their hash is kept inside).
+ */
+function ensureVenv(name, requirements) {
+  const venv = path.join(root, 'tvm', name);
   const py = path.join(venv, 'bin', 'python');
-  // The toolchain, and the development tools (clang-format) beside it.
-  const reqFiles = ['requirements.txt', 'requirements-dev.txt'].map((f) => path.join(root, 'tvm', f));
+  const reqFiles = requirements.map((f) => path.join(root, 'tvm', f));
   const hash = createHash('sha256');
   for (const f of reqFiles) hash.update(fs.readFileSync(f));
   const want = hash.digest('hex');
@@ -95,9 +98,14 @@ function main() {
   const all = steps.size === 0;
   if (all || steps.has('deps')) ensureNodeModules();
   if (all || steps.has('toolchain')) {
-    const py = ensureVenv();
+    // The toolchain, and the development tools (clang-format) beside it.
+    const py = ensureVenv('.venv', ['requirements.txt', 'requirements-dev.txt']);
     stageToolchain({ root, python: py, log });
   }
+  // Triton's Python client (KServe v2 over HTTP and gRPC), which the serving tests and the
+  // http benchmark talk to tvm-node serve with: a venv of its own, since its pins (ml_dtypes)
+  // differ from the toolchain's.
+  if (all || steps.has('clients')) ensureVenv('.venv-clients', ['requirements-clients.txt']);
   if (all || steps.has('addon')) ensureAddon();
 }
 

@@ -10,7 +10,7 @@
  * offsets are relative to the start of the data area and 64-byte aligned. A Python client:
  * `r.get_function('tvm_node.infer')('mlp', pack([x]))` (see README for `pack`/`unpack`).
  */
-import { type BoundInputs, bindInputs, type TensorInfo } from '../bind';
+import { type BoundInputs, bindInputs, type InputValue, type TensorInfo } from '../bind';
 import { type DType, dtypeOfArray, HOST_ARRAY, type TypedArray } from '../dtype';
 import { TvmValueError } from '../errors';
 import { HandleOwner } from '../handle';
@@ -65,26 +65,35 @@ export interface ServerTiming {
   runUs: number;
 }
 
+/** Inputs by name, as the HTTP and gRPC front ends (lib/serve) pass them. */
+export type NamedInputs = Readonly<Record<string, InputValue>>;
+
+/** What {@link inferAsync} resolves with. */
+export interface InferResult {
+  /** The caller's to release once sent. */
+  outputs: Tensor[];
+  /** Their names (the manifest's or the artifact's; `output<k>` where neither says). */
+  names: string[];
+  timing: ServerTiming;
+}
+
 /**
- * The server side of {@link INFER_FUNCTION} off the JS thread: the load and the run use the
- * thread pool. The request is a blob, or the tensors a streamed blob became (the caller's:
- * they are only read); the outputs are the caller's to release once sent. Tensors made for
- * the inputs are released before it resolves.
+ * The server side of an inference off the JS thread: the load and the run use the thread
+ * pool. The request is a TNI1 blob, the tensors a streamed blob became (the caller's: they
+ * are only read), or inputs by name (host data is bound as {@link bindInputs} does for the
+ * model API). Tensors made for the inputs are released before it resolves.
  */
-export async function inferAsync(
-  repo: ModelRepository,
-  model: string,
-  request: Buffer | readonly Tensor[],
-): Promise<{ outputs: Tensor[]; timing: ServerTiming }> {
+export async function inferAsync(repo: ModelRepository, model: string, request: Buffer | readonly Tensor[] | NamedInputs): Promise<InferResult> {
   const start = performance.now();
-  if (model === PING) return { outputs: [], timing: { totalUs: 0, runUs: 0 } };
+  if (model === PING) return { outputs: [], names: [], timing: { totalUs: 0, runUs: 0 } };
   const chain = planChain(await Promise.all(chainNames(model).map((name) => repo.get(name))));
   const inputs = bindRequest(chain.request, request);
   try {
     const runStart = performance.now();
     const outputs = await runChain(chain, inputs.tensors);
     const end = performance.now();
-    return { outputs, timing: { totalUs: Math.round((end - start) * 1000), runUs: Math.round((end - runStart) * 1000) } };
+    const names = outputs.map((_, k) => chain.returned[k] ?? `output${k}`);
+    return { outputs, names, timing: { totalUs: Math.round((end - start) * 1000), runUs: Math.round((end - runStart) * 1000) } };
   } finally {
     inputs.release();
   }
@@ -280,16 +289,29 @@ class ChainRun {
 
 const disposable = <T extends { release(): void }>(b: T): T & Disposable => Object.assign(b, { [Symbol.dispose]: () => b.release() });
 
+/** Told of each answered (timing) or failed (error) inference request, e.g. for metrics. */
+export type InferenceObserver = (model: string, timing: ServerTiming | undefined, error: Error | undefined) => void;
+
 /** The functions an inference-only server offers (lib/rpc/inference-session.ts), over `repo`. */
-export function inferenceFunctions(repo: ModelRepository, extra: ReadonlyMap<string, ServedFunction> = new Map()): Map<string, ServedFunction> {
+export function inferenceFunctions(
+  repo: ModelRepository,
+  extra: ReadonlyMap<string, ServedFunction> = new Map(),
+  observe?: InferenceObserver,
+): Map<string, ServedFunction> {
   return new Map<string, ServedFunction>([
     [
       INFER_FUNCTION,
       async ([model, request]) => {
         if (model?.kind !== 'str' || (request?.kind !== 'bytes' && request?.kind !== 'tensors'))
           throw new WireError(`${INFER_FUNCTION} takes (model: str, request: bytes)`);
-        const { outputs, timing } = await inferAsync(repo, model.value, request.value);
-        return { kind: 'tensors', value: outputs, meta: { server: timing } };
+        try {
+          const { outputs, timing } = await inferAsync(repo, model.value, request.value);
+          observe?.(model.value, timing, undefined);
+          return { kind: 'tensors', value: outputs, meta: { server: timing } };
+        } catch (err) {
+          observe?.(model.value, undefined, err as Error);
+          throw err;
+        }
       },
     ],
     [MODELS_FUNCTION, (): WireValue => ({ kind: 'str', value: modelsText(repo) })],
@@ -315,9 +337,10 @@ export function modelsText(repo: ModelRepository): string {
  * checked against the model before any tensor is looked at; then each entry is checked
  * against the model's inputs (lib/bind.ts: dtype, rank, sizes, symbolic sizes, with a message
  * naming the input). A blob's entries are built with at most one copy of their bytes (none
- * when they happen to be 64-byte aligned); streamed tensors are passed as they are.
+ * when they happen to be 64-byte aligned); streamed tensors are passed as they are; inputs by
+ * name are bound by name (unknown and missing names are errors).
  */
-function bindRequest({ info, arity, inputs }: Chain['request'], request: Buffer | readonly Tensor[]): { tensors: Tensor[]; release(): void } {
+function bindRequest({ info, arity, inputs }: Chain['request'], request: Buffer | readonly Tensor[] | NamedInputs): { tensors: Tensor[]; release(): void } {
   const checkCount = (n: number) => {
     if (n !== arity) throw new TvmValueError('ValueError', `model '${info.name}' takes ${arity} input${arity === 1 ? '' : 's'}; the request has ${n}`);
   };
@@ -325,7 +348,10 @@ function bindRequest({ info, arity, inputs }: Chain['request'], request: Buffer 
     checkCount(request.length);
     return bindInputs(inputs, [...request], { model: `model '${info.name}'` });
   }
-  if (!Buffer.isBuffer(request)) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
+  if (!Buffer.isBuffer(request)) {
+    if (typeof request !== 'object' || request === null) throw new TvmValueError('ValueError', 'the request must be a tensor blob (bytes)');
+    return bindInputs(inputs, request as NamedInputs, { model: `model '${info.name}'` });
+  }
   const entries = decodeBlob(request, { checkCount }).map((t) => ({ data: t.bytes, shape: t.shape, dtype: t.dtype }));
   return bindInputs(inputs, entries, { model: `model '${info.name}'` });
 }

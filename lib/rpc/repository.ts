@@ -17,6 +17,7 @@
  * replaced in any way — renamed over, deleted and put back, or overwritten in place with
  * `cp` — gives the new model, while runs in flight finish on the old one.
  */
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TensorInfo } from '../bind';
@@ -119,7 +120,24 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 /** A model's artifact and manifest as they are now, or why the manifest cannot be used. */
 type Probe = { info: ModelInfo; key: string } | { missing: true } | { listing: ModelListing; error: ManifestError };
 
-export class ModelRepository implements AsyncDisposable {
+/** Why a model left the cache ({@link RepositoryEvents.evict}). */
+export type EvictReason = 'lfu' | 'stale' | 'unload';
+
+/** The events a {@link ModelRepository} emits (for metrics and logs), with their arguments. */
+export interface RepositoryEvents {
+  /** A request found the model's current version loaded. */
+  hit: [name: string];
+  /** A request found it not loaded: a load follows (or joins one under way). */
+  miss: [name: string];
+  /** A version of the model ({@link ModelRepository.version}) was loaded, in this many seconds (reading, linking, VM set-up). */
+  load: [name: string, seconds: number, version: string];
+  /** Loading a version of the model failed: the request gets `error`; the repository's other models are untouched. */
+  loadError: [name: string, error: Error, version: string];
+  /** The model left the cache: least frequently used when full, replaced by a new version, or unloaded. */
+  evict: [name: string, reason: EvictReason];
+}
+
+export class ModelRepository extends EventEmitter<RepositoryEvents> implements AsyncDisposable {
   private readonly cache = new Map<string, Entry>();
   /** Manifests as last read, by path: a request re-reads one only when its file changed. */
   private readonly manifests = new Map<string, ManifestFile>();
@@ -137,6 +155,7 @@ export class ModelRepository implements AsyncDisposable {
     readonly dir: string,
     limits: CacheLimits = {},
   ) {
+    super();
     requireString('ModelRepository: dir', dir);
     ({ maxModels: this.maxModels, maxBytes: this.maxBytes, concurrency: this.concurrency } = checkCacheLimits('ModelRepository', limits));
   }
@@ -193,19 +212,56 @@ export class ModelRepository implements AsyncDisposable {
     if (cached) return cached.model;
     let pending = this.loading.get(key);
     if (!pending) {
+      const start = performance.now();
       pending = loadModule(info.file, { privateCopy: true })
-        .then((mod) => this.insert(info, key, mod))
+        .then((mod) => this.insert(info, key, mod, start))
+        .catch((err: Error) => this.loadFailed(name, key, err))
         .finally(() => this.loading.delete(key));
       this.loading.set(key, pending);
     }
     return (await pending).model;
   }
 
+  /**
+   * The version key of `name` as its files are now (artifact and manifest identity): changes
+   * whenever either file does. Throws what {@link ModelRepository.info} documents.
+   */
+  version(name: string): string {
+    return this.describe(name).key;
+  }
+
+  /** Whether this version of the model (a {@link ModelRepository.version} key) is loaded now. */
+  isLoaded(name: string, version: string): boolean {
+    return this.cache.get(name)?.key === version;
+  }
+
+  /**
+   * Drops the model from the cache (its runs in flight finish first); the next
+   * {@link ModelRepository.get} loads it again. Returns whether it was loaded.
+   */
+  unload(name: string): boolean {
+    if (!this.cache.has(name)) return false;
+    this.evict(name, 'unload');
+    return true;
+  }
+
   /** {@link ModelRepository.get} with the artifact loaded on the JS thread. */
   getSync(name: string): LoadedModel {
     this.checkOpen();
     const { info, key } = this.describe(name);
-    return (this.hit(name, key) ?? this.insert(info, key, loadModuleSync(info.file, { privateCopy: true }))).model;
+    const hit = this.hit(name, key);
+    if (hit) return hit.model;
+    const start = performance.now();
+    try {
+      return this.insert(info, key, loadModuleSync(info.file, { privateCopy: true }), start).model;
+    } catch (err) {
+      return this.loadFailed(name, key, err as Error);
+    }
+  }
+
+  private loadFailed(name: string, key: string, err: Error): never {
+    if (!(err instanceof DisposedError)) this.emit('loadError', name, err, key);
+    throw err;
   }
 
   private checkOpen(): void {
@@ -293,21 +349,25 @@ export class ModelRepository implements AsyncDisposable {
   private hit(name: string, key: string): Entry | undefined {
     this.tick++;
     const hit = this.cache.get(name);
-    if (!hit || hit.key !== key) return undefined;
+    if (!hit || hit.key !== key) {
+      this.emit('miss', name);
+      return undefined;
+    }
     hit.uses++;
     hit.lastUse = this.tick;
     this.stats.hits++;
+    this.emit('hit', name);
     return hit;
   }
 
-  private insert(info: ModelInfo, key: string, mod: Module): Entry {
+  private insert(info: ModelInfo, key: string, mod: Module, start: number): Entry {
     if (this.disposing) {
       // Loaded while the repository was being disposed: nobody will ask for it.
       mod.disposeSync();
       throw new DisposedError('DisposedError', 'ModelRepository has been disposed');
     }
     // A synchronous get() may have loaded this very version while an async load was under way.
-    const current = this.hit(info.name, key);
+    const current = this.cache.get(info.name)?.key === key ? this.hit(info.name, key) : undefined;
     if (current) {
       mod.disposeSync();
       return current;
@@ -339,11 +399,12 @@ export class ModelRepository implements AsyncDisposable {
       if (err instanceof ManifestError) throw new TvmValueError('ValueError', `model '${info.name}': ${err.message}`, '', { cause: err });
       throw err instanceof TvmError ? err : new TvmValueError('ValueError', `model '${info.name}': ${(err as Error).message}`);
     }
-    if (this.cache.has(info.name)) this.evict(info.name); // the file changed: drop the stale version
+    if (this.cache.has(info.name)) this.evict(info.name, 'stale'); // the file changed: drop the stale version
     this.makeRoom(info.bytes);
     const entry: Entry = { key, model: { vm, info, ...meta }, uses: 1, lastUse: this.tick };
     this.cache.set(info.name, entry);
     this.stats.loads++;
+    this.emit('load', info.name, (performance.now() - start) / 1000, key);
     return entry;
   }
 
@@ -362,16 +423,17 @@ export class ModelRepository implements AsyncDisposable {
   private makeRoom(bytes: number): void {
     while (this.cache.size > 0 && (this.cache.size >= this.maxModels || this.loadedBytes() + bytes > this.maxBytes)) {
       const victim = [...this.cache.values()].reduce((a, b) => (b.uses < a.uses || (b.uses === a.uses && b.lastUse < a.lastUse) ? b : a));
-      this.evict(victim.model.info.name);
+      this.evict(victim.model.info.name, 'lfu');
     }
   }
 
   /** Drops a model from the cache; its runs in flight finish before it is released. */
-  private evict(name: string): void {
+  private evict(name: string, reason: EvictReason): void {
     const e = this.cache.get(name);
     if (!e) return;
     this.cache.delete(name);
     this.stats.evictions++;
+    this.emit('evict', name, reason);
     void release(e.model);
   }
 

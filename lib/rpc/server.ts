@@ -28,7 +28,7 @@ import { addon } from '../binding';
 import { TvmRuntimeError, TvmValueError } from '../errors';
 import { checkBoolean, checkNumber, checkOptions, checkString, requireNumber, requireString } from '../options';
 import { CHANNEL_KEY_PREFIX, OPEN_CHANNEL_FUNCTION, SESSION_ACTIVE } from './channel';
-import { inferenceFunctions } from './infer';
+import { inferenceFunctions, type ServerTiming } from './infer';
 import { type InferenceSession, serveInferenceSession } from './inference-session';
 import { type ClientHello, closeWithError, handshakeReply, RPC_CODE_MISMATCH, RPC_CODE_SUCCESS, readHandshake, startReading } from './protocol';
 import { type CacheLimits, checkCacheLimits, ModelRepository } from './repository';
@@ -91,13 +91,19 @@ export interface RPCServerOptions {
   modelsDir?: string;
   /** Limits of each session's cache of loaded models. */
   cache?: CacheLimits;
+  /**
+   * Inference-only: a model repository to serve, shared with other front ends (`tvm-node
+   * serve` serves one cache over TVM RPC, HTTP and gRPC). It stays the caller's: closing the
+   * server does not dispose it. Implies `modelsDir` (its folder).
+   */
+  repository?: ModelRepository;
   /** A TVM RPC tracker to register with, so clients find this server by key. */
   tracker?: { host: string; port: number };
   /** The address the tracker tells clients (default: what the tracker sees). */
   customAddr?: string;
 }
 
-type OptionalKeys = 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache';
+type OptionalKeys = 'sessionTimeout' | 'tracker' | 'customAddr' | 'modelsDir' | 'cache' | 'repository';
 
 /** A session being served: its connection, how to stop it, and when it is over. */
 interface LiveSession {
@@ -145,6 +151,7 @@ const SERVER_OPTIONS = [
   'workRoot',
   'modelsDir',
   'cache',
+  'repository',
   'tracker',
   'customAddr',
 ] as const satisfies readonly (keyof RPCServerOptions)[];
@@ -157,7 +164,9 @@ function resolveOptions(opts: RPCServerOptions | undefined): Required<Omit<RPCSe
   const bytes = { min: 1, integer: true };
   const maxSessions = checkNumber(at('maxSessions'), o.maxSessions, { min: 1, integer: true }, 16);
   const maxMessageBytes = checkNumber(at('maxMessageBytes'), o.maxMessageBytes, bytes, 512 * 2 ** 20);
-  const modelsDir = checkString(at('modelsDir'), o.modelsDir, { nonEmpty: true });
+  if (o.repository !== undefined && !(o.repository instanceof ModelRepository))
+    throw new TvmValueError('ValueError', `${at('repository')} must be a ModelRepository`);
+  const modelsDir = checkString(at('modelsDir'), o.modelsDir ?? o.repository?.dir, { nonEmpty: true });
   if (o.cache !== undefined) checkCacheLimits('RPCServer', o.cache, 'cache');
   let tracker: RPCServerOptions['tracker'];
   if (o.tracker !== undefined) {
@@ -191,6 +200,7 @@ function resolveOptions(opts: RPCServerOptions | undefined): Required<Omit<RPCSe
     customAddr: checkString(at('customAddr'), o.customAddr, { nonEmpty: true }),
     modelsDir: modelsDir && path.resolve(modelsDir),
     cache: o.cache,
+    repository: o.repository,
   };
 }
 
@@ -200,6 +210,8 @@ export interface RPCServerEvents {
   session: [id: number, address: string | undefined, pid: number | undefined];
   /** A session opened its inference channel (lib/rpc/channel.ts): the session's id. */
   channel: [id: number];
+  /** Inference-only: a `tvm_node.infer` request was answered (model, server timing) or failed (model, error). */
+  inference: [model: string, timing: ServerTiming | undefined, error: Error | undefined];
   /** A session ended: its id and how ({@link SessionEnd}). */
   sessionEnd: [id: number, end: SessionEnd];
   /** A connection was turned away (bad handshake, key mismatch, server busy): why. */
@@ -240,7 +252,8 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     this.processes = new SessionProcessPool(this.options.inferenceOnly ? 0 : this.options.prestartSessions);
     if (this.options.inferenceOnly) {
       if (!this.options.modelsDir) throw new TvmValueError('ValueError', 'inference-only mode serves a model repository: give modelsDir (CLI: --models DIR)');
-      this.repository = new ModelRepository(this.options.modelsDir, { concurrency: os.availableParallelism(), ...this.options.cache });
+      this.repository =
+        this.options.repository ?? new ModelRepository(this.options.modelsDir, { concurrency: os.availableParallelism(), ...this.options.cache });
     } else if (!isLoopback(this.options.host) && !this.options.trustRemoteClients) {
       throw new TvmValueError(
         'ValueError',
@@ -426,7 +439,9 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   /** Inference-only: served here, on the shared model cache. */
   private serveInProcess(id: number, socket: net.Socket, address: string, channelToken: string): LiveSession & { pid?: number } {
     const openChannel = (): WireValue => ({ kind: 'str', value: channelToken });
-    const functions = inferenceFunctions(this.repository!, new Map([[OPEN_CHANNEL_FUNCTION, openChannel]]));
+    const functions = inferenceFunctions(this.repository!, new Map([[OPEN_CHANNEL_FUNCTION, openChannel]]), (model, timing, error) =>
+      this.emit('inference', model, timing, error),
+    );
     const served = serveInferenceSession(socket, { functions, ...this.sessionLimits() });
     socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
     return {
@@ -513,7 +528,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
     }
     clearTimeout(timer);
     await Promise.all([...this.channels].map((c) => c.done));
-    await this.repository?.dispose();
+    if (this.repository !== this.options.repository) await this.repository?.dispose();
     await this.channelRepository?.dispose();
   }
 
