@@ -15,6 +15,8 @@
       'include_dirs': [
         '<!(node -p "require(\'node-addon-api\').include_dir")',
         'tvm/include',
+        # Stand-ins for TVM headers the wheels lack (after TVM's own: a source tree's are used).
+        'native/shim',
       ],
       # JSON.stringify yields a C string literal ("0.27.0.post1"); gyp shell-quotes each define,
       # so the compiler gets -DTVMNODE_TVM_VERSION="0.27.0.post1" with the quotes intact.

@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -144,6 +145,14 @@ ffi::Tensor AllocTensor(ffi::Shape shape, DLDataType dtype, DLDevice dev);
 void CopyFromBytes(const ffi::Tensor& t, const void* data, size_t nbytes);
 void CopyToBytes(const ffi::Tensor& t, void* data, size_t nbytes);
 void CopyTensor(const ffi::Tensor& from, const ffi::Tensor& to);
+
+// ---- loading (library_load.cc) ----
+/*!
+ * The shared library at `path` loaded as TVM's loader would, reading its embedded Relax VM
+ * weights from the file straight into their tensors; nullopt when that reader does not apply
+ * (or TVM_NODE_STOCK_LOAD is set): the caller then uses TVM's loader.
+ */
+std::optional<ffi::Module> LoadLibraryLean(const std::string& path);
 
 // ---- dtype / device helpers ----
 DLDataType ParseDType(const std::string& s);

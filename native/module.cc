@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "async_work.h"
 #include "handle.h"
@@ -104,12 +105,25 @@ std::string TruncatedElf(const std::string& path) {
   return "";
 }
 
+// What ffi::Module::LoadFromFile loads as a shared library: the extension .so (.dll, .dylib, .dso).
+bool IsSharedLibraryName(const std::string& path) {
+  const size_t dot = path.rfind('.');
+  if (dot == std::string::npos || path.find('/', dot) != std::string::npos) return false;
+  const std::string ext = path.substr(dot + 1);
+  return ext == "so" || ext == "dll" || ext == "dylib" || ext == "dso";
+}
+
 // ffi::Module::LoadFromFile, with a failure caused by the file's architecture said in words,
 // and a truncated file refused before the loader maps it.
 ffi::Module LoadFromFile(const std::string& path) {
   // lib/module.ts names the file the caller gave (this path may be its private copy).
   if (std::string why = TruncatedElf(path); !why.empty()) throw ffi::Error("ValueError", why, "");
   try {
+    // A shared library is loaded without a transient copy of its embedded weights where it
+    // can be (native/library_load.cc); TVM's own loader does the rest.
+    if (IsSharedLibraryName(path)) {
+      if (std::optional<ffi::Module> lean = LoadLibraryLean(path)) return *lean;
+    }
     return ffi::Module::LoadFromFile(path);
   } catch (const ffi::Error& e) {
     std::string why = ForeignArchitecture(path);
