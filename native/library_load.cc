@@ -18,6 +18,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <link.h>
 #include <sys/stat.h>
 #include <tvm/ffi/cast.h>
 #include <tvm/runtime/base.h>
@@ -342,10 +343,15 @@ ffi::Module Lean(const std::string& path) {
   }
   const char* bin = reinterpret_cast<const char*>(dlsym(handle, ffi::symbol::tvm_ffi_library_bin));
   if (bin == nullptr) return lib;
-  Dl_info info{};
-  if (dladdr(bin, &info) == 0 || info.dli_fbase == nullptr) throw Unsupported{"dladdr"};
-  // dli_fbase is where the first segment (vaddr 0 in a shared library) was mapped.
-  const uint64_t at = FileOffset(file, static_cast<uint64_t>(bin - static_cast<const char*>(info.dli_fbase)));
+  // The blob's address less the library's load bias is its virtual address in the file.
+  struct link_map* map = nullptr;
+  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) != 0 || map == nullptr) throw Unsupported{"dlinfo"};
+  const uint64_t at = FileOffset(file, reinterpret_cast<uintptr_t>(bin) - static_cast<uintptr_t>(map->l_addr));
+  // What is mapped there is what the file holds there (this reads one page of the blob).
+  char mapped[16], read[16];
+  std::memcpy(mapped, bin, sizeof(mapped));
+  file.ReadAt(at, read, sizeof(read));
+  if (std::memcmp(mapped, read, sizeof(mapped)) != 0) throw Unsupported{"blob differs from the file"};
 
   // <nbytes: u64> <import tree: indptr vec<u64>, child indices vec<u64>> then per module
   // <kind: str> and, unless the kind is "_lib", <bytes: u64 size + data>.
