@@ -373,7 +373,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
       return;
     }
     const repo = this.repository ?? this.channelModels(this.options.modelsDir);
-    const channel = serveInferenceSession(socket, { functions: inferenceFunctions(repo), ...this.sessionLimits(), onRequest: () => owner.touch() });
+    const channel = serveInferenceSession(socket, { functions: this.inferenceFunctions(repo), ...this.sessionLimits(), onRequest: () => owner.touch() });
     socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
     owner.channel = channel;
     this.channels.add(channel);
@@ -383,6 +383,11 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
       if (owner.channel === channel) owner.channel = undefined;
     });
     void owner.done.then(() => channel.close('RPCSessionClosed: the session this inference channel belongs to has ended'));
+  }
+
+  /** The repository's functions, each inference reported as an `inference` event. */
+  private inferenceFunctions(repo: ModelRepository, extra?: Parameters<typeof inferenceFunctions>[1]) {
+    return inferenceFunctions(repo, extra, (model, timing, error) => this.emit('inference', model, timing, error));
   }
 
   /** Full TVM mode: the channels' model cache, made on first use. */
@@ -439,9 +444,7 @@ export class RPCServer extends EventEmitter<RPCServerEvents> {
   /** Inference-only: served here, on the shared model cache. */
   private serveInProcess(id: number, socket: net.Socket, address: string, channelToken: string): LiveSession & { pid?: number } {
     const openChannel = (): WireValue => ({ kind: 'str', value: channelToken });
-    const functions = inferenceFunctions(this.repository!, new Map([[OPEN_CHANNEL_FUNCTION, openChannel]]), (model, timing, error) =>
-      this.emit('inference', model, timing, error),
-    );
+    const functions = this.inferenceFunctions(this.repository!, new Map([[OPEN_CHANNEL_FUNCTION, openChannel]]));
     const served = serveInferenceSession(socket, { functions, ...this.sessionLimits() });
     socket.write(handshakeReply(RPC_CODE_SUCCESS, this.options.key));
     return {

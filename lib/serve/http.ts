@@ -24,7 +24,7 @@ export interface HttpOptions {
   /** Largest request body, bytes. */
   maxBodyBytes: number;
   /** A request whose headers and body have not all arrived after this many ms is dropped (slow clients). */
-  requestTimeoutMs: number;
+  readTimeoutMs: number;
   /** Idle keep-alive connections are closed after this many ms. */
   keepAliveTimeoutMs: number;
 }
@@ -38,9 +38,11 @@ export function httpApp(service: InferenceService, o: HttpOptions, log: Logger):
     // Requests are counted in the metrics; the log gets failures only.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: o.maxBodyBytes,
-    requestTimeout: o.requestTimeoutMs,
+    // Receiving a request is bounded (slow or stalled senders); a socket quiet while its model
+    // runs is not (the service's own deadline answers those), so no inactivity timeout.
+    requestTimeout: o.readTimeoutMs,
     keepAliveTimeout: o.keepAliveTimeoutMs,
-    connectionTimeout: o.requestTimeoutMs,
+    connectionTimeout: 0,
     return503OnClosing: true,
   });
   // Bodies are JSON or JSON + binary: read every body as bytes and parse it here.

@@ -35,6 +35,8 @@ export interface InferenceServerOptions {
   maxInFlight?: number;
   /** A request not answered within this many ms is answered with a timeout. Default 30000. */
   requestTimeoutMs?: number;
+  /** An HTTP request whose headers and body have not all arrived in this many ms is dropped (slow senders). Default 30000. */
+  readTimeoutMs?: number;
   /** Largest request body or message, bytes. Default 64 MiB. */
   maxBodyBytes?: number;
   /** Idle connections are closed after this many ms (HTTP keep-alive, gRPC). Default 5000 (HTTP) / 120000 (gRPC). */
@@ -54,6 +56,7 @@ const OPTIONS = [
   'cache',
   'maxInFlight',
   'requestTimeoutMs',
+  'readTimeoutMs',
   'maxBodyBytes',
   'idleTimeoutMs',
   'preload',
@@ -96,13 +99,14 @@ export class InferenceServer implements AsyncDisposable {
     const maxBodyBytes = checkNumber(at('maxBodyBytes'), o.maxBodyBytes, { min: 1024, integer: true }, 64 * 2 ** 20);
     const requestTimeoutMs = checkNumber(at('requestTimeoutMs'), o.requestTimeoutMs, { min: 1 }, 30_000);
     const idle = checkNumber(at('idleTimeoutMs'), o.idleTimeoutMs, { min: 1 }, 0);
+    const readTimeoutMs = checkNumber(at('readTimeoutMs'), o.readTimeoutMs, { min: 1 }, 30_000);
     this.service = new InferenceService(
       this.repository,
       { maxInFlight: checkNumber(at('maxInFlight'), o.maxInFlight, { min: 1, integer: true }, 64), requestTimeoutMs },
       this.metrics,
       this.log,
     );
-    if (this.ports.http !== false) this.http = httpApp(this.service, { maxBodyBytes, requestTimeoutMs, keepAliveTimeoutMs: idle || 5000 }, this.log);
+    if (this.ports.http !== false) this.http = httpApp(this.service, { maxBodyBytes, readTimeoutMs, keepAliveTimeoutMs: idle || 5000 }, this.log);
     if (this.ports.grpc !== false) this.grpc = grpcServer(this.service, { maxMessageBytes: maxBodyBytes, idleTimeoutMs: idle || 120_000 }, this.log);
     if (this.ports.rpc !== false) {
       this.rpc = new RPCServer({ host: this.host, port: this.ports.rpc, inferenceOnly: true, repository: this.repository, maxMessageBytes: maxBodyBytes });

@@ -120,12 +120,10 @@ async function waitListening(port: number): Promise<void> {
   }
 }
 
-/** Common head of every Python client script: parameters as JSON in argv[1], `out(**kw)` prints one JSON line. */
-export const PY_PRELUDE = `
+/** The part of {@link PY_PRELUDE} that needs no TVM (for clients in another venv, e.g. tritonclient's). */
+const PY_BASE = `
 import json, sys, time, os, traceback
 import numpy as np
-import tvm
-from tvm import rpc, relax
 A = json.loads(sys.argv[1])
 def out(**kw):
     print("RESULT " + json.dumps(kw), flush=True)
@@ -136,6 +134,12 @@ def err_text(fn):
         return type(e).__name__ + ": " + str(e)
     return None
 `;
+
+/** Common head of every Python client script: parameters as JSON in argv[1], `out(**kw)` prints one JSON line. */
+export const PY_PRELUDE = `
+import tvm
+from tvm import rpc, relax
+${PY_BASE}`;
 
 export interface PyResult {
   code: number | null;
@@ -166,11 +170,17 @@ export function killAllClients(): void {
   live.clear();
 }
 
-/** Starts `PY_PRELUDE + code` with `params` as its argv[1]. */
-export function spawnPython(code: string, params: unknown = {}, env: NodeJS.ProcessEnv = {}): PyClient {
+/** Which Python runs a client: the toolchain's (with TVM imported), or another interpreter without TVM. */
+export interface PythonChoice {
+  /** The interpreter; default the toolchain's (tvm/.venv). */
+  python?: string;
+}
+
+/** Starts `PY_PRELUDE + code` with `params` as its argv[1] (with `choice.python`: the prelude without TVM). */
+export function spawnPython(code: string, params: unknown = {}, env: NodeJS.ProcessEnv = {}, choice: PythonChoice = {}): PyClient {
   const file = `/tmp/tvm-node-rpc-test-${process.pid}-${Math.random().toString(36).slice(2)}.py`;
-  fs.writeFileSync(file, PY_PRELUDE + code);
-  const proc = spawn(python, [file, JSON.stringify(params)], {
+  fs.writeFileSync(file, (choice.python ? PY_BASE : PY_PRELUDE) + code);
+  const proc = spawn(choice.python ?? python, [file, JSON.stringify(params)], {
     cwd: repoRoot,
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
@@ -234,8 +244,8 @@ export function spawnPython(code: string, params: unknown = {}, env: NodeJS.Proc
 }
 
 /** Runs a Python client to completion; asserts exit 0 and returns its merged results. */
-export async function runPython(code: string, params: unknown = {}, ms = 90000): Promise<Record<string, any>> {
-  const r = await spawnPython(code, params).done(ms);
+export async function runPython(code: string, params: unknown = {}, ms = 90000, choice: PythonChoice = {}): Promise<Record<string, any>> {
+  const r = await spawnPython(code, params, {}, choice).done(ms);
   assert.equal(r.code, 0, `python client failed (code ${r.code}, signal ${r.signal})\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr.slice(-4000)}`);
   return Object.assign({}, ...r.results);
 }
