@@ -10,6 +10,7 @@
  * `POST /v2/repository/index`, `/v2/repository/models/M/load`, `.../unload`; `GET /metrics`.
  * Errors are `{"error": message}` with the status of their {@link ServeError}.
  */
+import http from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { toJsonData } from './datatype';
@@ -38,10 +39,20 @@ export function httpApp(service: InferenceService, o: HttpOptions, log: Logger):
     // Requests are counted in the metrics; the log gets failures only.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: o.maxBodyBytes,
-    // Receiving a request is bounded (slow or stalled senders); a socket quiet while its model
-    // runs is not (the service's own deadline answers those), so no inactivity timeout.
-    requestTimeout: o.readTimeoutMs,
-    keepAliveTimeout: o.keepAliveTimeoutMs,
+    // Receiving a request is bounded (slow, stalled or half-open senders: Node checks every
+    // connection's progress at the interval below, 30 s by default, too coarse for short
+    // limits); a socket quiet while its model runs is not (the service's own deadline answers
+    // those), so no inactivity timeout.
+    serverFactory: (handler) =>
+      http.createServer(
+        {
+          requestTimeout: o.readTimeoutMs,
+          headersTimeout: o.readTimeoutMs,
+          keepAliveTimeout: o.keepAliveTimeoutMs,
+          connectionsCheckingInterval: Math.max(100, Math.min(30_000, o.readTimeoutMs / 4)),
+        },
+        handler,
+      ),
     connectionTimeout: 0,
     return503OnClosing: true,
   });

@@ -6,8 +6,11 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http2 from 'node:http2';
+import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { status as GrpcStatus } from '@grpc/grpc-js';
 import { connect } from '../../lib';
 import type { InferenceServer, ServePorts } from '../../lib/serve/server';
 import { fixture, repoRoot } from '../fixtures';
@@ -400,6 +403,124 @@ out(done=True)`,
       assert.equal((await inferJson(q.http, 'mlp', { inputs: jsonInputs('mlp') })).status, 200);
     } finally {
       await t.close();
+    }
+  });
+});
+
+describe('tvm-node serve: hostile HTTP clients', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let server: InferenceServer;
+  let port: number;
+  before(async () => {
+    dir = makeRepository();
+    const started = await startServer(dir, { readTimeoutMs: 1000, grpc: false, rpc: false, preload: false });
+    server = started.server;
+    port = started.ports.http;
+  });
+  after(async () => {
+    await server?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Opens a connection, writes `bytes`, and resolves with how long the server took to close it (ms) and what it said. */
+  function abandon(bytes: string): Promise<{ ms: number; said: string }> {
+    return new Promise((resolve, reject) => {
+      const start = performance.now();
+      const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
+      let said = '';
+      socket.on('data', (c: Buffer) => (said += c.toString()));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve({ ms: performance.now() - start, said }));
+      setTimeout(() => reject(new Error('the server never closed the connection')), 20_000).unref();
+    });
+  }
+
+  it('a connection that sends nothing, headers that never end, or a body that stops short is closed after the read timeout, while others are served', async () => {
+    const body = JSON.stringify({ inputs: jsonInputs('mlp') });
+    const clients = [
+      abandon(''),
+      abandon('POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nX-Slow: '),
+      abandon(`POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`),
+    ];
+    const ok = await inferJson(port, 'mlp', { inputs: jsonInputs('mlp') });
+    assert.equal(ok.status, 200, 'served while the others hang');
+    for (const [k, c] of (await Promise.all(clients)).entries()) {
+      assert.ok(c.ms >= 900 && c.ms < 10_000, `client ${k} closed after ${Math.round(c.ms)} ms`);
+      if (k > 0) assert.match(c.said, /^HTTP\/1\.1 408/, `client ${k} is told it timed out`);
+    }
+  });
+
+  it('two inference-header-content-length headers, or one with a sign, are 400s', async () => {
+    const [x] = jsonInputs('mlp');
+    const raw = Buffer.from(new Float32Array(x.data).buffer);
+    const { body, headerLength } = binaryBody({ inputs: [{ name: 'x', datatype: 'FP32', shape: x.shape, parameters: { binary_data_size: raw.length } }] }, raw);
+    for (const value of [[String(headerLength), String(headerLength)], `+${headerLength}`]) {
+      const r = await request(port, 'POST', '/v2/models/mlp/infer', body, { 'inference-header-content-length': value });
+      assert.equal(r.status, 400, `${value}: ${r.body}`);
+    }
+    const r = await request(port, 'POST', '/v2/models/mlp/infer', body, { 'inference-header-content-length': String(headerLength) });
+    assert.equal(r.status, 200);
+  });
+});
+
+describe('tvm-node serve: hostile gRPC clients', function () {
+  this.timeout(60_000);
+
+  /** One gRPC call by hand: a frame with these bytes; resolves with the grpc-status it got. */
+  function rawCall(port: number, frame: Buffer): Promise<{ status: string; message: string }> {
+    return new Promise((resolve, reject) => {
+      const c = http2.connect(`http://127.0.0.1:${port}`);
+      c.on('error', reject);
+      const req = c.request({ ':method': 'POST', ':path': '/inference.GRPCInferenceService/ModelInfer', 'content-type': 'application/grpc', te: 'trailers' });
+      let got: { status: string; message: string } | undefined;
+      const take = (h: http2.IncomingHttpHeaders) => {
+        if (h['grpc-status'] !== undefined) got = { status: String(h['grpc-status']), message: decodeURIComponent(String(h['grpc-message'] ?? '')) };
+      };
+      req.on('response', take);
+      req.on('trailers', take);
+      req.on('error', reject);
+      req.on('close', () => {
+        c.close();
+        got ? resolve(got) : reject(new Error('no grpc-status'));
+      });
+      req.end(frame);
+    });
+  }
+
+  it('garbage protobuf, a frame that claims 1 GiB, and HTTP/1 bytes get errors or a closed connection; the server keeps serving', async () => {
+    const dir = makeRepository();
+    const { server, ports } = await startServer(dir, { preload: false, maxBodyBytes: 2 ** 20 });
+    try {
+      const garbage = await rawCall(ports.grpc, Buffer.from([0, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]));
+      assert.equal(garbage.status, String(GrpcStatus.INTERNAL));
+      assert.match(garbage.message, /deserializ/);
+      const huge = await rawCall(ports.grpc, Buffer.from([0, 0x40, 0, 0, 0, 1, 2, 3]));
+      assert.equal(huge.status, String(GrpcStatus.RESOURCE_EXHAUSTED));
+      assert.match(huge.message, /larger than max/);
+      const closed = await new Promise<boolean>((resolve) => {
+        const sock = net.connect(ports.grpc, '127.0.0.1', () => sock.write(`GET / HTTP/1.1\r\n\r\n${'x'.repeat(100_000)}`));
+        sock.on('error', () => undefined);
+        sock.on('close', () => resolve(true));
+        sock.resume();
+      });
+      assert.ok(closed);
+      const ok = await inferJson(ports.http, 'mlp', { inputs: jsonInputs('mlp') });
+      assert.equal(ok.status, 200);
+      const answer = await runPython(
+        `import tritonclient.grpc as g
+c = g.InferenceServerClient(A["url"])
+x = np.load(A["x"])
+t = g.InferInput("x", list(x.shape), "FP32"); t.set_data_from_numpy(x)
+out(y=c.infer("mlp", [t]).as_numpy("output0").ravel().tolist())`,
+        { url: `127.0.0.1:${ports.grpc}`, x: arrayFile(fixture('mlp').cases[0].inputs[0]) },
+        60_000,
+        { python: clientsPython },
+      );
+      assert.ok(maxDiff(answer.y, referenceOutput('mlp')) < 1e-4, 'gRPC still serves');
+    } finally {
+      await server.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
