@@ -38,6 +38,9 @@ export function grpcServer(service: InferenceService, o: GrpcOptions, log: Logge
     'grpc.max_receive_message_length': o.maxMessageBytes,
     'grpc.max_send_message_length': -1,
     'grpc.max_connection_idle_ms': o.idleTimeoutMs,
+    // Pings find half-open connections (a peer gone without a FIN) whose calls would otherwise wait forever.
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
   });
   // Every handler answers through `unary`: a value, or the error's gRPC status and message.
   const unary =
