@@ -5,7 +5,7 @@
 import type * as Ort from 'onnxruntime-node';
 import type { BuiltModels } from './bench-models';
 import type { PythonPeer } from './peers';
-import type { BenchCase, CnnModelInfo, OffloadSettings, RpcSettings, SkippedEntry, ThreadsGroupSettings, TransferSettings } from './types';
+import type { BenchCase, CnnModelInfo, HttpSettings, OffloadSettings, RpcSettings, SkippedEntry, ThreadsGroupSettings, TransferSettings } from './types';
 
 export interface Ctx {
   quick: boolean;
@@ -29,6 +29,8 @@ export interface Ctx {
   transferGroup?: TransferSettings;
   /** Set by the offload group. */
   offloadGroup?: OffloadSettings;
+  /** Set by the http group. */
+  httpGroup?: HttpSettings;
 }
 
 export const KiB = 1024;

@@ -117,6 +117,7 @@ export function makeCase(
       case 'infer/s':
         return 1e9 / ns;
       case 'us/run':
+      case 'us':
         return ns / 1e3;
       case 'ms/session':
         return ns / 1e6;

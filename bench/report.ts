@@ -35,6 +35,7 @@ const UNIT_NOTE: Record<BenchCase['unit'], string> = {
   'infer/s': 'inferences/s (higher is better)',
   'ms/session': 'ms per session',
   MiB: 'MiB (2^20 bytes, lower is better)',
+  us: 'µs (latency percentiles, lower is better)',
 };
 
 /**
@@ -131,6 +132,27 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
         `${tr.checkedElements} elements of every addone output checked against Math.fround(x[i] + 1).`,
     );
   }
+  const hg = r.settings.httpGroup;
+  if (hg) {
+    const client = (Object.keys(hg.clients) as Array<keyof typeof hg.clients>).map((k) => `${HTTP_NAMES[k]}: ${hg.clients[k]}`).join('; ');
+    const targets = hg.targets
+      .map(
+        (t) =>
+          `${t.model} [${t.shape.join(',')}] (tensors ${approxBytes(t.tensorBytes.input)} in, ${approxBytes(t.tensorBytes.output)} out; ` +
+          `HTTP bodies, request / answer: JSON ${approxBytes(t.requestBytes.json)} / ${approxBytes(t.responseBytes.json)}, ` +
+          `binary ${approxBytes(t.requestBytes.binary)} / ${approxBytes(t.responseBytes.binary)})`,
+      )
+      .join(', ');
+    const worst = hg.verified.reduce((a, b) => (b.maxAbsDiff > a.maxAbsDiff ? b : a), hg.verified[0]);
+    lines.push(
+      `- http, on loopback: ${hg.server}. Clients: ${client}.`,
+      `- http targets: ${targets}; ${hg.concurrency.join(', ')} requests in flight (closed loop), ~${hg.roundMs} ms per round, ` +
+        `at least ${hg.minRequestsPerWorker} request(s) per worker and round. Before timing, every protocol's answer was checked in full against ` +
+        `${[...new Set(hg.verified.map((v) => v.reference))].join(', ')} (largest |diff| ${worst ? worst.maxAbsDiff.toExponential(1) : '—'}); ` +
+        'during timing, every answer is parsed and checked (whole up to 4096 elements, else 64 spread over it). Event-loop delay: ' +
+        `${hg.eventLoop}.`,
+    );
+  }
   const off = r.settings.offloadGroup;
   if (off) {
     lines.push(`- offload: ${off.model}, ${off.frames} frames per mode and round, ${off.rounds} round(s) per link (${off.links.join('; ')}); ${off.setup}.`);
@@ -182,6 +204,15 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
             "link's best fixed choice (1: as good). Notes give each mode's p50/p99 latency, bytes sent per frame and the plans used.",
         ]
       : []),
+    ...(r.settings.groups.includes('http')
+      ? [
+          '- `http` puts load on one `tvm-node serve` and compares its protocols with each other, not tvm-node with a peer: each ' +
+            'KServe protocol (HTTP JSON, HTTP binary, gRPC) against TVM RPC on the same server, and binary against JSON, in the same ' +
+            "rounds. **requests/s**: requests / wall time of a round with c in flight; **latency p50/p99**: of the round's requests, " +
+            'µs (the ratio is peer / subject as everywhere: > 1, the first-named protocol is faster). The "http: per protocol" table ' +
+            "gives each protocol's own figures, CPU use of both processes and the server's event-loop delay while it served them.",
+        ]
+      : []),
     ...(r.settings.groups.includes('transfer')
       ? [
           '- `transfer` moves tensors between a tvm-node client and server processes on loopback. **vs raw socket**: MB/s of ' +
@@ -216,12 +247,48 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
           `**${fmt(c.ratio.median)}** [${fmt(c.ratio.p25)}–${fmt(c.ratio.p75)}] | ${fmt(c.ratio.min)}–${fmt(c.ratio.max)} | ${[c.goal, c.note].filter(Boolean).join('; ')} |`,
       );
     }
+    if (g === 'http') lines.push(...httpSummary(r));
   }
   if (r.skipped.length > 0) {
     lines.push('', '## Skipped', '', '| group | what | why |', '|---|---|---|');
     for (const s of r.skipped) lines.push(`| ${s.group} | ${s.name} | ${s.skipped} |`);
   }
   return lines.join('\n') + '\n';
+}
+
+/** A byte count in B, KiB or MiB, rounded. */
+function approxBytes(n: number): string {
+  if (n >= 2 ** 20) return `${fmt(n / 2 ** 20)} MiB`;
+  if (n >= 1024) return `${fmt(n / 1024)} KiB`;
+  return `${n} B`;
+}
+
+const HTTP_NAMES = { json: 'HTTP JSON', binary: 'HTTP binary', grpc: 'gRPC', rpc: 'TVM RPC' } as const;
+
+/** The http group per target, concurrency and protocol: latency, throughput, CPU, event-loop delay. */
+export function httpSummary(r: BenchReport): string[] {
+  const hg = r.settings.httpGroup;
+  if (!hg || hg.results.length === 0) return [];
+  const lines = [
+    '',
+    '### http: per protocol',
+    '',
+    "Medians over the rounds. CPU: CPU time / wall time of the server's process (all threads) and of the load generator " +
+      '(100% = one core). Event-loop delay of the server process while serving (monitorEventLoopDelay, ms): p99 (median over ' +
+      "rounds) and max (of all rounds); the load generator's own p99 says whether the client, not the server, was saturated.",
+    '',
+    '| target | in flight | protocol | p50 µs | p99 µs | requests/s | server CPU % | client CPU % | server loop delay p99 / max ms | client loop delay p99 ms |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const x of hg.results) {
+    const t = hg.targets.find((y) => y.key === x.target);
+    const name = t ? `${t.model} [${t.shape.join(',')}]` : x.target;
+    lines.push(
+      `| ${name} | ${x.concurrency} | ${HTTP_NAMES[x.protocol]} | ${fmt(x.p50Us)} | ${fmt(x.p99Us)} | ${fmt(x.requestsPerS)} | ` +
+        `${x.serverCpuPct.toFixed(0)} | ${x.clientCpuPct.toFixed(0)} | ${fmt(x.serverEldP99Ms)} / ${fmt(x.serverEldMaxMs)} | ${fmt(x.clientEldP99Ms)} |`,
+    );
+  }
+  return lines;
 }
 
 /**

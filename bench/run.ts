@@ -1,6 +1,6 @@
 /**
  * tvm-node benchmarks (`npm run bench`, or `npx tsx bench/run.ts [--quick] [--rounds N]
- * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn,threads,rpc,transfer,offload] [--help]`).
+ * [--round-ms MS] [--threads N] [--only call,copy,wrap,model,cnn,threads,rpc,transfer,offload,http] [--help]`).
  *
  * Every figure is tvm-node against a peer measured in the same run, round by round: each
  * round times every contender of a case once (in rotating order), so drift on the machine
@@ -42,6 +42,13 @@
  *          to 1 Gbit/s + 1 ms, 100 Mbit/s + 10 ms and 20 Mbit/s + 40 ms (lib/net/shaped-link.ts):
  *          FPS of remote-only, split, pipelined split and the auto policy vs local-only, and
  *          of auto vs the link's best fixed choice (examples/offload/offload.ts).
+ *   http   `tvm-node serve` (lib/serve, InferenceServer in the bench process) on loopback under
+ *          closed-loop load from a load-generator process, 1, 8 and 32 requests in flight, on
+ *          mlp [4,16] and addone with 1 MiB each way (quick: 256 KiB): KServe v2 HTTP with
+ *          JSON tensors, with the binary-tensor extension, KServe v2 gRPC and TVM RPC
+ *          (session.infer) on the same server, every protocol once per round: requests/s and
+ *          latency p50/p99 of each against TVM RPC and of binary against JSON, and the
+ *          server's event-loop delay while serving (bench/groups/http.ts).
  *
  * Results go to bench/results/ (git-ignored): REPORT.md with its chart ratios.svg (quick
  * runs: REPORT.quick.md, ratios.quick.svg), latest.json/latest.md, and a timestamped copy of
@@ -58,6 +65,7 @@ import { fixtureDir, repoRoot } from './fixtures';
 import { benchCalls } from './groups/call';
 import { benchCnn, CNN_MODEL, CNN_SETTLE_MS } from './groups/cnn';
 import { benchCopies } from './groups/copy';
+import { benchHttp } from './groups/http';
 import { benchModels, MIN_RUNS_PER_LANE } from './groups/model';
 import { benchOffload } from './groups/offload';
 import { benchRpc, rpcSettings } from './groups/rpc';
@@ -177,6 +185,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
       rpc: benchRpc,
       transfer: benchTransfer,
       offload: benchOffload,
+      http: benchHttp,
     };
     for (const g of groups) await run[g](ctx);
     const v = versions();
@@ -203,6 +212,7 @@ export async function runBenchmarks(opts: BenchOptions = {}): Promise<BenchRepor
         ...(ctx.threadsGroup ? { threadsGroup: ctx.threadsGroup } : {}),
         ...(ctx.transferGroup ? { transferGroup: ctx.transferGroup } : {}),
         ...(ctx.offloadGroup ? { offloadGroup: ctx.offloadGroup } : {}),
+        ...(ctx.httpGroup ? { httpGroup: ctx.httpGroup } : {}),
       },
       // TVM_NUM_THREADS as the user set it (not tvm-node's default).
       machine: { ...machine(loadStart), tvmNumThreads: (userThreads && envThreads) || null },

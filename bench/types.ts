@@ -5,8 +5,8 @@
  */
 import type { ThreadSettings as TvmThreadSettings } from '../lib';
 
-export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'threads' | 'rpc' | 'transfer' | 'offload';
-export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'threads', 'rpc', 'transfer', 'offload'];
+export type Group = 'call' | 'copy' | 'wrap' | 'model' | 'cnn' | 'threads' | 'rpc' | 'transfer' | 'offload' | 'http';
+export const GROUPS: readonly Group[] = ['call', 'copy', 'wrap', 'model', 'cnn', 'threads', 'rpc', 'transfer', 'offload', 'http'];
 
 /** Order statistics over the rounds. */
 export interface Stats {
@@ -33,7 +33,7 @@ export interface BenchCase {
   /** Bytes moved or wrapped per operation, for copy/wrap cases. */
   bytes?: number;
   /** Unit of `subject.stats` and `peer.stats`. */
-  unit: 'ns/call' | 'GB/s' | 'ns/wrap' | 'us/run' | 'MB/s' | 'infer/s' | 'ms/session' | 'MiB';
+  unit: 'ns/call' | 'GB/s' | 'ns/wrap' | 'us/run' | 'MB/s' | 'infer/s' | 'ms/session' | 'MiB' | 'us';
   higherIsBetter: boolean;
   /** tvm-node. */
   subject: Side;
@@ -173,6 +173,59 @@ export interface OffloadSettings {
   setup: string;
 }
 
+/** How the http group was run, and what it measured per protocol. */
+export interface HttpSettings {
+  /** What serves every protocol. */
+  server: string;
+  /** What each protocol's client does (all in one load-generator process). */
+  clients: Record<HttpProtocol, string>;
+  /** Requests in flight (closed loop: each worker sends its next request when its last is answered). */
+  concurrency: number[];
+  /** Target duration of one contender's round, ms (requests per round calibrated once per contender). */
+  roundMs: number;
+  /** Fewest requests per worker in a round. */
+  minRequestsPerWorker: number;
+  /** Sessions the server's TVM RPC front end takes at once; workers beyond it share sessions. */
+  rpcMaxSessions: number;
+  /** The models and inputs sent, with the bytes one request and its answer take. */
+  targets: Array<{
+    key: string;
+    model: string;
+    shape: number[];
+    /** Request and answer bodies of the HTTP protocols, bytes. */
+    requestBytes: { json: number; binary: number };
+    responseBytes: { json: number; binary: number };
+    tensorBytes: { input: number; output: number };
+  }>;
+  /** Each protocol's answer checked in full before timing, against the fixture's reference. */
+  verified: Array<{ key: string; reference: string; protocol: HttpProtocol; elements: number; maxAbsDiff: number }>;
+  /** How the event-loop delay was measured. */
+  eventLoop: string;
+  /** Per target, concurrency and protocol: medians over the rounds (event-loop max: the largest round's). */
+  results: HttpLevel[];
+}
+
+export type HttpProtocol = 'json' | 'binary' | 'grpc' | 'rpc';
+
+/** One protocol at one concurrency on one target (medians over the rounds). */
+export interface HttpLevel {
+  target: string;
+  protocol: HttpProtocol;
+  concurrency: number;
+  requestsPerRound: number;
+  p50Us: number;
+  p99Us: number;
+  requestsPerS: number;
+  /** The server process's event-loop delay (monitorEventLoopDelay) while serving, ms. */
+  serverEldP99Ms: number;
+  serverEldMaxMs: number;
+  /** CPU time / wall time of the server process (all its threads) and of the load generator, %. */
+  serverCpuPct: number;
+  clientCpuPct: number;
+  /** The load generator's own event-loop delay p99, ms (high: the client, not the server, was the bottleneck). */
+  clientEldP99Ms: number;
+}
+
 /** Something the run did not measure, and why. */
 export interface SkippedEntry {
   group: Group;
@@ -202,6 +255,8 @@ export interface BenchReport {
     transferGroup?: TransferSettings;
     /** The offload group's own settings, when it ran. */
     offloadGroup?: OffloadSettings;
+    /** The http group's settings and per-protocol figures, when it ran. */
+    httpGroup?: HttpSettings;
   };
   machine: Machine;
   versions: {

@@ -129,6 +129,60 @@ describe('benchmarks (quick run of bench/run.ts)', function () {
     assert.match(report.versions.onnxruntimeNode ?? '', /^\d+\.\d+\.\d+/);
   });
 
+  it('runs the http group: every protocol of tvm-node serve at 1, 8 and 32 in flight, answers checked, event-loop delay recorded', () => {
+    assert.ok(report.settings.httpGroup, 'no http group settings');
+    const hg = report.settings.httpGroup;
+    assert.deepEqual(hg.concurrency, [1, 8, 32]);
+    const protocols = ['json', 'binary', 'grpc', 'rpc'] as const;
+    const names = { json: 'HTTP JSON', binary: 'HTTP binary', grpc: 'gRPC', rpc: 'TVM RPC' };
+    assert.deepEqual(
+      hg.targets.map((t) => t.model),
+      ['mlp', 'addone'],
+    );
+    const cases = report.cases.filter((c) => c.group === 'http');
+    for (const t of hg.targets) {
+      // Binary bodies carry the tensor's bytes as they are; JSON ones as text, larger.
+      assert.ok(t.requestBytes.binary >= t.tensorBytes.input && t.requestBytes.json > t.requestBytes.binary, `${t.key}: body sizes`);
+      for (const p of protocols) {
+        const v = hg.verified.find((x) => x.key === t.key && x.protocol === p);
+        assert.ok(v && v.elements > 0 && v.maxAbsDiff >= 0, `${t.key}: ${p} not verified`);
+      }
+      for (const c of hg.concurrency) {
+        for (const p of protocols) {
+          const x = hg.results.find((y) => y.target === t.key && y.concurrency === c && y.protocol === p);
+          assert.ok(x, `no ${p} result for ${t.key} at ${c}`);
+          assert.ok(x.requestsPerRound >= c, `${t.key} ${p} ${c}: ${x.requestsPerRound} requests per round`);
+          for (const k of ['p50Us', 'p99Us', 'requestsPerS', 'serverCpuPct', 'clientCpuPct'] as const) {
+            assert.ok(Number.isFinite(x[k]) && x[k] > 0, `${t.key} ${p} ${c}: ${k} = ${x[k]}`);
+          }
+          assert.ok(x.p99Us >= x.p50Us);
+          for (const k of ['serverEldP99Ms', 'serverEldMaxMs', 'clientEldP99Ms'] as const) {
+            assert.ok(Number.isFinite(x[k]) && x[k] >= 0, `${t.key} ${p} ${c}: ${k} = ${x[k]}`);
+          }
+        }
+        const at = `${t.model} [${t.shape.join(',')}]`;
+        for (const [p, q] of [
+          ['json', 'rpc'],
+          ['binary', 'rpc'],
+          ['grpc', 'rpc'],
+          ['binary', 'json'],
+        ] as const) {
+          for (const [what, unit] of [
+            ['requests/s', 'infer/s'],
+            ['latency p50', 'us'],
+            ['latency p99', 'us'],
+          ] as const) {
+            const name = `: ${names[p]} vs ${names[q]}, ${what}`;
+            const found = cases.find((x) => x.name.startsWith(at) && x.name.includes(`, ${c} in flight:`) && x.name.endsWith(name));
+            assert.ok(found, `no http case ${at} ${c}${name}`);
+            assert.equal(found.unit, unit);
+          }
+        }
+      }
+    }
+    assert.match(toMarkdown(report), /### http: per protocol/);
+  });
+
   it('sets and reports the thread counts of both runtimes', () => {
     const t = report.settings.threads;
     assert.ok(Number.isInteger(t.tvmNumThreads) && t.tvmNumThreads >= 1);
