@@ -492,6 +492,11 @@ handleExits(program.command('serve'))
   .addOption(
     new Option('--max-body-mib <n>', 'largest request body or gRPC message, in MiB').default(64).argParser(parsed('--max-body-mib', (t) => parseCount(t, 1))),
   )
+  .addOption(
+    new Option('--max-json-mib <n>', 'largest JSON part of an HTTP request, in MiB (large tensors: binary extension)')
+      .default(8)
+      .argParser(parsed('--max-json-mib', (t) => parseCount(t, 1))),
+  )
   .option('--no-preload', 'do not load every model at start (each loads on its first request)')
   .addOption(
     new Option('--log-level <level>', 'log level (JSON lines on stdout)')
@@ -529,6 +534,7 @@ ${EXIT_HELP}`,
       maxInFlight: number;
       requestTimeout: number;
       maxBodyMib: number;
+      maxJsonMib: number;
       preload: boolean;
       logLevel: string;
       shutdownDeadline: number;
@@ -545,6 +551,7 @@ ${EXIT_HELP}`,
         maxInFlight: o.maxInFlight,
         requestTimeoutMs: o.requestTimeout * 1000,
         maxBodyBytes: o.maxBodyMib * 2 ** 20,
+        maxJsonBytes: o.maxJsonMib * 2 ** 20,
         preload: o.preload,
         logLevel: o.logLevel,
         shutdownDeadline: o.shutdownDeadline,

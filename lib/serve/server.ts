@@ -39,6 +39,8 @@ export interface InferenceServerOptions {
   readTimeoutMs?: number;
   /** Largest request body or message, bytes. Default 64 MiB. */
   maxBodyBytes?: number;
+  /** Largest JSON part of an HTTP request, bytes (parsing it holds the event loop; binary tensors cost no parse). Default 8 MiB. */
+  maxJsonBytes?: number;
   /** Idle connections are closed after this many ms (HTTP keep-alive, gRPC). Default 5000 (HTTP) / 120000 (gRPC). */
   idleTimeoutMs?: number;
   /** Load every model at start-up, so readiness is known before the first request. Default true. */
@@ -58,6 +60,7 @@ const OPTIONS = [
   'requestTimeoutMs',
   'readTimeoutMs',
   'maxBodyBytes',
+  'maxJsonBytes',
   'idleTimeoutMs',
   'preload',
   'logger',
@@ -100,16 +103,27 @@ export class InferenceServer implements AsyncDisposable {
     const requestTimeoutMs = checkNumber(at('requestTimeoutMs'), o.requestTimeoutMs, { min: 1 }, 30_000);
     const idle = checkNumber(at('idleTimeoutMs'), o.idleTimeoutMs, { min: 1 }, 0);
     const readTimeoutMs = checkNumber(at('readTimeoutMs'), o.readTimeoutMs, { min: 1 }, 30_000);
+    const maxJsonBytes = checkNumber(at('maxJsonBytes'), o.maxJsonBytes, { min: 1024, integer: true }, 8 * 2 ** 20);
     this.service = new InferenceService(
       this.repository,
       { maxInFlight: checkNumber(at('maxInFlight'), o.maxInFlight, { min: 1, integer: true }, 64), requestTimeoutMs },
       this.metrics,
       this.log,
     );
-    if (this.ports.http !== false) this.http = httpApp(this.service, { maxBodyBytes, readTimeoutMs, keepAliveTimeoutMs: idle || 5000 }, this.log);
+    if (this.ports.http !== false) this.http = httpApp(this.service, { maxBodyBytes, maxJsonBytes, readTimeoutMs, keepAliveTimeoutMs: idle || 5000 }, this.log);
     if (this.ports.grpc !== false) this.grpc = grpcServer(this.service, { maxMessageBytes: maxBodyBytes, idleTimeoutMs: idle || 120_000 }, this.log);
     if (this.ports.rpc !== false) {
-      this.rpc = new RPCServer({ host: this.host, port: this.ports.rpc, inferenceOnly: true, repository: this.repository, maxMessageBytes: maxBodyBytes });
+      const maxInFlight = this.service.limits.maxInFlight;
+      // As many sessions as requests may be in flight (TVM RPC runs one request per session at a time).
+      this.rpc = new RPCServer({
+        host: this.host,
+        port: this.ports.rpc,
+        inferenceOnly: true,
+        repository: this.repository,
+        maxMessageBytes: maxBodyBytes,
+        maxSessions: maxInFlight,
+        maxSessionsPerAddress: maxInFlight,
+      });
       // Labels name single models that ran: unknown names and chains (lib/rpc/infer.ts) would let clients grow the metrics without bound.
       this.rpc.on('inference', (model, timing, error) =>
         this.metrics.request({

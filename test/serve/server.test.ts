@@ -136,7 +136,7 @@ describe('tvm-node serve: KServe v2 over HTTP and gRPC', function () {
 
   before(async () => {
     dir = makeRepository();
-    ({ server, ports } = await startServer(dir, { maxBodyBytes: 4 * 2 ** 20 }));
+    ({ server, ports } = await startServer(dir, { maxBodyBytes: 4 * 2 ** 20, maxJsonBytes: 2 ** 20 }));
   });
   after(async () => {
     await server?.close();
@@ -267,7 +267,7 @@ describe('tvm-node serve: KServe v2 over HTTP and gRPC', function () {
     assert.equal(again.status, 200, 'still serving');
   });
 
-  it('bad JSON requests get 400/404 with a message; oversized bodies 413; huge headers 431; the server keeps serving', async () => {
+  it('bad JSON requests get 400/404 with a message; oversized bodies and JSON 413; huge headers 431; the server keeps serving', async () => {
     const [x] = jsonInputs('mlp');
     const cases: Array<[string, string, unknown, number, RegExp]> = [
       ['unknown model', 'nope', { inputs: [x] }, 404, /unknown model 'nope'/],
@@ -295,6 +295,10 @@ describe('tvm-node serve: KServe v2 over HTTP and gRPC', function () {
     const big = await request(ports.http, 'POST', '/v2/models/mlp/infer', Buffer.alloc(5 * 2 ** 20, 32), { 'content-type': 'application/json' });
     assert.equal(big.status, 413);
     assert.match(big.json().error, /limit/);
+    // 2 MiB of JSON: within the body limit, over the JSON one (JSON is parsed on the event loop; binary is not).
+    const bigJson = await inferJson(ports.http, 'mlp', { inputs: [x], pad: 'x'.repeat(2 * 2 ** 20) });
+    assert.equal(bigJson.status, 413);
+    assert.match(bigJson.json().error, /JSON is \d+ bytes, over the server's limit of 1048576 for JSON: send large tensors as binary/);
     const huge = await request(ports.http, 'GET', '/v2/health/live', undefined, { 'x-junk': 'a'.repeat(64 * 1024) });
     assert.equal(huge.status, 431);
     const ok = await inferJson(ports.http, 'mlp', { inputs: [x] });
