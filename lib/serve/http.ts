@@ -71,7 +71,7 @@ export function httpApp(service: InferenceService, o: HttpOptions, log: Logger):
   });
   app.setNotFoundHandler((req, reply) => void reply.code(404).send({ error: `no endpoint ${req.method} ${req.url.split('?')[0]}` }));
   app.addHook('onResponse', (req, reply, done) => {
-    service.metrics.transferred('http', 'in', Number(req.headers['content-length'] ?? 0));
+    service.metrics.transferred('http', 'in', Buffer.isBuffer(req.body) ? req.body.length : 0);
     service.metrics.transferred('http', 'out', Number(reply.getHeader('content-length') ?? 0));
     done();
   });
