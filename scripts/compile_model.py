@@ -799,18 +799,21 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: st
             )
 
         per_iter = min(16, per_task)
+        import importlib.util
+
+        cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
         # The evolutionary search's population (512 by default) costs seconds per batch to
-        # sample and evolve; for small budgets it is scaled to the batch.
-        population = min(512, max(32, 32 * per_iter))
+        # sample and evolve; for small budgets it is scaled to the batch. With XGBoost every
+        # member of every generation is lowered and featurized for the model: 512 cost 26-106 s
+        # per batch of 16 here (MobileNetV2, 2 busy cores), far more than building and
+        # measuring the batch, so that search gets 8 per candidate of a batch.
+        population = min(512, max(32, (8 if cost_model == "xgb" else 32) * per_iter))
         strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population))
         contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir=str(folder), strategy=strategy, seed=0)
         state = TuneState(contexts, [float(w) for w in weights], tune.trials, per_task, tune.seconds, report)
         report(state.event())
         with tempfile.TemporaryDirectory(prefix="tvm-node-tune-") as scratch:
             try:
-                import importlib.util
-
-                cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
                 runner = tuning_runner(tune)
                 ms.tune.tune_tasks(
                     tasks=contexts,

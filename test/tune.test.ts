@@ -184,6 +184,8 @@ describe('tvm-node compile --tune', function () {
     assert.equal(tuning.records_added, tuning.trials);
     assert.equal(tuning.failed_trials, 0);
     assert.equal(records(t.db), tuning.trials);
+    // tvm/requirements.txt pins xgboost(-cpu): MetaSchedule's learned cost model is used.
+    assert.equal(tuning.cost_model, 'xgb');
     const manifest = JSON.parse(fs.readFileSync(t.so.replace(/\.so$/, '.json'), 'utf8'));
     assert.deepEqual(manifest.tuning, tuning);
     assert.match(manifest.tuning.database_sha256, /^[0-9a-f]{64}$/);
