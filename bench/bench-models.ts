@@ -32,6 +32,28 @@ interface BenchModelEntry {
   params: number;
   compile_s: number;
   notes: string;
+  /** The native and tuned compiles (models with spec.tuned); a variant that could not be built says why. */
+  variants?: Partial<Record<'native' | 'tuned', BenchVariantEntry | { skipped: string }>>;
+}
+
+/** One more compile of a benchmark model (scripts/compile_bench_models.py, compile_variant). */
+export interface BenchVariantEntry {
+  library: string;
+  manifest: string;
+  target: Record<string, unknown>;
+  target_summary: string;
+  schedule: string;
+  compile_s: number;
+  max_abs_diff: number;
+  tuning?: {
+    tasks: number;
+    tasks_from_database: number;
+    trials: number;
+    seconds: number;
+    cost_model: string | null;
+    database: string;
+  };
+  tuning_provenance?: { trials: number; seconds: number; cost_model: string | null; [k: string]: unknown } | null;
 }
 
 export interface BuiltModels {
@@ -42,16 +64,21 @@ export interface BuiltModels {
     onnxruntime_version: string;
     target: string;
     schedule: string;
+    tune_target?: { name: string; target: Record<string, unknown>; database: string };
     models: Record<string, BenchModelEntry>;
   };
   scriptS: number;
 }
 
-/** Builds (or finds cached) benchmark models; progress goes to stderr. */
-export function buildBenchModels(names: string[]): BuiltModels {
+/**
+ * Builds (or finds cached) benchmark models; progress goes to stderr. `tuneMissing`: kernels the
+ * committed tuning database (bench/tuning/) lacks are tuned (minutes); else they get the untuned schedule.
+ */
+export function buildBenchModels(names: string[], opts: { tuneMissing?: boolean } = {}): BuiltModels {
   const t0 = process.hrtime.bigint();
   const script = path.join(repoRoot, 'scripts', 'compile_bench_models.py');
-  const out = execFileSync(python, [script, '--only', names.join(',')], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = [script, '--only', names.join(','), ...(opts.tuneMissing ? ['--tune-missing'] : [])];
+  const out = execFileSync(python, args, { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   const dir = out.trim().split('\n').pop()!;
   const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8'));
   return { dir, index, scriptS: Number(process.hrtime.bigint() - t0) / 1e9 };

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ratioChart } from './chart';
 import { formatBytes } from './context';
 import { RPC_CLIENT_FLAG } from './groups/rpc-client';
-import type { BenchCase, BenchReport, Stats } from './types';
+import type { BenchCase, BenchReport, CnnVariantInfo, Stats } from './types';
 
 export function fmt(x: number): string {
   if (!Number.isFinite(x)) return String(x);
@@ -158,13 +158,24 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
     lines.push(`- offload: ${off.model}, ${off.frames} frames per mode and round, ${off.rounds} round(s) per link (${off.links.join('; ')}); ${off.setup}.`);
   }
   for (const x of r.models) {
+    const diffs = [
+      `tvm-node ${x.maxAbsDiff.tvmNode.toExponential(1)}`,
+      ...(x.variants ?? []).filter((v) => v.variant !== 'portable').map((v) => `tvm-node ${v.variant} ${v.maxAbsDiff.toExponential(1)}`),
+      ...(x.maxAbsDiff.tvmPython === null ? [] : [`Python tvm ${x.maxAbsDiff.tvmPython.toExponential(1)}`]),
+      ...(x.maxAbsDiff.onnxruntimeNode === null ? [] : [`onnxruntime-node ${x.maxAbsDiff.onnxruntimeNode.toExponential(1)}`]),
+    ];
+    const others = (x.variants ?? [])
+      .filter((v) => v.variant !== 'portable')
+      .map(
+        (v) =>
+          `${v.variant}: target \`${v.target}\`, compiled in ${v.compileS.toFixed(1)} s, ${v.schedule === x.schedule ? 'the same schedule' : `schedule: ${v.schedule}`}`,
+      );
     lines.push(
       `- cnn model \`${x.name}\`: ${x.notes} ${(x.macs / 1e6).toFixed(1)} M multiply-adds and ${(x.params / 1e6).toFixed(2)} M weights per run; ` +
         `ONNX opset ${x.opset}, compiled by TVM for target \`${x.target}\` (portable: no \`-mcpu\`, baseline ISA only) in ${x.compileS.toFixed(1)} s ` +
         `(${x.cached ? `cached in ${x.dir}` : `built in this run into ${x.dir}`}); schedule: ${x.schedule}. ` +
-        `Outputs checked before timing against ${x.reference} (rtol ${x.tolerance.rtol}, atol ${x.tolerance.atol}): max |diff| ` +
-        `tvm-node ${x.maxAbsDiff.tvmNode.toExponential(1)}, Python tvm ${x.maxAbsDiff.tvmPython.toExponential(1)}` +
-        `${x.maxAbsDiff.onnxruntimeNode === null ? '' : `, onnxruntime-node ${x.maxAbsDiff.onnxruntimeNode.toExponential(1)}`}.`,
+        (others.length ? `Also compiled ${others.join('; ')}. ` : '') +
+        `Outputs checked before timing against ${x.reference} (rtol ${x.tolerance.rtol}, atol ${x.tolerance.atol}): max |diff| ${diffs.join(', ')}.`,
     );
   }
   lines.push(
@@ -179,9 +190,10 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
       'same TVM runtime or against plain JS; `diagnostic` rows split that cost further.',
     '- `cnn` vs Python runs the *same* compiled kernels, so a ratio near 1 says the binding adds nothing measurable to a ' +
       'real model; "k in flight" shows the throughput of `vm.run` (wall time / runs) when k runs overlap.',
-    '- `cnn` vs onnxruntime-node compares *compilers*, not bindings: an untuned, portable TVM build (generic schedule, ' +
-      "baseline ISA) against onnxruntime's hand-written kernels (AVX2/AVX-512 picked at run time). It says how far an untuned " +
-      'TVM artifact is from a tuned library; tuning (MetaSchedule) and `-mcpu=native` are what close it.',
+    "- `cnn` vs onnxruntime-node compares *compilers*, not bindings: TVM builds against onnxruntime's hand-written kernels " +
+      '(AVX2/AVX-512 picked at run time), three ways per model: untuned portable (generic schedule, baseline ISA), untuned ' +
+      "native (this machine's CPU) and tuned (MetaSchedule records from the committed database bench/tuning/, target x86-64-v3: " +
+      'AVX2, 2 cores). The "cnn: per model" table sums it up, with the kernels that take the most time in the tuned build.',
     ...(r.settings.groups.includes('rpc')
       ? [
           "- `rpc` compares a whole stack against a whole stack: tvm-node's server and client against TVM's Python server and the " +
@@ -247,6 +259,7 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
           `**${fmt(c.ratio.median)}** [${fmt(c.ratio.p25)}–${fmt(c.ratio.p75)}] | ${fmt(c.ratio.min)}–${fmt(c.ratio.max)} | ${[c.goal, c.note].filter(Boolean).join('; ')} |`,
       );
     }
+    if (g === 'cnn') lines.push(...cnnSummary(r));
     if (g === 'http') lines.push(...httpSummary(r));
   }
   if (r.skipped.length > 0) {
@@ -288,6 +301,62 @@ export function httpSummary(r: BenchReport): string[] {
         `${x.serverCpuPct.toFixed(0)} | ${x.clientCpuPct.toFixed(0)} | ${fmt(x.serverEldP99Ms)} / ${fmt(x.serverEldMaxMs)} | ${fmt(x.clientEldP99Ms)} |`,
     );
   }
+  return lines;
+}
+
+/** A kernel's tensor arguments in short: the first two (data, weight) and the last (output). */
+function shapesOf(args: number[][]): string {
+  const dims = (a: number[]) => a.join('x');
+  return args.length <= 3 ? args.map(dims).join(', ') : `${dims(args[0])}, ${dims(args[1])} → ${dims(args[args.length - 1])}`;
+}
+
+/** The cnn group per model: ms per run of each compile and onnxruntime-node, ratios, tuning, top kernels. */
+export function cnnSummary(r: BenchReport): string[] {
+  const models = r.models.filter((x) => x.variants?.length);
+  if (models.length === 0) return [];
+  const ms = (v: number | null | undefined) => (v === null || v === undefined ? '—' : fmt(v));
+  const lines = [
+    '',
+    '### cnn: per model',
+    '',
+    'ms per run (runSync median; onnxruntime-node: `await session.run`), and onnxruntime-node time / tvm-node time ' +
+      '(median of the per-round ratios; **> 1: tvm-node faster**). Tuning: how the committed database was made ' +
+      '(trials, seconds, cost model), and what this compile measured (0 trials: every kernel came from the database).',
+    '',
+    '| model | portable `llvm` | native `host` | tuned | onnxruntime-node | ratio portable | ratio native | ratio tuned | tuning | top kernels (% of the build time) |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const x of models) {
+    const v = (name: string) => x.variants!.find((y) => y.variant === name);
+    const [p, n, t] = [v('portable'), v('native'), v('tuned')];
+    const tn = t?.tuning;
+    const tuning = tn
+      ? `${tn.provenance ? `database: ${tn.provenance.trials} trials, ${Math.round(tn.provenance.seconds)} s, ${tn.provenance.cost_model}; ` : ''}` +
+        `this compile: ${tn.trials} trials, ${tn.tasksFromDatabase}/${tn.tasks} kernels from the database, ${fmt(t!.compileS)} s`
+      : '—';
+    const ratio = (y: CnnVariantInfo | undefined) => (y?.ratioVsOnnxruntime == null ? '—' : `**${fmt(y.ratioVsOnnxruntime)}**`);
+    const prof = x.profile
+      ? `${x.profile.variant}: ` +
+        x.profile.kernels
+          .map((k) => `${k.name} ${k.pct.toFixed(1)}% (${fmt(k.ms)} ms${k.calls > 1 ? `, ${k.calls} calls` : ''}; ${shapesOf(k.args)})`)
+          .join('; ')
+      : '—';
+    lines.push(
+      `| ${x.name} | ${ms(p?.medianMs)} | ${ms(n?.medianMs)} | ${ms(t?.medianMs)} | ${ms(x.onnxruntimeNodeMs)} | ${ratio(p)} | ${ratio(n)} | ${ratio(t)} | ${tuning} | ${prof} |`,
+    );
+  }
+  // Where tvm-node's tuned build (else its last) is still slower than onnxruntime-node: by how much, and where.
+  const behind: string[] = [];
+  for (const x of models) {
+    const v = x.variants!.find((y) => y.variant === 'tuned') ?? x.variants![x.variants!.length - 1];
+    if (v.ratioVsOnnxruntime === null || v.ratioVsOnnxruntime >= 1) continue;
+    const top = x.profile?.variant === v.variant ? x.profile.kernels.slice(0, 3).map((k) => `${k.name} (${k.pct.toFixed(0)}%)`) : [];
+    behind.push(
+      `- ${x.name}: ${v.variant} tvm-node takes ${fmt(1 / v.ratioVsOnnxruntime)}x onnxruntime-node's time ` +
+        `(${ms(v.medianMs)} vs ${ms(x.onnxruntimeNodeMs)} ms)${top.length ? `; the top kernels: ${top.join(', ')}` : ''}.`,
+    );
+  }
+  if (behind.length) lines.push('', ...behind);
   return lines;
 }
 

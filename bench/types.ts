@@ -103,10 +103,52 @@ export interface CnnModelInfo {
   schedule: string;
   reference: string;
   tolerance: { rtol: number; atol: number };
-  /** max |output - reference| of each runtime, checked before timing. */
-  maxAbsDiff: { tvmPython: number; tvmNode: number; onnxruntimeNode: number | null };
+  /** max |output - reference| of each runtime, checked before timing (tvmPython: the group's first model only). */
+  maxAbsDiff: { tvmPython: number | null; tvmNode: number; onnxruntimeNode: number | null };
   toolchain: { onnx: string; onnxruntime: string; tvm: string };
   dir: string;
+  /** Each compile of the model measured (portable always; native and tuned for the models that have them). */
+  variants?: CnnVariantInfo[];
+  /** onnxruntime-node's median, ms per run (runSync-like: one run at a time). */
+  onnxruntimeNodeMs?: number | null;
+  /** TVM's per-kernel profile of the fastest compile measured (bench/peer.py `profile`). */
+  profile?: CnnProfile;
+}
+
+/** One compile of a cnn model and its figures. */
+export interface CnnVariantInfo {
+  /** portable (`llvm`, untuned), native (preset `host`, untuned) or tuned (MetaSchedule database). */
+  variant: 'portable' | 'native' | 'tuned';
+  /** The target as TVM canonicalizes it, in short (`llvm x86_64-linux-gnu znver4`). */
+  target: string;
+  library: string;
+  schedule: string;
+  compileS: number;
+  maxAbsDiff: number;
+  /** tvm-node runSync median, ms per run; null when not measured. */
+  medianMs: number | null;
+  /** onnxruntime-node time / this variant's time, median of the per-round ratios (> 1: tvm-node faster). */
+  ratioVsOnnxruntime: number | null;
+  /** The tuned variant: this compile's tuning record (manifest `tuning`) and how the committed database was made. */
+  tuning?: {
+    tasks: number;
+    tasksFromDatabase: number;
+    trials: number;
+    seconds: number;
+    costModel: string | null;
+    database: string;
+    /** bench/tuning/<target>/tuning.json's entry for this model: trials and seconds it took to make the records. */
+    provenance: { trials: number; seconds: number; cost_model: string | null; command?: string; [k: string]: unknown } | null;
+  };
+}
+
+/** Per-function times of one VM run (kernels and VM builtins), top first. */
+export interface CnnProfile {
+  variant: CnnVariantInfo['variant'];
+  runs: number;
+  /** Sum over all functions called, ms per run (instrumented: a little above an uninstrumented run). */
+  totalMs: number;
+  kernels: Array<{ name: string; calls: number; ms: number; pct: number; args: number[][] }>;
 }
 
 /** How the rpc group was run. */

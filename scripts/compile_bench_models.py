@@ -4,16 +4,20 @@
 Usage (the TVM toolchain lives in the project venv)::
 
     tvm/.venv/bin/python scripts/compile_bench_models.py [--out DIR] [--only NAME[,NAME...]]
+        [--tune-missing]
 
 ``DIR`` defaults to ``<repo>/.cache/bench-models``.  The absolute path of the
 model folder is printed as the last line on stdout; progress goes to stderr.
 
 What is built
 -------------
-Each model is a MobileNetV2-style CNN with random (seeded) weights, written
-once as an ONNX graph with ``onnx.helper`` (opset 17; Conv with the batch norm
-already folded in, as exporters emit it, Clip(0, 6), Add, GlobalAveragePool,
-Flatten, Gemm).  Then, per model:
+Each model is a CNN in torchvision's layout with random (seeded, He-initialized)
+weights, written once as an ONNX graph with ``onnx.helper`` (opset 17; Conv with
+the batch norm already folded in, as exporters emit it): MobileNetV2 1.0 (Clip(0, 6),
+depthwise convs, residual Add), its small 3-stage variant for quick runs,
+ResNet-18 (Relu, MaxPool, residual Add with projection shortcuts) and SqueezeNet
+1.1 (Fire modules: Concat of 1x1 and 3x3 expands, MaxPool in ceil mode); all end
+in GlobalAveragePool (+ Flatten, Gemm).  Then, per model:
 
 * ``<name>.onnx``           the graph (what onnxruntime-node runs),
 * ``<name>.json``           the model's manifest (scripts/compile_model.py,
@@ -25,10 +29,15 @@ Flatten, Gemm).  Then, per model:
                             by scripts/compile_model.py's ``compile_onnx``,
                             the compile path ``tvm-node compile`` runs (what
                             tvm-node and Python's ``relax.VirtualMachine`` run),
+* ``<name>.native.so``      (models with ``tuned``) the same, untuned, for
+                            preset ``host`` (this machine's CPU by LLVM's name),
+* ``<name>.tuned.so``       (models with ``tuned``) the same for TUNE_TARGET
+                            (x86-64-v3, 2 cores) with MetaSchedule's schedules
+                            from the committed tuning database (below),
 * ``<name>.input.npy``      a seeded standard-normal input,
 * ``<name>.reference.npy``  the output of onnxruntime (Python, CPU, 1 thread).
 
-The exported library is loaded back and run through TVM's Python runtime; its
+Each exported library is loaded back and run through TVM's Python runtime; its
 output must match the onnxruntime reference within ``tolerance``, or the build
 fails.
 
@@ -47,14 +56,28 @@ extra, generic and deterministic scheduling pass after legalization
 (``ParallelVectorize``):
 in every kernel, each block's leading spatial loops are fused and run on TVM's
 thread pool, and the innermost spatial loop is split by 8 (or 4) and
-vectorized where it divides.  No tuning (MetaSchedule) is done.
+vectorized where it divides.  No tuning (MetaSchedule) is done for ``<name>.so``
+and ``<name>.native.so``.
+
+The tuned variant
+-----------------
+``<name>.tuned.so`` is compiled with ``--tune`` semantics (compile_model.py,
+``TuneOptions``) against a copy of the tuning database committed in
+``bench/tuning/x86-64-v3/`` (MetaSchedule's two JSON files, xz-compressed, pruned
+to the best record per kernel by scripts/export_tuning_db.py; ``tuning.json`` says
+how they were made).  Every kernel found there takes its tuned schedule and nothing
+is measured (0 trials).  Kernels the database lacks (another TVM version) get the
+untuned schedule, or with ``--tune-missing`` (what ``npm run bench`` passes, not the
+quick mode) are tuned here with the model's ``TUNE_BUDGET``.  The target is fixed
+(not this machine's CPU) so that the records match wherever the benchmark runs; on a
+CPU without AVX2/FMA the tuned variant is skipped with the reason in the index.
 
 Caching
 -------
 As for the test fixtures (scripts/compile_fixtures.py, whose helpers are used
 here): the folder is ``DIR/<key>``, ``<key>`` being 16 hex digits of a sha256
-over this script, compile_model.py, compile_fixtures.py and
-tvm/requirements.txt; ``--only``
+over this script, compile_model.py, compile_fixtures.py,
+tvm/requirements.txt and the committed tuning database; ``--only``
 builds into ``DIR/<key>-<names>``.  A folder is complete once its
 ``index.json`` exists.
 
@@ -64,6 +87,8 @@ index.json (schema version 1)::
       "schema_version": 1, "content_hash": "...", "subset": null | [...],
       "tvm_version": "0.27.0.post1", "onnx_version": "...",
       "onnxruntime_version": "...", "target": "llvm", "schedule": "...",
+      "tune_target": {"name": "x86-64-v3", "target": {...}, "database": "bench/tuning/x86-64-v3"},
+      "tune_missing": false,
       "models": {
         "<name>": {
           "onnx": "<name>.onnx", "library": "<name>.so", "manifest": "<name>.json",
@@ -75,7 +100,14 @@ index.json (schema version 1)::
           "tolerance": {"rtol": ..., "atol": ...}, "max_abs_diff": <TVM vs reference>,
           "macs": <multiply-accumulates per run>, "params": <weights>,
           "compile_s": <from_onnx + tvm.compile + export, seconds>,
-          "spec": {...}, "notes": "..."
+          "spec": {...}, "notes": "...",
+          "variants": {            (models with tuned; else {})
+            "native": {"library", "manifest", "target", "target_summary", "schedule",
+                       "compile_s", "max_abs_diff"},
+            "tuned":  {... the same, "tuning": <the manifest's tuning>,
+                       "tuning_provenance": <tuning.json's entry for the model>}
+                      | {"skipped": "<why>"}
+          }
         }
       }
     }
@@ -84,6 +116,7 @@ index.json (schema version 1)::
 from __future__ import annotations
 
 import argparse
+import lzma
 import sys
 import time
 import zlib
@@ -117,6 +150,28 @@ HASHED_FILES = (
     SCRIPTS_DIR / "compile_fixtures.py",
     REPO_ROOT / "tvm" / "requirements.txt",
 )
+
+# The tuned variant: one explicit x86-64 target, so that the committed tuning database
+# (bench/tuning/<name>/, made on one machine) matches on any x86-64 CPU with AVX2 (a
+# MetaSchedule record is keyed by the kernel and the target): x86-64-v3 is LLVM's
+# microarchitecture level 3 (AVX, AVX2, FMA, F16C, BMI1/2, LZCNT, MOVBE; Haswell and later,
+# Zen and later), with 2 cores (the machine the database was tuned on; the parallel loops
+# are sized by it).
+TUNE_TARGET_NAME = "x86-64-v3"
+TUNE_TARGET = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3", "num-cores": 2}
+TUNING_DIR = REPO_ROOT / "bench" / "tuning" / TUNE_TARGET_NAME
+# MetaSchedule's two JSON files, committed xz-compressed (scripts/export_tuning_db.py).
+TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
+# (trials, seconds) for kernels the committed database lacks (--tune-missing only): what
+# bench/tuning/<target>/ was made with (see its tuning.json and the README).
+TUNE_BUDGET = {"mobilenet_v2": (800, 1200), "resnet18": (500, 900), "squeezenet1_1": (400, 600), "mobilenet_v2_tiny": (40, 120)}
+
+
+def hashed_files() -> tuple[Path, ...]:
+    """What the cache key covers: the scripts, the requirements and the tuning database."""
+    names = (*(f"{name}.xz" for name in TUNING_FILES), "tuning.json")
+    extra = [TUNING_DIR / name for name in names if (TUNING_DIR / name).is_file()]
+    return (*HASHED_FILES, *extra)
 SCHEMA_VERSION = 1
 ENTRIES = "models"
 OPSET = 17
@@ -136,15 +191,17 @@ class BenchModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class CNNSpec:
-    """A MobileNetV2-style network (Sandler et al. 2018, torchvision layout)."""
+    """One benchmark CNN: an architecture (``arch``) at a width, resolution and depth."""
 
     name: str
-    width: float  # width multiplier
+    width: float  # width multiplier (MobileNetV2)
     resolution: int  # input is [1, 3, resolution, resolution]
-    stages: int  # how many of MobileNetV2's 7 inverted-residual stages
-    last_channels: int  # channels of the final 1x1 conv before pooling
+    stages: int  # how many of the architecture's stages
+    last_channels: int  # channels of the final 1x1 conv before pooling (MobileNetV2)
     classes: int
     notes: str
+    arch: str = "mobilenet_v2"  # mobilenet_v2 | resnet | squeezenet
+    tuned: bool = False  # also compiled untuned for the host CPU and tuned (bench/tuning)
 
 
 # (expansion t, output channels c, repeats n, first stride s) per stage.
@@ -157,6 +214,15 @@ MOBILENET_V2_STAGES = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
+
+# ResNet-18 (He et al. 2016, torchvision layout): (output channels, basic blocks) per stage.
+RESNET18_STAGES = ((64, 2), (128, 2), (256, 2), (512, 2))
+
+# SqueezeNet 1.1 (Iandola et al. 2016, torchvision layout): Fire modules as
+# (squeeze, expand 1x1, expand 3x3), with a 3x3/2 max pool (ceil mode) before the
+# modules at these positions.
+SQUEEZENET_FIRES = ((16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128), (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256))
+SQUEEZENET_POOL_BEFORE = (0, 2, 4)
 
 MODELS = {
     "mobilenet_v2": CNNSpec(
@@ -171,6 +237,7 @@ MODELS = {
             "full torchvision layout (52 convs incl. 17 depthwise, 10 residual adds, "
             "batch norm folded into the convs)."
         ),
+        tuned=True,
     ),
     "mobilenet_v2_tiny": CNNSpec(
         name="mobilenet_v2_tiny",
@@ -183,6 +250,37 @@ MODELS = {
             "The first 3 stages of MobileNetV2 at width 0.35, 1x3x64x64 -> logits[1,10]: "
             "the same ops as mobilenet_v2 at a fraction of the cost (quick benchmark mode)."
         ),
+        tuned=True,
+    ),
+    "resnet18": CNNSpec(
+        name="resnet18",
+        width=1.0,
+        resolution=224,
+        stages=4,
+        last_channels=512,
+        classes=1000,
+        notes=(
+            "ResNet-18 at 1x3x224x224 -> logits[1,1000], random weights: the torchvision "
+            "layout (7x7/2 stem conv, 3x3/2 max pool, 8 basic blocks with 1x1/2 projection "
+            "shortcuts, 20 convs, batch norm folded into the convs, ReLU)."
+        ),
+        arch="resnet",
+        tuned=True,
+    ),
+    "squeezenet1_1": CNNSpec(
+        name="squeezenet1_1",
+        width=1.0,
+        resolution=224,
+        stages=8,
+        last_channels=512,
+        classes=1000,
+        notes=(
+            "SqueezeNet 1.1 at 1x3x224x224 -> logits[1,1000], random weights: the torchvision "
+            "layout (3x3/2 stem conv, 8 Fire modules: 1x1 squeeze, 1x1 and 3x3 expands "
+            "concatenated, 3 max pools in ceil mode, a 1x1 conv classifier, global average pool)."
+        ),
+        arch="squeezenet",
+        tuned=True,
     ),
 }
 
@@ -197,94 +295,174 @@ def _seed(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def build_onnx(spec: CNNSpec):
-    """The model as an onnx.ModelProto; returns (model, macs, params)."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+class GraphBuilder:
+    """An ONNX graph under construction: seeded random weights, He-initialized convs with
+    the batch norm folded in (a bias), counted multiply-accumulates and parameters."""
 
-    rng = np.random.default_rng(_seed(spec.name))
-    nodes, initializers = [], []
-    counter = {"n": 0, "macs": 0, "params": 0}
+    def __init__(self, spec: CNNSpec):
+        import numpy as np
 
-    def fresh(prefix: str) -> str:
-        counter["n"] += 1
-        return f"{prefix}_{counter['n']}"
+        self.np = np
+        self.spec = spec
+        self.rng = np.random.default_rng(_seed(spec.name))
+        self.nodes: list = []
+        self.initializers: list = []
+        self.n = 0
+        self.macs = 0
+        self.params = 0
+        self.size = spec.resolution  # current spatial size (square)
+        self.clip_bounds: tuple[str, str] | None = None  # Clip(0, 6)'s, made when first used
 
-    def const(array, prefix: str) -> str:
-        name = fresh(prefix)
-        initializers.append(numpy_helper.from_array(array, name))
+    def fresh(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}_{self.n}"
+
+    def const(self, array, prefix: str) -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(prefix)
+        self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
-    zero = const(np.array(0.0, np.float32), "zero")
-    six = const(np.array(6.0, np.float32), "six")
-    size = [spec.resolution]  # current spatial size (square)
+    def node(self, op: str, inputs: list[str], prefix: str, **attrs) -> str:
+        from onnx import helper
 
-    def conv(x: str, cin: int, cout: int, kernel: int, stride: int, groups: int = 1, relu6=True) -> str:
+        y = self.fresh(prefix)
+        self.nodes.append(helper.make_node(op, inputs, [y], **attrs))
+        return y
+
+    def conv(self, x: str, cin: int, cout: int, kernel: int, stride: int, groups: int = 1, act: str | None = "relu6", pad: int | None = None) -> str:
+        np = self.np
+        pad = kernel // 2 if pad is None else pad
         fan_in = cin // groups * kernel * kernel
         # He initialization keeps activations O(1) through the whole depth.
-        weight = rng.standard_normal((cout, cin // groups, kernel, kernel)) * np.sqrt(2.0 / fan_in)
-        bias = 0.01 * rng.standard_normal(cout)
-        y = fresh("conv")
-        nodes.append(
-            helper.make_node(
-                "Conv",
-                [x, const(weight.astype(np.float32), "w"), const(bias.astype(np.float32), "b")],
-                [y],
-                kernel_shape=[kernel, kernel],
-                strides=[stride, stride],
-                pads=[kernel // 2] * 4,
-                group=groups,
-            )
+        weight = self.rng.standard_normal((cout, cin // groups, kernel, kernel)) * np.sqrt(2.0 / fan_in)
+        bias = 0.01 * self.rng.standard_normal(cout)
+        y = self.node(
+            "Conv",
+            [x, self.const(weight.astype(np.float32), "w"), self.const(bias.astype(np.float32), "b")],
+            "conv",
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+            group=groups,
         )
-        size[0] = (size[0] + 2 * (kernel // 2) - kernel) // stride + 1
-        counter["macs"] += size[0] * size[0] * cout * fan_in
-        counter["params"] += weight.size + bias.size
-        if not relu6:
-            return y
-        z = fresh("relu6")
-        nodes.append(helper.make_node("Clip", [y, zero, six], [z]))
-        return z
+        self.size = (self.size + 2 * pad - kernel) // stride + 1
+        self.macs += self.size * self.size * cout * fan_in
+        self.params += weight.size + bias.size
+        if act == "relu6":
+            if self.clip_bounds is None:
+                self.clip_bounds = (self.const(np.array(0.0, np.float32), "zero"), self.const(np.array(6.0, np.float32), "six"))
+            return self.node("Clip", [y, *self.clip_bounds], "relu6")
+        if act == "relu":
+            return self.relu(y)
+        return y
 
+    def relu(self, x: str) -> str:
+        return self.node("Relu", [x], "relu")
+
+    def add(self, a: str, b: str) -> str:
+        return self.node("Add", [a, b], "add")
+
+    def max_pool(self, x: str, kernel: int, stride: int, pad: int = 0, ceil: bool = False) -> str:
+        y = self.node("MaxPool", [x], "maxpool", kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4, ceil_mode=int(ceil))
+        span = self.size + 2 * pad - kernel
+        self.size = (-(-span // stride) if ceil else span // stride) + 1
+        return y
+
+    def classifier(self, x: str, channels: int) -> None:
+        """GlobalAveragePool, Flatten, Gemm -> ``logits``."""
+        np = self.np
+        from onnx import helper
+
+        flat = self.node("Flatten", [self.node("GlobalAveragePool", [x], "pool")], "flatten", axis=1)
+        classes = self.spec.classes
+        fc_w = (self.rng.standard_normal((classes, channels)) / np.sqrt(channels)).astype(np.float32)
+        fc_b = np.zeros(classes, np.float32)
+        self.nodes.append(helper.make_node("Gemm", [flat, self.const(fc_w, "fc_w"), self.const(fc_b, "fc_b")], ["logits"], transB=1))
+        self.macs += channels * classes
+        self.params += fc_w.size + fc_b.size
+
+    def model(self):
+        import onnx
+        from onnx import TensorProto, helper
+
+        spec = self.spec
+        graph = helper.make_graph(
+            self.nodes,
+            spec.name,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, spec.resolution, spec.resolution])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, spec.classes])],
+            self.initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tvm-node compile_bench_models.py")
+        model.ir_version = 8  # readable by every onnxruntime since 1.10
+        onnx.checker.check_model(model)
+        return model, self.macs, self.params
+
+
+def mobilenet_v2(g: GraphBuilder) -> None:
+    spec = g.spec
     channels = _make_divisible(32 * spec.width)
-    x = conv("input", 3, channels, 3, 2)
+    x = g.conv("input", 3, channels, 3, 2)
     for expand, out, repeats, stride in MOBILENET_V2_STAGES[: spec.stages]:
         out = _make_divisible(out * spec.width)
         for i in range(repeats):
             s = stride if i == 0 else 1
             hidden = channels * expand
-            y = x if expand == 1 else conv(x, channels, hidden, 1, 1)
-            y = conv(y, hidden, hidden, 3, s, groups=hidden)
-            y = conv(y, hidden, out, 1, 1, relu6=False)  # linear bottleneck
+            y = x if expand == 1 else g.conv(x, channels, hidden, 1, 1)
+            y = g.conv(y, hidden, hidden, 3, s, groups=hidden)
+            y = g.conv(y, hidden, out, 1, 1, act=None)  # linear bottleneck
             if s == 1 and channels == out:
-                summed = fresh("add")
-                nodes.append(helper.make_node("Add", [x, y], [summed]))
-                y = summed
+                y = g.add(x, y)
             x, channels = y, out
-    x = conv(x, channels, spec.last_channels, 1, 1)
-    pooled = fresh("pool")
-    nodes.append(helper.make_node("GlobalAveragePool", [x], [pooled]))
-    flat = fresh("flatten")
-    nodes.append(helper.make_node("Flatten", [pooled], [flat], axis=1))
-    fc_w = (rng.standard_normal((spec.classes, spec.last_channels)) / np.sqrt(spec.last_channels)).astype(np.float32)
-    fc_b = np.zeros(spec.classes, np.float32)
-    nodes.append(helper.make_node("Gemm", [flat, const(fc_w, "fc_w"), const(fc_b, "fc_b")], ["logits"], transB=1))
-    counter["macs"] += spec.last_channels * spec.classes
-    counter["params"] += fc_w.size + fc_b.size
+    x = g.conv(x, channels, spec.last_channels, 1, 1)
+    g.classifier(x, spec.last_channels)
 
-    graph = helper.make_graph(
-        nodes,
-        spec.name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, spec.resolution, spec.resolution])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, spec.classes])],
-        initializers,
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tvm-node compile_bench_models.py"
-    )
-    model.ir_version = 8  # readable by every onnxruntime since 1.10
-    onnx.checker.check_model(model)
-    return model, counter["macs"], counter["params"]
+
+def resnet(g: GraphBuilder) -> None:
+    x = g.conv("input", 3, 64, 7, 2, act="relu")
+    x = g.max_pool(x, 3, 2, pad=1)
+    channels = 64
+    for stage, (out, blocks) in enumerate(RESNET18_STAGES[: g.spec.stages]):
+        for i in range(blocks):
+            stride = 2 if stage > 0 and i == 0 else 1
+            size = g.size
+            y = g.conv(x, channels, out, 3, stride, act="relu")
+            y = g.conv(y, out, out, 3, 1, act=None)
+            if stride != 1 or channels != out:
+                after = g.size
+                g.size = size
+                x = g.conv(x, channels, out, 1, stride, act=None, pad=0)  # projection shortcut
+                g.size = after
+            x, channels = g.relu(g.add(y, x)), out
+    g.classifier(x, channels)
+
+
+def squeezenet(g: GraphBuilder) -> None:
+    x = g.conv("input", 3, 64, 3, 2, act="relu", pad=0)
+    channels = 64
+    for i, (squeeze, e1, e3) in enumerate(SQUEEZENET_FIRES[: g.spec.stages]):
+        if i in SQUEEZENET_POOL_BEFORE:
+            x = g.max_pool(x, 3, 2, ceil=True)
+        s = g.conv(x, channels, squeeze, 1, 1, act="relu", pad=0)
+        a = g.conv(s, squeeze, e1, 1, 1, act="relu", pad=0)
+        b = g.conv(s, squeeze, e3, 3, 1, act="relu", pad=1)
+        x = g.node("Concat", [a, b], "fire", axis=1)
+        channels = e1 + e3
+    # torchvision's classifier: (dropout,) 1x1 conv to the classes, ReLU, global average pool.
+    x = g.conv(x, channels, g.spec.classes, 1, 1, act="relu", pad=0)
+    g.nodes.append(__import__("onnx").helper.make_node("Flatten", [g.node("GlobalAveragePool", [x], "pool")], ["logits"], axis=1))
+
+
+ARCHITECTURES = {"mobilenet_v2": mobilenet_v2, "resnet": resnet, "squeezenet": squeezenet}
+
+
+def build_onnx(spec: CNNSpec):
+    """The model as an onnx.ModelProto; returns (model, macs, params)."""
+    g = GraphBuilder(spec)
+    ARCHITECTURES[spec.arch](g)
+    return g.model()
 
 
 def onnxruntime_reference(onnx_path: Path, x):
@@ -310,7 +488,73 @@ def check_against_reference(what: str, actual, expected) -> float:
     return float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
 
 
-def build_model(spec: CNNSpec, folder: Path) -> dict:
+def cpu_has_tuning_isa() -> str | None:
+    """None when this CPU runs TUNE_TARGET's code (x86-64 with AVX2, FMA, F16C, BMI2), else why not."""
+    from compile_model import machine_arch
+
+    if machine_arch() != "x86_64":
+        return f"the tuned variant is built for {TUNE_TARGET_NAME} (x86-64); this machine is {machine_arch()}"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return "cannot read /proc/cpuinfo to check for AVX2"
+    missing = sorted({"avx2", "fma", "f16c", "bmi2", "movbe"} - flags)
+    return f"this CPU lacks {', '.join(missing)} ({TUNE_TARGET_NAME} needs them)" if missing else None
+
+
+def tuning_provenance() -> dict:
+    """bench/tuning/<target>/tuning.json: how the committed database was made ({} if absent)."""
+    import json
+
+    try:
+        return json.loads((TUNING_DIR / "tuning.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def compile_variant(spec: CNNSpec, folder: Path, onnx_file: Path, x, expected, variant: str, tune_missing: bool) -> dict:
+    """One more compile of the model (``native``: preset host, untuned; ``tuned``: TUNE_TARGET
+    with the committed tuning database), checked against the reference like the portable one."""
+    import tvm
+    from compile_model import TuneOptions
+    from tvm import relax
+
+    shape = [1, 3, spec.resolution, spec.resolution]
+    library = folder / f"{spec.name}.{variant}.so"
+    tune = None
+    if variant == "tuned":
+        database = folder / "tuning"
+        database.mkdir(exist_ok=True)
+        for name in TUNING_FILES:  # a copy: tuning missing kernels must not write into bench/
+            packed = TUNING_DIR / f"{name}.xz"
+            if packed.is_file():
+                (database / name).write_bytes(lzma.decompress(packed.read_bytes()))
+        trials, seconds = TUNE_BUDGET.get(spec.name, (0, None)) if tune_missing else (0, None)
+        tune = TuneOptions(trials=trials, database=database, seconds=seconds)
+    started = time.monotonic()
+    compiled = compile_onnx(onnx_file, library, target="host" if variant == "native" else TUNE_TARGET, input_shapes={"input": shape}, tune=tune)
+    compile_s = time.monotonic() - started
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+    actual = vm["main"](tvm.runtime.tensor(x)).numpy()
+    entry = {
+        "library": library.name,
+        "manifest": Path(compiled["manifest"]).name,
+        "target": compiled["target"],
+        "target_summary": compiled["target_summary"],
+        "schedule": compiled["schedule"],
+        "compile_s": round(compile_s, 2),
+        "max_abs_diff": check_against_reference(f"{spec.name} ({variant})", actual, expected),
+    }
+    if variant == "tuned":
+        tuning = dict(compiled["tuning"])
+        tuning["database"] = f"bench/tuning/{TUNE_TARGET_NAME} (copied to {database.name}/)"
+        entry["tuning"] = tuning
+        entry["tuning_provenance"] = tuning_provenance().get("models", {}).get(spec.name)
+    return entry
+
+
+def build_model(spec: CNNSpec, folder: Path, variants: bool = True, tune_missing: bool = False) -> dict:
     """Write, compile and verify one model; returns its index entry."""
     import numpy as np
     import onnx
@@ -335,7 +579,7 @@ def build_model(spec: CNNSpec, folder: Path) -> dict:
     actual = vm["main"](tvm.runtime.tensor(x)).numpy()
     max_abs_diff = check_against_reference(spec.name, actual, expected)
 
-    return {
+    entry = {
         "onnx": onnx_file.name,
         "library": library.name,
         "manifest": manifest_file.name,
@@ -351,10 +595,19 @@ def build_model(spec: CNNSpec, folder: Path) -> dict:
         "compile_s": round(compile_s, 2),
         "spec": {k: v for k, v in asdict(spec).items() if k != "notes"},
         "notes": spec.notes,
+        "variants": {},
     }
+    if variants and spec.tuned:
+        entry["variants"]["native"] = compile_variant(spec, folder, onnx_file, x, expected, "native", tune_missing)
+        why_not = cpu_has_tuning_isa()
+        if why_not:
+            entry["variants"]["tuned"] = {"skipped": why_not}
+        else:
+            entry["variants"]["tuned"] = compile_variant(spec, folder, onnx_file, x, expected, "tuned", tune_missing)
+    return entry
 
 
-def build_all(folder: Path, key: str, only: list[str] | None) -> None:
+def build_all(folder: Path, key: str, only: list[str] | None, variants: bool = True, tune_missing: bool = False) -> None:
     import onnx
     import onnxruntime
     import tvm
@@ -363,7 +616,7 @@ def build_all(folder: Path, key: str, only: list[str] | None) -> None:
     models = {}
     for name in names:
         started = time.monotonic()
-        models[name] = build_model(MODELS[name], folder)
+        models[name] = build_model(MODELS[name], folder, variants, tune_missing)
         log(
             f"  {name}: ok ({time.monotonic() - started:.1f} s, of which TVM compile "
             f"{models[name]['compile_s']:.1f} s; max |TVM - onnxruntime| = {models[name]['max_abs_diff']:.2e})"
@@ -377,6 +630,8 @@ def build_all(folder: Path, key: str, only: list[str] | None) -> None:
         "onnxruntime_version": onnxruntime.__version__,
         "target": TARGET,
         "schedule": SCHEDULE,
+        "tune_target": {"name": TUNE_TARGET_NAME, "target": TUNE_TARGET, "database": f"bench/tuning/{TUNE_TARGET_NAME}"},
+        "tune_missing": tune_missing,
         "models": models,
     }
     write_json_atomic(folder / INDEX_NAME, index)  # last: marks the folder complete
@@ -390,6 +645,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=lambda text: sorted({name.strip() for name in text.split(",") if name.strip()}),
         help=f"comma-separated model names to build (into their own folder); known: {', '.join(MODELS)}",
     )
+    parser.add_argument(
+        "--tune-missing",
+        action="store_true",
+        help="tune the kernels the committed tuning database lacks (TUNE_BUDGET per model); default: use the database only",
+    )
     return parser.parse_args(argv)
 
 
@@ -399,7 +659,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.only) - set(MODELS))
         if unknown:
             raise BenchModelError(f"unknown model(s) {unknown}; known: {list(MODELS)}")
-    final = build_cached(args.out.resolve(), content_hash(HASHED_FILES), args.only, build_all, "building benchmark models", ENTRIES)
+    def build(folder: Path, key: str, only: list[str] | None) -> None:
+        build_all(folder, key, only, variants=True, tune_missing=args.tune_missing)
+
+    final = build_cached(args.out.resolve(), content_hash(hashed_files()), args.only, build, "building benchmark models", ENTRIES)
     print(final)
     return 0
 

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Prune a MetaSchedule JSON tuning database to the best record per kernel and write it,
+xz-compressed, where it can be committed (bench/tuning/<target>/), with a ``tuning.json``
+saying how it was made.
+
+Usage::
+
+    python3 scripts/export_tuning_db.py SRC_DB_DIR DEST_DIR [--result NAME=RESULT.json ...]
+        [--note TEXT]
+
+``SRC_DB_DIR`` holds ``database_workload.json`` and ``database_tuning_record.json`` (what
+``tvm-node compile --tune --tuning-db DIR`` writes). ``DEST_DIR`` gets
+``database_workload.json.xz`` and ``database_tuning_record.json.xz``: the same two files
+with, per workload (a kernel's TIR), only its fastest measured record (failed trials and
+workloads without a record dropped, workloads renumbered), so MetaSchedule picks the same
+schedules as from the full database. ``--result NAME=FILE`` adds the compile result
+(``compile_model.py`` prints it as JSON; its ``tuning`` field) of the model ``NAME`` to
+``tuning.json``: trials, seconds, cost model, target, kernels.
+
+Needs only the standard library (no TVM): the files are read as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import platform
+import sys
+import time
+from pathlib import Path
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+FAILED = 1e9  # MetaSchedule records a failed run as 1e10 s
+
+
+def read_lines(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("inf")
+
+
+def prune(src: Path) -> tuple[list, list, dict]:
+    """(workload lines, record lines, counts): the fastest valid record of each workload."""
+    workloads = read_lines(src / WORKLOADS)
+    records = read_lines(src / RECORDS)
+    best: dict[int, list] = {}
+    for index, record in records:
+        secs = record[1] or []
+        if not secs or max(secs) >= FAILED:
+            continue
+        if index not in best or mean(secs) < mean(best[index][1]):
+            best[index] = record
+    kept = sorted(best)
+    renumber = {old: new for new, old in enumerate(kept)}
+    out_workloads = [workloads[old] for old in kept]
+    out_records = [[renumber[old], best[old]] for old in kept]
+    counts = {"workloads": len(workloads), "records": len(records), "kept": len(kept)}
+    return out_workloads, out_records, counts
+
+
+def write_xz(path: Path, lines: list) -> int:
+    data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(lzma.compress(data, preset=9))
+    tmp.replace(path)
+    return path.stat().st_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", type=Path)
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--result", action="append", default=[], help="NAME=compile result JSON (repeat)")
+    parser.add_argument("--note", default="", help="how the database was made (kept in tuning.json)")
+    args = parser.parse_args(argv)
+
+    workloads, records, counts = prune(args.src)
+    args.dest.mkdir(parents=True, exist_ok=True)
+    sizes = {
+        f"{WORKLOADS}.xz": write_xz(args.dest / f"{WORKLOADS}.xz", workloads),
+        f"{RECORDS}.xz": write_xz(args.dest / f"{RECORDS}.xz", records),
+    }
+    models = {}
+    for item in args.result:
+        name, _, file = item.partition("=")
+        result = json.loads(Path(file).read_text())
+        tuning = result["tuning"]
+        models[name] = {
+            "trials": tuning["trials"],
+            "seconds": tuning["seconds"],
+            "trials_budget": tuning["trials_budget"],
+            "time_budget": tuning["time_budget"],
+            "stopped_by_time": tuning["stopped_by_time"],
+            "failed_trials": tuning["failed_trials"],
+            "tasks": tuning["tasks"],
+            "tasks_tuned": tuning["tasks_tuned"],
+            "tasks_from_database": tuning["tasks_from_database"],
+            "cost_model": tuning["cost_model"],
+            "target": result["target"],
+            "compile_seconds": result.get("seconds"),
+        }
+    info = {
+        "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
+        "note": args.note,
+        "pruned": counts,
+        "files": sizes,
+        "models": models,
+    }
+    (args.dest / "tuning.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps({"pruned": counts, "files": sizes}), file=sys.stderr)
+    return 0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
