@@ -5,11 +5,12 @@ saying how it was made.
 
 Usage::
 
-    python3 scripts/export_tuning_db.py SRC_DB_DIR DEST_DIR [--result NAME=RESULT.json ...]
-        [--note TEXT]
+    python3 scripts/export_tuning_db.py SRC_DB_DIR [SRC_DB_DIR ...] DEST_DIR
+        [--result NAME=RESULT.json ...] [--note TEXT]
 
-``SRC_DB_DIR`` holds ``database_workload.json`` and ``database_tuning_record.json`` (what
-``tvm-node compile --tune --tuning-db DIR`` writes). ``DEST_DIR`` gets
+Each ``SRC_DB_DIR`` holds ``database_workload.json`` and ``database_tuning_record.json`` (what
+``tvm-node compile --tune --tuning-db DIR`` writes); several are merged (a workload is the
+same in each by its structural hash, the first field of its line). ``DEST_DIR`` gets
 ``database_workload.json.xz`` and ``database_tuning_record.json.xz``: the same two files
 with, per workload (a kernel's TIR), only its fastest measured record (failed trials and
 workloads without a record dropped, workloads renumbered), so MetaSchedule picks the same
@@ -43,22 +44,30 @@ def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("inf")
 
 
-def prune(src: Path) -> tuple[list, list, dict]:
-    """(workload lines, record lines, counts): the fastest valid record of each workload."""
-    workloads = read_lines(src / WORKLOADS)
-    records = read_lines(src / RECORDS)
-    best: dict[int, list] = {}
-    for index, record in records:
-        secs = record[1] or []
-        if not secs or max(secs) >= FAILED:
-            continue
-        if index not in best or mean(secs) < mean(best[index][1]):
-            best[index] = record
-    kept = sorted(best)
-    renumber = {old: new for new, old in enumerate(kept)}
-    out_workloads = [workloads[old] for old in kept]
-    out_records = [[renumber[old], best[old]] for old in kept]
-    counts = {"workloads": len(workloads), "records": len(records), "kept": len(kept)}
+def prune(sources: list[Path]) -> tuple[list, list, dict]:
+    """(workload lines, record lines, counts): the fastest valid record of each workload,
+    over all the sources."""
+    workload_of: dict[str, list] = {}  # structural hash -> workload line
+    best: dict[str, list] = {}  # structural hash -> record
+    n_workloads = n_records = 0
+    for src in sources:
+        workloads = read_lines(src / WORKLOADS)
+        records = read_lines(src / RECORDS)
+        n_workloads += len(workloads)
+        n_records += len(records)
+        for line in workloads:
+            workload_of.setdefault(line[0], line)
+        for index, record in records:
+            secs = record[1] or []
+            if not secs or max(secs) >= FAILED:
+                continue
+            key = workloads[index][0]
+            if key not in best or mean(secs) < mean(best[key][1]):
+                best[key] = record
+    kept = [key for key in workload_of if key in best]
+    out_workloads = [workload_of[key] for key in kept]
+    out_records = [[i, best[key]] for i, key in enumerate(kept)]
+    counts = {"sources": len(sources), "workloads": n_workloads, "records": n_records, "kept": len(kept)}
     return out_workloads, out_records, counts
 
 
@@ -72,7 +81,7 @@ def write_xz(path: Path, lines: list) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", type=Path)
+    parser.add_argument("src", type=Path, nargs="+", help="tuning database folder(s)")
     parser.add_argument("dest", type=Path)
     parser.add_argument("--result", action="append", default=[], help="NAME=compile result JSON (repeat)")
     parser.add_argument("--note", default="", help="how the database was made (kept in tuning.json)")
@@ -88,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.result:
         name, _, file = item.partition("=")
         result = json.loads(Path(file).read_text())
+        if name in models:
+            raise SystemExit(f"--result {name}: given twice (edit tuning.json to describe several runs)")
         tuning = result["tuning"]
         models[name] = {
             "trials": tuning["trials"],
