@@ -16,7 +16,7 @@ Models
     after the second inverted-residual stage (``add_36``, 1x8x16x16): a mid-network cut
     with a residual Add on both sides of it.
 ``mobilenet_v2``
-    the benchmark's full MobileNetV2 (1x3x224x224), cut inside its fifth stage (``conv_127``,
+    the benchmark's full MobileNetV2 (1x3x224x224), cut inside its fifth stage (``conv_129``,
     1x96x14x14, 74 KiB), where the device's and the server's halves take about as long
     (~75 and ~100 ms on one core here): a pipelined split then gains most.
 ``branchy``
@@ -40,7 +40,7 @@ if str(SCRIPTS_DIR) not in sys.path:
 OPSET = 17
 DEFAULT_CUTS = {
     "mobilenet_v2_tiny": ["add_36"],
-    "mobilenet_v2": ["conv_127"],
+    "mobilenet_v2": ["conv_129"],
     "branchy": ["stem", "a_out,b_out"],
 }
 
