@@ -222,6 +222,11 @@ export class ModelRepository extends EventEmitter<RepositoryEvents> implements A
     return (await pending).model;
   }
 
+  /** Whether `name` is a model name and the folder has its artifact now (a malformed manifest does not matter here). */
+  has(name: string): boolean {
+    return NAME.test(name) && !('missing' in this.probe(name));
+  }
+
   /**
    * The version key of `name` as its files are now (artifact and manifest identity): changes
    * whenever either file does. Throws what {@link ModelRepository.info} documents.

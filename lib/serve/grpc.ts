@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { Logger } from 'pino';
 import { packageRoot } from '../binding';
-import { BadRequestError, ServeError, toServeError } from './errors';
+import { BadRequestError, toServeError } from './errors';
 import type { InferenceService, RequestInput } from './service';
 
 /** Where the service definition is (shipped in the package). */
@@ -52,7 +52,7 @@ export function grpcServer(service: InferenceService, o: GrpcOptions, log: Logge
           (value) => done(null, value),
           (err) => {
             const e = toServeError(err);
-            if (!(e instanceof ServeError) || e.grpcCode === grpc.status.INTERNAL) log.error({ err: e.message }, 'gRPC request failed');
+            if (e.grpcCode === grpc.status.INTERNAL) log.error({ err: e.message }, 'gRPC request failed');
             done({ code: e.grpcCode, details: e.message });
           },
         );

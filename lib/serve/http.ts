@@ -66,7 +66,7 @@ export function httpApp(service: InferenceService, o: HttpOptions, log: Logger):
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   app.setErrorHandler((err, _req, reply) => {
     const e = fastifyError(err);
-    if (e.httpStatus >= 500 && !(e.httpStatus === 503 || e.httpStatus === 504)) log.error({ err: e.message }, 'request failed');
+    if (e.httpStatus === 500) log.error({ err: e.message }, 'request failed');
     void reply.code(e.httpStatus).send({ error: e.message });
   });
   app.setNotFoundHandler((req, reply) => void reply.code(404).send({ error: `no endpoint ${req.method} ${req.url.split('?')[0]}` }));

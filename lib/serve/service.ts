@@ -264,12 +264,7 @@ export class InferenceService {
 
   /** A model name the repository has; anything else (including chains and pings of the RPC path) is not found. */
   private known(name: string): void {
-    if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new ModelNotFoundError(`unknown model '${String(name)}'`);
-    try {
-      this.repo.version(name);
-    } catch (err) {
-      if (/^no model/.test((err as Error).message)) throw new ModelNotFoundError(`unknown model '${name}'`);
-    }
+    if (typeof name !== 'string' || !this.repo.has(name)) throw new ModelNotFoundError(`unknown model '${String(name)}'`);
   }
 
   /** Throws unless requests for the model may run: known, right version, not unloaded, its current version not failed. */
