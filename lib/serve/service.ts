@@ -10,6 +10,7 @@
  * tried again until its files change or a client asks to load it. Its failure touches no
  * other model.
  */
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { type HostInput, InputError } from '../bind';
 import type { DType, TypedArray } from '../dtype';
@@ -18,7 +19,7 @@ import type { ModelRepository } from '../rpc/repository';
 import type { Tensor } from '../tensor';
 import { versions } from '../versions';
 import { datatypeOf, dtypeOfDatatype, elementCount, jsonTensor, rawTensor } from './datatype';
-import { BadRequestError, ModelNotFoundError, ModelNotReadyError, RequestTimeoutError, ServerBusyError, toServeError } from './errors';
+import { BadRequestError, ModelNotFoundError, ModelNotReadyError, RequestTimeoutError, type ServeError, ServerBusyError, toServeError } from './errors';
 import type { Protocol, ServeMetrics } from './metrics';
 
 /** The only model version tvm-node serves: a repository holds one artifact per model. */
@@ -102,6 +103,8 @@ export class InferenceService {
   private readonly failed = new Map<string, { version: string; reason: string }>();
   /** The last version of each model that loaded. */
   private readonly good = new Map<string, string>();
+  /** Errors the repository reported as load failures: a request that gets one is answered "not ready", not "bad request". */
+  private readonly loadErrors = new WeakSet<Error>();
   private inFlight = 0;
   private draining = false;
   private drained?: () => void;
@@ -119,7 +122,8 @@ export class InferenceService {
         log.info({ model: name, seconds: round(seconds) }, 'model loaded');
       })
       .on('loadError', (name, err, version) => {
-        this.failed.set(name, { version, reason: err.message });
+        this.loadErrors.add(err);
+        this.failed.set(name, { version, reason: this.clientText(err.message) });
         log.warn({ model: name, err: err.message }, 'model failed to load');
       })
       .on('evict', (name, reason) => log.info({ model: name, reason }, 'model left the cache'));
@@ -156,7 +160,7 @@ export class InferenceService {
   async modelMetadata(name: string, version?: string): Promise<ModelMetadata> {
     this.requireServable(name, version);
     const m = await this.repo.get(name).catch((err) => {
-      throw toServeError(err);
+      throw this.asServeError(err, name);
     });
     const meta = (t: { name: string; dtype: string | null; shape: readonly (number | string | null)[] | null }): TensorMetadata => ({
       name: t.name,
@@ -178,7 +182,7 @@ export class InferenceService {
     this.unloaded.delete(name);
     this.failed.delete(name);
     await this.repo.get(name).catch((err) => {
-      throw new ModelNotReadyError(`failed to load model '${name}': ${(err as Error).message}`);
+      throw new ModelNotReadyError(`failed to load model '${name}': ${this.clientText((err as Error).message)}`);
     });
   }
 
@@ -211,7 +215,7 @@ export class InferenceService {
         this.leave();
       }
     } catch (err) {
-      const e = toServeError(err);
+      const e = this.asServeError(err, req.model);
       // Unknown names are not labels: a client must not be able to grow the metrics without bound.
       const model = e instanceof ModelNotFoundError ? '' : req.model;
       this.metrics.request({ model, protocol, queueS: 0, computeS: runS, totalS: seconds(start), failure: e.kind });
@@ -234,6 +238,17 @@ export class InferenceService {
         resolve();
       };
     });
+  }
+
+  /** An error as the client gets it: a load failure is the model not being ready (503), with no server paths. */
+  private asServeError(err: unknown, model: string): ServeError {
+    if (err instanceof Error && this.loadErrors.has(err)) return new ModelNotReadyError(`model '${model}' failed to load: ${this.clientText(err.message)}`);
+    return toServeError(err);
+  }
+
+  /** A message without the repository's folder in it (clients see model file names, not server paths). */
+  private clientText(message: string): string {
+    return message.split(`${this.repo.dir}${path.sep}`).join('');
   }
 
   private enter(): void {

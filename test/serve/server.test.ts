@@ -192,6 +192,7 @@ describe('tvm-node serve: KServe v2 over HTTP and gRPC', function () {
       assert.match(r.errors.wrong_name[1], /'y'/);
       assert.equal(code('broken_model'), statusOf.unready);
       assert.match(r.errors.broken_model[1], /broken.*not ready/);
+      assert.doesNotMatch(r.errors.broken_model[1], new RegExp(dir), 'no server paths in answers');
       assert.ok(r.after_errors <= 1e-4, 'the server still answers after the errors');
       assert.equal(r.unloaded_ready, false);
       assert.equal(r.unloaded_infer?.[0], statusOf.unready);
@@ -304,6 +305,36 @@ describe('tvm-node serve: KServe v2 over HTTP and gRPC', function () {
     const ok = await inferJson(ports.http, 'mlp', { inputs: [x] });
     assert.equal(ok.status, 200);
     assert.ok(maxDiff(ok.json().outputs[0].data, referenceOutput('mlp')) < 1e-4);
+  });
+
+  it('a model file replaced under the server: the new model is served; garbage is 503 without server paths, others serve on; restored, it serves again', async () => {
+    const own = makeRepository();
+    const { server: s, ports: p } = await startServer(own, { grpc: false, rpc: false });
+    try {
+      assert.equal((await inferJson(p.http, 'mlp', { inputs: jsonInputs('mlp') })).status, 200);
+      fs.copyFileSync(fixture('conv').path, path.join(own, 'next.partial'));
+      fs.renameSync(path.join(own, 'next.partial'), path.join(own, 'mlp.so'));
+      fs.rmSync(path.join(own, 'mlp.json'));
+      const meta = (await request(p.http, 'GET', '/v2/models/mlp')).json();
+      assert.deepEqual(meta.inputs[0].shape, [1, 3, 32, 32], "conv's input now");
+      const conv = await inferJson(p.http, 'mlp', { inputs: jsonInputs('conv') });
+      assert.equal(conv.status, 200);
+      assert.ok(maxDiff(conv.json().outputs[0].data, referenceOutput('conv')) < 1e-3);
+      fs.writeFileSync(path.join(own, 'mlp.so'), 'garbage');
+      const bad = await inferJson(p.http, 'mlp', { inputs: jsonInputs('conv') });
+      assert.equal(bad.status, 503);
+      assert.match(bad.json().error, /model 'mlp' failed to load: cannot load mlp\.so: not a shared library/);
+      assert.doesNotMatch(bad.json().error, new RegExp(own));
+      assert.equal((await request(p.http, 'GET', '/v2/models/mlp/ready')).status, 503);
+      assert.equal((await inferJson(p.http, 'pair', { inputs: jsonInputs('pair') })).status, 200);
+      fs.copyFileSync(fixture('mlp').path, path.join(own, 'mlp.so'));
+      const back = await inferJson(p.http, 'mlp', { inputs: jsonInputs('mlp') });
+      assert.equal(back.status, 200);
+      assert.ok(maxDiff(back.json().outputs[0].data, referenceOutput('mlp')) < 1e-4);
+    } finally {
+      await s.close();
+      fs.rmSync(own, { recursive: true, force: true });
+    }
   });
 
   it('health answers while a model runs (runs are off the event loop)', async () => {
