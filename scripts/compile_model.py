@@ -433,6 +433,19 @@ TUNED_SCHEDULE = (
 )
 
 
+def fused_for_tuning(mod, target):
+    """The CPU pipeline up to the kernels MetaSchedule tunes: library dispatch, legalization
+    and fusion (each fused kernel is one tuning task)."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    try:
+        with target:
+            return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+    except Exception as err:
+        raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
+
+
 def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress, compiler: str | None = None):
     """:func:`cpu_pipeline` with MetaSchedule tuning in place of the scheduling pass:
     library dispatch, legalization and fusion, then :func:`tune_module` (tune, apply the
@@ -444,11 +457,7 @@ def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress, compi
     from tvm.s_tir import dlight as dl
 
     progress.stage("optimize", f"optimizing for {target.kind.name}")
-    try:
-        with target:
-            mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
-    except Exception as err:
-        raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
+    mod = fused_for_tuning(mod, target)
     progress.stage("tune", "tuning: loading MetaSchedule")
     mod, tuning = tune_module(mod, target, tune, progress, compiler)
     progress.stage("tune", "applying the tuned schedules")
@@ -763,6 +772,62 @@ def tuning_runner(tune: TuneOptions):
     return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1, f_cleanup=rpc_cleanup)
 
 
+def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: int, report, compiler=None, scheduler="round-robin"):
+    """Tunes MetaSchedule's extracted ``tasks`` into ``database``: at most ``tune.trials``
+    candidates in all and ``per_task`` per task, in batches of up to 16, until
+    ``tune.seconds`` is spent; ``report`` gets :class:`TuneState` events. ``scheduler``:
+    ``round-robin`` (every task in turn) or ``gradient`` (MetaSchedule's: the next batch
+    goes to the task whose improvement would save the most weighted time).
+    Returns (the TuneState, the cost model's name).
+    """
+    import importlib.util
+
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
+
+    per_iter = min(16, per_task)
+    cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
+    # The evolutionary search's population (512 by default) costs seconds per batch to
+    # sample and evolve; for small budgets it is scaled to the batch. With XGBoost every
+    # member of every generation is lowered and featurized for the model: 512 cost 26-106 s
+    # per batch of 16 here (MobileNetV2, 2 busy cores), far more than building and
+    # measuring the batch, so that search gets 8 per candidate of a batch.
+    population = min(512, max(32, (8 if cost_model == "xgb" else 32) * per_iter))
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population))
+    contexts, weights = extracted_tasks_to_tune_contexts(tasks, work_dir=str(folder), strategy=strategy, seed=0)
+    state = TuneState(contexts, [float(w) for w in weights], tune.trials, per_task, tune.seconds, report)
+    report(state.event())
+    with tempfile.TemporaryDirectory(prefix="tvm-node-tune-") as scratch:
+        runner = None
+        try:
+            runner = tuning_runner(tune)
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(folder),
+                max_trials_global=tune.trials,
+                max_trials_per_task=per_task,
+                num_trials_per_iter=per_iter,
+                builder=in_process_builder(Path(scratch), shared_library=tune.tracker is not None, compiler=compiler),
+                runner=runner,
+                database=database,
+                cost_model=cost_model,
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress_callback(state)],
+                task_scheduler=scheduler,
+            )
+        except CompileError:
+            raise
+        except Exception as err:
+            raise CompileError(f"tuning failed: {one_line(str(err))}") from None
+        finally:
+            # The runner's worker processes outlive this one unless shut down (TVM's
+            # PopenPoolExecutor says to call shutdown() explicitly).
+            pool = getattr(runner, "pool", None)
+            if pool is not None:
+                pool.shutdown(wait=True)
+    return state, cost_model
+
+
 def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: str | None = None) -> tuple:
     """MetaSchedule-tunes the kernels of a legalized, fused Relax module for ``target``
     (measured on this machine), keeps the records in the tuning database, and applies the
@@ -771,7 +836,7 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: st
     import math
 
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
     folder = tune.folder()
     try:
@@ -798,47 +863,7 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: st
                 tune=event,
             )
 
-        per_iter = min(16, per_task)
-        import importlib.util
-
-        cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
-        # The evolutionary search's population (512 by default) costs seconds per batch to
-        # sample and evolve; for small budgets it is scaled to the batch. With XGBoost every
-        # member of every generation is lowered and featurized for the model: 512 cost 26-106 s
-        # per batch of 16 here (MobileNetV2, 2 busy cores), far more than building and
-        # measuring the batch, so that search gets 8 per candidate of a batch.
-        population = min(512, max(32, (8 if cost_model == "xgb" else 32) * per_iter))
-        strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population))
-        contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir=str(folder), strategy=strategy, seed=0)
-        state = TuneState(contexts, [float(w) for w in weights], tune.trials, per_task, tune.seconds, report)
-        report(state.event())
-        with tempfile.TemporaryDirectory(prefix="tvm-node-tune-") as scratch:
-            try:
-                runner = tuning_runner(tune)
-                ms.tune.tune_tasks(
-                    tasks=contexts,
-                    task_weights=weights,
-                    work_dir=str(folder),
-                    max_trials_global=tune.trials,
-                    max_trials_per_task=per_task,
-                    num_trials_per_iter=per_iter,
-                    builder=in_process_builder(Path(scratch), shared_library=tune.tracker is not None, compiler=compiler),
-                    runner=runner,
-                    database=database,
-                    cost_model=cost_model,
-                    measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress_callback(state)],
-                    task_scheduler="round-robin",
-                )
-            except CompileError:
-                raise
-            except Exception as err:
-                raise CompileError(f"tuning failed: {one_line(str(err))}") from None
-            finally:
-                # The runner's worker processes outlive this one unless shut down (TVM's
-                # PopenPoolExecutor says to call shutdown() explicitly).
-                pool = getattr(locals().get("runner"), "pool", None)
-                if pool is not None:
-                    pool.shutdown(wait=True)
+        state, cost_model = measure_tasks(todo, folder, database, tune, per_task, report, compiler)
     else:
         cost_model = None
     from tvm import relax
