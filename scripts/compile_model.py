@@ -734,8 +734,10 @@ def progress_callback(state: TuneState):
                     state.best[task_id] = mean
             if state.seconds is not None and time.monotonic() - state.started >= state.seconds and not state.stopped_by_time:
                 state.stopped_by_time = True
-                for i in range(len(state.tasks)):
-                    task_scheduler.terminate_task(i)
+                # Tasks whose search space ran out are terminated already (TVM refuses twice).
+                for i, task in enumerate(task_scheduler.tasks_):
+                    if not task.is_terminated:
+                        task_scheduler.terminate_task(i)
             state.report(state.event())
 
     return TuneProgress()

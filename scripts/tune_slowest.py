@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
+    if not all((args.tuning_db / name).is_file() for name in ("database_workload.json", "database_tuning_record.json")):
+        raise cm.CompileError(f"--tuning-db {args.tuning_db}: no MetaSchedule database there", "usage")
+    tune = cm.TuneOptions(trials=args.trials, database=args.out, seconds=args.tune_time)
     target = cm.resolve_target(cm.parse_target(args.target))
+    cm.check_tunable(target, tune)
+    target = cm.with_num_cores(target, tune)  # as compile --tune names it: records match by target
     model = cm.read_onnx(args.model)
     shapes = cm.parse_input_shapes(args.input_shape)
     mod = cm.fused_for_tuning(cm.import_onnx(model, args.model, cm.shape_dict_for_tvm(shapes)), target)
@@ -92,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     database = ms.database.JSONDatabase(work_dir=str(args.out))
-    tune = cm.TuneOptions(trials=args.trials, database=args.out, seconds=args.tune_time)
     started = time.monotonic()
 
     def report(event: dict) -> None:

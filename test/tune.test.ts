@@ -11,7 +11,7 @@
  * compiles once from the database and checks.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -216,6 +216,55 @@ describe('tvm-node compile --tune', function () {
     assert.equal(tuning.database_sha256, t.result.tuning.database_sha256, 'the database is unchanged');
     const { ok, maxAbsDiff } = await check(so, t.dir);
     assert.ok(ok, `max |diff| ${maxAbsDiff}`);
+  });
+
+  it('scripts/tune_slowest.py ranks the kernels by calls x latency in the database and tunes the costliest into a second one', async () => {
+    const db2 = path.join(tmp, 'slowest-db');
+    const r = spawnSync(
+      python,
+      [
+        path.join(repoRoot, 'scripts', 'tune_slowest.py'),
+        path.join(t.dir, 'tiny.onnx'),
+        '--target',
+        'host',
+        '--tuning-db',
+        t.db,
+        '--out',
+        db2,
+        '--top',
+        '2',
+        '--trials',
+        '4',
+      ],
+      { cwd: repoRoot, encoding: 'utf8', timeout: 600_000 },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+    assert.equal(summary.kernels.length, 2);
+    const [first, second] = summary.kernels;
+    for (const k of summary.kernels) assert.ok(k.before_ms > 0 && k.calls >= 1, JSON.stringify(k));
+    assert.ok(first.before_ms * first.calls >= second.before_ms * second.calls, 'costliest first');
+    assert.ok(summary.trials > 0 && summary.trials <= 4, `trials: ${summary.trials}`);
+    assert.equal(records(db2), summary.trials, 'every measured candidate recorded in the second database');
+    // A compile from the second database alone takes those two kernels from it, and is right.
+    const so = path.join(tmp, 'slowest.so');
+    const c = cli(['compile', path.join(t.dir, 'tiny.onnx'), '-o', so, '--tune', '--trials', '0', '--tuning-db', db2, '--json']);
+    assert.equal(c.status, 0, c.stderr);
+    assert.equal(
+      JSON.parse(c.stdout).tuning.tasks_scheduled_from_database,
+      summary.kernels.filter((k: { after_ms: number | null }) => k.after_ms !== null).length,
+    );
+    const { ok, maxAbsDiff } = await check(so, t.dir);
+    assert.ok(ok, `max |diff| ${maxAbsDiff}`);
+    const missing = spawnSync(
+      python,
+      [path.join(repoRoot, 'scripts', 'tune_slowest.py'), path.join(t.dir, 'tiny.onnx'), '--target', 'host', '--tuning-db', tmp, '--out', db2],
+      {
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /no MetaSchedule database there/);
   });
 
   it('--rpc-tracker/--rpc-key: candidates measured on a device of a TVM tracker (tvm-node rpc-server)', async () => {
