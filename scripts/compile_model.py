@@ -634,49 +634,76 @@ def tuning_database_hash(folder: Path) -> str | None:
     return digest.hexdigest()
 
 
-def in_process_builder(scratch: Path, shared_library: bool = False, compiler: str | None = None):
-    """A MetaSchedule builder that builds candidates in this process, one after another.
+# A candidate whose LLVM code generation takes longer than this is a failed trial: some
+# unroll/vectorize combinations make LLVM run for tens of minutes (one ResNet-18 candidate
+# here was still compiling after 11 minutes); a normal build takes 0.05-0.3 s.
+BUILD_TIMEOUT_S = 60
 
-    MetaSchedule's LocalBuilder starts a fresh pool of worker processes for every batch of
-    candidates, and each worker imports tvm.s_tir.tensor_intrin (about 20 s of Python on
-    this 2-core machine, 40+ s when two workers import at once) before a build that takes
-    0.05-0.15 s (see the README, "Tuning"). CPU candidates are plain LLVM builds, so they
-    are built here; each is exported as a tar (for MetaSchedule's LocalRunner, which links it)
-    or, with ``shared_library``, as a shared library linked here by ``compiler`` (a cross g++,
-    default this machine's) for a remote device without a compiler, in a folder of its own
-    under ``scratch``.
-    """
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+
+def build_candidate(mod, target, path: str, shared_library: bool, compiler: str | None) -> str:
+    """Builds one candidate and exports it to ``path`` (run in the builder's worker process)."""
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
     from tvm.support import cc as tvm_cc
     from tvm.support.tar import tar
 
     fcompile = (tvm_cc.cross_compiler(compiler) if compiler else None) if shared_library else tar
-    suffix = "so" if shared_library else tar.output_format
+    default_build(mod, target, None).export_library(path, fcompile=fcompile)
+    return path
 
+
+def worker_builder(scratch: Path, shared_library: bool = False, compiler: str | None = None):
+    """A MetaSchedule builder that builds candidates one after another in one long-lived
+    worker process, each within BUILD_TIMEOUT_S.
+
+    MetaSchedule's LocalBuilder starts a fresh pool of worker processes for every batch of
+    candidates, and each worker imports tvm.s_tir.tensor_intrin (about 20 s of Python on
+    this 2-core machine, 40+ s when two workers import at once) before a build that takes
+    0.05-0.15 s (see the README, "Tuning"). Here one worker imports it once, the fast way
+    (:func:`fast_tensor_intrin_import`), and builds until a build times out (then it is
+    killed and the next build starts a fresh one) or it has built 256 (TVM's workers leak
+    memory over many uses). Each candidate is exported as a tar (for MetaSchedule's
+    LocalRunner, which links it) or, with ``shared_library``, as a shared library linked by
+    ``compiler`` (a cross g++, default this machine's) for a remote device without a
+    compiler, in a folder of its own under ``scratch``; one that fails or times out is a
+    failed trial.
+    """
     import itertools
 
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.support.popen_pool import PopenPoolExecutor
+    from tvm.support.tar import tar
+
+    if __name__ != "__main__":  # imported: the worker could not import this module by name
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    suffix = "so" if shared_library else tar.output_format
     numbers = itertools.count(1)
+    pool = PopenPoolExecutor(max_workers=1, timeout=BUILD_TIMEOUT_S, initializer=fast_tensor_intrin_import, maximum_process_uses=256)
 
     @derived_object
-    class InProcessBuilder(PyBuilder):
+    class WorkerBuilder(PyBuilder):
         def build(self, build_inputs):
             results = []
             for build_input in build_inputs:
+                # A folder each: MetaSchedule's RemoveBuildArtifact deletes the artifact's folder.
+                folder = scratch / f"candidate-{next(numbers)}"
+                folder.mkdir()
+                path = str(folder / f"candidate.{suffix}")
+                future = pool.submit(build_candidate, build_input.mod, build_input.target, path, shared_library, compiler)
                 try:
-                    module = default_build(build_input.mod, build_input.target, None)
-                    # A folder each: MetaSchedule's RemoveBuildArtifact deletes the artifact's folder.
-                    folder = scratch / f"candidate-{next(numbers)}"
-                    folder.mkdir()
-                    path = folder / f"candidate.{suffix}"
-                    module.export_library(str(path), fcompile=fcompile)
-                    results.append(BuilderResult(str(path), None))
+                    results.append(BuilderResult(future.result(), None))
+                except TimeoutError:
+                    results.append(BuilderResult(None, f"WorkerBuilder: LLVM took over {BUILD_TIMEOUT_S} s; killed"))
                 except Exception as err:  # a candidate that does not build is a failed trial
-                    results.append(BuilderResult(None, f"InProcessBuilder: {err}"))
+                    results.append(BuilderResult(None, f"WorkerBuilder: {err}"))
             return results
 
-    return InProcessBuilder()
+        def shutdown(self) -> None:
+            pool.shutdown(wait=True)
+
+    return WorkerBuilder()
 
 
 @dataclass
@@ -800,9 +827,10 @@ def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: in
     state = TuneState(contexts, [float(w) for w in weights], tune.trials, per_task, tune.seconds, report)
     report(state.event())
     with tempfile.TemporaryDirectory(prefix="tvm-node-tune-") as scratch:
-        runner = None
+        runner = builder = None
         try:
             runner = tuning_runner(tune)
+            builder = worker_builder(Path(scratch), shared_library=tune.tracker is not None, compiler=compiler)
             ms.tune.tune_tasks(
                 tasks=contexts,
                 task_weights=weights,
@@ -810,7 +838,7 @@ def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: in
                 max_trials_global=tune.trials,
                 max_trials_per_task=per_task,
                 num_trials_per_iter=per_iter,
-                builder=in_process_builder(Path(scratch), shared_library=tune.tracker is not None, compiler=compiler),
+                builder=builder,
                 runner=runner,
                 database=database,
                 cost_model=cost_model,
@@ -827,6 +855,8 @@ def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: in
             pool = getattr(runner, "pool", None)
             if pool is not None:
                 pool.shutdown(wait=True)
+            if builder is not None:
+                builder.shutdown()
     return state, cost_model
 
 
