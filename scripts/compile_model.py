@@ -743,7 +743,7 @@ class TuneState:
 
 
 def progress_callback(state: TuneState):
-    """A measure callback: counts trials and best latencies, stops tasks when time is up."""
+    """A measure callback: counts trials and best latencies, stops the tuning when time is up."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -760,11 +760,13 @@ def progress_callback(state: TuneState):
                 if state.best[task_id] is None or mean < state.best[task_id]:
                     state.best[task_id] = mean
             if state.seconds is not None and time.monotonic() - state.started >= state.seconds and not state.stopped_by_time:
+                # Ends tune_tasks (measure_tasks expects it). Terminating the tasks here instead
+                # trips TVM's schedulers, which may hand out the task whose results this
+                # callback is given ("Check failed: (!task->is_terminated)"). This batch's
+                # records are in the database already (AddToDatabase runs before this).
                 state.stopped_by_time = True
-                # Tasks whose search space ran out are terminated already (TVM refuses twice).
-                for i, task in enumerate(task_scheduler.tasks_):
-                    if not task.is_terminated:
-                        task_scheduler.terminate_task(i)
+                state.report(state.event())
+                raise TimeoutError("the tuning's time budget is spent")
             state.report(state.event())
 
     return TuneProgress()
@@ -848,7 +850,8 @@ def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: in
         except CompileError:
             raise
         except Exception as err:
-            raise CompileError(f"tuning failed: {one_line(str(err))}") from None
+            if not state.stopped_by_time:  # else: the progress callback's stop, as planned
+                raise CompileError(f"tuning failed: {one_line(str(err))}") from None
         finally:
             # The runner's worker processes outlive this one unless shut down (TVM's
             # PopenPoolExecutor says to call shutdown() explicitly).
