@@ -2,7 +2,7 @@
  * The `cnn` group: CNNs built as ONNX and compiled by TVM (see bench/bench-models.ts and
  * scripts/compile_bench_models.py): MobileNetV2, ResNet-18 and SqueezeNet 1.1 (quick mode: a
  * small MobileNetV2). Each is compiled three ways: portable (`llvm`, untuned), native (preset
- * `host`, untuned) and tuned (MetaSchedule records of bench/tuning/, target x86-64-v3), and
+ * `host`, untuned) and tuned (MetaSchedule records of bench/tuning/, target x86-64-v4), and
  * each compile's runSync is measured against onnxruntime-node on the same .onnx in the same
  * rounds. The first model is also measured against Python's relax.VirtualMachine on the same
  * .so, and with 1/2/4 async runs in flight. The tuned compile is profiled per kernel.
