@@ -20,8 +20,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { cpuKey } from './cpu';
 
 /** One load, in MiB (loadMs: milliseconds). */
 export interface LoadMemory {
@@ -152,7 +152,7 @@ export function memoryModel(name: ModelName): { onnx: string; so: string; weight
         .update(fs.readFileSync(path.join(repoRoot, f)))
         .digest('hex')}\n`,
     );
-  h.update(`depth:${depth} resolution:${resolution}\ncpu:${os.cpus()[0]?.model ?? ''} ${os.arch()}\n`);
+  h.update(`depth:${depth} resolution:${resolution}\ncpu:${cpuKey()}\n`);
   const folder = path.join(repoRoot, '.cache', 'mem', `${h.digest('hex').slice(0, 16)}-${name}`);
   const onnx = path.join(folder, `${name}.onnx`);
   const so = path.join(folder, `${name}.so`);

@@ -192,8 +192,9 @@ export function toMarkdown(r: BenchReport, chart = chartFileName(r)): string {
       'real model; "k in flight" shows the throughput of `vm.run` (wall time / runs) when k runs overlap.',
     "- `cnn` vs onnxruntime-node compares *compilers*, not bindings: TVM builds against onnxruntime's hand-written kernels " +
       '(AVX2/AVX-512 picked at run time), three ways per model: untuned portable (generic schedule, baseline ISA), untuned ' +
-      "native (this machine's CPU) and tuned (MetaSchedule records from the committed database bench/tuning/, target x86-64-v4: " +
-      'AVX-512, 2 cores). The "cnn: per model" table sums it up, with the kernels that take the most time in the tuned build.',
+      "native (this machine's CPU) and tuned (MetaSchedule records from a committed database in bench/tuning/, 2 cores: target " +
+      'x86-64-v4 (AVX-512) where the CPU has it, else x86-64-v3 (AVX2); each variant\'s target is listed). The "cnn: per model" ' +
+      'table sums it up, with the kernels that take the most time in the tuned build.',
     ...(r.settings.groups.includes('rpc')
       ? [
           "- `rpc` compares a whole stack against a whole stack: tvm-node's server and client against TVM's Python server and the " +

@@ -17,8 +17,9 @@
  *   cnn    MobileNetV2, ResNet-18 and SqueezeNet 1.1 (random weights, 1x3x224x224; quick
  *          mode: a 3-stage 0.35-width MobileNetV2 at 64x64) built as ONNX and compiled by TVM
  *          three ways (scripts/compile_bench_models.py, cached in .cache/bench-models):
- *          portable (`llvm`), native (preset `host`) and tuned (the MetaSchedule database
- *          committed in bench/tuning/x86-64-v4). Each compile's runSync vs onnxruntime-node
+ *          portable (`llvm`), native (preset `host`) and tuned (a MetaSchedule database
+ *          committed in bench/tuning/: x86-64-v4 or x86-64-v3, whichever this CPU runs; the
+ *          widest). Each compile's runSync vs onnxruntime-node
  *          on the same .onnx; for MobileNetV2 also runSync and async run with 1/2/4 in
  *          flight vs Python's relax.VirtualMachine on the same .so; and TVM's per-kernel
  *          profile of each model's fastest compile. Thread counts are set explicitly

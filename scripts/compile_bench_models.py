@@ -31,9 +31,10 @@ in GlobalAveragePool (+ Flatten, Gemm).  Then, per model:
                             tvm-node and Python's ``relax.VirtualMachine`` run),
 * ``<name>.native.so``      (models with ``tuned``) the same, untuned, for
                             preset ``host`` (this machine's CPU by LLVM's name),
-* ``<name>.tuned.so``       (models with ``tuned``) the same for TUNE_TARGET
-                            (x86-64-v4, 2 cores) with MetaSchedule's schedules
-                            from the committed tuning database (below),
+* ``<name>.tuned.so``       (models with ``tuned``) the same for one of
+                            TUNE_TARGETS (x86-64-v4 or x86-64-v3, 2 cores) with
+                            MetaSchedule's schedules from its committed tuning
+                            database (below),
 * ``<name>.input.npy``      a seeded standard-normal input,
 * ``<name>.reference.npy``  the output of onnxruntime (Python, CPU, 1 thread).
 
@@ -62,22 +63,25 @@ and ``<name>.native.so``.
 The tuned variant
 -----------------
 ``<name>.tuned.so`` is compiled with ``--tune`` semantics (compile_model.py,
-``TuneOptions``) against a copy of the tuning database committed in
-``bench/tuning/x86-64-v4/`` (MetaSchedule's two JSON files, xz-compressed, pruned
+``TuneOptions``) against a copy of a tuning database committed in
+``bench/tuning/<target>/`` (MetaSchedule's two JSON files, xz-compressed, pruned
 to the best record per kernel by scripts/export_tuning_db.py; ``tuning.json`` says
 how they were made).  Every kernel found there takes its tuned schedule and nothing
 is measured (0 trials).  Kernels the database lacks (another TVM version) get the
 untuned schedule, or with ``--tune-missing`` (what ``npm run bench`` passes, not the
 quick mode) are tuned here with the model's ``TUNE_BUDGET``.  The target is fixed
-(not this machine's CPU) so that the records match wherever the benchmark runs; on a
-CPU without AVX-512 the tuned variant is skipped with the reason in the index.
+(not this machine's CPU) so that the records match wherever the benchmark runs: the
+first of TUNE_TARGETS, widest first, whose CPU features this machine has and whose
+database is committed (x86-64-v4 on an AVX-512 CPU, x86-64-v3 on an AVX2 one); on
+other CPUs the tuned variant is skipped with the reason in the index.
 
 Caching
 -------
 As for the test fixtures (scripts/compile_fixtures.py, whose helpers are used
 here): the folder is ``DIR/<key>``, ``<key>`` being 16 hex digits of a sha256
 over this script, compile_model.py, compile_fixtures.py,
-tvm/requirements.txt and the committed tuning database; ``--only``
+tvm/requirements.txt and the committed tuning database this CPU uses, and this CPU's
+architecture and feature flags; ``--only``
 builds into ``DIR/<key>-<names>``.  A folder is complete once its
 ``index.json`` exists.
 
@@ -87,7 +91,8 @@ index.json (schema version 1)::
       "schema_version": 1, "content_hash": "...", "subset": null | [...],
       "tvm_version": "0.27.0.post1", "onnx_version": "...",
       "onnxruntime_version": "...", "target": "llvm", "schedule": "...",
-      "tune_target": {"name": "x86-64-v4", "target": {...}, "database": "bench/tuning/x86-64-v4"},
+      "tune_target": {"name": "x86-64-v4", "target": {...}, "database": "bench/tuning/x86-64-v4"}
+                     | {"skipped": "<why this CPU gets no tuned variant>"},
       "tune_missing": false,
       "models": {
         "<name>": {
@@ -117,6 +122,7 @@ from __future__ import annotations
 
 import argparse
 import lzma
+import platform
 import sys
 import time
 import zlib
@@ -151,18 +157,41 @@ HASHED_FILES = (
     REPO_ROOT / "tvm" / "requirements.txt",
 )
 
-# The tuned variant: one explicit x86-64 target, so that the committed tuning database
-# (bench/tuning/<name>/, made on one machine) matches on any x86-64 CPU with AVX-512 (a
-# MetaSchedule record is keyed by the kernel and the target): x86-64-v4 is LLVM's
-# microarchitecture level 4 (x86-64-v3's AVX2, FMA, BMI2... plus AVX-512 F, BW, CD, DQ, VL;
-# Skylake-SP and later, Zen 4 and later), which onnxruntime's kernels use too where the CPU
-# has it; with 2 cores (the machine the database was tuned on; the parallel loops are sized
-# by it).
-TUNE_TARGET_NAME = "x86-64-v4"
-TUNE_TARGET = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v4", "num-cores": 2}
-# The CPU flags (/proc/cpuinfo) TUNE_TARGET's code needs.
-TUNE_TARGET_FLAGS = ("avx2", "fma", "f16c", "bmi2", "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
-TUNING_DIR = REPO_ROOT / "bench" / "tuning" / TUNE_TARGET_NAME
+# The tuned variant: an explicit x86-64 target per committed tuning database
+# (bench/tuning/<name>/, each made on one machine), so that its records match on any CPU
+# with that target's features (a MetaSchedule record is keyed by the kernel and the
+# target). LLVM's microarchitecture levels: x86-64-v3 is AVX2, FMA, BMI2, F16C, MOVBE
+# (Haswell, Zen 1 and later), x86-64-v4 adds AVX-512 F, BW, CD, DQ, VL (Skylake-SP, Zen 4
+# and later); onnxruntime's kernels use the widest the CPU has, and so does the bench: the
+# first of TUNE_TARGETS whose features this CPU has and whose database is committed. All
+# with 2 cores (the machines the databases were tuned on; parallel loops are sized by it).
+X86_64_V3_FLAGS = ("avx2", "fma", "f16c", "bmi2", "movbe")
+
+
+@dataclass(frozen=True)
+class TuneTarget:
+    """One committed tuning database and the target its records are for."""
+
+    name: str  # LLVM's -mcpu, and the folder's name under bench/tuning/
+    flags: tuple[str, ...]  # the CPU features (/proc/cpuinfo) its code needs
+
+    @property
+    def target(self) -> dict:
+        return {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": self.name, "num-cores": 2}
+
+    @property
+    def folder(self) -> Path:
+        return REPO_ROOT / "bench" / "tuning" / self.name
+
+    @property
+    def database(self) -> str:
+        return f"bench/tuning/{self.name}"
+
+
+TUNE_TARGETS = (
+    TuneTarget("x86-64-v4", (*X86_64_V3_FLAGS, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")),
+    TuneTarget("x86-64-v3", X86_64_V3_FLAGS),
+)
 # MetaSchedule's two JSON files, committed xz-compressed (scripts/export_tuning_db.py).
 TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
 # (trials, seconds) for kernels the committed database lacks (--tune-missing only): what
@@ -170,11 +199,53 @@ TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
 TUNE_BUDGET = {"mobilenet_v2": (6000, 2100), "resnet18": (6000, 1500), "squeezenet1_1": (4000, 840), "mobilenet_v2_tiny": (40, 120)}
 
 
-def hashed_files() -> tuple[Path, ...]:
-    """What the cache key covers: the scripts, the requirements and the tuning database."""
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags (/proc/cpuinfo), None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        return set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return None
+
+
+def choose_tune_target() -> tuple[TuneTarget | None, str | None]:
+    """(the tuned variant's target, None), or (None, why there is none on this machine)."""
+    from compile_model import machine_arch
+
+    names = " or ".join(t.name for t in TUNE_TARGETS)
+    if machine_arch() != "x86_64":
+        return None, f"the tuned variant is built for {names} (x86-64); this machine is {machine_arch()}"
+    flags = cpu_flags()
+    if flags is None:
+        return None, f"cannot read /proc/cpuinfo to check for the features of {names}"
+    committed = [t for t in TUNE_TARGETS if all((t.folder / f"{name}.xz").is_file() for name in TUNING_FILES)]
+    for candidate in committed:
+        if set(candidate.flags) <= flags:
+            return candidate, None
+    why = "; ".join(f"{t.name} needs {', '.join(sorted(set(t.flags) - flags))}" for t in committed)
+    return None, f"this CPU lacks the features of every committed tuning database ({why or 'none committed'})"
+
+
+def cache_key(tune_target: TuneTarget | None) -> str:
+    """The models folder's key: :func:`hashed_files` and this CPU (its architecture and
+    feature flags: ``<name>.native.so`` is built for it, and a VM's model name, "AMD EPYC"
+    for Zen 3 and Zen 4 alike, does not tell AVX-512 from AVX2)."""
+    import hashlib
+
+    cpu = f"{platform.machine()} {' '.join(sorted(cpu_flags() or ()))}"
+    return hashlib.sha256(f"{content_hash(hashed_files(tune_target))}\ncpu:{cpu}".encode()).hexdigest()[:16]
+
+
+def hashed_files(tune_target: TuneTarget | None) -> tuple[Path, ...]:
+    """What the cache key covers: the scripts, the requirements and the tuning database this
+    CPU uses (a cache built on a CPU with another database is not reused: its tuned
+    libraries may hold instructions this one lacks)."""
+    if tune_target is None:
+        return HASHED_FILES
     names = (*(f"{name}.xz" for name in TUNING_FILES), "tuning.json")
-    extra = [TUNING_DIR / name for name in names if (TUNING_DIR / name).is_file()]
-    return (*HASHED_FILES, *extra)
+    return (*HASHED_FILES, *(tune_target.folder / name for name in names if (tune_target.folder / name).is_file()))
+
+
 SCHEMA_VERSION = 1
 ENTRIES = "models"
 OPSET = 17
@@ -491,34 +562,19 @@ def check_against_reference(what: str, actual, expected) -> float:
     return float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
 
 
-def cpu_has_tuning_isa() -> str | None:
-    """None when this CPU runs TUNE_TARGET's code (x86-64 with TUNE_TARGET_FLAGS), else why not."""
-    from compile_model import machine_arch
-
-    if machine_arch() != "x86_64":
-        return f"the tuned variant is built for {TUNE_TARGET_NAME} (x86-64); this machine is {machine_arch()}"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return f"cannot read /proc/cpuinfo to check for the features of {TUNE_TARGET_NAME}"
-    missing = sorted(set(TUNE_TARGET_FLAGS) - flags)
-    return f"this CPU lacks {', '.join(missing)} ({TUNE_TARGET_NAME} needs them)" if missing else None
-
-
-def tuning_provenance() -> dict:
+def tuning_provenance(tune_target: TuneTarget) -> dict:
     """bench/tuning/<target>/tuning.json: how the committed database was made ({} if absent)."""
     import json
 
     try:
-        return json.loads((TUNING_DIR / "tuning.json").read_text())
+        return json.loads((tune_target.folder / "tuning.json").read_text())
     except (OSError, ValueError):
         return {}
 
 
-def compile_variant(spec: CNNSpec, folder: Path, onnx_file: Path, x, expected, variant: str, tune_missing: bool) -> dict:
-    """One more compile of the model (``native``: preset host, untuned; ``tuned``: TUNE_TARGET
-    with the committed tuning database), checked against the reference like the portable one."""
+def compile_variant(spec: CNNSpec, folder: Path, onnx_file: Path, x, expected, variant: str, tune_missing: bool, tune_target: TuneTarget | None = None) -> dict:
+    """One more compile of the model (``native``: preset host, untuned; ``tuned``: ``tune_target``
+    with its committed tuning database), checked against the reference like the portable one."""
     import tvm
     from compile_model import TuneOptions
     from tvm import relax
@@ -530,13 +586,13 @@ def compile_variant(spec: CNNSpec, folder: Path, onnx_file: Path, x, expected, v
         database = folder / "tuning"
         database.mkdir(exist_ok=True)
         for name in TUNING_FILES:  # a copy: tuning missing kernels must not write into bench/
-            packed = TUNING_DIR / f"{name}.xz"
+            packed = tune_target.folder / f"{name}.xz"
             if packed.is_file():
                 (database / name).write_bytes(lzma.decompress(packed.read_bytes()))
         trials, seconds = TUNE_BUDGET.get(spec.name, (0, None)) if tune_missing else (0, None)
         tune = TuneOptions(trials=trials, database=database, seconds=seconds)
     started = time.monotonic()
-    compiled = compile_onnx(onnx_file, library, target="host" if variant == "native" else TUNE_TARGET, input_shapes={"input": shape}, tune=tune)
+    compiled = compile_onnx(onnx_file, library, target="host" if variant == "native" else tune_target.target, input_shapes={"input": shape}, tune=tune)
     compile_s = time.monotonic() - started
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
     actual = vm["main"](tvm.runtime.tensor(x)).numpy()
@@ -551,14 +607,15 @@ def compile_variant(spec: CNNSpec, folder: Path, onnx_file: Path, x, expected, v
     }
     if variant == "tuned":
         tuning = dict(compiled["tuning"])
-        tuning["database"] = f"bench/tuning/{TUNE_TARGET_NAME} (copied to {database.name}/)"
+        tuning["database"] = f"{tune_target.database} (copied to {database.name}/)"
         entry["tuning"] = tuning
-        entry["tuning_provenance"] = tuning_provenance().get("models", {}).get(spec.name)
+        entry["tuning_provenance"] = tuning_provenance(tune_target).get("models", {}).get(spec.name)
     return entry
 
 
-def build_model(spec: CNNSpec, folder: Path, variants: bool = True, tune_missing: bool = False) -> dict:
-    """Write, compile and verify one model; returns its index entry."""
+def build_model(spec: CNNSpec, folder: Path, tune_target: tuple, variants: bool = True, tune_missing: bool = False) -> dict:
+    """Write, compile and verify one model; returns its index entry. ``tune_target``:
+    :func:`choose_tune_target`'s answer."""
     import numpy as np
     import onnx
     import onnxruntime
@@ -602,24 +659,25 @@ def build_model(spec: CNNSpec, folder: Path, variants: bool = True, tune_missing
     }
     if variants and spec.tuned:
         entry["variants"]["native"] = compile_variant(spec, folder, onnx_file, x, expected, "native", tune_missing)
-        why_not = cpu_has_tuning_isa()
-        if why_not:
+        chosen, why_not = tune_target
+        if chosen is None:
             entry["variants"]["tuned"] = {"skipped": why_not}
         else:
-            entry["variants"]["tuned"] = compile_variant(spec, folder, onnx_file, x, expected, "tuned", tune_missing)
+            entry["variants"]["tuned"] = compile_variant(spec, folder, onnx_file, x, expected, "tuned", tune_missing, chosen)
     return entry
 
 
-def build_all(folder: Path, key: str, only: list[str] | None, variants: bool = True, tune_missing: bool = False) -> None:
+def build_all(folder: Path, key: str, only: list[str] | None, tune_target: tuple, variants: bool = True, tune_missing: bool = False) -> None:
     import onnx
     import onnxruntime
     import tvm
 
+    chosen, why_not = tune_target
     names = [name for name in MODELS if not only or name in only]
     models = {}
     for name in names:
         started = time.monotonic()
-        models[name] = build_model(MODELS[name], folder, variants, tune_missing)
+        models[name] = build_model(MODELS[name], folder, tune_target, variants, tune_missing)
         log(
             f"  {name}: ok ({time.monotonic() - started:.1f} s, of which TVM compile "
             f"{models[name]['compile_s']:.1f} s; max |TVM - onnxruntime| = {models[name]['max_abs_diff']:.2e})"
@@ -633,7 +691,7 @@ def build_all(folder: Path, key: str, only: list[str] | None, variants: bool = T
         "onnxruntime_version": onnxruntime.__version__,
         "target": TARGET,
         "schedule": SCHEDULE,
-        "tune_target": {"name": TUNE_TARGET_NAME, "target": TUNE_TARGET, "database": f"bench/tuning/{TUNE_TARGET_NAME}"},
+        "tune_target": {"name": chosen.name, "target": chosen.target, "database": chosen.database} if chosen else {"skipped": why_not},
         "tune_missing": tune_missing,
         "models": models,
     }
@@ -662,10 +720,13 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.only) - set(MODELS))
         if unknown:
             raise BenchModelError(f"unknown model(s) {unknown}; known: {list(MODELS)}")
-    def build(folder: Path, key: str, only: list[str] | None) -> None:
-        build_all(folder, key, only, variants=True, tune_missing=args.tune_missing)
+    tune_target = choose_tune_target()
 
-    final = build_cached(args.out.resolve(), content_hash(hashed_files()), args.only, build, "building benchmark models", ENTRIES)
+    def build(folder: Path, key: str, only: list[str] | None) -> None:
+        build_all(folder, key, only, tune_target, variants=True, tune_missing=args.tune_missing)
+
+    key = cache_key(tune_target[0])
+    final = build_cached(args.out.resolve(), key, args.only, build, "building benchmark models", ENTRIES)
     print(final)
     return 0
 

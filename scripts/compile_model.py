@@ -636,8 +636,10 @@ def tuning_database_hash(folder: Path) -> str | None:
 
 # A candidate whose LLVM code generation takes longer than this is a failed trial: some
 # unroll/vectorize combinations make LLVM run for tens of minutes (one ResNet-18 candidate
-# here was still compiling after 11 minutes); a normal build takes 0.05-0.3 s.
-BUILD_TIMEOUT_S = 60
+# here was still compiling after 11 minutes); a normal build takes 0.05-0.3 s. At 60 s, whole
+# batches of such candidates (ResNet-18's 7x7/2 stem for x86-64-v3: 8 of 16 in a row) cost a
+# minute each, so the limit is 30x a normal build.
+BUILD_TIMEOUT_S = 10
 
 
 def build_candidate(mod, target, path: str, shared_library: bool, compiler: str | None) -> str:
@@ -651,16 +653,23 @@ def build_candidate(mod, target, path: str, shared_library: bool, compiler: str 
     return path
 
 
+def build_workers() -> int:
+    """How many candidates to build at once: the cores this process may use (LLVM builds one
+    candidate on one core; MetaSchedule measures a batch only after building all of it), at
+    most 8 (each worker holds ~400 MB)."""
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+
+
 def worker_builder(scratch: Path, shared_library: bool = False, compiler: str | None = None):
-    """A MetaSchedule builder that builds candidates one after another in one long-lived
-    worker process, each within BUILD_TIMEOUT_S.
+    """A MetaSchedule builder that builds a batch's candidates in long-lived worker processes,
+    one per core (:func:`build_workers`), each build within BUILD_TIMEOUT_S.
 
     MetaSchedule's LocalBuilder starts a fresh pool of worker processes for every batch of
     candidates, and each worker imports tvm.s_tir.tensor_intrin (about 20 s of Python on
     this 2-core machine, 40+ s when two workers import at once) before a build that takes
-    0.05-0.15 s (see the README, "Tuning"). Here one worker imports it once, the fast way
+    0.05-2 s (see the README, "Tuning"). Here each worker imports it once, the fast way
     (:func:`fast_tensor_intrin_import`), and builds until a build times out (then it is
-    killed and the next build starts a fresh one) or it has built 256 (TVM's workers leak
+    killed and its next build starts a fresh one) or it has built 256 (TVM's workers leak
     memory over many uses). Each candidate is exported as a tar (for MetaSchedule's
     LocalRunner, which links it) or, with ``shared_library``, as a shared library linked by
     ``compiler`` (a cross g++, default this machine's) for a remote device without a
@@ -680,18 +689,20 @@ def worker_builder(scratch: Path, shared_library: bool = False, compiler: str | 
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
     suffix = "so" if shared_library else tar.output_format
     numbers = itertools.count(1)
-    pool = PopenPoolExecutor(max_workers=1, timeout=BUILD_TIMEOUT_S, initializer=fast_tensor_intrin_import, maximum_process_uses=256)
+    pool = PopenPoolExecutor(max_workers=build_workers(), timeout=BUILD_TIMEOUT_S, initializer=fast_tensor_intrin_import, maximum_process_uses=256)
 
     @derived_object
     class WorkerBuilder(PyBuilder):
         def build(self, build_inputs):
-            results = []
+            futures = []
             for build_input in build_inputs:
                 # A folder each: MetaSchedule's RemoveBuildArtifact deletes the artifact's folder.
                 folder = scratch / f"candidate-{next(numbers)}"
                 folder.mkdir()
                 path = str(folder / f"candidate.{suffix}")
-                future = pool.submit(build_candidate, build_input.mod, build_input.target, path, shared_library, compiler)
+                futures.append(pool.submit(build_candidate, build_input.mod, build_input.target, path, shared_library, compiler))
+            results = []
+            for future in futures:  # the pool times each build from its start in a worker
                 try:
                     results.append(BuilderResult(future.result(), None))
                 except TimeoutError:

@@ -14,9 +14,10 @@ same in each by its structural hash, the first field of its line). ``DEST_DIR`` 
 ``database_workload.json.xz`` and ``database_tuning_record.json.xz``: the same two files
 with, per workload (a kernel's TIR), only its fastest measured record (failed trials and
 workloads without a record dropped, workloads renumbered), so MetaSchedule picks the same
-schedules as from the full database. ``--result NAME=FILE`` adds the compile result
-(``compile_model.py`` prints it as JSON; its ``tuning`` field) of the model ``NAME`` to
-``tuning.json``: trials, seconds, cost model, target, kernels.
+schedules as from the full database. ``--result NAME=FILE`` adds a tuning run of the model
+``NAME`` to ``tuning.json``: a compile result (``compile_model.py --tune`` prints it as JSON;
+its ``tuning`` field) or the summary ``scripts/tune_slowest.py`` prints; repeat it per run
+(a model's trials and seconds are summed over its runs, each run listed).
 
 Needs only the standard library (no TVM): the files are read as JSON lines.
 """
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", type=Path, nargs="+", help="tuning database folder(s)")
     parser.add_argument("dest", type=Path)
-    parser.add_argument("--result", action="append", default=[], help="NAME=compile result JSON (repeat)")
+    parser.add_argument("--result", action="append", default=[], help="NAME=a compile result or tune_slowest.py summary (JSON; repeat per run)")
     parser.add_argument("--note", default="", help="how the database was made (kept in tuning.json)")
     args = parser.parse_args(argv)
 
@@ -93,27 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{WORKLOADS}.xz": write_xz(args.dest / f"{WORKLOADS}.xz", workloads),
         f"{RECORDS}.xz": write_xz(args.dest / f"{RECORDS}.xz", records),
     }
-    models = {}
+    models: dict[str, dict] = {}
     for item in args.result:
         name, _, file = item.partition("=")
-        result = json.loads(Path(file).read_text())
-        if name in models:
-            raise SystemExit(f"--result {name}: given twice (edit tuning.json to describe several runs)")
-        tuning = result["tuning"]
-        models[name] = {
-            "trials": tuning["trials"],
-            "seconds": tuning["seconds"],
-            "trials_budget": tuning["trials_budget"],
-            "time_budget": tuning["time_budget"],
-            "stopped_by_time": tuning["stopped_by_time"],
-            "failed_trials": tuning["failed_trials"],
-            "tasks": tuning["tasks"],
-            "tasks_tuned": tuning["tasks_tuned"],
-            "tasks_from_database": tuning["tasks_from_database"],
-            "cost_model": tuning["cost_model"],
-            "target": result["target"],
-            "compile_seconds": result.get("seconds"),
-        }
+        add_run(models, name, json.loads(Path(file).read_text()))
     info = {
         "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
@@ -125,6 +109,32 @@ def main(argv: list[str] | None = None) -> int:
     (args.dest / "tuning.json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps({"pruned": counts, "files": sizes}), file=sys.stderr)
     return 0
+
+
+def add_run(models: dict, name: str, result: dict) -> None:
+    """Adds one tuning run of model ``name`` to ``models`` (tuning.json's): a compile result
+    (``compile_model.py --tune``'s JSON, its ``tuning``) or ``tune_slowest.py``'s summary.
+    A model's trials and seconds are the sums over its runs; the first compile result gives
+    its kernels, cost model and target."""
+    model = models.setdefault(name, {"trials": 0, "seconds": 0.0, "runs": []})
+    if "tuning" in result:
+        tuning = result["tuning"]
+        run = {key: tuning[key] for key in ("trials", "seconds", "trials_budget", "time_budget", "stopped_by_time", "failed_trials")}
+        run["by"] = "compile_model.py --tune (every kernel, round-robin)"
+        for key in ("tasks", "tasks_tuned", "tasks_from_database", "cost_model"):
+            model.setdefault(key, tuning[key])
+        model.setdefault("target", result["target"])
+    elif "kernels" in result:
+        run = {key: result[key] for key in ("trials", "seconds") if key in result}
+        run["by"] = f"tune_slowest.py ({len(result['kernels'])} costliest kernels, gradient scheduler)"
+        run["stopped_by_time"] = result.get("stopped_by_time")
+        run["kernels"] = result["kernels"]
+        model.setdefault("cost_model", result.get("cost_model"))
+    else:
+        raise SystemExit(f"--result {name}: neither a compile result (no 'tuning') nor a tune_slowest.py summary (no 'kernels')")
+    model["trials"] += run["trials"]
+    model["seconds"] = round(model["seconds"] + run["seconds"], 1)
+    model["runs"].append(run)
 
 
 def cpu_model() -> str:

@@ -15,7 +15,8 @@ first), and tunes the ``K`` costliest from scratch into ``DB2`` with MetaSchedul
 improvement saves the most time) and the same builder, runner and search as ``--tune``.
 Merge the two with ``scripts/export_tuning_db.py DB DB2 OUT`` (fastest record per kernel).
 Prints the ranking before and each tuned kernel's best latency in both databases after, and
-as the last line on stdout a JSON summary (``trials``, ``seconds``, ``kernels``).
+as the last line on stdout a JSON summary (``trials``, ``seconds``, ``stopped_by_time``, ``kernels``;
+``scripts/export_tuning_db.py --result`` takes it).
 """
 
 from __future__ import annotations
@@ -109,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         after = best_seconds(database, task, target)
         kernels.append({"kernel": describe(task), "calls": int(task.weight), "before_ms": ms_of(before[task.task_name]), "after_ms": ms_of(after)})
         print(f"{describe(task)}: {kernels[-1]['before_ms']} -> {kernels[-1]['after_ms']} ms", file=sys.stderr)
-    summary = {"trials": sum(state.trials), "seconds": round(time.monotonic() - started, 1), "cost_model": cost_model, "kernels": kernels}
+    summary = {
+        "trials": sum(state.trials),
+        "seconds": round(time.monotonic() - started, 1),
+        "stopped_by_time": state.stopped_by_time,
+        "cost_model": cost_model,
+        "kernels": kernels,
+    }
     print(json.dumps(summary))
     return 0
 

@@ -19,7 +19,7 @@ import { PRESETS, parseInputShape } from '../lib/cli/compile';
 import { UsageError } from '../lib/cli/errors';
 import { readManifest } from '../lib/manifest';
 import { assertFailure, type CliResult, runCli, writeUnsupportedOpModel } from './cli-run';
-import { python, repoRoot } from './fixtures';
+import { cpuKey, python, repoRoot } from './fixtures';
 
 /** Runs the CLI from source as a child process, the way `tvm-node` runs. */
 const cli = (args: string[], env: NodeJS.ProcessEnv = process.env) => runCli(args, { env, timeoutMs: 300_000 });
@@ -61,7 +61,7 @@ const RECIPE_FILES = ['scripts/compile_model.py', 'scripts/compile_fixtures.py',
 function compiled(onnx: string, target: string): { so: string; fresh: boolean; result?: CliResult } {
   const h = crypto.createHash('sha256');
   for (const f of [onnx, ...RECIPE_FILES.map((f) => path.join(repoRoot, f))]) h.update(`${path.basename(f)}:${sha256(fs.readFileSync(f))}\n`);
-  h.update(`target:${target}\ncpu:${os.cpus()[0]?.model ?? ''} ${os.arch()}\n`);
+  h.update(`target:${target}\ncpu:${cpuKey()}\n`);
   const name = path.basename(onnx, '.onnx');
   const cacheRoot = path.join(repoRoot, '.cache', 'compile-test');
   const folder = path.join(cacheRoot, `${h.digest('hex').slice(0, 16)}-${target}`);

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { type ArraySpec, type Fixture, python, repoRoot } from '../bench/fixtures';
 import { type NpyArray, readNpy, Tensor } from '../lib';
 
+export { cpuKey } from '../bench/cpu';
 export { type ArraySpec, type Case, type Fixture, python, repoRoot } from '../bench/fixtures';
 
 let dir: string | undefined;

@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Model, readNpy } from '../lib';
 import { assertFailure, runCli } from './cli-run';
-import { python, repoRoot } from './fixtures';
+import { cpuKey, python, repoRoot } from './fixtures';
 
 const TRIALS = 8;
 const TOLERANCE = { rtol: 1e-4, atol: 1e-5 };
@@ -56,6 +56,9 @@ const RECIPE_FILES = ['scripts/compile_model.py', 'scripts/compile_fixtures.py',
 const sha256 = (data: crypto.BinaryLike) => crypto.createHash('sha256').update(data).digest('hex');
 
 const cli = (args: string[]) => runCli(args, { timeoutMs: 600_000 });
+/** An .xz file's text (Node has no xz; the toolchain's Python has). */
+const unxz = (file: string) =>
+  execFileSync(python, ['-c', 'import lzma, sys; sys.stdout.write(lzma.open(sys.argv[1], "rt").read())', file], { encoding: 'utf8' });
 
 interface Tuned {
   dir: string;
@@ -70,7 +73,7 @@ interface Tuned {
 /** The model and its tuned compile, cached in .cache/tune-test/<key>. */
 function tuned(): Tuned {
   const h = crypto.createHash('sha256');
-  h.update(`model:${sha256(MODEL_SCRIPT)}\ntrials:${TRIALS}\ncpu:${os.cpus()[0]?.model ?? ''} ${os.arch()}\n`);
+  h.update(`model:${sha256(MODEL_SCRIPT)}\ntrials:${TRIALS}\ncpu:${cpuKey()}\n`);
   for (const f of RECIPE_FILES) h.update(`${f}:${sha256(fs.readFileSync(path.join(repoRoot, f)))}\n`);
   const cacheRoot = path.join(repoRoot, '.cache', 'tune-test');
   const dir = path.join(cacheRoot, h.digest('hex').slice(0, 16));
@@ -256,6 +259,42 @@ describe('tvm-node compile --tune', function () {
     );
     const { ok, maxAbsDiff } = await check(so, t.dir);
     assert.ok(ok, `max |diff| ${maxAbsDiff}`);
+    // Both databases exported as bench/tuning/<target>/ is made: the fastest record per kernel,
+    // and tuning.json with both runs (the tuned compile's result, this summary) summed.
+    const summaryFile = path.join(tmp, 'slowest.json');
+    fs.writeFileSync(summaryFile, r.stdout.trim().split('\n').at(-1)!);
+    const exported = path.join(tmp, 'exported');
+    const e = spawnSync(
+      python,
+      [
+        path.join(repoRoot, 'scripts', 'export_tuning_db.py'),
+        t.db,
+        db2,
+        exported,
+        '--result',
+        `tiny=${path.join(t.dir, 'result.json')}`,
+        '--result',
+        `tiny=${summaryFile}`,
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(e.status, 0, e.stderr);
+    const info = JSON.parse(fs.readFileSync(path.join(exported, 'tuning.json'), 'utf8'));
+    const tiny = info.models.tiny;
+    assert.deepEqual(
+      tiny.runs.map((run: { trials: number }) => run.trials),
+      [t.result.tuning.trials, summary.trials],
+    );
+    assert.equal(tiny.trials, t.result.tuning.trials + summary.trials);
+    assert.equal(tiny.tasks, t.result.tuning.tasks);
+    const kept = unxz(path.join(exported, 'database_tuning_record.json.xz'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    assert.equal(kept.length, info.pruned.kept);
+    assert.ok(kept.length <= t.result.tuning.tasks, 'at most one record per kernel');
+    assert.ok(kept.length >= summary.kernels.filter((k: { after_ms: number | null }) => k.after_ms !== null).length);
+    for (const [, record] of kept) assert.ok(Math.max(...record[1]) < 1, `a measured run, not a failed trial: ${record[1]}`);
     const missing = spawnSync(
       python,
       [path.join(repoRoot, 'scripts', 'tune_slowest.py'), path.join(t.dir, 'tiny.onnx'), '--target', 'host', '--tuning-db', tmp, '--out', db2],

@@ -1,0 +1,19 @@
+/** What identifies this CPU to the caches of compiled code (no native addon needed). */
+import fs from 'node:fs';
+import os from 'node:os';
+
+/**
+ * This CPU, for the keys of caches that hold code compiled for it (preset `host`): its model
+ * name, architecture and feature flags. The model name alone is not enough: VMs report
+ * "AMD EPYC" for Zen 3 (AVX2) and Zen 4 (AVX-512) alike, and a library built on the second
+ * dies of SIGILL on the first.
+ */
+export function cpuKey(): string {
+  let flags = '';
+  try {
+    flags = /^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1].trim().split(/\s+/).sort().join(' ') ?? '';
+  } catch {
+    // not Linux: the model name and architecture are what there is
+  }
+  return `${os.cpus()[0]?.model ?? ''} ${os.arch()} ${flags}`;
+}
