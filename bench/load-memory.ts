@@ -136,7 +136,7 @@ export const MODELS = {
 export type ModelName = keyof typeof MODELS;
 
 /** What makes the compiled artifact, besides the model's arguments. */
-const RECIPE_FILES = ['scripts/resnet_onnx.py', 'scripts/compile_model.py', 'lib/cli/compile.ts', 'tvm/requirements.txt'];
+const RECIPE_FILES = ['scripts/resnet_onnx.py', 'scripts/compile_model.py', 'scripts/nchwc.py', 'lib/cli/compile.ts', 'tvm/requirements.txt'];
 
 /**
  * The model as ONNX and compiled by `tvm-node compile` (target host), cached in

@@ -27,6 +27,7 @@ const RECIPE_FILES = [
   'scripts/compile_bench_models.py',
   'scripts/split_model.py',
   'scripts/compile_model.py',
+  'scripts/nchwc.py',
   'scripts/compile_fixtures.py',
   'tvm/requirements.txt',
 ];

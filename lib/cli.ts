@@ -9,7 +9,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { benchModel, formatBenchResult } from './cli/bench';
-import { compileModel, formatCompileResult, type InputShape, PRESETS, parseInputShape } from './cli/compile';
+import { CONV_LAYOUTS, type ConvLayout, compileModel, formatCompileResult, type InputShape, PRESETS, parseInputShape } from './cli/compile';
 import { demo, demoRepository } from './cli/demo';
 import { describeFailure, EXIT, UsageError } from './cli/errors';
 import { info } from './cli/info';
@@ -226,6 +226,14 @@ handleExits(program.command('compile'))
   .option('-t, --target <preset|target>', targetHelp('the target'), 'host')
   .addOption(inputShapeOption())
   .option('--cc <compiler>', 'the g++ that links a cross target (default: <arch>-linux-gnu-g++, e.g. aarch64-linux-gnu-g++)')
+  .addOption(
+    new Option(
+      '--conv-layout <layout>',
+      'NCHWc: CPU convolutions in blocked-channel layouts with a register-blocked schedule (tuned over its choices with --tune)',
+    )
+      .choices(CONV_LAYOUTS)
+      .default('NCHW'),
+  )
   .option('--tune', "MetaSchedule-tune the kernels, measuring candidates on this machine (CPU targets of this machine's architecture)")
   .option(
     '--trials <n>',
@@ -250,6 +258,7 @@ Examples:
   tvm-node compile mobilenet_v2.onnx -o mobilenet_v2.so
   tvm-node compile model.onnx -o board/model.so --target rk3588 --input-shape input=1,3,224,224
   tvm-node compile model.onnx -o model.so --tune --trials 200 --tune-time 900
+  tvm-node compile model.onnx -o model.so --conv-layout NCHWc --tune --trials 500
 With --tune, kernels that already have a record in the tuning database are not tuned again.
 ${EXIT_HELP}`,
   )
@@ -267,6 +276,7 @@ ${EXIT_HELP}`,
         tuneTime?: number;
         rpcTracker?: string;
         rpcKey?: string;
+        convLayout: ConvLayout;
         python?: string;
         json?: boolean;
         progress: boolean;
@@ -285,7 +295,17 @@ ${EXIT_HELP}`,
       if (!o.tune && given) throw new UsageError(`${given[0]} needs --tune`, `add --tune to tune the kernels`);
       const tune = o.tune ? { trials: o.trials, database: o.tuningDb, seconds: o.tuneTime, tracker: o.rpcTracker, key: o.rpcKey } : undefined;
       const result = await compileModel(
-        { model, out: o.out, target: o.target, inputShapes: o.inputShape ?? [], cc: o.cc, python: o.python, verbose: o.verbose, tune },
+        {
+          model,
+          out: o.out,
+          target: o.target,
+          inputShapes: o.inputShape ?? [],
+          cc: o.cc,
+          python: o.python,
+          verbose: o.verbose,
+          tune,
+          convLayout: o.convLayout,
+        },
         stageBar(process.stderr, o.progress && !o.verbose),
       );
       console.log(o.json ? JSON.stringify(result, null, 2) : formatCompileResult(result, model));

@@ -73,7 +73,10 @@ quick mode) are tuned here with the model's ``TUNE_BUDGET``.  The target is fixe
 (not this machine's CPU) so that the records match wherever the benchmark runs: the
 first of TUNE_TARGETS, widest first, whose CPU features this machine has and whose
 database is committed (x86-64-v4 on an AVX-512 CPU, x86-64-v3 on an AVX2 one); on
-other CPUs the tuned variant is skipped with the reason in the index.
+other CPUs the tuned variant is skipped with the reason in the index.  Each database
+was tuned with one ``--conv-layout`` (TuneTarget.conv_layout), which the tuned compile
+uses too: x86-64-v3's with NCHWc (blocked convolutions over scripts/nchwc.py's
+template), x86-64-v4's with the models' NCHW.
 
 Caching
 -------
@@ -153,6 +156,7 @@ DEFAULT_OUT = REPO_ROOT / ".cache" / "bench-models"
 HASHED_FILES = (
     SCRIPTS_DIR / "compile_bench_models.py",
     SCRIPTS_DIR / "compile_model.py",
+    SCRIPTS_DIR / "nchwc.py",
     SCRIPTS_DIR / "compile_fixtures.py",
     REPO_ROOT / "tvm" / "requirements.txt",
 )
@@ -174,6 +178,9 @@ class TuneTarget:
 
     name: str  # LLVM's -mcpu, and the folder's name under bench/tuning/
     flags: tuple[str, ...]  # the CPU features (/proc/cpuinfo) its code needs
+    # compile_model.py's --conv-layout its records were tuned with (the layout changes the
+    # kernels, so a database holds records for one)
+    conv_layout: str = "NCHW"
 
     @property
     def target(self) -> dict:
@@ -190,7 +197,7 @@ class TuneTarget:
 
 TUNE_TARGETS = (
     TuneTarget("x86-64-v4", (*X86_64_V3_FLAGS, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")),
-    TuneTarget("x86-64-v3", X86_64_V3_FLAGS),
+    TuneTarget("x86-64-v3", X86_64_V3_FLAGS, conv_layout="NCHWc"),
 )
 # MetaSchedule's two JSON files, committed xz-compressed (scripts/export_tuning_db.py).
 TUNING_FILES = ("database_workload.json", "database_tuning_record.json")
@@ -592,7 +599,8 @@ def compile_variant(spec: CNNSpec, folder: Path, onnx_file: Path, x, expected, v
         trials, seconds = TUNE_BUDGET.get(spec.name, (0, None)) if tune_missing else (0, None)
         tune = TuneOptions(trials=trials, database=database, seconds=seconds)
     started = time.monotonic()
-    compiled = compile_onnx(onnx_file, library, target="host" if variant == "native" else tune_target.target, input_shapes={"input": shape}, tune=tune)
+    target, conv_layout = ("host", "NCHW") if variant == "native" else (tune_target.target, tune_target.conv_layout)
+    compiled = compile_onnx(onnx_file, library, target=target, input_shapes={"input": shape}, tune=tune, conv_layout=conv_layout)
     compile_s = time.monotonic() - started
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
     actual = vm["main"](tvm.runtime.tensor(x)).numpy()
@@ -691,7 +699,9 @@ def build_all(folder: Path, key: str, only: list[str] | None, tune_target: tuple
         "onnxruntime_version": onnxruntime.__version__,
         "target": TARGET,
         "schedule": SCHEDULE,
-        "tune_target": {"name": chosen.name, "target": chosen.target, "database": chosen.database} if chosen else {"skipped": why_not},
+        "tune_target": (
+            {"name": chosen.name, "target": chosen.target, "database": chosen.database, "conv_layout": chosen.conv_layout} if chosen else {"skipped": why_not}
+        ),
         "tune_missing": tune_missing,
         "models": models,
     }

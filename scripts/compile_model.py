@@ -97,6 +97,11 @@ CPU_SCHEDULE = (
     "(TVM thread pool), innermost spatial loop split by 8 or 4 and vectorized "
     "where it divides; no tuning"
 )
+NCHWC_SCHEDULE = (
+    "convolutions in blocked NCHW[x]c layout with the x86 register-blocked template "
+    "(scripts/nchwc.py; fixed choices); other kernels: ParallelVectorize; no tuning"
+)
+CONV_LAYOUTS = ("NCHW", "NCHWc")
 GPU_SCHEDULE = "TVM's default GPU pipeline (DLight: Matmul, GEMV, Reduction, GeneralReduction, Fallback); no tuning"
 
 APT_CROSS_GXX = {"aarch64": "g++-aarch64-linux-gnu", "riscv64": "g++-riscv64-linux-gnu"}
@@ -403,10 +408,35 @@ def schedule_rules():
                 changed = True
             return sch if changed else None
 
-    return [dl.cpu.GEMV(), ParallelVectorize()]
+    class BlockedConv(CPUScheduleRule):
+        """Blocked-layout convolutions (``--conv-layout NCHWc``): nchwc.schedule_conv."""
+
+        def apply(self, func, target, _tunable):
+            import nchwc
+
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
+            sch = s_tir.Schedule(func)
+            return sch if nchwc.schedule_conv(sch) else None
+
+    return [BlockedConv(), dl.cpu.GEMV(), ParallelVectorize()]
 
 
-def cpu_pipeline(target):
+def legalize_passes(target, conv_layout: str) -> list:
+    """TVM 0.27's CPU legalization and fusion; with ``conv_layout`` NCHWc the convolutions
+    are first converted to blocked layouts and lowered by TOPI's NCHWc computes
+    (scripts/nchwc.py)."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    passes = cpu.legalize_passes(target)
+    if conv_layout != "NCHWc":
+        return passes
+    import nchwc
+
+    return [nchwc.convert_layout(), nchwc.legalize(), *passes[1:]]
+
+
+def cpu_pipeline(target, conv_layout: str = "NCHW"):
     """TVM 0.27's CPU pipeline with the scheduling pass after legalization."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -417,7 +447,7 @@ def cpu_pipeline(target):
         with target:
             passes = (
                 cpu.library_dispatch_passes(target)
-                + cpu.legalize_passes(target)
+                + legalize_passes(target, conv_layout)
                 + [dl.ApplyDefaultSchedule(*schedule_rules())]
                 + cpu.dataflow_lower_passes(target)
                 + cpu.finalize_passes(target)
@@ -431,9 +461,15 @@ TUNED_SCHEDULE = (
     "MetaSchedule-tuned kernels (the best record of the tuning database per kernel); "
     "kernels without a record: ParallelVectorize"
 )
+TUNED_NCHWC_SCHEDULE = (
+    "convolutions in blocked NCHW[x]c layout, MetaSchedule-tuned over the x86 register-blocked "
+    "template (scripts/nchwc.py), other kernels over MetaSchedule's generic space (the best record "
+    "of the tuning database per kernel); kernels without a record: the template's fixed choices, "
+    "ParallelVectorize"
+)
 
 
-def fused_for_tuning(mod, target):
+def fused_for_tuning(mod, target, conv_layout: str = "NCHW"):
     """The CPU pipeline up to the kernels MetaSchedule tunes: library dispatch, legalization
     and fusion (each fused kernel is one tuning task)."""
     import tvm
@@ -441,12 +477,12 @@ def fused_for_tuning(mod, target):
 
     try:
         with target:
-            return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+            return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + legalize_passes(target, conv_layout))(mod)
     except Exception as err:
         raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
 
 
-def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress, compiler: str | None = None):
+def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress, compiler: str | None = None, conv_layout: str = "NCHW"):
     """:func:`cpu_pipeline` with MetaSchedule tuning in place of the scheduling pass:
     library dispatch, legalization and fusion, then :func:`tune_module` (tune, apply the
     database), then ParallelVectorize for kernels without a record, then lowering.
@@ -457,7 +493,7 @@ def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress, compi
     from tvm.s_tir import dlight as dl
 
     progress.stage("optimize", f"optimizing for {target.kind.name}")
-    mod = fused_for_tuning(mod, target)
+    mod = fused_for_tuning(mod, target, conv_layout)
     progress.stage("tune", "tuning: loading MetaSchedule")
     mod, tuning = tune_module(mod, target, tune, progress, compiler)
     progress.stage("tune", "applying the tuned schedules")
@@ -470,12 +506,12 @@ def tuned_cpu_pipeline(mod, target, tune: TuneOptions, progress: Progress, compi
     return mod, tuning
 
 
-def pipeline_for(target):
+def pipeline_for(target, conv_layout: str = "NCHW"):
     """(pipeline, description) for a built tvm.target.Target."""
     from tvm import relax
 
     if target.kind.name == "llvm":
-        return cpu_pipeline(target), CPU_SCHEDULE
+        return cpu_pipeline(target, conv_layout), NCHWC_SCHEDULE if conv_layout == "NCHWc" else CPU_SCHEDULE
     if "gpu" in target.keys:
         return relax.get_default_pipeline(target), GPU_SCHEDULE
     return relax.get_pipeline("default"), "TVM's default pipeline; no tuning"
@@ -798,19 +834,32 @@ def rpc_cleanup(session, remote_path) -> None:
             pass
 
 
-def tuning_runner(tune: TuneOptions):
-    """MetaSchedule's LocalRunner (one worker process), or its RPCRunner through the tracker."""
+def set_tvm_threads(count: int) -> None:
+    """In the runner's worker process, before its first kernel starts TVM's thread pool."""
+    os.environ["TVM_NUM_THREADS"] = str(count)
+
+
+def tuning_runner(tune: TuneOptions, threads: int):
+    """MetaSchedule's LocalRunner (one worker process, measuring on ``threads`` threads), or
+    its RPCRunner through the tracker (the board's server sizes its own thread pool).
+
+    TVM sizes its thread pool by TVM_NUM_THREADS, else by what it counts as cores: 1 on this
+    project's 2-vCPU VMs, so without this every candidate was measured single-threaded while
+    the code it was tuned for runs on the target's ``num-cores`` (the benchmark sets
+    TVM_NUM_THREADS = 2): the search ranked schedules by the wrong clock."""
+    import functools
+
     from tvm.s_tir import meta_schedule as ms
 
-    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20)
-    if tune.tracker is None:
-        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
-    host, port = tune.tracker_address()
-    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=tune.key, session_priority=1, session_timeout_sec=120)
     if __name__ != "__main__":  # imported: the worker could not import this module by name
         import cloudpickle
 
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20)
+    if tune.tracker is None:
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator, initializer=functools.partial(set_tvm_threads, threads))
+    host, port = tune.tracker_address()
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=tune.key, session_priority=1, session_timeout_sec=120)
     return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1, f_cleanup=rpc_cleanup)
 
 
@@ -824,6 +873,7 @@ def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: in
     """
     import importlib.util
 
+    import nchwc
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
@@ -836,13 +886,18 @@ def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: in
     # measuring the batch, so that search gets 8 per candidate of a batch.
     population = min(512, max(32, (8 if cost_model == "xgb" else 32) * per_iter))
     strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population))
-    contexts, weights = extracted_tasks_to_tune_contexts(tasks, work_dir=str(folder), strategy=strategy, seed=0)
+    contexts, weights = [], []
+    for task in tasks:  # blocked convolutions get their template's space (scripts/nchwc.py)
+        space = nchwc.conv_space if nchwc.is_conv_kernel(task.dispatched[0]) else "post-order-apply"
+        context, weight = extracted_tasks_to_tune_contexts([task], work_dir=str(folder), space=space, strategy=strategy, seed=0)
+        contexts += context
+        weights += weight
     state = TuneState(contexts, [float(w) for w in weights], tune.trials, per_task, tune.seconds, report)
     report(state.event())
     with tempfile.TemporaryDirectory(prefix="tvm-node-tune-") as scratch:
         runner = builder = None
         try:
-            runner = tuning_runner(tune)
+            runner = tuning_runner(tune, int(contexts[0].target.attrs["num-cores"]))
             builder = worker_builder(Path(scratch), shared_library=tune.tracker is not None, compiler=compiler)
             ms.tune.tune_tasks(
                 tasks=contexts,
@@ -917,8 +972,11 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: st
     with target, database:
         mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
     applied = sum(1 for t in extracted if database.query_tuning_record(t.dispatched[0], target, t.task_name) is not None)
+    import nchwc
+
     info = {
         "tasks": len(extracted),
+        "tasks_conv_template": sum(1 for t in extracted if nchwc.is_conv_kernel(t.dispatched[0])),
         "tasks_tuned": len(todo) if state else 0,
         "tasks_from_database": len(known),
         "tasks_scheduled_from_database": applied,
@@ -1054,6 +1112,7 @@ def compile_relax(
     transform_module: Callable | None = None,
     progress: Progress | None = None,
     tune: TuneOptions | None = None,
+    conv_layout: str = "NCHW",
 ) -> dict:
     """Compile a Relax IRModule for ``target`` (a preset, kind or JSON target), export it
     as ``output`` (``.so``) and write its manifest beside it; returns the result (see main).
@@ -1067,6 +1126,9 @@ def compile_relax(
     with no single entry point (a codec): no manifest is written. ``tune``
     (:class:`TuneOptions`): MetaSchedule-tune the kernels (CPU targets of this machine's
     architecture) with the tuning database, recorded in the manifest's ``tuning``.
+    ``conv_layout``: ``NCHW`` (the model's own) or ``NCHWc`` (CPU targets: convolutions in
+    blocked-channel layouts with the register-blocked template of scripts/nchwc.py);
+    recorded in ``options``.
     """
     import tvm
     from tvm import relax
@@ -1080,12 +1142,14 @@ def compile_relax(
     if tune is not None:
         check_tunable(tvm_target, tune)
         tvm_target = with_num_cores(tvm_target, tune)
+    check_conv_layout(tvm_target, conv_layout)
+    options = {**(options or {}), "conv_layout": conv_layout}
 
     if transform_module is not None:
         mod = transform_module(mod)
     kind, inputs, outputs = (None, [], []) if function is None else named_signature(mod, function, input_names, output_names)
 
-    pipeline, schedule = pipeline_for(tvm_target)
+    pipeline, schedule = pipeline_for(tvm_target, conv_layout)
     tuning = None
     if tune is None:
         progress.stage("optimize", f"optimizing and scheduling for {tvm_target.kind.name}")
@@ -1095,8 +1159,8 @@ def compile_relax(
         except Exception as err:
             raise CompileError(f"optimizing failed: {one_line(str(err))}") from None
     else:
-        mod, tuning = tuned_cpu_pipeline(mod, tvm_target, tune, progress, compiler)
-        schedule = TUNED_SCHEDULE
+        mod, tuning = tuned_cpu_pipeline(mod, tvm_target, tune, progress, compiler, conv_layout)
+        schedule = TUNED_NCHWC_SCHEDULE if conv_layout == "NCHWc" else TUNED_SCHEDULE
 
     host = tvm_target.host or tvm_target
     progress.stage("codegen", f"generating code ({describe_target(tvm_target)})")
@@ -1131,6 +1195,7 @@ def compile_relax(
             "options": options or {},
             "tvm_version": tvm.__version__,
             "compiler": sha256_file(Path(__file__)),
+            "nchwc": sha256_file(SCRIPTS_DIR / "nchwc.py"),
         }
         if tuning is not None:  # the records applied make the code: the database's state
             recipe["tuning"] = {k: tuning[k] for k in ("trials_budget", "time_budget", "database_sha256")}
@@ -1180,6 +1245,17 @@ def compile_relax(
         "bytes": output.stat().st_size,
         **({"tuning": tuning} if tuning is not None else {}),
     }
+
+
+def check_conv_layout(target, conv_layout: str) -> None:
+    if conv_layout not in CONV_LAYOUTS:
+        raise CompileError(f"--conv-layout {conv_layout}: expected one of {', '.join(CONV_LAYOUTS)}", "usage")
+    if conv_layout == "NCHWc" and target.kind.name != "llvm":
+        raise CompileError(
+            f"--conv-layout NCHWc: blocked convolutions are for CPU (llvm) targets, not '{target.kind.name}'",
+            "usage",
+            "leave --conv-layout out for this target",
+        )
 
 
 def named_signature(mod, function: str, input_names: list[str] | None, output_names: list[str] | None):
@@ -1307,6 +1383,7 @@ def compile_onnx(
     options: dict | None = None,
     progress: Progress | Callable[[int, int, str, str], None] | None = None,
     tune: TuneOptions | None = None,
+    conv_layout: str = "NCHW",
 ) -> dict:
     """Import ``onnx_path`` with TVM's Relax frontend and compile it (:func:`compile_relax`).
 
@@ -1316,7 +1393,7 @@ def compile_onnx(
     target's triple names another architecture). ``transform_module`` and ``options``
     (added to the manifest's) go to :func:`compile_relax`. ``progress``: a
     :class:`Progress` or a ``report(index, total, name, title)`` function. ``tune``
-    (:class:`TuneOptions`): MetaSchedule tuning (see :func:`compile_relax`). Raises
+    (:class:`TuneOptions`): MetaSchedule tuning and ``conv_layout`` (see :func:`compile_relax`). Raises
     :class:`CompileError`. Returns the result: library, manifest, target, inputs, outputs,
     content_hash, ...
     """
@@ -1335,6 +1412,7 @@ def compile_onnx(
     resolved = resolve_target(spec)  # and so is a bad target
     if tune is not None:
         check_tunable(resolved, tune)  # and a target that cannot be tuned here
+    check_conv_layout(resolved, conv_layout)
 
     progress.stage("read")
     model = read_onnx(onnx_path)
@@ -1379,6 +1457,7 @@ def compile_onnx(
         transform_module=transform_module,
         progress=progress,
         tune=tune,
+        conv_layout=conv_layout,
     )
 
 
@@ -1412,6 +1491,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target", default="host", help=f"preset ({', '.join(PRESETS)}), TVM target kind or JSON target")
     parser.add_argument("--input-shape", action="append", default=[], help="NAME=D1,D2,... (repeat per input)")
     parser.add_argument("--cc", help="the g++ to link a cross target with (default: <arch>-linux-gnu-g++)")
+    parser.add_argument(
+        "--conv-layout",
+        default="NCHW",
+        help="NCHW (the model's) or NCHWc: CPU convolutions in blocked-channel layouts with a register-blocked schedule",
+    )
     parser.add_argument("--tune", action="store_true", help="MetaSchedule-tune the kernels (CPU targets of this machine)")
     parser.add_argument("--trials", type=int, help="--tune: the most candidates measured in all (default 64)")
     parser.add_argument("--tuning-db", type=Path, help="--tune: the tuning database's folder (default ~/.cache/tvm-node/tuning)")
@@ -1525,7 +1609,9 @@ def compile_main(argv: list[str], channel: Channel) -> None:
     channel.start(stages)
     started = time.monotonic()
     progress = Progress(report=channel.report, stages=stages, detail=channel.detail)
-    result = compile_onnx(args.model, args.out, target=args.target, input_shapes=shapes, cc=args.cc, progress=progress, tune=tune)
+    result = compile_onnx(
+        args.model, args.out, target=args.target, input_shapes=shapes, cc=args.cc, progress=progress, tune=tune, conv_layout=args.conv_layout
+    )
     result["seconds"] = round(time.monotonic() - started, 3)
     result["stages"] = progress.finish()
     channel.done(result)

@@ -4,7 +4,7 @@
 Usage (the TVM toolchain lives in the project venv)::
 
     tvm/.venv/bin/python scripts/tune_slowest.py MODEL.onnx --target TARGET --tuning-db DB --out DB2
-        [--top K] [--trials N] [--tune-time SECONDS] [--input-shape NAME=D1,D2,...]
+        [--top K] [--trials N] [--tune-time SECONDS] [--input-shape NAME=D1,D2,...] [--conv-layout NCHWc]
 
 ``tvm-node compile --tune`` gives every kernel the same share of its budget and never tunes
 again a kernel that has a record in its database. Where one kernel dominates (MobileNetV2's
@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=400, help="candidates measured in all (default 400)")
     parser.add_argument("--tune-time", type=float, default=None, help="time budget in seconds")
     parser.add_argument("--input-shape", action="append", default=[], help="NAME=D1,D2,... (repeat per input)")
+    parser.add_argument("--conv-layout", default="NCHW", help="what compile --conv-layout takes: the layout DB was tuned with")
     return parser.parse_args(argv)
 
 
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     target = cm.with_num_cores(target, tune)  # as compile --tune names it: records match by target
     model = cm.read_onnx(args.model)
     shapes = cm.parse_input_shapes(args.input_shape)
-    mod = cm.fused_for_tuning(cm.import_onnx(model, args.model, cm.shape_dict_for_tvm(shapes)), target)
+    cm.check_conv_layout(target, args.conv_layout)
+    mod = cm.fused_for_tuning(cm.import_onnx(model, args.model, cm.shape_dict_for_tvm(shapes)), target, args.conv_layout)
     cm.fast_tensor_intrin_import()
     tasks = list(extract_tasks(mod, target))
     source = ms.database.JSONDatabase(work_dir=str(args.tuning_db), allow_missing=False)

@@ -19,7 +19,7 @@ import { PRESETS, parseInputShape } from '../lib/cli/compile';
 import { UsageError } from '../lib/cli/errors';
 import { readManifest } from '../lib/manifest';
 import { assertFailure, type CliResult, runCli, writeUnsupportedOpModel } from './cli-run';
-import { cpuKey, python, repoRoot } from './fixtures';
+import { COMPILE_RECIPE_FILES, cpuKey, python, repoRoot } from './fixtures';
 
 /** Runs the CLI from source as a child process, the way `tvm-node` runs. */
 const cli = (args: string[], env: NodeJS.ProcessEnv = process.env) => runCli(args, { env, timeoutMs: 300_000 });
@@ -50,18 +50,15 @@ function benchModel(): BenchModel {
 
 const sha256 = (data: crypto.BinaryLike) => crypto.createHash('sha256').update(data).digest('hex');
 
-/** The files whose content makes a compiled artifact. */
-const RECIPE_FILES = ['scripts/compile_model.py', 'scripts/compile_fixtures.py', 'lib/cli/compile.ts', 'lib/cli.ts', 'tvm/requirements.txt'];
-
 /**
- * `tvm-node compile ONNX -o <tmp>/NAME.so --target TARGET`, cached in .cache/compile-test/<key>
- * (key: sha256 over the .onnx, RECIPE_FILES, the target and this CPU). Returns the artifact's
- * path and whether it was compiled now.
+ * `tvm-node compile ONNX -o <tmp>/NAME.so --target TARGET [...extra]`, cached in
+ * .cache/compile-test/<key> (key: sha256 over the .onnx, COMPILE_RECIPE_FILES, the target, the extra
+ * options and this CPU). Returns the artifact's path and whether it was compiled now.
  */
-function compiled(onnx: string, target: string): { so: string; fresh: boolean; result?: CliResult } {
+function compiled(onnx: string, target: string, extra: string[] = []): { so: string; fresh: boolean; result?: CliResult } {
   const h = crypto.createHash('sha256');
-  for (const f of [onnx, ...RECIPE_FILES.map((f) => path.join(repoRoot, f))]) h.update(`${path.basename(f)}:${sha256(fs.readFileSync(f))}\n`);
-  h.update(`target:${target}\ncpu:${cpuKey()}\n`);
+  for (const f of [onnx, ...COMPILE_RECIPE_FILES.map((f) => path.join(repoRoot, f))]) h.update(`${path.basename(f)}:${sha256(fs.readFileSync(f))}\n`);
+  h.update(`target:${target}\nextra:${extra.join(' ')}\ncpu:${cpuKey()}\n`);
   const name = path.basename(onnx, '.onnx');
   const cacheRoot = path.join(repoRoot, '.cache', 'compile-test');
   const folder = path.join(cacheRoot, `${h.digest('hex').slice(0, 16)}-${target}`);
@@ -69,7 +66,7 @@ function compiled(onnx: string, target: string): { so: string; fresh: boolean; r
   if (fs.existsSync(path.join(folder, `${name}.json`))) return { so, fresh: false };
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-compile-'));
   try {
-    const result = cli(['compile', onnx, '-o', path.join(tmp, `${name}.so`), '--target', target]);
+    const result = cli(['compile', onnx, '-o', path.join(tmp, `${name}.so`), '--target', target, ...extra]);
     assert.equal(result.status, 0, `compile failed: ${result.stderr}`);
     fs.mkdirSync(cacheRoot, { recursive: true });
     const staged = fs.mkdtempSync(path.join(cacheRoot, '.tmp-'));
@@ -95,6 +92,24 @@ function compare(a: ArrayLike<number>, b: ArrayLike<number>, tol: { rtol: number
     if (!(d <= tol.atol + tol.rtol * Math.abs(b[i]))) ok = false;
   }
   return { maxAbsDiff, ok };
+}
+
+/** Runs the artifact from Node (Model.load, inputs by ONNX name) on the model's input and checks it against onnxruntime's output. */
+async function matchesReference(so: string, model: BenchModel): Promise<void> {
+  const x = readNpy(model.input);
+  const ref = readNpy(model.reference);
+  await using m = await Model.load(so);
+  assert.deepEqual(m.inputNames, ['input']);
+  assert.deepEqual(m.outputNames, ['logits']);
+  const { logits } = await m.run({ input: { data: x.data, shape: x.shape } });
+  try {
+    assert.deepEqual(logits.shape, ref.shape);
+    const { maxAbsDiff, ok } = compare((await logits.toArray()) as Float32Array, ref.data as Float32Array, model.tolerance);
+    assert.ok(ok, `outside rtol ${model.tolerance.rtol} / atol ${model.tolerance.atol}: max |diff| ${maxAbsDiff}`);
+    console.log(`      max |TVM - onnxruntime| = ${maxAbsDiff.toExponential(2)} (tolerance rtol ${model.tolerance.rtol}, atol ${model.tolerance.atol})`);
+  } finally {
+    await logits.dispose();
+  }
 }
 
 const hasCrossGxx = spawnSync('sh', ['-c', 'command -v aarch64-linux-gnu-g++'], { encoding: 'utf8' }).status === 0;
@@ -138,22 +153,7 @@ describe('tvm-node compile', function () {
       assert.match(extra.content_hash, /^[0-9a-f]{64}$/);
     });
 
-    it('runs from Node (Model.load, inputs by ONNX name) and matches onnxruntime', async () => {
-      const x = readNpy(model.input);
-      const ref = readNpy(model.reference);
-      await using m = await Model.load(so);
-      assert.deepEqual(m.inputNames, ['input']);
-      assert.deepEqual(m.outputNames, ['logits']);
-      const { logits } = await m.run({ input: { data: x.data, shape: x.shape } });
-      try {
-        assert.deepEqual(logits.shape, ref.shape);
-        const { maxAbsDiff, ok } = compare((await logits.toArray()) as Float32Array, ref.data as Float32Array, model.tolerance);
-        assert.ok(ok, `outside rtol ${model.tolerance.rtol} / atol ${model.tolerance.atol}: max |diff| ${maxAbsDiff}`);
-        console.log(`      max |TVM - onnxruntime| = ${maxAbsDiff.toExponential(2)} (tolerance rtol ${model.tolerance.rtol}, atol ${model.tolerance.atol})`);
-      } finally {
-        await logits.dispose();
-      }
-    });
+    it('runs from Node (Model.load, inputs by ONNX name) and matches onnxruntime', () => matchesReference(so, model));
 
     it('runs with `tvm-node run` by the manifest names', () => {
       const out = path.join(tmp, 'run-out');
@@ -163,6 +163,23 @@ describe('tvm-node compile', function () {
       const { ok, maxAbsDiff } = compare(got.data as Float32Array, readNpy(model.reference).data as Float32Array, model.tolerance);
       assert.ok(ok, `max |diff| ${maxAbsDiff}`);
     });
+  });
+
+  describe('--conv-layout NCHWc (blocked-channel convolutions, scripts/nchwc.py)', () => {
+    let so: string;
+    let result: CliResult | undefined;
+
+    before(() => {
+      ({ so, result } = compiled(model.onnx, 'host', ['--conv-layout', 'NCHWc', '--json']));
+    });
+
+    it('records the layout in the manifest, and the blocked template as its schedule', () => {
+      const manifest = JSON.parse(fs.readFileSync(so.replace(/\.so$/, '.json'), 'utf8'));
+      assert.equal(manifest.options.conv_layout, 'NCHWc');
+      if (result) assert.match(JSON.parse(result.stdout).schedule, /^convolutions in blocked NCHW\[x\]c layout/);
+    });
+
+    it('matches onnxruntime like the NCHW build', () => matchesReference(so, model));
   });
 
   it(`for aarch64: an aarch64 ELF (e_machine 183) with its manifest${hasCrossGxx ? '' : ' (skipped: aarch64-linux-gnu-g++ is not installed; apt-get install -y g++-aarch64-linux-gnu)'}`, function () {
@@ -275,6 +292,14 @@ describe('tvm-node compile', function () {
       // No PATH: no cross g++ to be found (node and the toolchain's Python are run by path).
       const r = cli(['compile', model.onnx, '-o', path.join(tmp, 'x.so'), '--target', 'rk3588'], { ...process.env, PATH: path.join(tmp, 'empty-path') });
       assertFailure(r, 1, /^ToolchainError$/, /aarch64-linux-gnu-g\+\+ not found: .*install it with `apt-get install -y g\+\+-aarch64-linux-gnu`/);
+    });
+
+    it('a --conv-layout other than NCHW or NCHWc, and NCHWc for a GPU target', () => {
+      const r = cli(['compile', model.onnx, '-o', path.join(tmp, 'x.so'), '--conv-layout', 'NHWC']);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /--conv-layout.*'NHWC'.*NCHW, NCHWc/);
+      const gpu = cli(['compile', model.onnx, '-o', path.join(tmp, 'x.so'), '--conv-layout', 'NCHWc', '--target', 'cuda']);
+      assertFailure(gpu, 2, /usage/, /^--conv-layout NCHWc: blocked convolutions are for CPU \(llvm\) targets, not 'cuda'$/);
     });
 
     it('an output that is not a .so, and no -o', () => {

@@ -13,6 +13,16 @@ import { type NpyArray, readNpy, Tensor } from '../lib';
 export { cpuKey } from '../bench/cpu';
 export { type ArraySpec, type Case, type Fixture, python, repoRoot } from '../bench/fixtures';
 
+/** The files whose content makes what `tvm-node compile` builds (the tests' caches of compiled artifacts key on them). */
+export const COMPILE_RECIPE_FILES = [
+  'scripts/compile_model.py',
+  'scripts/nchwc.py',
+  'scripts/compile_fixtures.py',
+  'lib/cli/compile.ts',
+  'lib/cli.ts',
+  'tvm/requirements.txt',
+];
+
 let dir: string | undefined;
 let index: { fixtures: Record<string, Fixture> } | undefined;
 

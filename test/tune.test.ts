@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Model, readNpy } from '../lib';
 import { assertFailure, runCli } from './cli-run';
-import { cpuKey, python, repoRoot } from './fixtures';
+import { COMPILE_RECIPE_FILES, cpuKey, python, repoRoot } from './fixtures';
 
 const TRIALS = 8;
 const TOLERANCE = { rtol: 1e-4, atol: 1e-5 };
@@ -52,7 +52,6 @@ s = ort.InferenceSession(f"{out}/tiny.onnx", providers=["CPUExecutionProvider"])
 np.save(f"{out}/tiny.reference.npy", s.run(None, {"input": x})[0])
 `;
 
-const RECIPE_FILES = ['scripts/compile_model.py', 'scripts/compile_fixtures.py', 'lib/cli/compile.ts', 'lib/cli.ts', 'tvm/requirements.txt'];
 const sha256 = (data: crypto.BinaryLike) => crypto.createHash('sha256').update(data).digest('hex');
 
 const cli = (args: string[]) => runCli(args, { timeoutMs: 600_000 });
@@ -74,7 +73,7 @@ interface Tuned {
 function tuned(): Tuned {
   const h = crypto.createHash('sha256');
   h.update(`model:${sha256(MODEL_SCRIPT)}\ntrials:${TRIALS}\ncpu:${cpuKey()}\n`);
-  for (const f of RECIPE_FILES) h.update(`${f}:${sha256(fs.readFileSync(path.join(repoRoot, f)))}\n`);
+  for (const f of COMPILE_RECIPE_FILES) h.update(`${f}:${sha256(fs.readFileSync(path.join(repoRoot, f)))}\n`);
   const cacheRoot = path.join(repoRoot, '.cache', 'tune-test');
   const dir = path.join(cacheRoot, h.digest('hex').slice(0, 16));
   const done = path.join(dir, 'result.json');
@@ -219,6 +218,31 @@ describe('tvm-node compile --tune', function () {
     assert.equal(tuning.database_sha256, t.result.tuning.database_sha256, 'the database is unchanged');
     const { ok, maxAbsDiff } = await check(so, t.dir);
     assert.ok(ok, `max |diff| ${maxAbsDiff}`);
+  });
+
+  it('--conv-layout NCHWc: the convolution is tuned over the blocked template, matches onnxruntime, and a second compile measures nothing', async () => {
+    const db = path.join(tmp, 'nchwc-db');
+    // More kernels than in NCHW (the layout transforms at both ends): a budget that gives each one a trial.
+    const trials = 3 * TRIALS;
+    const compile = (so: string) =>
+      cli(['compile', path.join(t.dir, 'tiny.onnx'), '-o', so, '--conv-layout', 'NCHWc', '--tune', '--trials', String(trials), '--tuning-db', db, '--json']);
+    const first = compile(path.join(tmp, 'nchwc.so'));
+    assert.equal(first.status, 0, first.stderr);
+    const { tuning, schedule } = JSON.parse(first.stdout);
+    assert.equal(tuning.tasks_conv_template, 1, 'the Conv (3 -> 8 channels, blocked as NCHW3c -> NCHW8c)');
+    assert.ok(tuning.trials > 0 && tuning.trials <= trials, `trials: ${tuning.trials}`);
+    assert.equal(tuning.failed_trials, 0);
+    assert.equal(tuning.tasks_scheduled_from_database, tuning.tasks, 'every kernel got a record');
+    assert.match(schedule, /^convolutions in blocked NCHW\[x\]c layout, MetaSchedule-tuned over the x86 register-blocked template/);
+    let r = await check(path.join(tmp, 'nchwc.so'), t.dir);
+    assert.ok(r.ok, `max |diff| ${r.maxAbsDiff}`);
+    const again = compile(path.join(tmp, 'nchwc-again.so'));
+    assert.equal(again.status, 0, again.stderr);
+    const second = JSON.parse(again.stdout).tuning;
+    assert.equal(second.trials, 0, 'no trials');
+    assert.equal(second.tasks_from_database, second.tasks);
+    r = await check(path.join(tmp, 'nchwc-again.so'), t.dir);
+    assert.ok(r.ok, `max |diff| ${r.maxAbsDiff}`);
   });
 
   it('scripts/tune_slowest.py ranks the kernels by calls x latency in the database and tunes the costliest into a second one', async () => {

@@ -2,7 +2,8 @@
  * The `cnn` group: CNNs built as ONNX and compiled by TVM (see bench/bench-models.ts and
  * scripts/compile_bench_models.py): MobileNetV2, ResNet-18 and SqueezeNet 1.1 (quick mode: a
  * small MobileNetV2). Each is compiled three ways: portable (`llvm`, untuned), native (preset
- * `host`, untuned) and tuned (MetaSchedule records of bench/tuning/, target x86-64-v4), and
+ * `host`, untuned) and tuned (MetaSchedule records of bench/tuning/: target x86-64-v4 in NCHW, or
+ * x86-64-v3 with blocked NCHWc convolutions, whichever this CPU runs), and
  * each compile's runSync is measured against onnxruntime-node on the same .onnx in the same
  * rounds. The first model is also measured against Python's relax.VirtualMachine on the same
  * .so, and with 1/2/4 async runs in flight. The tuned compile is profiled per kernel.
@@ -236,5 +237,6 @@ function variantNote(v: CnnVariantInfo): string {
   const made = tn?.provenance
     ? `database made with ${tn.provenance.trials} trials in ${Math.round(tn.provenance.seconds)} s (${tn.provenance.cost_model})`
     : 'database';
-  return `MetaSchedule-tuned (${v.target}; ${made}; this compile measured ${tn?.trials ?? 0} trials) vs onnxruntime's own kernels`;
+  const how = /blocked NCHW\[x\]c/.test(v.schedule) ? 'blocked NCHWc convolutions, MetaSchedule-tuned' : 'MetaSchedule-tuned';
+  return `${how} (${v.target}; ${made}; this compile measured ${tn?.trials ?? 0} trials) vs onnxruntime's own kernels`;
 }

@@ -42,7 +42,17 @@ export interface CompileOptions {
   verbose?: boolean;
   /** MetaSchedule tuning (`--tune`); absent: the untuned compile. */
   tune?: TuneOptions;
+  /**
+   * `--conv-layout`: `NCHW` (the model's own, the default) or `NCHWc` (CPU targets: 2-D
+   * convolutions in blocked-channel layouts with a register-blocked schedule template,
+   * tuned over that template with `--tune`; scripts/nchwc.py).
+   */
+  convLayout?: ConvLayout;
 }
+
+/** The convolution layouts `compile --conv-layout` takes. */
+export const CONV_LAYOUTS = ['NCHW', 'NCHWc'] as const;
+export type ConvLayout = (typeof CONV_LAYOUTS)[number];
 
 /** `--tune [--trials N] [--tuning-db DIR] [--tune-time SECONDS]`. */
 export interface TuneOptions {
@@ -61,6 +71,8 @@ export interface TuneOptions {
 export interface TuningResult {
   /** Kernels (MetaSchedule tasks) of the model. */
   tasks: number;
+  /** Of those, blocked convolutions tuned over the NCHWc template (`--conv-layout NCHWc`), the others over MetaSchedule's generic space. */
+  tasks_conv_template: number;
   /** Kernels tuned now; the others had records in the database. */
   tasks_tuned: number;
   tasks_from_database: number;
@@ -139,6 +151,7 @@ export async function compileModel(opts: CompileOptions, progress?: StageProgres
   const args = [opts.model, '-o', opts.out, '--target', opts.target];
   for (const s of opts.inputShapes) args.push('--input-shape', `${s.name}=${s.shape.join(',')}`);
   if (opts.cc) args.push('--cc', opts.cc);
+  if (opts.convLayout) args.push('--conv-layout', opts.convLayout);
   if (opts.tune) {
     const { trials, database, seconds, tracker, key } = opts.tune;
     if (trials !== undefined && !(Number.isInteger(trials) && trials >= 0))
@@ -166,6 +179,7 @@ export function formatCompileResult(r: CompileResult, model: string): string {
     ['device', r.device],
     ...r.inputs.map((t): [string, string] => ['input', describe(t)]),
     ...r.outputs.map((t): [string, string] => ['output', describe(t)]),
+    ['schedule', r.schedule],
     ['TVM', r.tvm_version],
     ['hash', r.content_hash],
   ];
