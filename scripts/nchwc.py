@@ -84,10 +84,6 @@ def _clip_as_relax_ops():
 
     @mutator
     class Rewriter(PyExprMutator):
-        def __init__(self, mod):
-            super().__init__(mod)
-            self.mod = mod
-
         def visit_call_(self, call):
             call = super().visit_call_(call)
             if call.op != call_tir:
@@ -290,8 +286,8 @@ def conv_space(sch):
 
 def schedule_conv(sch) -> bool:
     """The template with fixed choices (reg_n = the largest choice dividing the row, else 6;
-    no unrolling of kernel columns; padding made once) for a kernel without a tuning record; False if the
-    kernel is not a blocked convolution."""
+    no unrolling of kernel columns; padding made once) for a kernel without a tuning record;
+    False if the kernel is not a blocked convolution."""
     parts = _blocks(sch)
     if parts is None:
         return False
