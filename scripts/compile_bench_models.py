@@ -196,7 +196,7 @@ class TuneTarget:
 
 
 TUNE_TARGETS = (
-    TuneTarget("x86-64-v4", (*X86_64_V3_FLAGS, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")),
+    TuneTarget("x86-64-v4", (*X86_64_V3_FLAGS, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"), conv_layout="NCHWc"),
     TuneTarget("x86-64-v3", X86_64_V3_FLAGS, conv_layout="NCHWc"),
 )
 # MetaSchedule's two JSON files, committed xz-compressed (scripts/export_tuning_db.py).

@@ -71,6 +71,7 @@ Exit status 0 ok, 1 the compile failed, 2 the command line is wrong.  Without
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -417,7 +418,7 @@ def schedule_rules():
             if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
                 return None
             sch = s_tir.Schedule(func)
-            return sch if nchwc.schedule_conv(sch) else None
+            return sch if nchwc.schedule_conv(sch, nchwc.VectorUnit.of(target)) else None
 
     return [BlockedConv(), dl.cpu.GEMV(), ParallelVectorize()]
 
@@ -433,7 +434,7 @@ def legalize_passes(target, conv_layout: str) -> list:
         return passes
     import nchwc
 
-    return [nchwc.convert_layout(), nchwc.legalize(), *passes[1:]]
+    return [nchwc.convert_layout(nchwc.VectorUnit.of(target)), nchwc.legalize(), *passes[1:]]
 
 
 def cpu_pipeline(target, conv_layout: str = "NCHW"):
@@ -847,7 +848,6 @@ def tuning_runner(tune: TuneOptions, threads: int):
     project's 2-vCPU VMs, so without this every candidate was measured single-threaded while
     the code it was tuned for runs on the target's ``num-cores`` (the benchmark sets
     TVM_NUM_THREADS = 2): the search ranked schedules by the wrong clock."""
-    import functools
 
     from tvm.s_tir import meta_schedule as ms
 
@@ -888,7 +888,8 @@ def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: in
     strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population))
     contexts, weights = [], []
     for task in tasks:  # blocked convolutions get their template's space (scripts/nchwc.py)
-        space = nchwc.conv_space if nchwc.is_conv_kernel(task.dispatched[0]) else "post-order-apply"
+        conv_space = functools.partial(nchwc.conv_space, unit=nchwc.VectorUnit.of(task.target))
+        space = conv_space if nchwc.is_conv_kernel(task.dispatched[0]) else "post-order-apply"
         context, weight = extracted_tasks_to_tune_contexts([task], work_dir=str(folder), space=space, strategy=strategy, seed=0)
         contexts += context
         weights += weight
@@ -1144,6 +1145,10 @@ def compile_relax(
         tvm_target = with_num_cores(tvm_target, tune)
     check_conv_layout(tvm_target, conv_layout)
     options = {**(options or {}), "conv_layout": conv_layout}
+    if conv_layout == "NCHWc":  # the channel blocks follow the target's vector registers
+        import nchwc
+
+        options["conv_blocks"] = list(nchwc.VectorUnit.of(tvm_target).blocks)
 
     if transform_module is not None:
         mod = transform_module(mod)

@@ -9,39 +9,67 @@ blocked layout (TVM's hand-written x86 conv2d before MetaSchedule) ran it in 1.8
 threads, ~125 GFLOP/s) with no search at all. So, for ``--conv-layout NCHWc``:
 
 1. :func:`convert_layout` rewrites every 2-D convolution (plain or depthwise) whose channels
-   allow it to NCHW{b}c data and OIHW{i}i{b}o weights (b = 16, else 8), with Relax's
+   allow it to NCHW{b}c data and OIHW{i}i{b}o weights (b = two vectors of the target's
+   float32: 16 on AVX2, 32 on AVX-512; else one vector, else 8), with Relax's
    ConvertLayout: the ops between convolutions follow, weights are transformed at compile
    time (FoldConstant), and NCHW comes back where an op cannot follow (flatten, the output).
+   Output channels that the first block nearly divides (SqueezeNet's 1000 classes) are
+   computed padded with zero filters to its multiple and sliced back.
 2. :func:`legalize` lowers those convolutions with TOPI's NCHWc computes (Relax's default
    legalization handles unblocked layouts only).
 3. :func:`conv_space` is the MetaSchedule design space of such a kernel (pad, convolution,
    fused elementwise epilogue): output pixels of a row in register blocks of ``reg_n``,
    the channel block vectorized, reduction over input-channel blocks, kernel rows and
    columns, then input channels, then the register block; ``reg_n`` is sampled, and the
-   kernel-column loop unrolled or not and the padding made per row or once are design
-   spaces of their own. :func:`schedule_conv` is the
-   same with fixed choices, used for kernels the tuning database has no record of.
+   channel blocks per tile (one, or two on AVX-512), the kernel-column loop unrolled or
+   not and the padding made per row or once are design spaces of their own.
+   :func:`schedule_conv` is the same with fixed choices, used for kernels the tuning
+   database has no record of.
 """
 
 from __future__ import annotations
 
-# Output-channel block: two AVX2 vectors (or one AVX-512 vector) of float32; 8 (one AVX2
-# vector) for channel counts that 16 does not divide (MobileNetV2's 24).
-BLOCKS = (16, 8)
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VectorUnit:
+    """The target's vector register file, which bounds the register block: AVX2's 16
+    registers of 8 float32, or AVX-512's 32 of 16."""
+
+    registers: int
+    lanes: int
+
+    @staticmethod
+    def of(target) -> VectorUnit:
+        from tvm.target import codegen
+
+        return VectorUnit(32, 16) if codegen.target_has_features("avx512f", target) else VectorUnit(16, 8)
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """Output-channel blocks, the first that divides the channels taken: two vectors of
+        float32 (AVX2 16, AVX-512 32: twice the multiply-adds per weight load of one), one
+        vector, else 8 (MobileNetV2's 24). Untuned AVX-512 (a 2-vCPU Sapphire Rapids VM):
+        32 before 16 took MobileNetV2 from 0.64 to 0.82 of onnxruntime's speed and ResNet-18
+        from 0.75 to 0.84."""
+        return tuple(dict.fromkeys((2 * self.lanes, self.lanes, 8)))
+
+
 CONV_BLOCKS = ("conv2d_NCHWc", "DepthwiseConv2d")
 PAD_BLOCKS = ("data_pad", "PaddedInput")
 
 
-def channel_block(channels: int) -> int | None:
-    return next((b for b in BLOCKS if channels % b == 0), None)
+def channel_block(channels: int, blocks: tuple[int, ...]) -> int | None:
+    return next((b for b in blocks if channels % b == 0), None)
 
 
-def input_block(channels: int) -> int:
+def input_block(channels: int, blocks: tuple[int, ...]) -> int:
     """The data's channel block: its producer's output block, or all channels (the RGB stem)."""
-    return channel_block(channels) or channels
+    return channel_block(channels, blocks) or channels
 
 
-def conv_layouts(call) -> dict:
+def conv_layouts(call, blocks: tuple[int, ...]) -> dict:
     """ConvertLayout's per-call choice: blocked layouts for a conv2d that allows them."""
     plain = {"relax.nn.conv2d": ["NCHW", "OIHW", "NCHW"]}
     if call.op.name != "relax.nn.conv2d":
@@ -58,15 +86,38 @@ def conv_layouts(call) -> dict:
         out_channels, group_channels = int(weight_shape[0]), int(weight_shape[1])
     except TypeError:  # a symbolic channel count
         return plain
-    out_block = channel_block(out_channels)
+    out_block = channel_block(out_channels, blocks)
     if out_block is None:
         return plain
     if attrs.groups == 1:
-        data = input_block(channels)
+        data = input_block(channels, blocks)
         return {"relax.nn.conv2d": [f"NCHW{data}c", f"OIHW{data}i{out_block}o", f"NCHW{out_block}c"]}
     if attrs.groups == channels == out_channels and group_channels == 1:  # depthwise
         return {"relax.nn.conv2d": [f"NCHW{out_block}c", f"OIHW1i{out_block}o", f"NCHW{out_block}c"]}
     return plain
+
+
+def _call_rewriter(name: str, rewrite):
+    """A module pass that replaces each call of the Relax functions by ``rewrite(call)``
+    (its arguments rewritten first), then drops what is left unused."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class Rewriter(PyExprMutator):
+        def visit_call_(self, call):
+            return rewrite(super().visit_call_(call))
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def run(mod, _ctx):
+        rewriter = Rewriter(mod)
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+
+    return run
 
 
 def _clip_as_relax_ops():
@@ -77,42 +128,70 @@ def _clip_as_relax_ops():
     convolution before them."""
     import tvm
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
     ops = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
     call_tir = tvm.ir.Op.get("relax.call_tir")
 
-    @mutator
-    class Rewriter(PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if call.op != call_tir:
-                return call
-            callee, args = call.args[0], call.args[1].fields
-            name = callee.name_hint.rstrip("0123456789_")
-            bound = args[1] if len(args) == 2 else None
-            if name in ops and isinstance(bound, tvm.ir.expr.Constant) and len(bound.ty.shape) == 0:
-                return ops[name](args[0], bound)
+    def rewrite(call):
+        if call.op != call_tir:
             return call
+        callee, args = call.args[0], call.args[1].fields
+        name = callee.name_hint.rstrip("0123456789_")
+        bound = args[1] if len(args) == 2 else None
+        if name in ops and isinstance(bound, tvm.ir.expr.Constant) and len(bound.ty.shape) == 0:
+            return ops[name](args[0], bound)
+        return call
 
-    @tvm.transform.module_pass(opt_level=0, name="ClipAsRelaxOps")
-    def rewrite(mod, _ctx):
-        rewriter = Rewriter(mod)
-        for gv, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
-
-    return rewrite
+    return _call_rewriter("ClipAsRelaxOps", rewrite)
 
 
-def convert_layout():
+# Padding output channels to the first block costs at most this much more work.
+MAX_CHANNEL_PADDING = 1.05
+
+
+def _pad_out_channels(blocks: tuple[int, ...]):
+    """A pass: a convolution whose output channels the first block nearly divides
+    (SqueezeNet's 1000 classes: otherwise blocks of 8, a quarter of an AVX-512 vector)
+    computes them padded with zero filters to the next multiple (1024: blocks of 32),
+    and the extra channels are sliced off after it."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    conv2d = tvm.ir.Op.get("relax.nn.conv2d")
+
+    def rewrite(call):
+        if call.op != conv2d or call.attrs.groups != 1 or not isinstance(call.args[1], tvm.ir.expr.Constant):
+            return call
+        if (call.attrs.data_layout, call.attrs.kernel_layout, call.attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+            return call
+        weight = call.args[1].value.numpy()
+        channels = weight.shape[0]
+        padded = -(-channels // blocks[0]) * blocks[0]
+        if padded == channels or padded > channels * MAX_CHANNEL_PADDING:
+            return call
+        filler = np.zeros((padded - channels, *weight.shape[1:]), weight.dtype)
+        conv = relax.Call(conv2d, [call.args[0], relax.const(np.concatenate([weight, filler]))], call.attrs)
+        return relax.op.strided_slice(conv, axes=[1], begin=[0], end=[channels])
+
+    return _call_rewriter("PadOutChannels", rewrite)
+
+
+def convert_layout(unit: VectorUnit):
     """The pass: blocked layouts for the convolutions that allow them, weights folded."""
+    import functools
+
     import tvm
     from tvm import relax
 
     # FoldConstant first: the importer computes Clip's bounds (where(isnan(b), -inf, b)).
-    passes = [relax.transform.FoldConstant(), _clip_as_relax_ops(), relax.transform.ConvertLayout({}, conv_layouts), relax.transform.FoldConstant()]
+    passes = [
+        relax.transform.FoldConstant(),
+        _clip_as_relax_ops(),
+        _pad_out_channels(unit.blocks),
+        relax.transform.ConvertLayout({}, functools.partial(conv_layouts, blocks=unit.blocks)),
+        relax.transform.FoldConstant(),
+    ]
     return tvm.transform.Sequential(passes)
 
 
@@ -184,16 +263,19 @@ def _blocks(sch):
     return (before[0] if before else None), blocks[at], blocks[at + 1 :]
 
 
-def max_reg_n(sch, conv) -> int:
-    """The register block's limit: AVX2's 16 vector registers hold reg_n x v sums, v weight
-    vectors and one broadcast input (v = block / 8); one more sum spills (reg_n = 7 at
-    block 16 ran at 74 GFLOP/s, 6 at 128, on a 64->64 3x3 at 56x56)."""
-    vectors = max(1, int(sch.get(sch.get_loops(conv)[4]).extent) // 8)
-    return max(2, (15 - vectors) // vectors)
+def max_reg_n(sch, conv, unit: VectorUnit, oc_group: int = 1) -> int:
+    """The register block's limit: the registers hold reg_n x v sums, v weight vectors and
+    one broadcast input (v = the vectors of ``oc_group`` channel blocks); one more sum
+    spills (AVX2: reg_n = 7 at block 16 ran at 74 GFLOP/s, 6 at 128, on a 64->64 3x3 at
+    56x56)."""
+    vectors = oc_group * max(1, int(sch.get(sch.get_loops(conv)[4]).extent) // unit.lanes)
+    return max(2, (unit.registers - 1 - vectors) // vectors)
 
 
-def _apply(sch, pad, conv, epilogue, reg_n, unroll_kw: bool, pad_per_row: bool = False):
-    """The template on one schedule; ``reg_n`` an int or a sampled ExprRV. The padded input
+def _apply(sch, pad, conv, epilogue, reg_n, unroll_kw: bool, pad_per_row: bool = False, oc_group: int = 1):
+    """The template on one schedule; ``reg_n`` an int or a sampled ExprRV. ``oc_group``
+    channel blocks share a tile (AVX-512: a row of 7 x 2 blocks of 32 is 28 sums, 4 weight
+    vectors loaded per 7 broadcasts, where one block does 14 sums per 2 + 7). The padded input
     is made per output row inside the parallel loop (``pad_per_row``: 3 input rows of every
     channel block again for each row and output block, in cache) or once before it (one
     pass over the input); which is faster varies by layer and is measured."""
@@ -203,11 +285,15 @@ def _apply(sch, pad, conv, epilogue, reg_n, unroll_kw: bool, pad_per_row: bool =
     n, oc_chunk, oh, ow, oc_block = loops[:5]
     reduce = loops[5:]
     ow_outer, ow_inner = sch.split(ow, [None, reg_n])
+    grouped = []
+    if oc_group > 1:
+        oc_chunk, oc_inner = sch.split(oc_chunk, [None, oc_group])
+        grouped = [oc_inner]
     if len(reduce) == 3:  # ic, kh, kw: input channels split by the data's block
         ic, kh, kw = reduce
         ic_block = _data_block(sch, conv)
         ic_outer, ic_inner = sch.split(ic, [None, ic_block])
-        sch.reorder(oc_chunk, oh, ow_outer, ic_outer, kh, kw, ic_inner, ow_inner, oc_block)
+        sch.reorder(oc_chunk, oh, ow_outer, ic_outer, kh, kw, ic_inner, *grouped, ow_inner, oc_block)
         first_reduce = ic_outer
     else:  # depthwise: kh, kw
         kh, kw = reduce
@@ -220,6 +306,8 @@ def _apply(sch, pad, conv, epilogue, reg_n, unroll_kw: bool, pad_per_row: bool =
         sch.vectorize(sch.get_loops(epilogue[-1])[-1])
     sch.vectorize(oc_block)
     sch.unroll(ow_inner)
+    for loop in grouped:
+        sch.unroll(loop)
     if unroll_kw:
         sch.unroll(kw)
     init = sch.decompose_reduction(conv, first_reduce)
@@ -256,35 +344,51 @@ def is_conv_kernel(mod) -> bool:
         return False
 
 
-def reg_n_choices(sch, conv) -> list[int]:
-    """2 .. the register limit, and a whole row of up to two more (7 at 7x7: one sum
-    spills, but no tail is left)."""
+def reg_n_choices(sch, conv, unit: VectorUnit, oc_group: int = 1) -> list[int]:
+    """2 .. the register limit, and the divisors of the row up to two more (7 at 7x7 or
+    56x56: a sum or two may spill, but no tail is left). Where the limit is far above 8
+    (AVX-512's 32 registers hold 30 sums) the choices are 4 .. 8 and every divisor of the
+    row up to the limit: a row in whole tiles (7, 14 or 28 sums) instead of 29 choices
+    with tails."""
     width = int(sch.get(sch.get_loops(conv)[3]).extent)
-    limit = max_reg_n(sch, conv)
+    limit = max_reg_n(sch, conv, unit, oc_group)
+    if limit > 8:
+        wide = {r for r in range(4, min(width, limit) + 1) if r <= 8 or width % r == 0}
+        return sorted(wide) or [width]
     choices = list(range(2, min(width, limit) + 1))
-    if limit < width <= limit + 2:
-        choices.append(width)
+    choices += [r for r in range(limit + 1, min(width, limit + 2) + 1) if width % r == 0]
     return choices or [1]
 
 
-def conv_space(sch):
+def oc_group_choices(sch, conv, unit: VectorUnit) -> list[int]:
+    """1, and 2 where the output chunks pair up and two blocks' sums of a row segment of at
+    least 4 pixels fit in AVX-512's registers (on AVX2 they would not: 4 x 2 x 2 = 16)."""
+    chunks = int(sch.get(sch.get_loops(conv)[1]).extent)
+    depthwise = len(sch.get_loops(conv)) == 7
+    return [1, 2] if chunks % 2 == 0 and not depthwise and max_reg_n(sch, conv, unit, 2) >= 4 else [1]
+
+
+def conv_space(sch, unit: VectorUnit):
     """MetaSchedule's design spaces of a blocked convolution kernel: one per choice of
-    kernel-column unrolling and (where there is padding) where the padding is made, with
-    reg_n sampled in each."""
+    channel blocks per tile, kernel-column unrolling and (where there is padding) where
+    the padding is made, with reg_n sampled in each (bind ``unit``, the target's, with
+    functools.partial)."""
     spaces = []
-    padded = _blocks(sch)[0] is not None
-    for unroll_kw in (False, True):
-        for pad_per_row in (False, True) if padded else (False,):
-            space = sch.copy()
-            pad, conv, epilogue = _blocks(space)
-            choices = reg_n_choices(space, conv)
-            reg_n = space.sample_categorical(choices, [1 / len(choices)] * len(choices))
-            _apply(space, pad, conv, epilogue, reg_n, unroll_kw, pad_per_row)
-            spaces.append(space)
+    pad, conv, _ = _blocks(sch)
+    paddings = (False, True) if pad is not None else (False,)
+    for oc_group in oc_group_choices(sch, conv, unit):
+        for unroll_kw in (False, True):
+            for pad_per_row in paddings:
+                space = sch.copy()
+                pad, conv, epilogue = _blocks(space)
+                choices = reg_n_choices(space, conv, unit, oc_group)
+                reg_n = space.sample_categorical(choices, [1 / len(choices)] * len(choices))
+                _apply(space, pad, conv, epilogue, reg_n, unroll_kw, pad_per_row, oc_group)
+                spaces.append(space)
     return spaces
 
 
-def schedule_conv(sch) -> bool:
+def schedule_conv(sch, unit: VectorUnit) -> bool:
     """The template with fixed choices (reg_n = the largest choice dividing the row, else 6;
     no unrolling of kernel columns; padding made once) for a kernel without a tuning record;
     False if the kernel is not a blocked convolution."""
@@ -293,7 +397,7 @@ def schedule_conv(sch) -> bool:
         return False
     pad, conv, epilogue = parts
     width = int(sch.get(sch.get_loops(conv)[3]).extent)
-    limit = min(width, max_reg_n(sch, conv))
+    limit = min(width, max_reg_n(sch, conv, unit))
     reg_n = next((r for r in range(limit, 1, -1) if width % r == 0 and r >= 4), min(limit, 6))
     _apply(sch, pad, conv, epilogue, reg_n, False)
     return True

@@ -61,7 +61,7 @@ function compiled(onnx: string, target: string, extra: string[] = []): { so: str
   h.update(`target:${target}\nextra:${extra.join(' ')}\ncpu:${cpuKey()}\n`);
   const name = path.basename(onnx, '.onnx');
   const cacheRoot = path.join(repoRoot, '.cache', 'compile-test');
-  const folder = path.join(cacheRoot, `${h.digest('hex').slice(0, 16)}-${target}`);
+  const folder = path.join(cacheRoot, `${h.digest('hex').slice(0, 16)}-${target.replace(/[^\w.-]+/g, '_')}`);
   const so = path.join(folder, `${name}.so`);
   if (fs.existsSync(path.join(folder, `${name}.json`))) return { so, fresh: false };
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tvm-node-compile-'));
@@ -180,6 +180,16 @@ describe('tvm-node compile', function () {
     });
 
     it('matches onnxruntime like the NCHW build', () => matchesReference(so, model));
+
+    it("takes channel blocks of two of the target's vectors: 32, 16, 8 for AVX-512, 16, 8 for AVX2", () => {
+      const blocks = (mcpu: string) => {
+        const target = JSON.stringify({ kind: 'llvm', mtriple: 'x86_64-linux-gnu', mcpu, 'num-cores': 2 });
+        const built = compiled(model.onnx, target, ['--conv-layout', 'NCHWc']);
+        return JSON.parse(fs.readFileSync(built.so.replace(/\.so$/, '.json'), 'utf8')).options.conv_blocks;
+      };
+      assert.deepEqual(blocks('x86-64-v4'), [32, 16, 8]);
+      assert.deepEqual(blocks('x86-64-v3'), [16, 8]);
+    });
   });
 
   it(`for aarch64: an aarch64 ELF (e_machine 183) with its manifest${hasCrossGxx ? '' : ' (skipped: aarch64-linux-gnu-g++ is not installed; apt-get install -y g++-aarch64-linux-gnu)'}`, function () {
