@@ -6,7 +6,7 @@ saying how it was made.
 Usage::
 
     python3 scripts/export_tuning_db.py SRC_DB_DIR [SRC_DB_DIR ...] DEST_DIR
-        [--result NAME=RESULT.json ...] [--note TEXT]
+        [--override DB_DIR ...] [--result NAME=RESULT.json ...] [--note TEXT]
 
 Each ``SRC_DB_DIR`` holds ``database_workload.json`` and ``database_tuning_record.json`` (what
 ``tvm-node compile --tune --tuning-db DIR`` writes); several are merged (a workload is the
@@ -14,7 +14,9 @@ same in each by its structural hash, the first field of its line). ``DEST_DIR`` 
 ``database_workload.json.xz`` and ``database_tuning_record.json.xz``: the same two files
 with, per workload (a kernel's TIR), only its fastest measured record (failed trials and
 workloads without a record dropped, workloads renumbered), so MetaSchedule picks the same
-schedules as from the full database. ``--result NAME=FILE`` adds a tuning run of the model
+schedules as from the full database. ``--override DIR`` (repeatable): for the workloads it
+has, the fastest record over these databases replaces the sources' (a re-tune whose
+timings are not comparable, e.g. with caches flushed). ``--result NAME=FILE`` adds a tuning run of the model
 ``NAME`` to ``tuning.json``: a compile result (``compile_model.py --tune`` prints it as JSON;
 its ``tuning`` field) or the summary ``scripts/tune_slowest.py`` prints; repeat it per run
 (a model's trials and seconds are summed over its runs, each run listed).
@@ -45,9 +47,29 @@ def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("inf")
 
 
-def prune(sources: list[Path]) -> tuple[list, list, dict]:
+def prune(sources: list[Path], overrides: list[Path] = ()) -> tuple[list, list, dict]:
     """(workload lines, record lines, counts): the fastest valid record of each workload,
-    over all the sources."""
+    over all the sources; for a workload the ``overrides`` have, their fastest instead."""
+    workload_of, best, n_workloads, n_records = fastest(sources)
+    over_workloads, over_best, n_over_workloads, n_over_records = fastest(overrides)
+    workload_of.update(over_workloads)
+    best.update(over_best)
+    kept = [key for key in workload_of if key in best]
+    out_workloads = [workload_of[key] for key in kept]
+    out_records = [[i, best[key]] for i, key in enumerate(kept)]
+    counts = {
+        "sources": len(sources) + len(overrides),
+        "workloads": n_workloads + n_over_workloads,
+        "records": n_records + n_over_records,
+        "kept": len(kept),
+        "overridden": len(over_best),
+    }
+    return out_workloads, out_records, counts
+
+
+def fastest(sources: list[Path]) -> tuple[dict, dict, int, int]:
+    """Per workload's structural hash: its line and its fastest valid record over the
+    sources; and the numbers of workloads and records read."""
     workload_of: dict[str, list] = {}  # structural hash -> workload line
     best: dict[str, list] = {}  # structural hash -> record
     n_workloads = n_records = 0
@@ -65,11 +87,7 @@ def prune(sources: list[Path]) -> tuple[list, list, dict]:
             key = workloads[index][0]
             if key not in best or mean(secs) < mean(best[key][1]):
                 best[key] = record
-    kept = [key for key in workload_of if key in best]
-    out_workloads = [workload_of[key] for key in kept]
-    out_records = [[i, best[key]] for i, key in enumerate(kept)]
-    counts = {"sources": len(sources), "workloads": n_workloads, "records": n_records, "kept": len(kept)}
-    return out_workloads, out_records, counts
+    return workload_of, best, n_workloads, n_records
 
 
 def write_xz(path: Path, lines: list) -> int:
@@ -84,11 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", type=Path, nargs="+", help="tuning database folder(s)")
     parser.add_argument("dest", type=Path)
+    parser.add_argument(
+        "--override",
+        type=Path,
+        action="append",
+        default=[],
+        help="a database whose records replace the sources' for its kernels (repeatable): a re-tune timed another way, "
+        "e.g. with caches flushed, whose figures are not comparable with theirs",
+    )
     parser.add_argument("--result", action="append", default=[], help="NAME=a compile result or tune_slowest.py summary (JSON; repeat per run)")
     parser.add_argument("--note", default="", help="how the database was made (kept in tuning.json)")
     args = parser.parse_args(argv)
 
-    workloads, records, counts = prune(args.src)
+    workloads, records, counts = prune(args.src, args.override)
     args.dest.mkdir(parents=True, exist_ok=True)
     sizes = {
         f"{WORKLOADS}.xz": write_xz(args.dest / f"{WORKLOADS}.xz", workloads),

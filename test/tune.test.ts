@@ -166,6 +166,23 @@ const records = (db: string) =>
     .split('\n')
     .filter((l) => l.trim()).length;
 
+/** Per workload (its structural hash), the mean run time of its fastest record, from a database's two JSON-lines texts. */
+function fastestByWorkload(workloadsText: string, recordsText: string): Map<string, number> {
+  const lines = (text: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => JSON.parse(l));
+  const hashes = lines(workloadsText).map((w) => w[0] as string);
+  const best = new Map<string, number>();
+  for (const [index, record] of lines(recordsText)) {
+    const secs = record[1] as number[];
+    const mean = secs.reduce((a, b) => a + b, 0) / secs.length;
+    if (Math.max(...secs) < 1e9 && mean < (best.get(hashes[index]) ?? Infinity)) best.set(hashes[index], mean);
+  }
+  return best;
+}
+
 describe('tvm-node compile --tune', function () {
   this.timeout(900_000);
   let t: Tuned;
@@ -319,6 +336,18 @@ describe('tvm-node compile --tune', function () {
     assert.ok(kept.length <= t.result.tuning.tasks, 'at most one record per kernel');
     assert.ok(kept.length >= summary.kernels.filter((k: { after_ms: number | null }) => k.after_ms !== null).length);
     for (const [, record] of kept) assert.ok(Math.max(...record[1]) < 1, `a measured run, not a failed trial: ${record[1]}`);
+    // --override db2: its kernels keep db2's fastest record, even where the first database's was faster.
+    const overridden = path.join(tmp, 'overridden');
+    const o = spawnSync(python, [path.join(repoRoot, 'scripts', 'export_tuning_db.py'), t.db, overridden, '--override', db2], { encoding: 'utf8' });
+    assert.equal(o.status, 0, o.stderr);
+    const fromDb2 = fastestByWorkload(
+      fs.readFileSync(path.join(db2, 'database_workload.json'), 'utf8'),
+      fs.readFileSync(path.join(db2, 'database_tuning_record.json'), 'utf8'),
+    );
+    const got = fastestByWorkload(unxz(path.join(overridden, 'database_workload.json.xz')), unxz(path.join(overridden, 'database_tuning_record.json.xz')));
+    assert.equal(JSON.parse(fs.readFileSync(path.join(overridden, 'tuning.json'), 'utf8')).pruned.overridden, fromDb2.size);
+    assert.ok(fromDb2.size > 0);
+    for (const [hash, secs] of fromDb2) assert.equal(got.get(hash), secs, `kernel ${hash}: db2's record`);
     const missing = spawnSync(
       python,
       [path.join(repoRoot, 'scripts', 'tune_slowest.py'), path.join(t.dir, 'tiny.onnx'), '--target', 'host', '--tuning-db', tmp, '--out', db2],
