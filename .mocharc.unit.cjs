@@ -9,6 +9,7 @@ module.exports = {
   ignore: [
     'test/bench.test.ts', // bench/peer.py (TVM's Python runtime) and TVM's Python RPC server
     'test/nchwc.test.ts', // compiles and runs its convolution in TVM's Python, against numpy
+    'test/winograd.test.ts', // the same, for a Winograd convolution
     'test/npy.test.ts', // numpy writes and reads the files it checks
     'test/toolchain.test.ts', // probes the TVM wheels and round-trips through TVM's Python
     'test/rpc/client.test.ts', // TVM's Python RPC server and tracker (startPythonServer)

@@ -229,7 +229,7 @@ handleExits(program.command('compile'))
   .addOption(
     new Option(
       '--conv-layout <layout>',
-      'NCHWc: CPU convolutions in blocked-channel layouts with a register-blocked schedule (tuned over its choices with --tune)',
+      'NCHWc: CPU convolutions in blocked-channel layouts with a register-blocked schedule, 3x3 stride-1 ones as Winograd kernels (tuned over their choices with --tune)',
     )
       .choices(CONV_LAYOUTS)
       .default('NCHW'),

@@ -157,6 +157,7 @@ HASHED_FILES = (
     SCRIPTS_DIR / "compile_bench_models.py",
     SCRIPTS_DIR / "compile_model.py",
     SCRIPTS_DIR / "nchwc.py",
+    SCRIPTS_DIR / "winograd.py",
     SCRIPTS_DIR / "compile_fixtures.py",
     REPO_ROOT / "tvm" / "requirements.txt",
 )

@@ -100,7 +100,8 @@ CPU_SCHEDULE = (
 )
 NCHWC_SCHEDULE = (
     "convolutions in blocked NCHW[x]c layout with the x86 register-blocked template "
-    "(scripts/nchwc.py; fixed choices); other kernels: ParallelVectorize; no tuning"
+    "(scripts/nchwc.py; fixed choices), 3x3 stride-1 ones on maps of 7x7 and up as Winograd "
+    "F(4x4, 3x3) or F(2x2, 3x3) kernels (scripts/winograd.py; fixed choices); other kernels: ParallelVectorize; no tuning"
 )
 CONV_LAYOUTS = ("NCHW", "NCHWc")
 GPU_SCHEDULE = "TVM's default GPU pipeline (DLight: Matmul, GEMV, Reduction, GeneralReduction, Fallback); no tuning"
@@ -410,7 +411,7 @@ def schedule_rules():
             return sch if changed else None
 
     class BlockedConv(CPUScheduleRule):
-        """Blocked-layout convolutions (``--conv-layout NCHWc``): nchwc.schedule_conv."""
+        """Blocked-layout convolutions (``--conv-layout NCHWc``), direct or Winograd: nchwc.schedule_kernel."""
 
         def apply(self, func, target, _tunable):
             import nchwc
@@ -418,7 +419,7 @@ def schedule_rules():
             if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
                 return None
             sch = s_tir.Schedule(func)
-            return sch if nchwc.schedule_conv(sch, nchwc.VectorUnit.of(target)) else None
+            return sch if nchwc.schedule_kernel(sch, nchwc.VectorUnit.of(target)) else None
 
     return [BlockedConv(), dl.cpu.GEMV(), ParallelVectorize()]
 
@@ -464,7 +465,8 @@ TUNED_SCHEDULE = (
 )
 TUNED_NCHWC_SCHEDULE = (
     "convolutions in blocked NCHW[x]c layout, MetaSchedule-tuned over the x86 register-blocked "
-    "template (scripts/nchwc.py), other kernels over MetaSchedule's generic space (the best record "
+    "template (scripts/nchwc.py) or, 3x3 stride-1 ones on maps of 7x7 and up, the Winograd "
+    "one (scripts/winograd.py), other kernels over MetaSchedule's generic space (the best record "
     "of the tuning database per kernel); kernels without a record: the template's fixed choices, "
     "ParallelVectorize"
 )
@@ -894,8 +896,7 @@ def measure_tasks(tasks, folder: Path, database, tune: TuneOptions, per_task: in
     strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=min(50, population))
     contexts, weights = [], []
     for task in tasks:  # blocked convolutions get their template's space (scripts/nchwc.py)
-        conv_space = functools.partial(nchwc.conv_space, unit=nchwc.VectorUnit.of(task.target))
-        space = conv_space if nchwc.is_conv_kernel(task.dispatched[0]) else "post-order-apply"
+        space = nchwc.template_space(task.dispatched[0], nchwc.VectorUnit.of(task.target)) or "post-order-apply"
         context, weight = extracted_tasks_to_tune_contexts([task], work_dir=str(folder), space=space, strategy=strategy, seed=0)
         contexts += context
         weights += weight
@@ -983,7 +984,7 @@ def tune_module(mod, target, tune: TuneOptions, progress: Progress, compiler: st
 
     info = {
         "tasks": len(extracted),
-        "tasks_conv_template": sum(1 for t in extracted if nchwc.is_conv_kernel(t.dispatched[0])),
+        "tasks_conv_template": sum(1 for t in extracted if nchwc.template_space(t.dispatched[0], nchwc.VectorUnit.of(target))),
         "tasks_tuned": len(todo) if state else 0,
         "tasks_from_database": len(known),
         "tasks_scheduled_from_database": applied,
@@ -1134,8 +1135,8 @@ def compile_relax(
     (:class:`TuneOptions`): MetaSchedule-tune the kernels (CPU targets of this machine's
     architecture) with the tuning database, recorded in the manifest's ``tuning``.
     ``conv_layout``: ``NCHW`` (the model's own) or ``NCHWc`` (CPU targets: convolutions in
-    blocked-channel layouts with the register-blocked template of scripts/nchwc.py);
-    recorded in ``options``.
+    blocked-channel layouts with the register-blocked template of scripts/nchwc.py, 3x3
+    stride-1 ones as Winograd kernels, scripts/winograd.py); recorded in ``options``.
     """
     import tvm
     from tvm import relax
@@ -1207,6 +1208,7 @@ def compile_relax(
             "tvm_version": tvm.__version__,
             "compiler": sha256_file(Path(__file__)),
             "nchwc": sha256_file(SCRIPTS_DIR / "nchwc.py"),
+            "winograd": sha256_file(SCRIPTS_DIR / "winograd.py"),
         }
         if tuning is not None:  # the records applied make the code: the database's state
             recipe["tuning"] = {k: tuning[k] for k in ("trials_budget", "time_budget", "database_sha256")}
@@ -1505,7 +1507,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--conv-layout",
         default="NCHW",
-        help="NCHW (the model's) or NCHWc: CPU convolutions in blocked-channel layouts with a register-blocked schedule",
+        help="NCHW (the model's) or NCHWc: CPU convolutions in blocked-channel layouts with a register-blocked schedule, "
+        "3x3 stride-1 ones as Winograd kernels",
     )
     parser.add_argument("--tune", action="store_true", help="MetaSchedule-tune the kernels (CPU targets of this machine)")
     parser.add_argument("--trials", type=int, help="--tune: the most candidates measured in all (default 64)")

@@ -220,6 +220,7 @@ def depthwise_nchwc(data, weight, strides, padding, dilation, out_dtype):
 
 
 def _legalize_conv2d(bb, call):
+    import winograd
     from tvm import topi
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
@@ -229,6 +230,9 @@ def _legalize_conv2d(bb, call):
     out_dtype = str(attrs.out_dtype or call.args[0].ty.dtype)
     strides, padding, dilation = ([int(v) for v in values] for values in (attrs.strides, attrs.padding, attrs.dilation))
     if attrs.groups == 1:
+        winograd_kernel = winograd.legalize_conv2d(bb, call)
+        if winograd_kernel is not None:
+            return winograd_kernel
         compute = topi.nn.conv2d_NCHWc
         args = (strides, padding, dilation, attrs.data_layout, attrs.out_layout, out_dtype)
     else:
@@ -238,7 +242,9 @@ def _legalize_conv2d(bb, call):
 
 
 def legalize():
-    """Relax's LegalizeOps, with blocked-layout convolutions lowered by TOPI's NCHWc computes."""
+    """Relax's LegalizeOps, with blocked-layout convolutions lowered by TOPI's NCHWc computes,
+    or as Winograd kernels where scripts/winograd.py says they apply (3x3, stride 1, maps of
+    7x7 and up)."""
     from tvm import relax
 
     return relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})
@@ -401,3 +407,25 @@ def schedule_conv(sch, unit: VectorUnit) -> bool:
     reg_n = next((r for r in range(limit, 1, -1) if width % r == 0 and r >= 4), min(limit, 6))
     _apply(sch, pad, conv, epilogue, reg_n, False)
     return True
+
+
+def template_space(mod, unit: VectorUnit):
+    """MetaSchedule's design-space function for a task's PrimFunc where a template schedules
+    it (a blocked convolution here, a Winograd one in scripts/winograd.py), else None."""
+    import functools
+
+    import winograd
+
+    if is_conv_kernel(mod):
+        return functools.partial(conv_space, unit=unit)
+    if winograd.is_winograd_kernel(mod):
+        return functools.partial(winograd.winograd_space, unit=unit)
+    return None
+
+
+def schedule_kernel(sch, unit: VectorUnit) -> bool:
+    """A template's fixed choices for a kernel without a tuning record (blocked or Winograd
+    convolution); False for any other kernel."""
+    import winograd
+
+    return schedule_conv(sch, unit) or winograd.schedule_winograd(sch, unit)

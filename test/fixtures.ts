@@ -17,6 +17,7 @@ export { type ArraySpec, type Case, type Fixture, python, repoRoot } from '../be
 export const COMPILE_RECIPE_FILES = [
   'scripts/compile_model.py',
   'scripts/nchwc.py',
+  'scripts/winograd.py',
   'scripts/compile_fixtures.py',
   'lib/cli/compile.ts',
   'lib/cli.ts',

@@ -44,8 +44,9 @@ export interface CompileOptions {
   tune?: TuneOptions;
   /**
    * `--conv-layout`: `NCHW` (the model's own, the default) or `NCHWc` (CPU targets: 2-D
-   * convolutions in blocked-channel layouts with a register-blocked schedule template,
-   * tuned over that template with `--tune`; scripts/nchwc.py).
+   * convolutions in blocked-channel layouts with a register-blocked schedule template, 3x3
+   * stride-1 ones on maps of 7x7 and up as Winograd F(4x4, 3x3) or F(2x2, 3x3) kernels; tuned
+   * over those templates with `--tune`; scripts/nchwc.py, scripts/winograd.py).
    */
   convLayout?: ConvLayout;
 }
@@ -71,7 +72,7 @@ export interface TuneOptions {
 export interface TuningResult {
   /** Kernels (MetaSchedule tasks) of the model. */
   tasks: number;
-  /** Of those, blocked convolutions tuned over the NCHWc template (`--conv-layout NCHWc`), the others over MetaSchedule's generic space. */
+  /** Of those, blocked convolutions tuned over the NCHWc templates (`--conv-layout NCHWc`: direct or Winograd), the others over MetaSchedule's generic space. */
   tasks_conv_template: number;
   /** Kernels tuned now; the others had records in the database. */
   tasks_tuned: number;
