@@ -6,7 +6,7 @@ saying how it was made.
 Usage::
 
     python3 scripts/export_tuning_db.py SRC_DB_DIR [SRC_DB_DIR ...] DEST_DIR
-        [--override DB_DIR ...] [--result NAME=RESULT.json ...] [--note TEXT]
+        [--override DB_DIR ...] [--result NAME=RESULT.json ...] [--note TEXT] [--extend]
 
 Each ``SRC_DB_DIR`` holds ``database_workload.json`` and ``database_tuning_record.json`` (what
 ``tvm-node compile --tune --tuning-db DIR`` writes); several are merged (a workload is the
@@ -19,7 +19,9 @@ has, the fastest record over these databases replaces the sources' (a re-tune wh
 timings are not comparable, e.g. with caches flushed). ``--result NAME=FILE`` adds a tuning run of the model
 ``NAME`` to ``tuning.json``: a compile result (``compile_model.py --tune`` prints it as JSON;
 its ``tuning`` field) or the summary ``scripts/tune_slowest.py`` prints; repeat it per run
-(a model's trials and seconds are summed over its runs, each run listed).
+(a model's trials and seconds are summed over its runs, each run listed). ``--extend``: a
+later pass over a committed database: its records are a source too, and its ``tuning.json``'s
+runs and note are kept, the new ones added.
 
 Needs only the standard library (no TVM): the files are read as JSON lines.
 """
@@ -40,7 +42,10 @@ FAILED = 1e9  # MetaSchedule records a failed run as 1e10 s
 
 
 def read_lines(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """JSON lines of a file, or of its exported ``.xz`` where only that exists."""
+    compressed = path.with_name(path.name + ".xz")
+    text = lzma.decompress(compressed.read_bytes()).decode() if not path.exists() and compressed.exists() else path.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def mean(xs: list[float]) -> float:
@@ -112,22 +117,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--result", action="append", default=[], help="NAME=a compile result or tune_slowest.py summary (JSON; repeat per run)")
     parser.add_argument("--note", default="", help="how the database was made (kept in tuning.json)")
+    parser.add_argument("--extend", action="store_true", help="add to DEST's database and tuning.json instead of replacing them")
     args = parser.parse_args(argv)
 
-    workloads, records, counts = prune(args.src, args.override)
+    previous = json.loads((args.dest / "tuning.json").read_text()) if args.extend else {}
+    sources = [args.dest, *args.src] if args.extend else args.src
+    workloads, records, counts = prune(sources, args.override)
     args.dest.mkdir(parents=True, exist_ok=True)
     sizes = {
         f"{WORKLOADS}.xz": write_xz(args.dest / f"{WORKLOADS}.xz", workloads),
         f"{RECORDS}.xz": write_xz(args.dest / f"{RECORDS}.xz", records),
     }
-    models: dict[str, dict] = {}
+    models: dict[str, dict] = previous.get("models", {})
     for item in args.result:
         name, _, file = item.partition("=")
         add_run(models, name, json.loads(Path(file).read_text()))
     info = {
         "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
-        "note": args.note,
+        "note": " ".join(n for n in (previous.get("note"), args.note) if n),
         "pruned": counts,
         "files": sizes,
         "models": models,

@@ -348,6 +348,18 @@ describe('tvm-node compile --tune', function () {
     assert.equal(JSON.parse(fs.readFileSync(path.join(overridden, 'tuning.json'), 'utf8')).pruned.overridden, fromDb2.size);
     assert.ok(fromDb2.size > 0);
     for (const [hash, secs] of fromDb2) assert.equal(got.get(hash), secs, `kernel ${hash}: db2's record`);
+    // --extend: a later pass added to the exported database keeps its records, runs and note.
+    const x = spawnSync(
+      python,
+      [path.join(repoRoot, 'scripts', 'export_tuning_db.py'), db2, exported, '--extend', '--result', `tiny=${summaryFile}`, '--note', 'pass 2'],
+      { encoding: 'utf8' },
+    );
+    assert.equal(x.status, 0, x.stderr);
+    const extended = JSON.parse(fs.readFileSync(path.join(exported, 'tuning.json'), 'utf8'));
+    assert.equal(extended.models.tiny.runs.length, 3);
+    assert.equal(extended.models.tiny.trials, tiny.trials + summary.trials);
+    assert.equal(extended.note, 'pass 2');
+    assert.equal(extended.pruned.kept, info.pruned.kept, 'the same kernels: the first export had every one of them');
     const missing = spawnSync(
       python,
       [path.join(repoRoot, 'scripts', 'tune_slowest.py'), path.join(t.dir, 'tiny.onnx'), '--target', 'host', '--tuning-db', tmp, '--out', db2],
