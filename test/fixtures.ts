@@ -28,6 +28,16 @@ let dir: string | undefined;
 let index: { fixtures: Record<string, Fixture> } | undefined;
 
 /** Compiles (or finds cached) fixtures; returns their folder. */
+/** Runs a Python check script of test/ with the toolchain's Python; returns the JSON of its last stdout line. */
+export function pythonCheck<T>(script: string): T {
+  const out = execFileSync(python, [path.join(repoRoot, 'test', script)], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return JSON.parse(out.trim().split('\n').pop()!) as T;
+}
+
 export function fixtureDir(only?: string[]): string {
   if (!only && dir) return dir;
   const args = [path.join(repoRoot, 'scripts', 'compile_fixtures.py'), ...(only ? ['--only', only.join(',')] : [])];

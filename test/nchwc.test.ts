@@ -6,10 +6,8 @@
  * spaces); the artifact this CPU can run matches numpy.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import path from 'node:path';
 import { cpuFlags } from '../bench/cpu';
-import { python, repoRoot } from './fixtures';
+import { pythonCheck } from './fixtures';
 
 interface TargetReport {
   kernels: number;
@@ -23,12 +21,7 @@ describe('blocked convolutions per vector unit (scripts/nchwc.py)', function () 
   let report: Record<string, TargetReport>;
 
   before(() => {
-    const out = execFileSync(python, [path.join(repoRoot, 'test', 'nchwc_check.py')], {
-      cwd: repoRoot,
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    report = JSON.parse(out.trim().split('\n').pop()!);
+    report = pythonCheck('nchwc_check.py');
   });
 
   it('pads 1000 output channels to 1008 for AVX2 and 1024 for AVX-512, in one convolution kernel', () => {

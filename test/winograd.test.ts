@@ -7,10 +7,8 @@
  * CPU can run match numpy.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import path from 'node:path';
 import { cpuFlags } from '../bench/cpu';
-import { python, repoRoot } from './fixtures';
+import { pythonCheck } from './fixtures';
 
 interface TargetReport {
   /** Per map size, the output tile edge of each Winograd kernel. */
@@ -26,12 +24,7 @@ describe('Winograd convolutions (scripts/winograd.py)', function () {
   let report: { matrices_error: Record<string, number> } & Record<string, TargetReport>;
 
   before(() => {
-    const out = execFileSync(python, [path.join(repoRoot, 'test', 'winograd_check.py')], {
-      cwd: repoRoot,
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    report = JSON.parse(out.trim().split('\n').pop()!);
+    report = pythonCheck('winograd_check.py');
   });
 
   it("F(4x4, 3x3)'s and F(2x2, 3x3)'s transforms compute the 3x3 correlation of a tile", () => {
