@@ -151,39 +151,51 @@ def winograd_nchwc(data, packed, out_dtype: str):
     tile = alpha - KERNEL + 1
     a_matrix, b_matrix, _ = winograd_matrices(tile)
     rows, cols = -(-height // tile), -(-width // tile)
+    # Tiles are numbered over the batch: image n has tiles n * per_image ... (n + 1) * per_image - 1
+    # (no index arithmetic for a single image: the kernels the tuning databases know).
+    per_image = rows * cols
+    tiles = batch * per_image
+
+    def image_and_tile(t):
+        return (0, t) if batch == 1 else (t // per_image, t % per_image)
+
+    def tile_of_pixel(n, h, w):
+        at = h // tile * cols + w // tile
+        return at if batch == 1 else n * per_image + at
     pad_after = [0, 0, rows * tile + 1 - height, cols * tile + 1 - width, 0]
     padded = topi.nn.pad(data, [0, 0, 1, 1, 0], pad_after, name="winograd_pad")
 
     def pixel(t, y, x, c):
-        return padded[0, c // in_block, t // cols * tile + y, t % cols * tile + x, c % in_block]
+        n, at = image_and_tile(t)
+        return padded[n, c // in_block, at // cols * tile + y, at % cols * tile + x, c % in_block]
 
     # B^T d B: along each row first (x -> nu), then along the columns (y -> eps).
     row_pass = te.compute(
-        (rows * cols, alpha, alpha, channels),
+        (tiles, alpha, alpha, channels),
         lambda t, y, nu, c: _combine(nu, b_matrix, lambda x: pixel(t, y, x, c).astype(out_dtype), out_dtype),
         name="winograd_rows",
     )
     transformed = te.compute(
-        (alpha, alpha, rows * cols, channels),
+        (alpha, alpha, tiles, channels),
         lambda eps, nu, t, c: _combine(eps, b_matrix, lambda y: row_pass[t, y, nu, c], out_dtype),
         name="winograd_data",
     )
     c = te.reduce_axis((0, channels), name="c")
     products = te.compute(
-        (alpha, alpha, out_chunks, rows * cols, out_block),
+        (alpha, alpha, out_chunks, tiles, out_block),
         lambda eps, nu, k, t, v: te.sum(transformed[eps, nu, t, c] * packed[eps, nu, k, c, v].astype(out_dtype), axis=c),
         name="winograd_gemm",
     )
     # A^T M A: along nu first, then eps.
     inverse_rows = te.compute(
-        (out_chunks, rows * cols, alpha, tile, out_block),
+        (out_chunks, tiles, alpha, tile, out_block),
         lambda k, t, eps, x, v: _combine(x, a_matrix, lambda nu: products[eps, nu, k, t, v], out_dtype),
         name="winograd_inverse_rows",
     )
     return te.compute(
         (batch, out_chunks, height, width, out_block),
         lambda n, k, h, w, v: _combine(
-            h % tile, a_matrix, lambda eps: inverse_rows[k, h // tile * cols + w // tile, eps, w % tile, v], out_dtype
+            h % tile, a_matrix, lambda eps: inverse_rows[k, tile_of_pixel(n, h, w), eps, w % tile, v], out_dtype
         ),
         name="winograd_out",
     )

@@ -2,8 +2,8 @@
  * scripts/winograd.py (part of `compile --conv-layout NCHWc`) through test/winograd_check.py:
  * the F(4x4, 3x3) and F(2x2, 3x3) matrices reproduce the direct correlation; a ResNet block's
  * 3x3 convolution becomes one Winograd kernel, with its bias, residual add and ReLU fused into
- * it: F(4x4) at 28x28, F(2x2) at 14x14 (the last tiles partly outside the map), direct at
- * 6x6; the register-block choices follow the target's vector registers; the artifacts this
+ * it: F(4x4) at 28x28, F(2x2) at 14x14 (the last tiles partly outside the map; also in a batch
+ * of 2), direct at 6x6; the register-block choices follow the target's vector registers; the artifacts this
  * CPU can run match numpy.
  */
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { cpuFlags } from '../bench/cpu';
 import { pythonCheck } from './fixtures';
 
 interface TargetReport {
-  /** Per map size, the output tile edge of each Winograd kernel. */
+  /** Per case (map size, batch), the output tile edge of each Winograd kernel. */
   tiles: Record<string, number[]>;
   fused: string[];
   reg_n: number[];
@@ -34,7 +34,7 @@ describe('Winograd convolutions (scripts/winograd.py)', function () {
 
   for (const target of ['x86-64-v3', 'x86-64-v4']) {
     it(`${target}: F(4x4) at 28x28 (49 tiles), F(2x2) at 14x14 (F(4x4) would have 16), direct at 6x6`, () => {
-      assert.deepEqual(report[target].tiles, { 28: [4], 14: [2], 6: [] });
+      assert.deepEqual(report[target].tiles, { 28: [4], 14: [2], 6: [], '14 batch 2': [2] });
     });
 
     it(`${target}: fuses the bias, the residual add and the ReLU into the Winograd kernel`, () => {
@@ -42,7 +42,7 @@ describe('Winograd convolutions (scripts/winograd.py)', function () {
     });
   }
 
-  it("sizes the register block by the target's vector registers: 4-6 tiles on AVX2, 4-8 on AVX-512", () => {
+  it("sizes the register block by the target's vector registers: 4-6 of 49 tiles on AVX2, 4-8 on AVX-512", () => {
     assert.deepEqual(report['x86-64-v3'].reg_n, [4, 5, 6]);
     assert.deepEqual(report['x86-64-v4'].reg_n, [4, 5, 6, 7, 8]);
   });
@@ -58,11 +58,11 @@ describe('Winograd convolutions (scripts/winograd.py)', function () {
     ['x86-64-v4', 'avx512f'],
   ]) {
     const runs = flags.has(needs);
-    it(`the ${target} artifacts match numpy at 28x28 and 14x14${runs ? '' : ` (skipped: this CPU has no ${needs})`}`, function () {
+    it(`the ${target} artifacts match numpy at 28x28, 14x14 and 14x14 in a batch of 2${runs ? '' : ` (skipped: this CPU has no ${needs})`}`, function () {
       if (!runs) this.skip();
       const diffs = report[target].maxAbsDiff;
-      assert.deepEqual(Object.keys(diffs).sort(), ['14', '28']);
-      for (const [size, diff] of Object.entries(diffs)) assert.ok(diff < 1e-4, `${size}x${size}: max |TVM - numpy| ${diff}`);
+      assert.deepEqual(Object.keys(diffs).sort(), ['14', '14 batch 2', '28']);
+      for (const [name, diff] of Object.entries(diffs)) assert.ok(diff < 1e-4, `${name}: max |TVM - numpy| ${diff}`);
     });
   }
 });

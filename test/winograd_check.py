@@ -1,8 +1,8 @@
 """The check behind test/winograd.test.ts: a ResNet basic block's second half
 (relu(conv3x3(x) + bias + x), 64 -> 64 channels) through scripts/winograd.py for AVX2
-(x86-64-v3) and AVX-512 (x86-64-v4) targets, at the sizes of SIZES. Prints, as one JSON line:
+(x86-64-v3) and AVX-512 (x86-64-v4) targets, in the cases of CASES. Prints, as one JSON line:
 the F(4x4, 3x3) and F(2x2, 3x3) matrices' max error on a random tile against the direct
-correlation, and per target the output tile of each Winograd kernel at each size, the
+correlation, and per target the output tile of each Winograd kernel in each case, the
 elementwise ops fused into the kernel, the template's reg_n and output-block choices and,
 where this CPU runs the target's code, the artifacts' max |difference| from numpy."""
 
@@ -27,9 +27,10 @@ weight = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype("float32")
 bias = rng.standard_normal(64).astype("float32")
 
 
-# 28x28: F(4x4) (49 tiles); 14x14: F(2x2) (F(4x4) would have 16: too few), the last tiles
-# partly outside the map; 6x6: direct (9 tiles of 2x2).
-SIZES = (28, 14, 6)
+# (name, batch, map size). 28x28: F(4x4) (49 tiles); 14x14: F(2x2) (F(4x4) would have 16: too
+# few), the last tiles partly outside the map, also for a batch of 2; 6x6: direct (9 tiles of
+# 2x2).
+CASES = (("28", 1, 28), ("14", 1, 14), ("6", 1, 6), ("14 batch 2", 2, 14))
 
 
 def matrices_error(m: int) -> float:
@@ -40,7 +41,7 @@ def matrices_error(m: int) -> float:
     return float(np.abs(got - direct).max())
 
 
-def model(size: int):
+def model(batch: int, size: int):
     graph = helper.make_graph(
         [
             helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
@@ -48,8 +49,8 @@ def model(size: int):
             helper.make_node("Relu", ["s"], ["out"]),
         ],
         "block",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 64, size, size])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 64, size, size])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 64, size, size])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 64, size, size])],
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -81,23 +82,24 @@ with tempfile.TemporaryDirectory() as tmp:
         target = tvm.target.Target(spec)
         unit = nchwc.VectorUnit.of(target)
         entry = {"tiles": {}, "maxAbsDiff": {}}
-        for size in SIZES:
-            onnx_path = Path(tmp) / f"block{size}.onnx"
-            onnx_path.write_bytes(model(size).SerializeToString())
-            kernels = winograd_kernels(cm.fused_for_tuning(cm.import_onnx(model(size), onnx_path, {}), target, "NCHWc"))
-            entry["tiles"][size] = [tile_of(k) for k in kernels]
+        for name, batch, size in CASES:
+            onnx_path = Path(tmp) / f"block{batch}x{size}.onnx"
+            onnx_path.write_bytes(model(batch, size).SerializeToString())
+            kernels = winograd_kernels(cm.fused_for_tuning(cm.import_onnx(model(batch, size), onnx_path, {}), target, "NCHWc"))
+            entry["tiles"][name] = [tile_of(k) for k in kernels]
             if not kernels:
                 continue
-            sch = s_tir.Schedule(kernels[0])
-            entry["fused"] = [sch.get(b).name_hint for b in winograd._parts(sch)[1]]
-            entry["reg_n"] = winograd.reg_n_choices(sch, unit)
-            entry["oc_groups"] = winograd.oc_group_choices(sch, unit)
+            if name == "14":  # 49 tiles
+                sch = s_tir.Schedule(kernels[0])
+                entry["fused"] = [sch.get(b).name_hint for b in winograd._parts(sch)[1]]
+                entry["reg_n"] = winograd.reg_n_choices(sch, unit)
+                entry["oc_groups"] = winograd.oc_group_choices(sch, unit)
             if needs in flags:
-                library = Path(tmp) / f"{mcpu}-{size}.so"
+                library = Path(tmp) / f"{mcpu}-{batch}x{size}.so"
                 cm.compile_onnx(onnx_path, library, target=spec, conv_layout="NCHWc")
                 vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
-                x = rng.standard_normal((1, 64, size, size)).astype("float32")
+                x = rng.standard_normal((batch, 64, size, size)).astype("float32")
                 got = vm["main"](tvm.runtime.tensor(x))
-                entry["maxAbsDiff"][size] = float(np.abs(got.numpy() - expected(x)).max())
+                entry["maxAbsDiff"][name] = float(np.abs(got.numpy() - expected(x)).max())
         report[mcpu] = entry
 print(json.dumps(report))
